@@ -1,0 +1,38 @@
+# Every target does its own set-up, so `make demo` and `make test` work as the
+# first command on a fresh Debian machine (as root), and change nothing where
+# Docker and PostgreSQL already run.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install services test demo bench lint clean
+
+install:
+	@scripts/ensure-venv.sh
+
+services: install
+	@scripts/ensure-docker.sh
+	@scripts/ensure-images.sh
+	@scripts/ensure-go.sh
+
+test: services
+	@RUNNER_TEST_REQUIRE_SERVICES=1 scripts/with-postgres.sh \
+		$(VENV)/bin/pytest --durations=15 $(PYTEST_ARGS)
+
+demo: install
+	@scripts/ensure-docker.sh
+	@scripts/ensure-images.sh
+	@scripts/demo.sh
+
+bench: services
+	@RUNNER_TEST_REQUIRE_SERVICES=1 scripts/with-postgres.sh $(PY) -m bench
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runner-out build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,115 @@
+"""What every command shares: the context object and the common flags.
+
+This layer is the only reader of ``os.environ``; it turns flags and variables
+into a frozen ``Settings`` and passes it down.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import click
+
+from runner.config import LogFormat, Settings, settings_from_env
+from runner.errors import UsageError
+from runner.log import configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class App:
+    """Handed to every command through ``click.Context.obj``."""
+
+    settings: Settings
+    env: Mapping[str, str]
+
+    def default_namespace(self) -> str:
+        return f"user:{login_name(self.env)}"
+
+
+def login_name(env: Mapping[str, str]) -> str:
+    for key in ("RUNNER_USER", "LOGNAME", "USER"):
+        if env.get(key):
+            return env[key]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local"
+
+
+def common_options(func: F) -> F:
+    """Add ``-v``, ``--debug`` and ``--log-format`` and configure logging.
+
+    They sit on every command (not only the group) so that
+    ``runner run spec.yaml --debug`` works as users type it.
+    """
+
+    @click.option("-v", "--verbose", count=True, help="More log detail (-vv includes libraries).")
+    @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+    @click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default=None,
+        help="Log lines on stderr as text or JSON (default: text on a terminal, else JSON).",
+    )
+    @functools.wraps(func)
+    def wrapper(
+        *args: Any, verbose: int, debug: bool, log_format: str | None, **kwargs: Any
+    ) -> Any:
+        ctx = click.get_current_context()
+        parent = ctx.find_object(App)
+        base = parent.settings if parent else settings_from_env(os.environ)
+        fmt = cast(LogFormat, log_format or base.log_format)
+        settings = base.with_changes(
+            verbose=max(verbose, base.verbose), debug=debug or base.debug, log_format=fmt
+        )
+        ctx.obj = App(settings=settings, env=parent.env if parent else os.environ)
+        configure_logging(fmt=settings.log_format, verbose=settings.verbose)
+        return ctx.invoke(func, *args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def app() -> App:
+    obj = click.get_current_context().find_object(App)
+    if obj is None:  # pragma: no cover - every command is wrapped by common_options
+        raise UsageError("internal: command ran without its context")
+    return obj
+
+
+def namespace_from_flags(
+    *,
+    global_: bool = False,
+    org: str | None = None,
+    user: str | None = None,
+    namespace: str | None = None,
+    required: bool = True,
+) -> str | None:
+    """Turn ``--global`` / ``--org`` / ``--user`` / ``--namespace`` into one namespace."""
+    given = [
+        ns
+        for ns in (
+            "global" if global_ else None,
+            f"org:{org}" if org else None,
+            f"user:{user}" if user else None,
+            namespace,
+        )
+        if ns
+    ]
+    if len(given) > 1:
+        raise UsageError(
+            "give one namespace", hint="use only one of --global, --org, --user or --namespace"
+        )
+    if not given:
+        if required:
+            raise UsageError(
+                "no namespace given", hint="add --global, --org ORG, --user USER or --namespace NS"
+            )
+        return None
+    return given[0]

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real Docker engine and PostgreSQL server.
+
+`make test` sets RUNNER_TEST_REQUIRE_SERVICES=1 and starts both, so there a
+missing service fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("RUNNER_TEST_REQUIRE_SERVICES") == "1"
+TEST_IMAGE = "runner-test/busybox:latest"
+
+
+def _unavailable(what: str, why: str) -> None:
+    message = f"{what} is not available ({why}); `make test` starts it"
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    import docker
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        _unavailable("the Docker engine", str(exc))
+        raise AssertionError("unreachable") from exc
+    try:
+        client.images.get(TEST_IMAGE)
+    except ImageNotFound:
+        _unavailable(f"the image {TEST_IMAGE}", "run scripts/ensure-images.sh")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("RUNNER_TEST_POSTGRES_URL")
+    if not url:
+        _unavailable("PostgreSQL", "RUNNER_TEST_POSTGRES_URL is not set")
+        raise AssertionError("unreachable")
+    return url
