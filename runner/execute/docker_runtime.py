@@ -1,0 +1,444 @@
+"""``ContainerRuntime`` over the Docker engine: the only module that imports ``docker``.
+
+One step, one container, one round of engine calls: create, attach, start,
+wait, remove. How secrets get in without being seen:
+
+* The container's command is a fixed wrapper (below). It reads shell
+  ``export`` lines from its stdin, evaluates them, and then ``exec``s the step
+  script with stdin from ``/dev/null``.
+* runner attaches to the container before starting it, writes those lines into
+  the attach connection and half-closes it, so the wrapper's ``cat`` sees EOF.
+  The values travel over the engine's socket and through pipes only: never in
+  ``Config`` (so not in ``docker inspect``), argv, labels or any file.
+* The script is written to a per-step host folder and bind-mounted read-only;
+  it holds template output but no secret value.
+
+The attach connection is not a TTY, so stdout and stderr come multiplexed in
+frames with an 8-byte header; ``_Demux`` splits them as bytes arrive so output
+streams through without being held back until a frame or the step completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+import docker
+import docker.errors
+import requests.exceptions
+import structlog
+from docker.types import LogConfig
+from docker.types import Mount as DockerMount
+from docker.utils import kwargs_from_env
+
+from runner.errors import ContainerRuntimeError, ExecutionError, ImageNotFoundError
+from runner.execute.runtime import (
+    KILLED_EXIT_CODE,
+    OutputCallback,
+    OutputStream,
+    StepContainer,
+    StepExit,
+)
+from runner.secrets.value import Secret
+
+log = structlog.stdlib.get_logger("runner.execute.docker")
+
+# A folder no image is likely to use; the wrapper runs the script from here.
+SCRIPT_DIR = "/.runner"
+SCRIPT_PATH = f"{SCRIPT_DIR}/step.sh"
+
+# The sentinel is assigned last: if the payload is cut short or does not parse,
+# the step must not run without its secrets, so the wrapper refuses with 125.
+_SENTINEL = "__runner_env_ok"
+WRAPPER = (
+    f'eval "$(cat)" && [ "${{{_SENTINEL}-}}" = 1 ] || '
+    "{ echo 'runner: the step environment did not arrive' >&2; exit 125; }; "
+    f"unset {_SENTINEL}; exec /bin/sh {SCRIPT_PATH} </dev/null"
+)
+ENTRYPOINT = ["/bin/sh", "-c", WRAPPER]
+
+_HEADER = struct.Struct(">BxxxL")
+_STREAMS: dict[int, OutputStream] = {1: "stdout", 2: "stderr", 3: "stderr"}
+
+_ENGINE_ERRORS: tuple[type[BaseException], ...] = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    OSError,
+)
+_ENGINE_HINT = (
+    "check that the Docker engine is running and healthy (`docker info`); the step can be retried"
+)
+
+
+def shell_quote(value: str) -> str:
+    """``value`` as one single-quoted POSIX shell word (everything literal inside)."""
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def env_payload(secret_env: Mapping[str, Secret]) -> bytes:
+    """What the wrapper evaluates: one ``export`` per secret, then the sentinel."""
+    lines = [f"export {name}={shell_quote(value.reveal())}\n" for name, value in secret_env.items()]
+    lines.append(f"{_SENTINEL}=1\n")
+    return "".join(lines).encode("utf-8")
+
+
+class _Demux:
+    """Splits Docker's multiplexed attach stream into (stream, bytes) pieces."""
+
+    def __init__(self) -> None:
+        self._header = b""
+        self._stream: OutputStream | None = None
+        self._remaining = 0
+
+    def feed(self, data: bytes) -> Iterator[tuple[OutputStream, bytes]]:
+        view = memoryview(data)
+        while view:
+            if self._remaining == 0:
+                need = _HEADER.size - len(self._header)
+                self._header += bytes(view[:need])
+                view = view[need:]
+                if len(self._header) < _HEADER.size:
+                    return
+                kind, self._remaining = _HEADER.unpack(self._header)
+                self._header = b""
+                # Frame type 0 would be stdin echo; nothing to show for it.
+                self._stream = _STREAMS.get(kind)
+                continue
+            piece = bytes(view[: self._remaining])
+            view = view[len(piece) :]
+            self._remaining -= len(piece)
+            if self._stream is not None and piece:
+                yield self._stream, piece
+
+
+def _reason(exc: BaseException) -> str:
+    # An engine message can only carry what we sent it, and we never send a
+    # secret value; still, keep it short and to one line.
+    if isinstance(exc, docker.errors.APIError) and exc.explanation:
+        text = str(exc.explanation)
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _engine_failure(action: str, exc: BaseException) -> NoReturn:
+    raise ContainerRuntimeError(
+        f"the Docker engine failed to {action}: {_reason(exc)}", hint=_ENGINE_HINT
+    ) from exc
+
+
+@contextlib.contextmanager
+def _engine(action: str) -> Iterator[None]:
+    try:
+        yield
+    except _ENGINE_ERRORS as exc:
+        _engine_failure(action, exc)
+
+
+class DockerRuntime:
+    """Runs steps through one shared low-level docker client.
+
+    The client's connection pool makes it safe to share between worker
+    threads; size it (``max_pool_size``) at least to the parallelism, since
+    every running step holds one connection for its output.
+    """
+
+    def __init__(
+        self,
+        api: docker.APIClient,
+        *,
+        scratch_dir: Path | None = None,
+        poll_interval_s: float = 0.1,
+        pull_timeout_s: float = 600.0,
+    ) -> None:
+        self._api = api
+        self._scratch_dir = scratch_dir
+        self._poll_interval_s = poll_interval_s
+        self._pull_timeout_s = pull_timeout_s
+
+    @classmethod
+    def from_environ(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        max_pool_size: int = 32,
+        timeout_s: float = 60.0,
+        scratch_dir: Path | None = None,
+    ) -> DockerRuntime:
+        """Connect as the docker CLI would with ``DOCKER_HOST``/``DOCKER_TLS_VERIFY``/...
+
+        ``environ`` is passed in by the CLI; nothing here reads the process
+        environment itself.
+        """
+        kwargs: dict[str, Any] = {}
+        # kwargs_from_env falls back to os.environ when given an empty mapping.
+        if any(key.startswith("DOCKER_") for key in environ):
+            kwargs = dict(kwargs_from_env(environment=dict(environ)))
+        try:
+            api = docker.APIClient(
+                version="auto", timeout=int(timeout_s), max_pool_size=max_pool_size, **kwargs
+            )
+        except _ENGINE_ERRORS as exc:
+            raise ContainerRuntimeError(
+                f"cannot reach the Docker engine: {_reason(exc)}",
+                hint="start Docker, or point DOCKER_HOST at a running engine",
+            ) from exc
+        return cls(api, scratch_dir=scratch_dir)
+
+    def close(self) -> None:
+        self._api.close()
+
+    # -- images --------------------------------------------------------------
+
+    def image_id(self, image: str) -> str:
+        found = self._local_image_id(image)
+        if found is not None:
+            return found
+        if image.startswith("sha256:"):
+            # An image ID names content that exists only where it was built.
+            raise ImageNotFoundError(
+                f"image {image} is not present locally",
+                hint="build or pull the image again, or name it by repository and tag",
+            )
+        self._pull(image)
+        found = self._local_image_id(image)
+        if found is None:
+            raise ImageNotFoundError(
+                f"image {image} was pulled but is still not present",
+                hint=f"check the name and try `docker pull {image}`",
+            )
+        return found
+
+    def _local_image_id(self, image: str) -> str | None:
+        with _engine(f"look up image {image}"):
+            try:
+                return str(self._api.inspect_image(image)["Id"])  # type: ignore[no-untyped-call]
+            except docker.errors.NotFound:
+                return None
+
+    def _pull(self, image: str) -> None:
+        # The SDK waits for a pull without any time limit; a registry that
+        # never answers must not hang the whole run, so the pull gets a thread
+        # that is abandoned (it holds nothing of ours) if it overruns.
+        failure: list[str] = []
+
+        def pull() -> None:
+            try:
+                for message in self._api.pull(image, stream=True, decode=True):
+                    if isinstance(message, dict) and message.get("error"):
+                        failure.append(str(message["error"]))
+                        return
+            except _ENGINE_ERRORS as exc:
+                failure.append(_reason(exc))
+
+        worker = threading.Thread(target=pull, name=f"pull {image}", daemon=True)
+        worker.start()
+        worker.join(self._pull_timeout_s)
+        if worker.is_alive():
+            failure.append(f"no answer within {self._pull_timeout_s:g}s")
+        if failure:
+            raise ImageNotFoundError(
+                f"image {image} is not present locally and could not be pulled ({failure[0]})",
+                hint=f"check the image name, or build or `docker pull {image}` it first",
+            )
+
+    # -- steps ---------------------------------------------------------------
+
+    def run_step(
+        self, step: StepContainer, *, on_output: OutputCallback, cancel: threading.Event
+    ) -> StepExit:
+        for mount in step.mounts:
+            if not mount.source.exists():
+                raise ExecutionError(
+                    f"cannot mount {mount.source} at {mount.target}: it does not exist",
+                    hint="create it, or fix the path in the spec",
+                )
+        payload = env_payload(step.secret_env)
+        with tempfile.TemporaryDirectory(prefix="runner-step-", dir=self._scratch_dir) as tmp:
+            script = Path(tmp) / "step.sh"
+            script.write_text(step.script, encoding="utf-8")
+            # Readable by whatever user the image runs as.
+            script.chmod(0o644)
+            container_id = self._create(step, script)
+            try:
+                return self._run(container_id, step, payload, on_output, cancel)
+            finally:
+                self._remove(container_id)
+
+    def _create(self, step: StepContainer, script: Path) -> str:
+        mounts = [
+            DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
+            for m in step.mounts
+        ]
+        mounts.append(
+            DockerMount(target=SCRIPT_PATH, source=str(script), type="bind", read_only=True)
+        )
+        with _engine("create the step's container"):
+            host_config = self._api.create_host_config(
+                mounts=mounts,
+                init=True,
+                log_config=LogConfig(type=LogConfig.types.NONE),
+                mem_limit=step.memory_bytes,
+                nano_cpus=round(step.cpus * 1e9) if step.cpus is not None else None,
+            )
+            created = self._api.create_container(
+                step.image,
+                entrypoint=ENTRYPOINT,
+                environment=[f"{k}={v}" for k, v in step.env.items()],
+                working_dir=step.workdir,
+                labels=dict(step.labels),
+                stdin_open=True,
+                tty=False,
+                host_config=host_config,
+                # Proxy settings from ~/.docker/config.json would add variables
+                # the spec never asked for; the spec's env is the whole env.
+                use_config_proxy=False,
+            )
+        return str(created["Id"])
+
+    def _attach(self, container_id: str) -> tuple[Any, socket.socket]:
+        with _engine("attach to the step's container"):
+            handle = self._api.attach_socket(
+                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+        # Over a unix socket or TCP the SDK hands back a SocketIO wrapper; the
+        # half-close and timeouts need the socket underneath.
+        raw = handle if isinstance(handle, socket.socket) else getattr(handle, "_sock", None)
+        if not isinstance(raw, socket.socket):
+            handle.close()
+            raise ContainerRuntimeError(
+                "the Docker connection does not allow writing to a container's stdin",
+                hint="connect to the engine over a unix socket or TCP (DOCKER_HOST)",
+            )
+        return handle, raw
+
+    def _run(
+        self,
+        container_id: str,
+        step: StepContainer,
+        payload: bytes,
+        on_output: OutputCallback,
+        cancel: threading.Event,
+    ) -> StepExit:
+        handle, raw = self._attach(container_id)
+        try:
+            with _engine("start the step's container"):
+                self._api.start(container_id)
+            deadline = time.monotonic() + step.timeout_s
+            try:
+                raw.settimeout(30.0)
+                raw.sendall(payload)
+                raw.shutdown(socket.SHUT_WR)
+            except OSError:
+                # The container is already gone or closed its stdin: the
+                # wrapper then exits 125 and the output below says why.
+                pass
+            raw.settimeout(self._poll_interval_s)
+            demux = _Demux()
+            while True:
+                if cancel.is_set():
+                    return self._kill(container_id, canceled=True)
+                if time.monotonic() >= deadline:
+                    return self._kill(container_id, timed_out=True)
+                try:
+                    data = raw.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError as exc:
+                    _engine_failure("stream the step's output", exc)
+                if not data:
+                    break
+                for stream, chunk in demux.feed(data):
+                    on_output(stream, chunk)
+        finally:
+            with contextlib.suppress(OSError):
+                raw.close()
+            with contextlib.suppress(OSError):
+                handle.close()
+        return self._wait(container_id, deadline, cancel)
+
+    def _wait(self, container_id: str, deadline: float, cancel: threading.Event) -> StepExit:
+        # The output ends when the step closes stdout and stderr, which it may
+        # do long before it exits: keep honouring the timeout and cancel.
+        while True:
+            if cancel.is_set():
+                return self._kill(container_id, canceled=True)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self._kill(container_id, timed_out=True)
+            with _engine("wait for the step's container"):
+                try:
+                    result = self._api.wait(container_id, timeout=max(1, min(5, int(remaining))))
+                except requests.exceptions.ReadTimeout:
+                    continue
+            return self._exit_from(container_id, result)
+
+    def _exit_from(self, container_id: str, result: Mapping[str, Any]) -> StepExit:
+        error = result.get("Error")
+        if error and error.get("Message"):
+            raise ContainerRuntimeError(
+                f"the Docker engine failed to wait for the step's container: {error['Message']}",
+                hint=_ENGINE_HINT,
+            )
+        code = int(result["StatusCode"])
+        oom = False
+        if code == KILLED_EXIT_CODE:
+            with _engine("inspect the step's container"):
+                oom = bool(self._api.inspect_container(container_id)["State"].get("OOMKilled"))
+        return StepExit(exit_code=code, oom_killed=oom)
+
+    def _kill(
+        self, container_id: str, *, timed_out: bool = False, canceled: bool = False
+    ) -> StepExit:
+        with _engine("kill the step's container"):
+            try:
+                self._api.kill(container_id)
+            except docker.errors.APIError as exc:
+                # 409: it exited on its own meanwhile, which is fine.
+                if exc.status_code != 409:
+                    raise
+            result = self._api.wait(container_id, timeout=30)
+        code = int(result.get("StatusCode", KILLED_EXIT_CODE))
+        return StepExit(exit_code=code, timed_out=timed_out, canceled=canceled)
+
+    def _remove(self, container_id: str) -> None:
+        try:
+            self._api.remove_container(container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except _ENGINE_ERRORS as exc:
+            # The run's label lets the next run or `runner cleanup` sweep it.
+            log.warning(
+                "could not remove a step container; it will be swept later",
+                container=container_id[:12],
+                reason=_reason(exc),
+            )
+
+    # -- clean-up ------------------------------------------------------------
+
+    def sweep(self, label_key: str, label_value: str | None = None) -> int:
+        label = label_key if label_value is None else f"{label_key}={label_value}"
+        with _engine("list leftover containers"):
+            leftovers = self._api.containers(all=True, quiet=True, filters={"label": label})
+        removed = 0
+        for container in leftovers:
+            with _engine("remove a leftover container"):
+                try:
+                    self._api.remove_container(container["Id"], force=True, v=True)
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as exc:
+                    # 409: another sweep is already removing it.
+                    if exc.status_code == 409:
+                        continue
+                    raise
+            removed += 1
+        return removed

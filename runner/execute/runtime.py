@@ -1,0 +1,149 @@
+"""The seam between the step loop and whatever runs containers.
+
+``ContainerRuntime`` is all the step loop knows of Docker: resolve an image to
+its content-addressed ID, run one step in a fresh container, and sweep what an
+interrupted run left behind. ``docker_runtime.DockerRuntime`` is the real one,
+``fake_runtime.FakeRuntime`` the one unit tests drive.
+
+A ``StepContainer`` keeps secret values apart from ordinary variables so that
+no implementation can put them where ordinary ones go (``Config.Env``, argv,
+disk): they stay ``Secret`` objects until the moment they leave for the step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from threading import Event
+from typing import Literal, Protocol
+
+from runner.errors import ExecutionError
+from runner.secrets.value import Secret
+
+OutputStream = Literal["stdout", "stderr"]
+OutputCallback = Callable[[OutputStream, bytes], None]
+
+# Secret values are exported by a shell, so their names must be shell names.
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# What a container killed with SIGKILL (timeout, cancel, out of memory) exits with.
+KILLED_EXIT_CODE = 137
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mount:
+    """A host path bind-mounted into the step's container (read-only unless said)."""
+
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepContainer:
+    """Everything needed to run one step in a new container.
+
+    ``image`` should be an image ID from ``ContainerRuntime.image_id``, so the
+    step runs exactly the image the cache key names. ``env`` may be seen by
+    anyone who can inspect the container; ``secret_env`` never is.
+    """
+
+    image: str
+    script: str
+    workdir: str
+    mounts: Sequence[Mount] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, Secret] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 30 * 60
+    memory_bytes: int | None = None
+    cpus: float | None = None
+
+    def __post_init__(self) -> None:
+        if not PurePosixPath(self.workdir).is_absolute():
+            raise ExecutionError(
+                f"the step's working directory {self.workdir!r} is not an absolute path",
+                hint="give the workspace path inside the container, such as /work",
+            )
+        for mount in self.mounts:
+            if not PurePosixPath(mount.target).is_absolute() or not mount.source.is_absolute():
+                raise ExecutionError(
+                    f"mount {mount.source} -> {mount.target} needs absolute paths on both sides",
+                    hint="resolve mount paths against the spec's folder before running",
+                )
+        for name in self.env:
+            if not name or "=" in name or "\0" in name:
+                raise ExecutionError(
+                    f"environment variable name {name!r} is not valid",
+                    hint="use names made of letters, digits and underscores",
+                )
+        for name, value in self.secret_env.items():
+            if not _SHELL_NAME.fullmatch(name):
+                raise ExecutionError(
+                    f"secret environment variable name {name!r} is not valid",
+                    hint="use names made of letters, digits and underscores, not starting "
+                    "with a digit",
+                )
+            if "\0" in value.reveal():
+                # Never name the value: only that it cannot be passed.
+                raise ExecutionError(
+                    f"the value of {name} contains a NUL character, which no environment "
+                    "variable can hold",
+                    hint="store the value without NUL characters",
+                )
+        if self.timeout_s <= 0:
+            raise ExecutionError("the step timeout must be positive", hint="pass --timeout > 0")
+        if self.memory_bytes is not None and self.memory_bytes <= 0:
+            raise ExecutionError("the memory limit must be positive", hint="raise the limit")
+        if self.cpus is not None and self.cpus <= 0:
+            raise ExecutionError("the CPU limit must be positive", hint="raise the limit")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepExit:
+    """How a step's container ended.
+
+    ``timed_out`` and ``canceled`` mean runner killed it; ``oom_killed`` means
+    the kernel did because the step went over its memory limit. All three are
+    the step's own failure, not the engine's: an engine failure is raised as
+    ``ContainerRuntimeError`` instead.
+    """
+
+    exit_code: int
+    timed_out: bool = False
+    canceled: bool = False
+    oom_killed: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not (self.timed_out or self.canceled or self.oom_killed)
+
+
+class ContainerRuntime(Protocol):
+    """Runs steps in containers. Implementations are safe to call from many threads."""
+
+    def image_id(self, image: str) -> str:
+        """The content-addressed ID of ``image``, pulling it if it is not present.
+
+        Raises ``ImageNotFoundError`` naming the image if it is neither present
+        nor pullable, ``ContainerRuntimeError`` if the engine fails.
+        """
+        ...
+
+    def run_step(
+        self, step: StepContainer, *, on_output: OutputCallback, cancel: Event
+    ) -> StepExit:
+        """Run ``step`` in a new container and remove the container afterwards.
+
+        Output reaches ``on_output`` in chunks as the step writes it, never
+        buffered whole. Setting ``cancel`` kills the container promptly. Raises
+        ``ContainerRuntimeError`` only for engine failures (a retryable
+        infrastructure failure), never for the step's own non-zero exit.
+        """
+        ...
+
+    def sweep(self, label_key: str, label_value: str | None = None) -> int:
+        """Kill and remove every container carrying the label; return how many."""
+        ...
