@@ -82,8 +82,11 @@ class SpecError(RunnerError):
 
 
 class TemplateError(RunnerError):
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    """``offset``: where in the template text (in characters) the problem is, when known."""
+
+    def __init__(self, message: str, *, hint: str | None = None, offset: int | None = None) -> None:
         super().__init__(message, hint=hint)
+        self.offset = offset
 
 
 class SecretError(RunnerError):
