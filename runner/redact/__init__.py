@@ -1,0 +1,37 @@
+"""Redaction: no secret value leaves runner in any form a reader could undo.
+
+- ``Redactor(secrets)``: a fixed set of values and all their encodings, found
+  in one Aho-Corasick pass with overlapping matches merged;
+  ``.redact(text)``, ``.redact_bytes(data)``, ``.stream()``.
+- ``StreamRedactor``: for output in chunks, holding back only what the
+  longest form needs.
+- ``RedactingProcessor``: a structlog processor for before and after the
+  renderer; ``RedactingLogFilter`` for other ``logging`` handlers.
+- ``active()``: the process's redactor, which every value resolved for a run
+  or a job is registered with, and which logging and error messages consult.
+"""
+
+from runner.redact.active import ActiveRedactor, ActiveScope, active
+from runner.redact.encodings import MIN_FORM_CHARS, MIN_VALUE_CHARS, forms_of
+from runner.redact.matcher import PreparedSecret, Redactor, marker_for, prepare
+from runner.redact.processors import RedactingLogFilter, RedactingProcessor
+from runner.redact.protocol import Redacts, StreamRedacting
+from runner.redact.stream import StreamRedactor
+
+__all__ = [
+    "MIN_FORM_CHARS",
+    "MIN_VALUE_CHARS",
+    "ActiveRedactor",
+    "ActiveScope",
+    "PreparedSecret",
+    "RedactingLogFilter",
+    "RedactingProcessor",
+    "Redactor",
+    "Redacts",
+    "StreamRedacting",
+    "StreamRedactor",
+    "active",
+    "forms_of",
+    "marker_for",
+    "prepare",
+]
