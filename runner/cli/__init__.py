@@ -17,7 +17,9 @@ from runner.errors import RunnerError
 
 def _redact_text(text: str) -> str:
     """Error text passes through the process's active redactor before it is shown."""
-    return text
+    from runner.redact import active
+
+    return active().redact(text)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
