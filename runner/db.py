@@ -1,0 +1,486 @@
+"""A small database layer: SQLite and PostgreSQL behind one SQL dialect.
+
+Callers write SQL once, with ``?`` placeholders, in the common subset of both
+dialects (``INSERT ... ON CONFLICT``, ``RETURNING`` and partial indexes work in
+both); the PostgreSQL backend translates placeholders. Rows come back as
+dicts. Times are stored as fixed-width RFC 3339 text in UTC (``db_time``), so
+they sort and compare the same way in both.
+
+Concurrency: a write transaction on SQLite is ``BEGIN IMMEDIATE`` (one writer
+at a time, others wait up to the busy timeout); on PostgreSQL it is an
+ordinary read-committed transaction, and ``Transaction.lock(key)`` takes a
+transaction-scoped advisory lock to serialise writers of one thing (a no-op
+on SQLite, where writers are serialised already).
+
+Driver exceptions are translated here into ``StoreError`` subclasses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg.errors
+from psycopg.rows import dict_row
+
+from runner.errors import StoreError
+from runner.migrations import Dialect, Migration, ordered, registered
+
+Row = dict[str, Any]
+Params = Sequence[Any]
+T = TypeVar("T")
+
+MIGRATIONS_TABLE = "runner_schema_migrations"
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class IntegrityError(StoreError):
+    """A constraint refused a write (a unique key exists, a reference is missing)."""
+
+
+class BusyError(StoreError):
+    """Another writer held the database too long, or a deadlock was broken; retry."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def db_time(moment: datetime) -> str:
+    """The stored form of a time: RFC 3339 in UTC, fixed width, so text order is time order."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: pass an aware time in UTC")
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def parse_db_time(text: str) -> datetime:
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def display_url(url: str) -> str:
+    """The URL with any password masked, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///abs/path.db`` (or ``sqlite:////abs/path.db``) to a file path."""
+    rest = url[len("sqlite:") :]
+    if rest.startswith("//"):
+        rest = rest[2:]
+    if rest in ("/:memory:", ":memory:"):
+        return ":memory:"
+    if not rest.startswith("/"):
+        raise StoreError(
+            f"unsupported SQLite URL {url!r}",
+            hint="write it as sqlite:///ABSOLUTE/PATH/runner.db",
+        )
+    return "/" + rest.lstrip("/")
+
+
+@lru_cache(maxsize=512)
+def to_pyformat(sql: str) -> str:
+    """``?`` placeholders to psycopg's ``%s``, leaving quoted text and comments alone."""
+    out: list[str] = []
+    i = 0
+    n = len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in ("'", '"'):
+            end = i + 1
+            while end < n:
+                if sql[end] == ch:
+                    if end + 1 < n and sql[end + 1] == ch:
+                        end += 2
+                        continue
+                    break
+                end += 1
+            out.append(sql[i : end + 1].replace("%", "%%"))
+            i = end + 1
+        elif ch == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = n if end < 0 else end
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        elif ch == "?":
+            out.append("%s")
+            i += 1
+        elif ch == "%":
+            out.append("%%")
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def lock_id(key: str) -> int:
+    """A stable signed 64-bit number for an advisory lock named ``key``."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_SQLITE_BUSY = re.compile(r"locked|busy", re.IGNORECASE)
+
+
+def _translate(exc: Exception) -> StoreError:
+    if isinstance(exc, sqlite3.IntegrityError | psycopg.errors.IntegrityError):
+        return IntegrityError(
+            f"the database refused a write: {_first_line(exc)}",
+            hint="retry; if it persists, report it",
+        )
+    if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected) or (
+        isinstance(exc, sqlite3.OperationalError) and _SQLITE_BUSY.search(str(exc))
+    ):
+        return BusyError(
+            f"the database is busy: {_first_line(exc)}",
+            hint="retry in a moment; another runner process holds a write lock",
+        )
+    return StoreError(
+        f"database error: {_first_line(exc)}",
+        hint="check the database (RUNNER_DATABASE_URL) and retry; rerun with --debug for details",
+    )
+
+
+_DRIVER_ERRORS = (sqlite3.Error, psycopg.Error)
+
+
+class Transaction:
+    """One open transaction. Use it only inside its ``with`` block."""
+
+    def __init__(self, db: Database, *, write: bool) -> None:
+        self._db = db
+        self.write = write
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._db.dialect
+
+    def _cursor_execute(self, sql: str, params: Params) -> Any:
+        db = self._db
+        try:
+            if db.dialect == "postgresql":
+                adapted = [int(p) if isinstance(p, bool) else p for p in params]
+                return db._pg().execute(to_pyformat(sql), adapted)
+            return db._sqlite().execute(sql, tuple(params))
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc) from exc
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+        cursor = self._cursor_execute(sql, params)
+        return int(cursor.rowcount or 0)
+
+    def one(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = self._cursor_execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        return list(self._cursor_execute(sql, params).fetchall())
+
+    def scalar(self, sql: str, params: Params = ()) -> Any:
+        row = self._cursor_execute(sql, params).fetchone()
+        if row is None:
+            return None
+        return next(iter(row.values()))
+
+    def lock(self, key: str, *, shared: bool = False) -> None:
+        """Serialise with other transactions locking ``key`` until this one ends."""
+        if self.dialect == "postgresql":
+            fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+            self._cursor_execute(f"SELECT {fn}(?)", [lock_id(key)])
+
+    def script(self, script: str) -> None:
+        """Run a multi-statement script (a migration); no parameters."""
+        db = self._db
+        try:
+            if db.dialect == "postgresql":
+                db._pg().execute(script.encode())
+                return
+            conn = db._sqlite()
+            for statement in _split_sqlite(script):
+                conn.execute(statement)
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc) from exc
+
+
+def _split_sqlite(script: str) -> Iterator[str]:
+    # executescript() would commit the open transaction first; split instead,
+    # using SQLite's own notion of a complete statement (triggers have inner ';').
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer
+            buffer = ""
+    if buffer.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in buffer.splitlines()
+    ):
+        yield buffer
+
+
+def _sqlite_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
+    return {col[0]: value for col, value in zip(cursor.description, values, strict=True)}
+
+
+class Database:
+    """A connection to the state database. Safe to share between threads."""
+
+    def __init__(
+        self,
+        *,
+        dialect: Dialect,
+        url: str,
+        sqlite_conn: sqlite3.Connection | None = None,
+        pg_conn: psycopg.Connection[Row] | None = None,
+    ) -> None:
+        self.dialect: Dialect = dialect
+        self.url = url
+        self._sqlite_conn = sqlite_conn
+        self._pg_conn = pg_conn
+        self._lock = threading.RLock()
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"Database({self.dialect}, {display_url(self.url)!r})"
+
+    def _sqlite(self) -> sqlite3.Connection:
+        if self._sqlite_conn is None:
+            raise StoreError("the database is closed", hint="open it again")
+        return self._sqlite_conn
+
+    def _pg(self) -> psycopg.Connection[Row]:
+        if self._pg_conn is None:
+            raise StoreError("the database is closed", hint="open it again")
+        return self._pg_conn
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Transaction]:
+        """A transaction that commits when the block ends and rolls back on an exception.
+
+        A nested call on the same thread joins the outer transaction.
+        """
+        outer: Transaction | None = getattr(self._local, "tx", None)
+        if outer is not None:
+            if write and not outer.write:
+                raise RuntimeError("cannot write inside a read-only transaction")
+            yield outer
+            return
+        with self._lock:
+            tx = Transaction(self, write=write)
+            self._local.tx = tx
+            try:
+                if self.dialect == "postgresql":
+                    yield from self._pg_transaction(tx)
+                else:
+                    yield from self._sqlite_transaction(tx)
+            finally:
+                self._local.tx = None
+
+    def _pg_transaction(self, tx: Transaction) -> Iterator[Transaction]:
+        conn = self._pg()
+        try:
+            with conn.transaction():
+                yield tx
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc) from exc
+
+    def _sqlite_transaction(self, tx: Transaction) -> Iterator[Transaction]:
+        conn = self._sqlite()
+        try:
+            conn.execute("BEGIN IMMEDIATE" if tx.write else "BEGIN")
+        except _DRIVER_ERRORS as exc:
+            raise _translate(exc) from exc
+        try:
+            yield tx
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            conn.commit()
+        except _DRIVER_ERRORS as exc:
+            conn.rollback()
+            raise _translate(exc) from exc
+
+    def run(
+        self,
+        work: Callable[[Transaction], T],
+        *,
+        write: bool = True,
+        attempts: int = 5,
+        retry_on: tuple[type[StoreError], ...] = (BusyError,),
+    ) -> T:
+        """Run ``work`` in a transaction, retrying it from scratch on ``retry_on`` errors."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction(write=write) as tx:
+                    return work(tx)
+            except retry_on:
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    # Migrations -------------------------------------------------------------
+
+    def _table_exists(self, tx: Transaction, table: str) -> bool:
+        if self.dialect == "postgresql":
+            return tx.scalar("SELECT to_regclass(?) IS NOT NULL AS present", [table]) is True
+        found = tx.scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", [table]
+        )
+        return found is not None
+
+    def applied_migrations(self) -> dict[int, str]:
+        with self.transaction(write=False) as tx:
+            if not self._table_exists(tx, MIGRATIONS_TABLE):
+                return {}
+            rows = tx.all(f"SELECT version, name FROM {MIGRATIONS_TABLE}")  # noqa: S608
+        return {int(r["version"]): str(r["name"]) for r in rows}
+
+    def migrate(self, migrations: Iterable[Migration] | None = None) -> list[int]:
+        """Apply the given (default: every registered) migrations not applied yet.
+
+        Returns the versions applied now. Safe when several processes start at once.
+        """
+        wanted = ordered(registered() if migrations is None else migrations)
+        applied = self.applied_migrations()
+        self._check_names(wanted, applied)
+        pending = [m for m in wanted if m.version not in applied]
+        done: list[int] = []
+        for migration in pending:
+            with self.transaction() as tx:
+                tx.lock("runner:migrations")
+                tx.execute(
+                    f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+                    " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
+                already = tx.scalar(
+                    f"SELECT name FROM {MIGRATIONS_TABLE} WHERE version = ?",  # noqa: S608
+                    [migration.version],
+                )
+                if already is not None:
+                    continue
+                tx.script(migration.script(self.dialect))
+                tx.execute(
+                    f"INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at)"  # noqa: S608
+                    " VALUES (?, ?, ?)",
+                    [migration.version, migration.name, db_time(utcnow())],
+                )
+                done.append(migration.version)
+        return done
+
+    @staticmethod
+    def _check_names(wanted: Sequence[Migration], applied: dict[int, str]) -> None:
+        for migration in wanted:
+            name = applied.get(migration.version)
+            if name is not None and name != migration.name:
+                raise StoreError(
+                    f"database migration {migration.version} is {name!r} in the database "
+                    f"but {migration.name!r} in this runner",
+                    hint="use the runner version that created this database, or a new database",
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sqlite_conn is not None:
+                self._sqlite_conn.close()
+                self._sqlite_conn = None
+            if self._pg_conn is not None:
+                self._pg_conn.close()
+                self._pg_conn = None
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _connect_sqlite(url: str, busy_timeout_s: float) -> Database:
+    path = sqlite_path(url)
+    if path != ":memory:":
+        parent = Path(path).parent
+        if not parent.exists():
+            parent.mkdir(mode=0o700, parents=True)
+        if not Path(path).exists():
+            # SQLite gives its -wal and -shm files the mode of the database file.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    try:
+        conn = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = _sqlite_row
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows (destroyed ciphertexts) are overwritten, not left in free pages.
+        conn.execute("PRAGMA secure_delete = ON")
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"cannot open the SQLite database {path}: {_first_line(exc)}",
+            hint="check that the folder exists and is writable, or set RUNNER_DATABASE_URL",
+        ) from exc
+    return Database(dialect="sqlite", url=url, sqlite_conn=conn)
+
+
+def _connect_postgres(url: str, busy_timeout_s: float) -> Database:
+    try:
+        conn: psycopg.Connection[Row] = psycopg.connect(
+            url, autocommit=True, row_factory=dict_row, connect_timeout=max(1, int(busy_timeout_s))
+        )
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"cannot connect to the database at {display_url(url)}: {_first_line(exc)}",
+            hint="check RUNNER_DATABASE_URL and that the PostgreSQL server is running",
+        ) from exc
+    return Database(dialect="postgresql", url=url, pg_conn=conn)
+
+
+def connect(
+    url: str,
+    *,
+    migrations: Iterable[Migration] | None = None,
+    busy_timeout_s: float = 30.0,
+) -> Database:
+    """Open ``sqlite:///PATH`` or ``postgresql://…`` and apply pending migrations.
+
+    ``migrations`` defaults to every registered one (``runner.migrations``).
+    """
+    if url.startswith("sqlite:"):
+        db = _connect_sqlite(url, busy_timeout_s)
+    elif url.startswith(("postgresql:", "postgres:")):
+        db = _connect_postgres(url, busy_timeout_s)
+    else:
+        raise StoreError(
+            f"unsupported database URL {display_url(url)!r}",
+            hint="use sqlite:///PATH or postgresql://USER@HOST/DB in RUNNER_DATABASE_URL",
+        )
+    try:
+        db.migrate(migrations)
+    except BaseException:
+        db.close()
+        raise
+    return db

@@ -1,0 +1,134 @@
+"""Value objects of the secret store. None of them ever holds a value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from runner.errors import SecretError
+
+AuditEventName = Literal[
+    "created", "updated", "deleted", "accessed", "denied", "key_rotated", "cache_invalidated"
+]
+AUDIT_EVENTS: Final[tuple[str, ...]] = (
+    "created",
+    "updated",
+    "deleted",
+    "accessed",
+    "denied",
+    "key_rotated",
+    "cache_invalidated",
+)
+
+
+class StaleSecretError(SecretError):
+    """A version was asked for that is no longer current (the secret changed or was removed)."""
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, as every JSON output spells times."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretMeta:
+    """A secret's identity and its current version's metadata."""
+
+    id: str
+    name: str
+    namespace: str
+    scope: str
+    version: int
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str
+    overrides_global: bool = False
+
+    def describe(self) -> str:
+        """How messages name it: ``GITHUB_TOKEN in user:alice`` (plus a non-default scope)."""
+        scope = "" if self.scope == "batches" else f" (scope {self.scope})"
+        return f"{self.name} in {self.namespace}{scope}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "namespace": self.namespace,
+            "scope": self.scope,
+            "version": self.version,
+            "created_at": rfc3339(self.created_at),
+            "created_by": self.created_by,
+            "updated_at": rfc3339(self.updated_at),
+            "updated_by": self.updated_by,
+            "overrides_global": self.overrides_global,
+        }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditEvent:
+    """One line of the audit log. ``job``/``step`` for accesses, ``count`` for cache events."""
+
+    event: str
+    actor: str
+    at: datetime = field(default_factory=_now)
+    secret_id: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+    scope: str | None = None
+    version: int | None = None
+    job: str | None = None
+    step: int | None = None
+    count: int | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "at": rfc3339(self.at),
+            "actor": self.actor,
+            "secret_id": self.secret_id,
+            "name": self.name,
+            "namespace": self.namespace,
+            "scope": self.scope,
+            "version": self.version,
+            "job": self.job,
+            "step": self.step,
+            "count": self.count,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserRecord:
+    name: str
+    admin: bool
+    created_at: datetime
+    orgs: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "admin": self.admin,
+            "created_at": rfc3339(self.created_at),
+            "orgs": list(self.orgs),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrgRecord:
+    name: str
+    created_at: datetime
+    members: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "created_at": rfc3339(self.created_at),
+            "members": list(self.members),
+        }
