@@ -17,6 +17,7 @@ import json
 import os
 import struct
 import subprocess
+import tarfile
 import threading
 import time
 import uuid
@@ -668,3 +669,35 @@ def test_engine_failure_during_a_step_is_a_runtime_error(
         runtime.run_step(step, on_output=Output(), cancel=threading.Event())
     assert "a-secret-1" not in str(info.value)
     assert info.value.hint
+
+
+@pytest.mark.docker
+def test_image_without_a_shell_is_the_images_fault(
+    client: docker.DockerClient, runtime: DockerRuntime, run_label: dict[str, str]
+) -> None:
+    rootfs = io.BytesIO()
+    with tarfile.open(fileobj=rootfs, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"hi\n"))
+    tag = f"runner-test/noshell-{uuid.uuid4().hex[:8]}"
+    client.api.import_image_from_data(rootfs.getvalue(), repository=tag, tag="latest")
+    try:
+        step = StepContainer(
+            image=runtime.image_id(f"{tag}:latest"), script="true", workdir="/", labels=run_label
+        )
+        out = Output()
+        result = runtime.run_step(step, on_output=out, cancel=threading.Event())
+        # Not an engine failure to retry: the step fails, and says why.
+        assert result.exit_code == 127
+        assert "/bin/sh" in out.text("stderr")
+    finally:
+        client.images.remove(f"{tag}:latest", force=True)
+
+
+def test_cancel_before_start_runs_nothing() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    runtime = DockerRuntime(cast(docker.APIClient, None))
+    step = StepContainer(image="sha256:" + "2" * 64, script="true", workdir="/")
+    assert runtime.run_step(step, on_output=Output(), cancel=cancel).canceled

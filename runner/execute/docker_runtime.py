@@ -13,6 +13,13 @@ wait, remove. How secrets get in without being seen:
 * The script is written to a per-step host folder and bind-mounted read-only;
   it holds template output but no secret value.
 
+The engine must share the host's filesystem (bind mounts) and be reached over
+a unix socket or plain TCP: half-closing a TLS connection would end it.
+
+What a step's exit code can also mean: 125 if the wrapper got no complete
+environment (it then refuses to run the step), 127 if the image has no
+``/bin/sh`` (docker-init says so on stderr), 137 if killed.
+
 The attach connection is not a TTY, so stdout and stderr come multiplexed in
 frames with an 8-byte header; ``_Demux`` splits them as bytes arrive so output
 streams through without being held back until a frame or the step completes.
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import tempfile
 import threading
@@ -261,6 +269,8 @@ class DockerRuntime:
                     f"cannot mount {mount.source} at {mount.target}: it does not exist",
                     hint="create it, or fix the path in the spec",
                 )
+        if cancel.is_set():
+            return StepExit(exit_code=KILLED_EXIT_CODE, canceled=True)
         payload = env_payload(step.secret_env)
         with tempfile.TemporaryDirectory(prefix="runner-step-", dir=self._scratch_dir) as tmp:
             script = Path(tmp) / "step.sh"
@@ -312,11 +322,11 @@ class DockerRuntime:
         # Over a unix socket or TCP the SDK hands back a SocketIO wrapper; the
         # half-close and timeouts need the socket underneath.
         raw = handle if isinstance(handle, socket.socket) else getattr(handle, "_sock", None)
-        if not isinstance(raw, socket.socket):
+        if not isinstance(raw, socket.socket) or isinstance(raw, ssl.SSLSocket):
             handle.close()
             raise ContainerRuntimeError(
-                "the Docker connection does not allow writing to a container's stdin",
-                hint="connect to the engine over a unix socket or TCP (DOCKER_HOST)",
+                "the Docker connection cannot pass secrets to a container's stdin",
+                hint="run runner next to the engine and connect over its unix socket",
             )
         return handle, raw
 
@@ -371,12 +381,11 @@ class DockerRuntime:
         while True:
             if cancel.is_set():
                 return self._kill(container_id, canceled=True)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() >= deadline:
                 return self._kill(container_id, timed_out=True)
             with _engine("wait for the step's container"):
                 try:
-                    result = self._api.wait(container_id, timeout=max(1, min(5, int(remaining))))
+                    result = self._api.wait(container_id, timeout=1)
                 except requests.exceptions.ReadTimeout:
                     continue
             return self._exit_from(container_id, result)
