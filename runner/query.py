@@ -57,6 +57,7 @@ __all__ = [
 
 DOCS_HINT = "see docs/query-language.md for the part of the query language runner evaluates"
 MAX_ALTERNATIVES = 64
+MAX_NESTING = 50
 
 
 class QueryError(RunnerError):
@@ -125,7 +126,7 @@ def _apply_option(options: _Options, token: Token) -> None:
     if name == "patterntype":
         if lowered == "structural":
             raise QueryError(
-                f"structural search ({token.text}) is not supported locally",
+                "structural search (patterntype:structural) is not supported locally",
                 what="patterntype:structural",
                 hint="find the repositories with a literal or regexp query, and keep the "
                 "structural pattern for comby in the steps",
@@ -283,6 +284,7 @@ def _hoist(tokens: list[Token]) -> list[Token]:
 class _Parser:
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
+        self.depth = 0
         self.i = 0
 
     def _peek(self) -> Token | None:
@@ -331,14 +333,22 @@ class _Parser:
         token = self.tokens[self.i]
         self.i += 1
         if token.kind == "not":
-            nxt = self._peek()
+            negations = 1
+            while (nxt := self._peek()) is not None and nxt.kind == "not":
+                negations += 1
+                self.i += 1
             if nxt is None or nxt.kind in ("and", "or", "rparen"):
                 raise self._error(token, "must be followed by a search term, filter or group")
-            return _Not(self._unit())
+            inner = self._unit()
+            return _Not(inner) if negations % 2 else inner
         if token.kind == "lparen":
             if (nxt := self._peek()) is not None and nxt.kind == "rparen":
                 raise self._error(token, "opens an empty group")
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise self._error(token, f"nests groups deeper than {MAX_NESTING}")
             node = self._binary("or")
+            self.depth -= 1
             close = self._peek()
             if close is None or close.kind != "rparen":
                 raise self._error(token, "is never closed")
@@ -517,7 +527,8 @@ class _Builder:
             return RepoFilter(kind, regex, negated, token.text)
         if re.search(r"(?<!\\)@", token.value):
             raise QueryError(
-                f"searching another revision ({token.text}) is not supported locally",
+                f"searching another revision with repo:…@revision ({token.text}) "
+                "is not supported locally",
                 what="repo:…@revision",
                 hint="runner searches the revision it checked out; drop the @revision",
             )
@@ -553,7 +564,7 @@ class _Builder:
                 return self.expand(inner)
             case _Not():
                 raise QueryError(
-                    "NOT before a group that holds filters is not supported locally",
+                    "NOT (…) around a group that holds filters is not supported locally",
                     what="NOT (…)",
                     hint="negate each filter instead, like -repo:NAME or -file:PATH",
                 )

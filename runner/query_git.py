@@ -102,9 +102,9 @@ class GitTree(_TreeBase):
         if not revision or revision.startswith("-"):
             raise self._fail("list the files of", "the revision must be a commit or ref name")
         try:
+            listing = ["ls-tree", "-r", "-z", "-l", "--full-tree", revision]
             done = subprocess.run(
-                ["git", "-C", str(self._repo.path), "ls-tree", "-r", "-z", "-l", "--full-tree"]
-                + [revision],
+                ["git", "-C", str(self._repo.path), *listing],
                 capture_output=True,
                 check=False,
             )
