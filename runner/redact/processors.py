@@ -159,7 +159,12 @@ class RedactingLogFilter(logging.Filter):
         if isinstance(record.msg, dict):
             record.msg = self._processor(None, record.levelname.lower(), record.msg)
         else:
-            record.msg = self._redactor.redact(record.getMessage())
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError) as exc:
+                # What logging would print next includes the arguments; say less.
+                message = f"{record.msg!s} (could not format its arguments: {exc})"
+            record.msg = self._redactor.redact(message)
             record.args = ()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
