@@ -342,7 +342,9 @@ class _Parser:
             inner = self._unit()
             return _Not(inner) if negations % 2 else inner
         if token.kind == "lparen":
-            if (nxt := self._peek()) is not None and nxt.kind == "rparen":
+            if (nxt := self._peek()) is None:
+                raise self._error(token, "is never closed")
+            if nxt.kind == "rparen":
                 raise self._error(token, "opens an empty group")
             self.depth += 1
             if self.depth > MAX_NESTING:

@@ -219,6 +219,7 @@ REFUSED: list[tuple[str, str, str]] = [
     ("negated option", "-case:yes foo", "-case:yes"),
     ("invalid regexp", "file:( foo", "file:("),
     ("unclosed group", "(foo bar", "("),
+    ("unclosed group at the end", "foo (", "("),
     ("dangling OR", "foo OR", "OR"),
     ("leading AND", "AND foo", "AND"),
     ("NOT before a filtered group", "NOT (repo:a foo)", "NOT (…)"),
