@@ -61,7 +61,11 @@ MAX_NESTING = 50
 
 
 class QueryError(RunnerError):
-    """A query runner cannot evaluate. ``what`` is the construct at fault, as written."""
+    """A query runner cannot evaluate.
+
+    ``what`` names the construct at fault, like ``patterntype:structural``,
+    ``repo:has.topic`` or ``rev:`` (None when the query is merely empty).
+    """
 
     def __init__(self, message: str, *, what: str | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint or DOCS_HINT)
@@ -73,9 +77,9 @@ class QueryError(RunnerError):
 _GLOBAL_FIELDS = frozenset(
     {"patterntype", "case", "count", "select", "type", "fork", "archived", "context"}
 )
-_REPO_FIELDS = {"repo": "repo", "r": "repo"}
-_FILE_FIELDS = {"file": "file", "f": "file", "path": "file"}
-_LANG_FIELDS = {"lang": "lang", "l": "lang", "language": "lang"}
+_REPO_FIELDS = frozenset({"repo", "r"})
+_FILE_FIELDS = frozenset({"file", "f", "path"})
+_LANG_FIELDS = frozenset({"lang", "l", "language"})
 
 _SUPPORTED_REPO_PREDICATES: dict[str, Literal["has_path", "has_content"]] = {
     "has.path": "has_path",
