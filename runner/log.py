@@ -10,7 +10,7 @@ The chain redacts twice: the event dict just before the renderer (after
 exceptions are formatted) and the rendered line after it, both through the
 process's active redactor, so values registered after this set-up are covered.
 Warnings go through ``logging`` too, and any log file handler that survives
-the set-up gets a redacting filter, so no line leaves unredacted.
+the set-up gets a redacting formatter, so no line leaves unredacted.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import structlog
 from structlog.typing import Processor
 
 from runner.config import LogFormat
-from runner.redact import RedactingLogFilter, RedactingProcessor, Redacts, active
+from runner.redact import RedactingFormatter, RedactingProcessor, Redacts, active
 
 _HANDLER_NAME = "runner-stderr"
 
@@ -114,9 +114,10 @@ def configure_logging(
             root.removeHandler(old)
         else:
             # A log file kept from before formats records itself, past our chain.
-            for existing in [f for f in old.filters if isinstance(f, RedactingLogFilter)]:
-                old.removeFilter(existing)
-            old.addFilter(RedactingLogFilter(_redactor_or_active(redactor)))
+            inner = old.formatter
+            if isinstance(inner, RedactingFormatter):
+                inner = inner.inner
+            old.setFormatter(RedactingFormatter(inner, _redactor_or_active(redactor)))
     root.addHandler(handler)
     logging.captureWarnings(True)
     # Ours at INFO (DEBUG with -v); libraries only speak up with -vv.

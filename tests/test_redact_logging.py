@@ -216,5 +216,21 @@ def test_a_log_file_gets_a_redacted_note_for_a_record_that_fails_to_format(
     logging.getLogger("runner.test").warning("two %s %s for " + TOKEN, TOKEN)
     handler.close()
     text = path.read_text(encoding="utf-8")
-    assert "could not format its arguments" in text
+    assert "could not be formatted" in text
     assert TOKEN not in text
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_default_set_up_consults_the_process_active_redactor() -> None:
+    from runner.redact import active
+
+    buf = io.StringIO()
+    configure_logging(fmt="json", stream=buf)
+    with active().scoped("test:logging") as scope:
+        scope.register("TOKEN", TOKEN)
+        get_logger("test").info("late line", token=TOKEN)
+    get_logger("test").info("after release", token=TOKEN)
+    first, second = buf.getvalue().splitlines()
+    assert json.loads(first)["token"] == "[REDACTED:TOKEN]"
+    # Released with its job: no longer this process's to hide.
+    assert json.loads(second)["token"] == TOKEN

@@ -6,7 +6,7 @@
 - ``StreamRedactor``: for output in chunks, holding back only what the
   longest form needs.
 - ``RedactingProcessor``: a structlog processor for before and after the
-  renderer; ``RedactingLogFilter`` for other ``logging`` handlers.
+  renderer; ``RedactingFormatter`` for other ``logging`` handlers.
 - ``active()``: the process's redactor, which every value resolved for a run
   or a job is registered with, and which logging and error messages consult.
 """
@@ -14,7 +14,7 @@
 from runner.redact.active import ActiveRedactor, ActiveScope, active
 from runner.redact.encodings import MIN_FORM_CHARS, MIN_VALUE_CHARS, forms_of
 from runner.redact.matcher import PreparedSecret, Redactor, marker_for, prepare
-from runner.redact.processors import RedactingLogFilter, RedactingProcessor
+from runner.redact.processors import RedactingFormatter, RedactingProcessor
 from runner.redact.protocol import Redacts, StreamRedacting
 from runner.redact.stream import StreamRedactor
 
@@ -24,7 +24,7 @@ __all__ = [
     "ActiveRedactor",
     "ActiveScope",
     "PreparedSecret",
-    "RedactingLogFilter",
+    "RedactingFormatter",
     "RedactingProcessor",
     "Redactor",
     "Redacts",

@@ -143,33 +143,23 @@ def _collect(obj: Any, texts: list[str], blobs: list[bytes], depth: int) -> None
         texts.append(repr(obj))
 
 
-class RedactingLogFilter(logging.Filter):
-    """Redacts a ``logging`` record in place, for handlers outside our formatter.
+class RedactingFormatter(logging.Formatter):
+    """Wraps another handler's formatter and redacts what it produces.
 
     Our own handler redacts through ``ProcessorFormatter``; a handler that
-    formats records itself (a log file someone attached) gets this filter.
+    formats records itself (a log file someone attached) gets this wrapper.
+    Records are not changed, so other handlers see them as they were.
     """
 
-    def __init__(self, redactor: Redacts) -> None:
+    def __init__(self, inner: logging.Formatter | None, redactor: Redacts) -> None:
         super().__init__()
-        self._processor = RedactingProcessor(redactor)
+        self.inner = inner if inner is not None else logging.Formatter()
         self._redactor = redactor
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, dict):
-            record.msg = self._processor(None, record.levelname.lower(), record.msg)
-        else:
-            try:
-                message = record.getMessage()
-            except (TypeError, ValueError) as exc:
-                # What logging would print next includes the arguments; say less.
-                message = f"{record.msg!s} (could not format its arguments: {exc})"
-            record.msg = self._redactor.redact(message)
-            record.args = ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = self._redactor.redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self._redactor.redact(record.stack_info)
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            text = self.inner.format(record)
+        except (TypeError, ValueError, KeyError) as exc:
+            # Raising would make the handler print the record's arguments.
+            text = f"{record.msg!s} (could not be formatted: {type(exc).__name__}: {exc})"
+        return self._redactor.redact(text)
