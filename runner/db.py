@@ -61,7 +61,12 @@ def db_time(moment: datetime) -> str:
     """The stored form of a time: RFC 3339 in UTC, fixed width, so text order is time order."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: pass an aware time in UTC")
-    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+    m = moment.astimezone(UTC)
+    # strftime's %Y does not zero-pad years before 1000 on every platform.
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T"
+        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
+    )
 
 
 def parse_db_time(text: str) -> datetime:

@@ -1,0 +1,270 @@
+"""The database layer: one SQL dialect, transactions, migrations, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import stat
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runner import migrations as registry
+from runner.db import (
+    BusyError,
+    IntegrityError,
+    connect,
+    db_time,
+    display_url,
+    parse_db_time,
+    sqlite_path,
+    to_pyformat,
+)
+from runner.errors import StoreError
+from runner.migrations import Migration
+from tests import test_secrets_support as support
+from tests.test_secrets_support import Backend
+
+backend = support.backend
+
+THINGS = Migration(
+    9001,
+    "test: things",
+    """
+    CREATE TABLE things (
+        id {{AUTO_ID}},
+        name TEXT NOT NULL UNIQUE,
+        payload {{BLOB}},
+        flag INTEGER NOT NULL DEFAULT 0
+    );
+    -- a comment; with a semicolon
+    CREATE INDEX things_flag ON things (flag);
+    """,
+)
+AUDIT = Migration(
+    9002,
+    "test: trigger",
+    {
+        "sqlite": """
+CREATE TABLE notes (body TEXT);
+CREATE TRIGGER notes_frozen BEFORE DELETE ON notes
+BEGIN SELECT RAISE(ABORT, 'notes are frozen'); END;
+""",
+        "postgresql": """
+CREATE TABLE notes (body TEXT);
+CREATE FUNCTION notes_frozen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'notes are frozen'; END; $$;
+CREATE TRIGGER notes_frozen BEFORE DELETE ON notes
+    FOR EACH ROW EXECUTE FUNCTION notes_frozen();
+""",
+    },
+)
+
+
+def test_sqlite_urls() -> None:
+    assert sqlite_path("sqlite:///tmp/x/runner.db") == "/tmp/x/runner.db"
+    assert sqlite_path("sqlite:////tmp/x/runner.db") == "/tmp/x/runner.db"
+    assert sqlite_path("sqlite:///:memory:") == ":memory:"
+    with pytest.raises(StoreError, match="ABSOLUTE"):
+        sqlite_path("sqlite://relative.db")
+
+
+def test_unsupported_urls_and_unreachable_servers_say_what_to_do() -> None:
+    with pytest.raises(StoreError, match="RUNNER_DATABASE_URL") as info:
+        connect("mysql://root:hunter2hunter2@localhost/db")
+    assert "hunter2hunter2" not in str(info.value)
+    with pytest.raises(StoreError, match="cannot connect") as info:
+        connect("postgresql://me:pa55word-x@127.0.0.1:1/nothing", busy_timeout_s=1)
+    assert "pa55word-x" not in str(info.value)
+    assert info.value.hint
+
+
+def test_display_url_masks_the_password() -> None:
+    assert display_url("postgresql://u:secretpw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert display_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_placeholders_translate_outside_quotes_only() -> None:
+    assert to_pyformat("SELECT ? WHERE a = ?") == "SELECT %s WHERE a = %s"
+    assert to_pyformat("SELECT '?', \"?\" , ?") == "SELECT '?', \"?\" , %s"
+    assert to_pyformat("SELECT 'it''s ?' , ?") == "SELECT 'it''s ?' , %s"
+    assert to_pyformat("SELECT 5 % 2 -- why?\n, ?") == "SELECT 5 %% 2 -- why?\n, %s"
+    assert to_pyformat("SELECT 'a%b' LIKE ?") == "SELECT 'a%%b' LIKE %s"
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.datetimes(max_value=datetime(9000, 1, 1), timezones=st.just(UTC)),
+    st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=3650)),
+)
+def test_stored_times_round_trip_and_sort_as_text(moment: datetime, delta: timedelta) -> None:
+    assert parse_db_time(db_time(moment)) == moment
+    assert db_time(moment) < db_time(moment + delta)
+
+
+def test_naive_times_are_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        db_time(datetime(2024, 1, 1))
+
+
+def test_migrations_apply_once_in_order(backend: Backend) -> None:
+    with backend.connect() as db:
+        assert db.migrate([AUDIT, THINGS]) == [9001, 9002]
+        assert db.migrate([THINGS, AUDIT]) == []
+        applied = db.applied_migrations()
+        assert applied[9001] == "test: things"
+        assert applied[9002] == "test: trigger"
+    # A second connection finds them applied.
+    with backend.connect() as db:
+        assert db.migrate([THINGS, AUDIT]) == []
+
+
+def test_connect_applies_every_registered_migration(backend: Backend) -> None:
+    with backend.connect() as db:
+        applied = db.applied_migrations()
+    assert {m.version for m in registry.registered()} <= set(applied)
+    assert 100 in applied
+
+
+def test_a_renamed_migration_is_refused(backend: Backend) -> None:
+    with backend.connect() as db:
+        db.migrate([THINGS])
+        renamed = Migration(9001, "test: something else", "SELECT 1;")
+        with pytest.raises(StoreError, match="9001"):
+            db.migrate([renamed])
+
+
+def test_registry_refuses_two_migrations_with_one_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    registry.register(THINGS)
+    registry.register(THINGS)
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(Migration(9001, "other", "SELECT 1;"))
+    assert registry.registered() == [THINGS]
+    with pytest.raises(ValueError, match="share version"):
+        registry.ordered([THINGS, Migration(9001, "other", "SELECT 1;")])
+
+
+def test_rows_blobs_and_autoincrement(backend: Backend) -> None:
+    with backend.connect() as db:
+        db.migrate([THINGS])
+        with db.transaction() as tx:
+            first = tx.scalar(
+                "INSERT INTO things (name, payload, flag) VALUES (?, ?, ?) RETURNING id",
+                ["a", b"\x00\xffbytes", True],
+            )
+            second = tx.scalar(
+                "INSERT INTO things (name, payload) VALUES (?, ?) RETURNING id", ["b", None]
+            )
+            assert second > first
+            assert tx.execute("UPDATE things SET flag = ? WHERE name LIKE 'a%'", [2]) == 1
+        with db.transaction(write=False) as tx:
+            rows = tx.all("SELECT name, payload, flag FROM things ORDER BY id")
+            assert tx.one("SELECT name FROM things WHERE name = ?", ["zzz"]) is None
+        assert rows == [
+            {"name": "a", "payload": b"\x00\xffbytes", "flag": 2},
+            {"name": "b", "payload": None, "flag": 0},
+        ]
+
+
+def test_an_exception_rolls_the_transaction_back(backend: Backend) -> None:
+    with backend.connect() as db:
+        db.migrate([THINGS])
+
+        def insert_then_fail() -> None:
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO things (name) VALUES (?)", ["x"])
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            insert_then_fail()
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT COUNT(*) AS n FROM things") == 0
+            # A nested block joins the outer transaction.
+            with db.transaction() as inner:
+                assert inner is tx
+                inner.execute("INSERT INTO things (name) VALUES (?)", ["y"])
+        with db.transaction(write=False) as tx:
+            assert tx.scalar("SELECT COUNT(*) AS n FROM things") == 1
+
+
+def test_constraint_and_trigger_failures_become_store_errors(backend: Backend) -> None:
+    with backend.connect() as db:
+        db.migrate([THINGS, AUDIT])
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO things (name) VALUES (?)", ["dup"])
+            tx.execute("INSERT INTO notes (body) VALUES (?)", ["hello"])
+        with pytest.raises(IntegrityError) as info, db.transaction() as tx:
+            tx.execute("INSERT INTO things (name) VALUES (?)", ["dup"])
+        assert info.value.hint
+        with pytest.raises(StoreError, match="frozen"), db.transaction() as tx:
+            tx.execute("DELETE FROM notes")
+        # The connection is still usable afterwards.
+        with db.transaction(write=False) as tx:
+            assert tx.scalar("SELECT COUNT(*) AS n FROM notes") == 1
+
+
+def test_run_retries_busy_transactions(backend: Backend) -> None:
+    with backend.connect() as db:
+        calls: list[int] = []
+
+        def flaky(tx: object) -> str:
+            calls.append(1)
+            if len(calls) < 3:
+                raise BusyError("busy", hint="retry")
+            return "done"
+
+        assert db.run(flaky) == "done"
+        assert len(calls) == 3
+        calls.clear()
+        with pytest.raises(BusyError):
+            db.run(flaky, attempts=1)
+
+
+def test_writers_are_serialised(backend: Backend) -> None:
+    """Two connections: the second writer of a locked key waits for the first to commit."""
+    with backend.connect() as first, backend.connect() as second:
+        first.migrate([THINGS])
+        order: list[str] = []
+        holding = threading.Event()
+
+        def hold() -> None:
+            with first.transaction() as tx:
+                tx.lock("test:thing")
+                tx.execute("INSERT INTO things (name) VALUES (?)", ["first"])
+                holding.set()
+                time.sleep(0.3)
+                order.append("first commits")
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        holding.wait(5)
+        with second.transaction() as tx:
+            tx.lock("test:thing")
+            order.append("second writes")
+            names = [r["name"] for r in tx.all("SELECT name FROM things")]
+        thread.join()
+        assert order == ["first commits", "second writes"]
+        assert names == ["first"]
+
+
+def test_sqlite_files_are_private_and_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "state.db"
+    with connect(f"sqlite:///{path}") as db:
+        with db.transaction(write=False) as tx:
+            assert tx.scalar("PRAGMA journal_mode") == "wal"
+        assert db.dialect == "sqlite"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_closed_database_says_so(tmp_path: Path) -> None:
+    db = connect(f"sqlite:///{tmp_path / 'x.db'}")
+    db.close()
+    with pytest.raises(StoreError, match="closed"), db.transaction() as tx:
+        tx.execute("SELECT 1")
