@@ -15,6 +15,7 @@ MASK = "********"
 
 class Secret:
     __slots__ = ("_value",)
+    _value: str
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str):
@@ -23,7 +24,7 @@ class Secret:
 
     def reveal(self) -> str:
         """The plaintext. Call it only where the value must leave runner."""
-        return self._value  # type: ignore[no-any-return]
+        return self._value
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("Secret is immutable")

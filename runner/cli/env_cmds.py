@@ -1,0 +1,78 @@
+"""`runner env explain`: where each step's environment will come from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from runner.cli import cli
+from runner.cli._app import app, common_options
+from runner.env import HostEnv, plan_env
+from runner.explain import explain, render_text
+from runner.plan import discover, plan_workspaces
+from runner.spec import load_spec
+
+
+@cli.group("env")
+def env_group() -> None:
+    """Inspect how steps' env will resolve, before anything runs."""
+
+
+@env_group.command("explain")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--namespace", "namespace", help="Namespace of the run (default: user:LOGIN).")
+@click.option(
+    "--repos-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of local repositories.",
+)
+@click.option(
+    "--repo",
+    "repos",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A local repository (repeatable).",
+)
+@click.option(
+    "--allow-host-env",
+    "allow_host",
+    multiple=True,
+    metavar="NAME",
+    help="Let a bare NAME (or PREFIX_*) come from this shell's environment.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of variables.")
+@common_options
+def explain_cmd(
+    spec_path: str,
+    namespace: str | None,
+    repos_root: Path | None,
+    repos: tuple[Path, ...],
+    allow_host: tuple[str, ...],
+    as_json: bool,
+) -> int:
+    """Show each step's variables and their sources, without decrypting anything.
+
+    Literals are shown in full; templates rendered for the first repository
+    the spec selects (or a placeholder); secrets as their namespace and
+    version, never their value; allowed host variables as `host`.
+    """
+    from runner.secrets import open_store
+
+    ctx = app()
+    spec = load_spec(spec_path)
+    ns = namespace or ctx.default_namespace()
+    host = HostEnv.from_environ(allow_host, ctx.env)
+    store = open_store(ctx.settings)
+    plan = plan_env(spec, ns, store, host)
+    workspace = None
+    if repos_root is not None or repos:
+        found = plan_workspaces(spec, discover(repos_root, repos))
+        workspace = found[0] if found else None
+    explained = explain(spec, plan, workspace)
+    if as_json:
+        click.echo(json.dumps([e.as_json() for e in explained], indent=2))
+    else:
+        click.echo(render_text(spec, explained, workspace), nl=False)
+    return 0

@@ -1,0 +1,309 @@
+"""`runner run` and `runner cleanup`: execute a spec locally in containers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from runner.cli import cli
+from runner.cli._app import App, app, common_options, login_name
+from runner.env import HostEnv, plan_env
+from runner.errors import UsageError
+from runner.execute.run import (
+    RunPlan,
+    execute,
+    new_run_id,
+    resolve_images,
+    reveal_secrets,
+    sweep_leftovers,
+)
+from runner.execute.steps import RUN_LABEL, RunLimits
+from runner.log import get_logger
+from runner.plan import discover, plan_workspaces, require_repositories
+from runner.report import JsonLinesReporter, LiveReporter, LogReporter, Reporter
+from runner.spec import load_spec
+
+log = get_logger("runner.cli.run")
+
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = raw[-1:] if raw[-1:] in SIZE_UNITS else ""
+    number = raw[:-1] if unit else raw
+    try:
+        value = int(float(number) * SIZE_UNITS[unit])
+    except ValueError:
+        raise UsageError(f"{text!r} is not a size", hint="write it like 512m or 2g") from None
+    if value <= 0:
+        raise UsageError(f"{text!r} is not a positive size", hint="write it like 512m or 2g")
+    return value
+
+
+@contextmanager
+def interrupt_handling(cancel: threading.Event) -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: stop and clean up. Second: exit at once."""
+    hits = [0]
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        hits[0] += 1
+        if hits[0] == 1:
+            sys.stderr.write(
+                "\ninterrupted: stopping containers and cleaning up (Ctrl-C again to quit now)\n"
+            )
+            cancel.set()
+        else:
+            sys.stderr.write("\ninterrupted twice: exiting now; `runner cleanup` sweeps the rest\n")
+            os._exit(130)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _runtime(ctx: App, parallelism: int) -> Any:
+    from runner.execute.docker_runtime import DockerRuntime
+
+    return DockerRuntime.from_environ(ctx.env, max_pool_size=max(32, parallelism * 2 + 4))
+
+
+def _reporter(as_json: bool, total: int) -> Reporter:
+    from runner.redact import active
+
+    if as_json:
+        return JsonLinesReporter(sys.stdout, active().redact)
+    if sys.stderr.isatty():
+        return LiveReporter(total, sys.stderr)
+    return LogReporter()
+
+
+@cli.command("run")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--namespace", help="Namespace whose secrets the run uses (default: user:LOGIN).")
+@click.option(
+    "--repos-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of local git repositories, named by their path below it.",
+)
+@click.option(
+    "--repo",
+    "repos",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A local repository by path (repeatable).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Results folder (default: runner-out/<batch change name>).",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    "parallelism",
+    type=click.IntRange(min=1),
+    help="Workspaces at once (default: number of CPUs).",
+)
+@click.option("--fail-fast", is_flag=True, help="Stop everything at the first failed workspace.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds per step before its container is killed (default 1800).",
+)
+@click.option("--memory", help="Memory limit per step container, such as 512m.")
+@click.option(
+    "--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit per step container."
+)
+@click.option("--log-cap", help="Fail a workspace whose steps print more than this (default 100m).")
+@click.option(
+    "--allow-host-env",
+    "allow_host",
+    multiple=True,
+    metavar="NAME",
+    help="Let a bare NAME (or PREFIX_*) with no secret come from this shell's environment.",
+)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the execution cache.")
+@click.option("--clear-cache", is_flag=True, help="Empty the execution cache before running.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the event stream as JSON lines on stdout."
+)
+@common_options
+def run_cmd(
+    spec_path: str,
+    namespace: str | None,
+    repos_root: Path | None,
+    repos: tuple[Path, ...],
+    out_dir: Path | None,
+    parallelism: int | None,
+    fail_fast: bool,
+    timeout_s: float | None,
+    memory: str | None,
+    cpus: float | None,
+    log_cap: str | None,
+    allow_host: tuple[str, ...],
+    no_cache: bool,
+    clear_cache: bool,
+    as_json: bool,
+) -> int:
+    """Run a batch spec locally: each step in a container, changes as patches.
+
+    Checks the spec, repositories, secrets (all missing ones at once) and
+    images before any container starts. Writes one changeset spec (.json) and
+    patch (.patch) per changeset, and summary.json, under --out. Exit code 0
+    when every workspace succeeded, 3 when any failed, 1 when the run could
+    not start, 130 when interrupted.
+    """
+    from runner.redact import active
+    from runner.secrets import open_store
+
+    ctx = app()
+    settings = ctx.settings
+    require_repositories(repos_root, repos)
+    spec = load_spec(spec_path)
+    ns = namespace or ctx.default_namespace()
+    actor = login_name(ctx.env)
+    host = HostEnv.from_environ(allow_host, ctx.env)
+    for name, value in host.values.items():
+        active().register(name, value)  # redacted even if a failure comes first
+
+    store = open_store(settings)
+    env_plan = plan_env(spec, ns, store, host)
+    workspaces = plan_workspaces(spec, discover(repos_root, repos))
+    jobs = parallelism or settings.parallelism
+    runtime = _runtime(ctx, jobs)
+    temp_root = Path(tempfile.gettempdir())
+    runs_dir = settings.home / "runs"
+    swept = sweep_leftovers(runtime, runs_dir, temp_root, RUN_LABEL)
+    if swept:
+        log.info("swept what interrupted runs left behind", count=swept)
+    images = resolve_images(spec, runtime)
+    run_id = new_run_id()
+    plan = RunPlan(
+        run_id=run_id,
+        spec=spec,
+        spec_dir=Path(spec_path).resolve().parent,
+        namespace=ns,
+        actor=actor,
+        workspaces=workspaces,
+        env_plan=env_plan,
+        host=host,
+        images=images,
+    )
+    limits = RunLimits(
+        timeout_s=timeout_s or settings.step_timeout_s,
+        capture_limit=settings.capture_limit_bytes,
+        memory_bytes=parse_size(memory) if memory else settings.step_memory_bytes,
+        cpus=cpus or settings.step_cpus,
+        log_cap_bytes=parse_size(log_cap) if log_cap else settings.job_log_cap_bytes,
+    )
+    out = out_dir or Path("runner-out") / spec.name
+    cache = None
+    if not no_cache:
+        cache = _open_cache(settings, store, clear_cache)
+    cancel = threading.Event()
+    record = runs_dir / run_id
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(str(os.getpid()))
+    reporter = _reporter(as_json, len(workspaces))
+    try:
+        with interrupt_handling(cancel):
+            secrets = reveal_secrets(
+                plan,
+                lambda ref, step: store.reveal(
+                    ref, version=ref.version, actor=actor, run_id=run_id, step=step
+                ),
+            )
+            outcome = execute(
+                plan,
+                secrets=secrets,
+                runtime=runtime,
+                redactor=active(),
+                reporter=reporter,
+                limits=limits,
+                out_dir=out,
+                parallelism=jobs,
+                fail_fast=fail_fast,
+                cancel=cancel,
+                cache=cache,
+                host_mac_key=_host_mac_key(store),
+                temp_root=temp_root,
+            )
+    finally:
+        reporter.close()
+        if cancel.is_set():
+            runtime.sweep(RUN_LABEL, run_id)
+        record.unlink(missing_ok=True)
+    if not as_json:
+        _print_summary(outcome, out)
+    if cancel.is_set():
+        return 130
+    return outcome.exit_code
+
+
+def _open_cache(settings: Any, store: Any, clear: bool) -> Any:
+    try:
+        from runner.cache_store import open_cache
+    except ImportError:  # the SQL cache arrives with the cache issue
+        return None
+    cache = open_cache(settings, store)
+    if clear:
+        cache.clear()
+    return cache
+
+
+def _host_mac_key(store: Any) -> bytes:
+    derive = getattr(store, "derive_key", None)
+    return derive("cache-host-hmac") if callable(derive) else b""
+
+
+def _print_summary(outcome: Any, out: Path) -> None:
+    rows = []
+    for result in outcome.results:
+        ws = result.workspace
+        paths = [p for p in outcome.changeset_paths.get(ws.key, []) if p.endswith(".json")]
+        rows.append(
+            (
+                result.status,
+                ws.repository,
+                ws.path or ".",
+                ", ".join(str(out / p) for p in paths) or "-",
+            )
+        )
+    widths = [
+        max(len(r[i]) for r in [("STATUS", "REPOSITORY", "PATH", "CHANGESET"), *rows])
+        for i in range(4)
+    ]
+    header = ("STATUS", "REPOSITORY", "PATH", "CHANGESET")
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    counts = ", ".join(f"{n} {s}" for s, n in outcome.counts.items() if n)
+    click.echo(f"{counts or 'no workspaces'}; summary: {outcome.summary_path}")
+
+
+@cli.command("cleanup")
+@common_options
+def cleanup_cmd() -> int:
+    """Remove containers and temporary folders that interrupted runs left behind."""
+    ctx = app()
+    runtime = _runtime(ctx, 1)
+    swept = sweep_leftovers(
+        runtime, ctx.settings.home / "runs", Path(tempfile.gettempdir()), RUN_LABEL
+    )
+    click.echo(f"swept {swept} leftover{'s' if swept != 1 else ''}")
+    return 0

@@ -1,0 +1,298 @@
+"""step.env → a resolved environment with provenance.
+
+Two phases, so nothing is decrypted before it must be:
+
+``plan_env`` is a pure function of the spec, the namespace, the secret store's
+*metadata* and the host variables the user allowed. It decides where every
+variable comes from, refuses reserved names, and reports every missing name
+at once. ``runner env explain``, the cache key and the coordinator's submit
+check all stop here.
+
+``StepEnv.materialize`` runs per step at execution time: literals are
+rendered as templates with the step's context, secrets come from a
+``reveal`` callback (the store decrypts and audits), host values are passed
+in. Secret values are never rendered as templates and travel as ``Secret``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from runner.errors import MissingSecretsError, Problem, SecretValidationError, SpecError
+from runner.namespaces import parse_namespace, visible_namespaces
+from runner.secrets.names import RESERVED_NAMES, RESERVED_PREFIX, VALUE_MIN_CHARS
+from runner.secrets.value import Secret
+from runner.spec import template as tmpl
+from runner.spec.models import BatchSpec, EnvEntry, Step
+from runner.spec.validate import STEP_ROOTS, uses_runtime_values
+
+Source = Literal["literal", "template", "secret", "host"]
+MIN_VALUE_CHARS = VALUE_MIN_CHARS
+
+
+class SecretRef(Protocol):
+    """What env resolution needs to know of a secret: never its value."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def overrides_global(self) -> bool: ...
+
+
+class SecretResolver(Protocol):
+    def resolve(self, name: str, from_namespace: str, *, scope: str = "batches") -> Any: ...
+
+
+@dataclass(frozen=True)
+class Provenance:
+    source: Source
+    namespace: str | None = None
+    secret_id: str | None = None
+    version: int | None = None
+    overrides_global: bool = False
+
+    def describe(self) -> str:
+        if self.source == "secret":
+            text = f"secret from {self.namespace} v{self.version}"
+            return text + (" (overrides global)" if self.overrides_global else "")
+        return self.source
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"source": self.source}
+        if self.source == "secret":
+            data.update(
+                namespace=self.namespace,
+                secret_id=self.secret_id,
+                version=self.version,
+                overrides_global=self.overrides_global,
+            )
+        return data
+
+
+@dataclass(frozen=True)
+class PlannedVar:
+    """Where one variable of one step comes from. Holds no secret value."""
+
+    step: int
+    name: str
+    provenance: Provenance
+    text: str | None = None  # the literal or template as written
+    secret: Any = None  # the SecretRef when provenance.source == "secret"
+
+    @property
+    def runtime_template(self) -> bool:
+        return self.provenance.source == "template" and uses_runtime_values(
+            self.text or "", STEP_ROOTS
+        )
+
+
+@dataclass(frozen=True)
+class HostEnv:
+    """Host variables the user allowed by name or ``PREFIX_*`` pattern.
+
+    ``values`` holds only the allowed ones (the CLI filters ``os.environ``).
+    """
+
+    patterns: tuple[str, ...] = ()
+    values: Mapping[str, str] = field(default_factory=dict)
+
+    def allows(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+    @classmethod
+    def from_environ(cls, patterns: Sequence[str], environ: Mapping[str, str]) -> HostEnv:
+        """Keep only the allowed variables of ``environ``; nothing else is retained."""
+        pats = tuple(patterns)
+        chosen = {k: v for k, v in environ.items() if any(fnmatch.fnmatchcase(k, p) for p in pats)}
+        return cls(patterns=pats, values=chosen)
+
+
+@dataclass(frozen=True)
+class Missing:
+    step: int
+    name: str
+    line: int
+
+
+@dataclass(frozen=True)
+class EnvPlan:
+    namespace: str
+    steps: Mapping[int, tuple[PlannedVar, ...]]
+
+    def secrets(self) -> list[Any]:
+        """Each distinct secret the plan uses, once (by id)."""
+        seen: dict[str, Any] = {}
+        for planned in self.steps.values():
+            for var in planned:
+                if var.secret is not None:
+                    seen.setdefault(var.secret.id, var.secret)
+        return list(seen.values())
+
+    def host_names(self) -> list[str]:
+        return sorted(
+            {v.name for vs in self.steps.values() for v in vs if v.provenance.source == "host"}
+        )
+
+
+def reserved_reason(name: str, *, bare: bool) -> str | None:
+    """Why ``name`` may not be set by a step's env, or None."""
+    if name.upper().startswith(RESERVED_PREFIX):
+        return "names starting with RUNNER_ are reserved for runner"
+    if bare and name in RESERVED_NAMES:
+        return (
+            f"{name} changes how programs load or run, so it cannot come from a secret "
+            "or the host; set it as a literal in the spec if you really need it"
+        )
+    return None
+
+
+def _check_names(spec: BatchSpec) -> None:
+    problems = []
+    for step in spec.steps:
+        for entry in step.env:
+            reason = reserved_reason(entry.name, bare=entry.is_bare)
+            if reason:
+                problems.append(
+                    Problem(
+                        spec.path,
+                        entry.pos.line,
+                        entry.pos.column,
+                        f"steps[{step.number}].env: {entry.name}: {reason}",
+                    )
+                )
+    if problems:
+        raise SpecError(problems, hint="rename the variable in the spec")
+
+
+def plan_env(
+    spec: BatchSpec,
+    namespace: str,
+    store: SecretResolver,
+    host: HostEnv | None = None,
+) -> EnvPlan:
+    """Decide every variable's source. Decrypts nothing, writes no audit event.
+
+    Raises ``SpecError`` for reserved names and ``MissingSecretsError`` listing
+    every bare name that resolves nowhere.
+    """
+    ns = str(parse_namespace(namespace))
+    host = host or HostEnv()
+    _check_names(spec)
+    steps: dict[int, tuple[PlannedVar, ...]] = {}
+    missing: list[Missing] = []
+    for step in spec.steps:
+        planned: list[PlannedVar] = []
+        for entry in step.env:
+            var = _plan_entry(step, entry, ns, store, host)
+            if var is None:
+                missing.append(Missing(step.number, entry.name, entry.pos.line))
+            else:
+                planned.append(var)
+        steps[step.number] = tuple(planned)
+    if missing:
+        raise missing_error(missing, ns, spec.path)
+    return EnvPlan(namespace=ns, steps=steps)
+
+
+def _plan_entry(
+    step: Step, entry: EnvEntry, ns: str, store: SecretResolver, host: HostEnv
+) -> PlannedVar | None:
+    if entry.value is not None:
+        source: Source = "template" if tmpl.has_template(entry.value) else "literal"
+        return PlannedVar(step.number, entry.name, Provenance(source), text=entry.value)
+    meta = store.resolve(entry.name, ns, scope="batches")
+    if meta is not None:
+        prov = Provenance(
+            "secret",
+            namespace=meta.namespace,
+            secret_id=meta.id,
+            version=meta.version,
+            overrides_global=meta.overrides_global,
+        )
+        return PlannedVar(step.number, entry.name, prov, secret=meta)
+    if host.allows(entry.name) and entry.name in host.values:
+        value = host.values[entry.name]
+        if len(value) < MIN_VALUE_CHARS:
+            raise SecretValidationError(
+                f"the host variable {entry.name} (step {step.number}) is shorter than "
+                f"{MIN_VALUE_CHARS} characters, so it cannot be redacted safely",
+                hint=f"store it as a secret with `runner secret set {entry.name} "
+                f"--namespace {ns}` or use a longer value",
+            )
+        return PlannedVar(step.number, entry.name, Provenance("host"))
+    return None
+
+
+def missing_error(missing: Sequence[Missing], namespace: str, path: str) -> MissingSecretsError:
+    searched = ", ".join(str(n) for n in visible_namespaces(namespace))
+    flag = _create_flag(namespace)
+    lines = [
+        f"step {m.step} ({path}:{m.line}): {m.name} — create it with "
+        f"`runner secret set {m.name} {flag}`"
+        for m in missing
+    ]
+    names = sorted({m.name for m in missing})
+    err = MissingSecretsError(
+        f"{len(names)} secret{'s' if len(names) != 1 else ''} not found in {searched}: "
+        + ", ".join(names),
+        hint="; ".join(lines),
+    )
+    err.missing = list(missing)  # type: ignore[attr-defined]
+    err.searched = searched  # type: ignore[attr-defined]
+    return err
+
+
+def _create_flag(namespace: str) -> str:
+    ns = parse_namespace(namespace)
+    if ns.kind == "user":
+        return f"--user {ns.name}"
+    if ns.kind == "org":
+        return f"--org {ns.name}"
+    return "--global"
+
+
+@dataclass(frozen=True)
+class ResolvedVar:
+    name: str
+    value: str | Secret
+    provenance: Provenance
+
+    @property
+    def is_secret(self) -> bool:
+        return isinstance(self.value, Secret)
+
+
+def materialize(
+    planned: Sequence[PlannedVar],
+    *,
+    context: Mapping[str, Any],
+    secrets: Mapping[str, Secret],
+    host: HostEnv,
+    render: Callable[[str, Mapping[str, Any]], str] = tmpl.render_template,
+) -> list[ResolvedVar]:
+    """Values for one step. ``secrets`` maps secret id → value, revealed by the caller."""
+    out: list[ResolvedVar] = []
+    for var in planned:
+        source = var.provenance.source
+        if source == "literal":
+            out.append(ResolvedVar(var.name, var.text or "", var.provenance))
+        elif source == "template":
+            out.append(ResolvedVar(var.name, render(var.text or "", context), var.provenance))
+        elif source == "secret":
+            out.append(ResolvedVar(var.name, secrets[var.secret.id], var.provenance))
+        else:
+            out.append(ResolvedVar(var.name, Secret(host.values[var.name]), var.provenance))
+    return out
+
+
+def secret_names(resolved: Collection[ResolvedVar]) -> list[str]:
+    return [r.name for r in resolved if r.is_secret]

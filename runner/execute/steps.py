@@ -1,0 +1,517 @@
+"""The step loop of one workspace: cache check, steps in containers, result.
+
+One workspace, one thread. Everything it needs arrives in ``RunContext``; the
+loop reads nothing from the process and writes only inside its temporary
+folder. Output leaves containers through the redactor before anything else
+sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from runner.cache import (
+    CacheEntry,
+    StepCache,
+    StepKeyInput,
+    WorkspaceKeyInput,
+    prefix_secret_refs,
+    sha256_hex,
+    step_keys,
+)
+from runner.env import EnvPlan, HostEnv, materialize
+from runner.errors import ExecutionError, RunnerError, TemplateError
+from runner.execute.capture import OutputSink
+from runner.execute.runtime import ContainerRuntime, Mount, OutputStream, StepContainer
+from runner.execute.workspace import FileChanges, LocalWorkspace
+from runner.log import get_logger
+from runner.plan import Workspace
+from runner.report import Reporter
+from runner.secrets.value import Secret
+from runner.spec import template as tmpl
+from runner.spec.models import BatchSpec, Step
+from runner.spec.yamlpos import YamlError, load_yaml
+
+Status = Literal["changed", "unchanged", "failed", "canceled"]
+RUN_LABEL = "org.runner.run-id"
+STDERR_TAIL_LINES = 20
+
+log = get_logger("runner.execute")
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    timeout_s: float
+    capture_limit: int
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    log_cap_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything the step loop needs, passed in explicitly."""
+
+    run_id: str
+    spec: BatchSpec
+    spec_dir: Path
+    namespace: str
+    env_plan: EnvPlan
+    secrets: Mapping[str, Secret]  # secret id -> value, revealed before the first step
+    host: HostEnv
+    host_macs: Mapping[str, str]
+    images: Mapping[str, str]  # `container` as written -> image ID
+    runtime: ContainerRuntime
+    redactor: Any  # has .stream(), .redact(str), .redact_bytes(bytes)
+    reporter: Reporter
+    limits: RunLimits
+    cancel: threading.Event
+    cache: StepCache | None = None
+    temp_root: Path | None = None
+
+
+@dataclass
+class WorkspaceResult:
+    workspace: Workspace
+    status: Status
+    diff: bytes = b""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    changes: FileChanges = field(default_factory=FileChanges)
+    error: str | None = None
+    steps_run: int = 0
+    steps_cached: int = 0
+    infrastructure_failure: bool = False
+
+
+class StepFailed(RunnerError):
+    """A step failed: its exit code, a timeout, or an error before it ran."""
+
+
+def _empty_step() -> dict[str, Any]:
+    return {**FileChanges().as_template(), "stdout": "", "stderr": ""}
+
+
+def _mount_hashes(step: Step, spec_dir: Path) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for mount in step.mounts:
+        source = _mount_source(spec_dir, mount.path, step)
+        hashes[mount.mountpoint] = _tree_hash(source)
+    return hashes
+
+
+def _tree_hash(path: Path) -> str:
+    if path.is_file():
+        return sha256_hex(path.read_bytes())
+    parts = []
+    for child in sorted(path.rglob("*")):
+        if child.is_file():
+            parts.append(f"{child.relative_to(path).as_posix()}\0{sha256_hex(child.read_bytes())}")
+    return sha256_hex("\n".join(parts).encode())
+
+
+def _mount_source(spec_dir: Path, relative: str, step: Step) -> Path:
+    base = spec_dir.resolve()
+    source = (base / relative).resolve()
+    if source != base and base not in source.parents:
+        raise StepFailed(
+            f"step {step.number}: mount path {relative!r} leaves the spec's folder",
+            hint="mount only files inside the folder that holds the spec",
+        )
+    if not source.exists():
+        raise StepFailed(
+            f"step {step.number}: mount path {relative!r} does not exist next to the spec",
+            hint=f"create {source} or fix the spec's `mount`",
+        )
+    return source
+
+
+def key_inputs(ctx: RunContext) -> list[StepKeyInput]:
+    """Per step, what enters the cache key (no secret value, no hash of one)."""
+    inputs = []
+    for step in ctx.spec.steps:
+        inputs.append(
+            StepKeyInput(
+                definition=step.definition,
+                image_id=ctx.images[step.container],
+                file_hashes={f.target: sha256_hex(f.content.encode()) for f in step.files},
+                mount_hashes=_mount_hashes(step, ctx.spec_dir),
+                env=ctx.env_plan.steps.get(step.number, ()),
+                host_macs={
+                    v.name: ctx.host_macs.get(v.name, "")
+                    for v in ctx.env_plan.steps.get(step.number, ())
+                    if v.provenance.source == "host"
+                },
+            )
+        )
+    return inputs
+
+
+class WorkspaceRunner:
+    def __init__(self, ctx: RunContext, workspace: Workspace) -> None:
+        self.ctx = ctx
+        self.ws = workspace
+        self.spec = ctx.spec
+        self.total = len(self.spec.steps)
+        self.fields = {
+            "run_id": ctx.run_id,
+            "repository": workspace.repository,
+            "path": workspace.path,
+        }
+
+    def emit(self, name: str, **extra: Any) -> None:
+        self.ctx.reporter.event(name, **self.fields, **extra)
+
+    def run(self) -> WorkspaceResult:
+        self.emit("workspace.started", branch=self.ws.branch, steps=self.total)
+        local: LocalWorkspace | None = None
+        try:
+            local = LocalWorkspace.create(
+                self.ws, run_id=self.ctx.run_id, temp_root=self.ctx.temp_root
+            )
+            result = self._run_steps(local)
+        except StepFailed as exc:
+            result = WorkspaceResult(self.ws, "failed", error=str(exc))
+        except ExecutionError as exc:
+            infra = type(exc).__name__ == "ContainerRuntimeError"
+            result = WorkspaceResult(
+                self.ws, "failed", error=str(exc), infrastructure_failure=infra
+            )
+        except (TemplateError, RunnerError) as exc:
+            result = WorkspaceResult(self.ws, "failed", error=str(exc))
+        finally:
+            if local is not None:
+                local.remove()
+        if (
+            self.ctx.cancel.is_set()
+            and result.status == "failed"
+            and not result.infrastructure_failure
+        ):
+            result.status = "canceled"
+        if result.error:
+            result.error = self.ctx.redactor.redact(result.error)
+        return result
+
+    # -- the loop --------------------------------------------------------------
+    def _run_steps(self, local: LocalWorkspace) -> WorkspaceResult:
+        ctx = self.ctx
+        steps = self.spec.steps
+        keys: list[str] = []
+        inputs: list[StepKeyInput] = []
+        if ctx.cache is not None and steps:
+            inputs = key_inputs(ctx)
+            keys = step_keys(
+                WorkspaceKeyInput(
+                    namespace=ctx.namespace,
+                    repository=self.ws.repository,
+                    base_tree=local.baseline,
+                    path=self.ws.path,
+                    only_fetch_workspace=self.ws.only_fetch_workspace,
+                    batch_change_name=self.spec.name,
+                    batch_change_description=self.spec.description,
+                ),
+                inputs,
+            )
+        tree = local.baseline
+        outputs: dict[str, Any] = {}
+        previous = _empty_step()
+        start = 0
+        cached = 0
+        if keys:
+            hit = self._lookup(keys)
+            if hit is not None:
+                index, entry = hit
+                tree = local.apply(entry.diff)
+                outputs = json.loads(json.dumps(entry.outputs))
+                previous = {**dict(entry.changes), "stdout": entry.stdout, "stderr": entry.stderr}
+                start = index + 1
+                cached = start
+                for step in steps[:start]:
+                    self.emit("step.cached", step=step.number, steps=self.total)
+        ran = 0
+        for step in steps[start:]:
+            if ctx.cancel.is_set():
+                return WorkspaceResult(
+                    self.ws,
+                    "canceled",
+                    error=f"canceled before step {step.number}",
+                    steps_run=ran,
+                    steps_cached=cached,
+                )
+            context = self._context(local, tree, previous, outputs)
+            if not self._should_run(step, context):
+                self.emit("step.skipped", step=step.number, steps=self.total)
+                if keys:
+                    self._store(
+                        keys, inputs, step.number - 1, local, tree, previous, outputs, skipped=True
+                    )
+                continue
+            new_tree, step_result = self._run_one(local, step, context, tree)
+            ran += 1
+            context_after = {**context, "step": step_result}
+            for out in step.outputs:
+                outputs[out.name] = self._output(
+                    step, out.name, out.value, out.format, context_after
+                )
+            tree = new_tree
+            previous = step_result
+            if keys:
+                self._store(
+                    keys, inputs, step.number - 1, local, tree, previous, outputs, skipped=False
+                )
+        diff = local.diff(local.baseline, tree)
+        changes = local.changes(local.baseline, tree)
+        self._check_for_secrets(local, diff, changes)
+        status: Status = "changed" if diff.strip() else "unchanged"
+        return WorkspaceResult(
+            self.ws,
+            status,
+            diff=diff,
+            outputs=outputs,
+            changes=changes,
+            steps_run=ran,
+            steps_cached=cached,
+        )
+
+    def _lookup(self, keys: Sequence[str]) -> tuple[int, CacheEntry] | None:
+        assert self.ctx.cache is not None
+        for index in range(len(keys) - 1, -1, -1):
+            try:
+                entry = self.ctx.cache.get(keys[index])
+            except Exception as exc:  # a corrupt entry is a miss, never a failure
+                log.warning("cache entry unreadable; running the step", error=str(exc))
+                entry = None
+            if entry is not None:
+                return index, entry
+        return None
+
+    def _store(
+        self,
+        keys: Sequence[str],
+        inputs: Sequence[StepKeyInput],
+        index: int,
+        local: LocalWorkspace,
+        tree: str,
+        previous: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        *,
+        skipped: bool,
+    ) -> None:
+        assert self.ctx.cache is not None
+        diff = local.diff(local.baseline, tree)
+        entry = CacheEntry(
+            diff=diff,
+            changes={k: list(previous.get(k, [])) for k in FileChanges().as_template()},
+            accumulated=local.changes(local.baseline, tree).as_template(),
+            outputs=dict(outputs),
+            stdout=str(previous.get("stdout", "")),
+            stderr=str(previous.get("stderr", "")),
+            skipped=skipped,
+        )
+        blob = entry.to_bytes()
+        if self.ctx.redactor.redact_bytes(blob) != blob:
+            log.warning("not caching a step whose result holds a secret value", step=index + 1)
+            return
+        try:
+            self.ctx.cache.put(
+                keys[index],
+                entry,
+                namespace=self.ctx.namespace,
+                secret_refs=prefix_secret_refs(inputs, index + 1),
+            )
+        except Exception as exc:
+            log.warning("could not write the cache entry", error=str(exc))
+
+    def _context(
+        self,
+        local: LocalWorkspace,
+        tree: str,
+        previous: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        acc = local.changes(local.baseline, tree) if tree != local.baseline else FileChanges()
+        return {
+            "repository": {
+                "name": self.ws.repository,
+                "branch": self.ws.branch,
+                "search_result_paths": tmpl.SearchResultPaths(self.ws.search_result_paths),
+            },
+            "batch_change": {"name": self.spec.name, "description": self.spec.description},
+            "previous_step": dict(previous),
+            "steps": {**acc.as_template(), "path": self.ws.path},
+            "outputs": dict(outputs),
+        }
+
+    def _should_run(self, step: Step, context: Mapping[str, Any]) -> bool:
+        cond = step.if_
+        if cond is None or cond is True:
+            return True
+        if cond is False:
+            return False
+        try:
+            rendered = tmpl.render_template(cond, context)
+        except TemplateError as exc:
+            raise StepFailed(f"step {step.number}: `if` failed to render: {exc.message}") from None
+        return str(rendered).strip() == "true"
+
+    def _render(self, step: Step, what: str, text: str, context: Mapping[str, Any]) -> str:
+        try:
+            return str(tmpl.render_template(text, context))
+        except TemplateError as exc:
+            raise StepFailed(
+                f"step {step.number}: {what} failed to render: {exc.message}"
+            ) from None
+
+    def _run_one(
+        self, local: LocalWorkspace, step: Step, context: Mapping[str, Any], tree: str
+    ) -> tuple[str, dict[str, Any]]:
+        ctx = self.ctx
+        script = self._render(step, "run", step.run, context)
+        try:
+            resolved = materialize(
+                ctx.env_plan.steps.get(step.number, ()),
+                context=context,
+                secrets=ctx.secrets,
+                host=ctx.host,
+            )
+        except TemplateError as exc:
+            raise StepFailed(f"step {step.number}: env failed to render: {exc.message}") from None
+        env = {r.name: r.value for r in resolved if isinstance(r.value, str)}
+        secret_env = {r.name: r.value for r in resolved if isinstance(r.value, Secret)}
+
+        step_dir = local.root / f"step-{step.number}"
+        step_dir.mkdir(exist_ok=True)
+        mounts = [Mount(source=local.tree_dir.resolve(), target="/work", read_only=False)]
+        for i, f in enumerate(step.files):
+            content = self._render(step, f"files[{f.target}]", f.content, context)
+            host_file = step_dir / f"file-{i}"
+            host_file.write_text(content)
+            mounts.append(Mount(source=host_file.resolve(), target=f.target))
+        for m in step.mounts:
+            mounts.append(
+                Mount(source=_mount_source(ctx.spec_dir, m.path, step), target=m.mountpoint)
+            )
+
+        container = StepContainer(
+            image=ctx.images[step.container],
+            script=script,
+            workdir=local.workdir_in_container,
+            mounts=mounts,
+            env=env,
+            secret_env=secret_env,
+            labels={RUN_LABEL: ctx.run_id},
+            timeout_s=ctx.limits.timeout_s,
+            memory_bytes=ctx.limits.memory_bytes,
+            cpus=ctx.limits.cpus,
+        )
+        self.emit("step.started", step=step.number, steps=self.total, container=step.container)
+        sinks = {
+            name: OutputSink(
+                ctx.redactor.stream(),
+                self._line_emitter(step.number, name),
+                limit=ctx.limits.capture_limit,
+            )
+            for name in ("stdout", "stderr")
+        }
+        volume = [0]
+
+        def on_output(stream: OutputStream, chunk: bytes) -> None:
+            volume[0] += len(chunk)
+            sinks[stream].feed(chunk)
+
+        result = ctx.runtime.run_step(container, on_output=on_output, cancel=ctx.cancel)
+        for sink in sinks.values():
+            sink.close()
+        self.emit("step.finished", step=step.number, steps=self.total, exit_code=result.exit_code)
+        if ctx.limits.log_cap_bytes is not None and volume[0] > ctx.limits.log_cap_bytes:
+            raise StepFailed(
+                f"step {step.number} printed {volume[0] >> 20} MiB, over the log cap",
+                hint="print less, or raise the cap",
+            )
+        if not result.succeeded:
+            raise StepFailed(self._failure_message(step, result, sinks["stderr"].captured))
+        new_tree = local.snapshot()
+        changes = local.changes(tree, new_tree)
+        step_result = {
+            **changes.as_template(),
+            "stdout": sinks["stdout"].captured,
+            "stderr": sinks["stderr"].captured,
+        }
+        return new_tree, step_result
+
+    def _line_emitter(self, number: int, stream: str) -> Callable[[str], None]:
+        def emit(line: str) -> None:
+            self.emit("step.output", step=number, stream=stream, line=line)
+
+        return emit
+
+    def _failure_message(self, step: Step, result: Any, stderr: str) -> str:
+        if result.canceled:
+            return f"step {step.number} was canceled"
+        if result.timed_out:
+            return f"step {step.number} timed out after {self.ctx.limits.timeout_s:g} s"
+        what = f"step {step.number} failed with exit code {result.exit_code}"
+        if result.oom_killed:
+            what = f"step {step.number} was killed: it went over its memory limit"
+        tail = [line for line in stderr.splitlines() if line.strip()][-STDERR_TAIL_LINES:]
+        if tail:
+            what += ": " + " | ".join(tail)[-2000:]
+        return what
+
+    def _output(
+        self, step: Step, name: str, value: str, fmt: str, context: Mapping[str, Any]
+    ) -> Any:
+        text = self._render(step, f"outputs.{name}", value, context)
+        if fmt == "text":
+            return text
+        try:
+            if fmt == "json":
+                return json.loads(text)
+            root = load_yaml(text, f"outputs.{name}")
+            return None if root is None else root.plain()
+        except (ValueError, YamlError) as exc:
+            raise StepFailed(
+                f"step {step.number}: output {name} is not valid {fmt}: {str(exc)[:200]}",
+                hint=f"make the step print {fmt}, or set `format: text`",
+            ) from None
+
+    # -- the diff check ----------------------------------------------------------
+    def _check_for_secrets(self, local: LocalWorkspace, diff: bytes, changes: FileChanges) -> None:
+        redactor = self.ctx.redactor
+        for path in (*changes.modified, *changes.added, *changes.renamed):
+            file = local.tree_dir / path
+            try:
+                data = file.read_bytes() if file.is_file() else b""
+            except OSError:
+                continue
+            names = _leaked_names(redactor, data)
+            if names:
+                raise StepFailed(
+                    f"the workspace's changes put the secret {', '.join(names)} into {path}; "
+                    "no diff was written",
+                    hint="make the steps keep secret values out of the files they change",
+                )
+        names = _leaked_names(redactor, diff)
+        if names:
+            raise StepFailed(
+                f"the workspace's diff holds the secret {', '.join(names)}; no diff was written",
+                hint="make the steps keep secret values out of the files they change",
+            )
+
+
+_MARKER = re.compile(rb"\[REDACTED:([A-Za-z0-9_]+)\]")
+
+
+def _leaked_names(redactor: Any, data: bytes) -> list[str]:
+    redacted = redactor.redact_bytes(data)
+    if redacted == data:
+        return []
+    before = set(_MARKER.findall(data))
+    return sorted(
+        {m.decode() for m in _MARKER.findall(redacted)} - {b.decode() for b in before}
+    ) or ["(unnamed)"]

@@ -1,0 +1,84 @@
+"""The run's output folder: changeset specs, patches and summary.json.
+
+A new run replaces what the previous run wrote there (listed in its
+summary.json) and refuses a non-empty folder it did not write, so a typo in
+``--out`` cannot delete someone's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runner import __version__
+from runner.errors import ExecutionError
+
+SUMMARY = "summary.json"
+
+
+def changeset_base(out: Path, repository: str, path: str, branch: str) -> Path:
+    safe_branch = branch.replace("/", "-")
+    return out / repository / (path or "_root") / safe_branch
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Make ``out`` ready: remove the previous run's files, refuse foreign content."""
+    if not out.exists():
+        out.mkdir(parents=True)
+        return
+    if not out.is_dir():
+        raise ExecutionError(f"--out {out} is a file", hint="pass a folder for the results")
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    summary = out / SUMMARY
+    previous = _read_summary(summary)
+    if previous is None:
+        raise ExecutionError(
+            f"--out {out} is not empty and was not written by runner",
+            hint="pass an empty or new folder with --out",
+        )
+    for rel in previous.get("files", []):
+        target = (out / rel).resolve()
+        if out.resolve() in target.parents and target.is_file():
+            target.unlink()
+            _prune_empty(target.parent, out)
+    summary.unlink(missing_ok=True)
+
+
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or "runner_version" not in data:
+        return None
+    return data
+
+
+def _prune_empty(folder: Path, stop: Path) -> None:
+    stop = stop.resolve()
+    current = folder.resolve()
+    while current != stop and stop in current.parents:
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        current = current.parent
+
+
+def write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_summary(out: Path, summary: dict[str, Any], files: Sequence[str]) -> Path:
+    body = {"runner_version": __version__, **summary, "files": sorted(files)}
+    path = out / SUMMARY
+    write_file(path, (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())
+    return path

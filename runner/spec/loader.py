@@ -1,0 +1,53 @@
+"""Load a batch spec file: read, parse with positions, validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.errors import Problem, SpecError
+from runner.spec.models import BatchSpec
+from runner.spec.validate import validate
+from runner.spec.yamlpos import MAX_BYTES, YamlError, load_yaml
+
+
+def load_spec_text(text: str, path: str) -> BatchSpec:
+    """Validate spec text; ``path`` is only used in messages."""
+    try:
+        root = load_yaml(text, path)
+    except YamlError as exc:
+        raise SpecError(exc.problems) from None
+    spec, problems = validate(root, path)
+    if problems or spec is None:
+        raise SpecError(problems)
+    return spec
+
+
+def load_spec(path: str | Path) -> BatchSpec:
+    """Load and validate the spec at ``path``. Raises ``SpecError`` with every problem."""
+    name = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError(
+            [Problem(name, 1, 1, "no such file")], hint="check the spec's path"
+        ) from None
+    except IsADirectoryError:
+        raise SpecError([Problem(name, 1, 1, "is a folder, not a spec file")]) from None
+    except OSError as exc:
+        raise SpecError([Problem(name, 1, 1, f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            [Problem(name, line, 1, "the file is not valid UTF-8")],
+            hint="save the spec as UTF-8",
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\x00" in text:
+        raise SpecError(
+            [Problem(name, 1, 1, "the file contains a NUL byte; it is not a YAML spec")]
+        )
+    return load_spec_text(text, name)

@@ -1,0 +1,569 @@
+"""`runner run` end to end against the real Docker engine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import (
+    RUNNER,
+    TEST_IMAGE,
+    git,
+    leak_forms,
+    make_repo,
+    proc_cmdlines,
+    run_runner,
+    runner_env,
+    scan_bytes,
+    scan_tree,
+    set_secret,
+)
+
+pytestmark = pytest.mark.docker
+
+TAIL = """
+changesetTemplate:
+  title: Add hello
+  body: Made by ${{ batch_change.name }} in ${{ repository.name }}
+  branch: runner/hello
+  commit:
+    message: Add hello
+"""
+GLOBAL_VALUE = "global-value-0123456789"
+ALICE_VALUE = "alice-value-9876543210"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    return runner_env(tmp_path / "home", TMPDIR=str(tmp))
+
+
+@pytest.fixture
+def repos(tmp_path: Path) -> Path:
+    root = tmp_path / "repos"
+    make_repo(root, "github.com/acme/app", {"README.md": "# app\n", "go.mod": "module app\n"})
+    make_repo(root, "github.com/acme/lib", {"README.md": "# lib\n"})
+    return root
+
+
+def write_spec(tmp_path: Path, body: str, tail: str = TAIL) -> Path:
+    spec = tmp_path / "spec" / "batch.yaml"
+    spec.parent.mkdir(exist_ok=True)
+    spec.write_text(body + tail)
+    return spec
+
+
+def run(
+    tmp_path: Path, env: dict[str, str], spec: Path, repos: Path, *extra: str
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]], Path]:
+    out = tmp_path / "out"
+    proc = run_runner(
+        ["run", str(spec), "--repos-root", str(repos), "--out", str(out), "--json", *extra], env
+    )
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    return proc, events, out
+
+
+def test_a_spec_runs_and_writes_a_changeset_patch_and_summary(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        f"name: hello\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        f"  - run: echo hello > hello.txt\n    container: {TEST_IMAGE}\n",
+    )
+    proc, events, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    names = [e["event"] for e in events]
+    assert names[0] == "run.started" and names[-1] == "run.finished"
+    assert {"workspace.started", "step.started", "step.finished", "workspace.finished"} <= set(
+        names
+    )
+    base = out / "github.com/acme/app/_root/runner-hello"
+    changeset = json.loads(base.with_suffix(".json").read_text())
+    assert changeset["baseRepository"] == "github.com/acme/app"
+    assert changeset["headRef"] == "refs/heads/runner/hello"
+    assert changeset["baseRef"] == "refs/heads/main"
+    assert changeset["baseRev"] == git(repos / "github.com/acme/app", "rev-parse", "HEAD")
+    assert changeset["body"] == "Made by hello in github.com/acme/app"
+    assert "+hello" in changeset["commits"][0]["diff"]
+    assert base.with_suffix(".patch").read_text() == changeset["commits"][0]["diff"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["workspaces"][0]["status"] == "changed"
+    assert summary["counts"]["changed"] == 1
+    # the patch applies to the original repository
+    check = subprocess.run(
+        ["git", "apply", "--check", str(base.with_suffix(".patch"))],
+        cwd=repos / "github.com/acme/app",
+        capture_output=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_namespaced_secret_wins_and_never_leaks(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    set_secret(env, "GH_TOKEN", GLOBAL_VALUE, "--global")
+    set_secret(env, "GH_TOKEN", ALICE_VALUE, "--user", "alice")
+    spec = write_spec(
+        tmp_path,
+        "name: secrets\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        "  - run: |\n"
+        "      printf %s \"$GH_TOKEN\" | sha256sum | cut -d' ' -f1 > token.sha\n"
+        '      echo "the token is $GH_TOKEN"\n'
+        '      echo "to stderr $GH_TOKEN" >&2\n'
+        '      printf %s "$GH_TOKEN" | base64\n'
+        f"    container: {TEST_IMAGE}\n    env:\n      - GH_TOKEN\n",
+    )
+    proc, events, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    patch = (out / "github.com/acme/app/_root/runner-hello.patch").read_text()
+    assert hashlib.sha256(ALICE_VALUE.encode()).hexdigest() in patch
+    lines = [e["line"] for e in events if e["event"] == "step.output"]
+    assert "the token is [REDACTED:GH_TOKEN]" in lines
+    assert "to stderr [REDACTED:GH_TOKEN]" in lines
+    values = [GLOBAL_VALUE, ALICE_VALUE]
+    forms = leak_forms(values)
+    assert scan_bytes(proc.stdout.encode() + proc.stderr.encode(), forms) == []
+    assert scan_tree([out, Path(env["RUNNER_HOME"]), Path(env["TMPDIR"])], values) == []
+    # the access is on record, with the run id and the step
+    log = run_runner(["secret", "log", "GH_TOKEN", "--json"], env)
+    accessed = [e for e in json.loads(log.stdout) if e["event"] == "accessed"]
+    assert len(accessed) == 1 and accessed[0]["namespace"] == "user:alice"
+    assert accessed[0]["job"] == events[0]["run_id"]
+
+
+def test_secret_is_in_the_step_but_not_in_inspect_argv_or_docker_files(
+    tmp_path: Path, env: dict[str, str], repos: Path, docker_client: Any
+) -> None:
+    set_secret(env, "GH_TOKEN", ALICE_VALUE, "--user", "alice")
+    spec = write_spec(
+        tmp_path,
+        "name: inspect\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        "  - run: |\n"
+        '      [ "$GH_TOKEN" = "$(cat /dev/null)$GH_TOKEN" ] && touch has-token\n'
+        "      touch ready\n"
+        "      while [ ! -f go ]; do sleep 0.1; done\n"
+        "      rm ready go\n"
+        f"    container: {TEST_IMAGE}\n    env: [GH_TOKEN]\n",
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [RUNNER, "run", str(spec), "--repos-root", str(repos), "--out", str(out), "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        tmp = Path(env["TMPDIR"])
+        deadline = time.monotonic() + 60
+        ready: list[Path] = []
+        while time.monotonic() < deadline and not ready:
+            ready = list(tmp.glob("runner-ws-*/repo/ready"))
+            time.sleep(0.1)
+        assert ready, "the step never started"
+        forms = leak_forms([ALICE_VALUE])
+        containers = docker_client.containers.list(filters={"label": "org.runner.run-id"})
+        assert containers
+        for container in containers:
+            inspect = json.dumps(docker_client.api.inspect_container(container.id)).encode()
+            assert scan_bytes(inspect, forms) == []
+            root = Path(docker_client.info()["DockerRootDir"])
+            assert scan_tree([root / "containers" / container.id], [ALICE_VALUE]) == []
+            upper = container.attrs["GraphDriver"]["Data"].get("UpperDir")
+            if upper:
+                assert scan_tree([Path(upper)], [ALICE_VALUE]) == []
+        assert scan_bytes(proc_cmdlines(), forms) == []
+        (ready[0].parent / "go").touch()
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    patch = (out / "github.com/acme/app/_root/runner-hello.patch").read_text()
+    assert "has-token" in patch
+
+
+def test_missing_image_stops_before_any_container(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: noimage\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        "  - run: true\n    container: runner-test/does-not-exist:1.0\n",
+    )
+    proc, events, _ = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 1
+    assert "runner-test/does-not-exist:1.0" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert events == []
+
+
+def test_missing_secrets_are_listed_together_before_anything_runs(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: missing\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        f"  - run: true\n    container: {TEST_IMAGE}\n    env: [ONE_MISSING, TWO_MISSING]\n",
+    )
+    proc, events, _ = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 1
+    assert "ONE_MISSING" in proc.stderr and "TWO_MISSING" in proc.stderr
+    assert events == []
+
+
+def test_failing_step_shows_exit_code_and_redacted_stderr_others_continue(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    set_secret(env, "GH_TOKEN", GLOBAL_VALUE, "--global")
+    spec = write_spec(
+        tmp_path,
+        "name: failing\non:\n  - repository: github.com/acme/app\n  - repository: github.com/acme/lib\n"
+        "steps:\n  - run: |\n"
+        '      if [ -f go.mod ]; then echo "bad $GH_TOKEN" >&2; exit 3; fi\n'
+        "      echo ok > ok.txt\n"
+        f"    container: {TEST_IMAGE}\n    env: [GH_TOKEN]\n",
+    )
+    proc, events, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 3
+    finished = {e["repository"]: e for e in events if e["event"] == "workspace.finished"}
+    assert finished["github.com/acme/lib"]["status"] == "changed"
+    failed = finished["github.com/acme/app"]
+    assert failed["status"] == "failed"
+    assert "exit code 3" in failed["error"]
+    assert "bad [REDACTED:GH_TOKEN]" in failed["error"]
+    assert GLOBAL_VALUE not in proc.stdout + proc.stderr
+    exits = [e["exit_code"] for e in events if e["event"] == "step.finished"]
+    assert sorted(exits) == [0, 3]
+    assert (out / "github.com/acme/lib/_root/runner-hello.patch").exists()
+
+
+def test_if_false_skips_and_if_template_decides(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: conditions\non:\n  - repository: github.com/acme/app\n  - repository: github.com/acme/lib\n"
+        "steps:\n"
+        f"  - run: echo never > never.txt\n    container: {TEST_IMAGE}\n    if: false\n"
+        f"  - run: echo app > only-app.txt\n    container: {TEST_IMAGE}\n"
+        '    if: ${{ matches repository.name "*/app" }}\n'
+        f"  - run: echo always > always.txt\n    container: {TEST_IMAGE}\n",
+    )
+    proc, events, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    skipped = sorted((e["repository"], e["step"]) for e in events if e["event"] == "step.skipped")
+    assert skipped == [
+        ("github.com/acme/app", 1),
+        ("github.com/acme/lib", 1),
+        ("github.com/acme/lib", 2),
+    ]
+    app_patch = (out / "github.com/acme/app/_root/runner-hello.patch").read_text()
+    lib_patch = (out / "github.com/acme/lib/_root/runner-hello.patch").read_text()
+    assert "only-app.txt" in app_patch and "only-app.txt" not in lib_patch
+    assert "never.txt" not in app_patch + lib_patch
+
+
+def test_outputs_in_three_formats_and_nested_yaml(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: outputs\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        "  - run: |\n"
+        '      echo \'{"count": 3, "names": ["a", "b"]}\'\n'
+        "      echo 'config:' >&2\n"
+        "      echo '  before:' >&2\n"
+        "      echo '    hooks: [lint, test]' >&2\n"
+        f"    container: {TEST_IMAGE}\n"
+        "    outputs:\n"
+        "      data:\n        value: ${{ step.stdout }}\n        format: json\n"
+        "      conf:\n        value: ${{ step.stderr }}\n        format: yaml\n"
+        "      plain:\n        value: hello ${{ repository.name }}\n"
+        "  - run: |\n"
+        "      echo '${{ index outputs.conf.config.before.hooks 1 }}' > hook.txt\n"
+        "      echo '${{ outputs.data.count }} ${{ join outputs.data.names \",\" }}' > data.txt\n"
+        "      echo '${{ outputs.plain }}' > plain.txt\n"
+        f"    container: {TEST_IMAGE}\n",
+        TAIL.replace("title: Add hello", "title: hooks ${{ outputs.conf.config.before.hooks }}"),
+    )
+    proc, _, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    changeset = json.loads((out / "github.com/acme/app/_root/runner-hello.json").read_text())
+    diff = changeset["commits"][0]["diff"]
+    assert "+test" in diff
+    assert "+3 a,b" in diff
+    assert "+hello github.com/acme/app" in diff
+    assert changeset["title"] == "hooks [lint test]"
+    assert changeset["outputs"]["data"] == {"count": 3, "names": ["a", "b"]}
+
+
+def test_files_and_mounts(tmp_path: Path, env: dict[str, str], repos: Path) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: files\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        "  - run: |\n"
+        "      cat /tmp/script.sh > from-files.txt\n"
+        "      cat /mnt/data.txt > from-mount.txt\n"
+        "      cat /mnt/dir/inner.txt > from-dir.txt\n"
+        "      touch /mnt/data.txt 2>/dev/null && echo writable > writable.txt || true\n"
+        f"    container: {TEST_IMAGE}\n"
+        "    files:\n      /tmp/script.sh: echo ${{ repository.name }}\n"
+        "    mount:\n"
+        "      - path: data.txt\n        mountpoint: /mnt/data.txt\n"
+        "      - path: ./dir\n        mountpoint: /mnt/dir\n",
+    )
+    (spec.parent / "data.txt").write_text("mounted content\n")
+    (spec.parent / "dir").mkdir()
+    (spec.parent / "dir" / "inner.txt").write_text("inner content\n")
+    proc, _, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    patch = (out / "github.com/acme/app/_root/runner-hello.patch").read_text()
+    assert "+echo github.com/acme/app" in patch
+    assert "+mounted content" in patch
+    assert "+inner content" in patch
+    assert "writable.txt" not in patch
+
+
+def test_mount_outside_the_spec_folder_is_refused(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    (tmp_path / "secret.txt").write_text("x")
+    spec = write_spec(
+        tmp_path,
+        "name: escape\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        f"  - run: true\n    container: {TEST_IMAGE}\n"
+        "    mount:\n      - path: ../secret.txt\n        mountpoint: /x\n",
+    )
+    proc, _, _ = run(tmp_path, env, spec, repos)
+    assert proc.returncode in (1, 3)
+    assert "leaves the spec's folder" in proc.stdout + proc.stderr
+
+
+def test_two_repositories_in_parallel(tmp_path: Path, env: dict[str, str], repos: Path) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: parallel\non:\n  - repository: github.com/acme/app\n  - repository: github.com/acme/lib\n"
+        f"steps:\n  - run: sleep 1; date +%s%N > started.txt\n    container: {TEST_IMAGE}\n",
+    )
+    started = time.monotonic()
+    proc, events, out = run(tmp_path, env, spec, repos, "-j", "2")
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    starts = [e for e in events if e["event"] in ("step.started", "step.finished")]
+    # both steps started before either finished
+    order = [e["event"] for e in starts]
+    assert order[:2] == ["step.started", "step.started"], order
+    assert elapsed > 0  # the ordering above is the evidence of parallelism
+    assert len(list(out.rglob("*.patch"))) == 2
+
+
+def test_workspaces_one_per_folder(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "repos"
+    make_repo(
+        root,
+        "github.com/acme/mono",
+        {"a/package.json": "{}", "b/c/package.json": "{}", "README.md": "x"},
+    )
+    spec = write_spec(
+        tmp_path,
+        "name: ws\non:\n  - repository: github.com/acme/mono\n"
+        "workspaces:\n  - rootAtLocationOf: package.json\n    in: github.com/acme/*\n"
+        f"steps:\n  - run: echo ${{{{ steps.path }}}} > where.txt\n    container: {TEST_IMAGE}\n",
+        TAIL.replace("branch: runner/hello", 'branch: runner/ws-${{ replace steps.path "/" "-" }}'),
+    )
+    proc, events, out = run(tmp_path, env, spec, root)
+    assert proc.returncode == 0, proc.stderr
+    paths = sorted(e["path"] for e in events if e["event"] == "workspace.finished")
+    assert paths == ["a", "b/c"]
+    a = (out / "github.com/acme/mono/a/runner-ws-a.patch").read_text()
+    bc = (out / "github.com/acme/mono/b/c/runner-ws-b-c.patch").read_text()
+    assert "a/where.txt" in a and "+a" in a
+    assert "b/c/where.txt" in bc and "+b/c" in bc
+
+
+def test_transform_changes_and_import_changesets(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: transform\non:\n  - repository: github.com/acme/app\n"
+        "transformChanges:\n  group:\n    - directory: docs\n      branch: runner/docs\n"
+        "importChangesets:\n  - repository: github.com/acme/lib\n    externalIDs: [12, '34']\n"
+        "steps:\n  - run: mkdir -p docs src && echo d > docs/a.md && echo s > src/b.go\n"
+        f"    container: {TEST_IMAGE}\n",
+    )
+    proc, _, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    main = (out / "github.com/acme/app/_root/runner-hello.patch").read_text()
+    docs = (out / "github.com/acme/app/_root/runner-docs.patch").read_text()
+    assert "src/b.go" in main and "docs/a.md" not in main
+    assert "docs/a.md" in docs and "src/b.go" not in docs
+    docs_spec = json.loads((out / "github.com/acme/app/_root/runner-docs.json").read_text())
+    assert docs_spec["headRef"] == "refs/heads/runner/docs"
+    imports = json.loads((out / "imports.json").read_text())
+    assert imports == [
+        {"baseRepository": "github.com/acme/lib", "externalID": "12"},
+        {"baseRepository": "github.com/acme/lib", "externalID": "34"},
+    ]
+
+
+def test_published_rules_resolve_per_changeset(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    tail = (
+        TAIL
+        + "  published:\n    - github.com/acme/*: draft\n    - github.com/acme/lib: true\n  fork: true\n"
+    )
+    spec = write_spec(
+        tmp_path,
+        "name: published\non:\n  - repository: github.com/acme/app\n  - repository: github.com/acme/lib\n"
+        f"steps:\n  - run: echo x > x.txt\n    container: {TEST_IMAGE}\n",
+        tail,
+    )
+    proc, _, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    app = json.loads((out / "github.com/acme/app/_root/runner-hello.json").read_text())
+    lib = json.loads((out / "github.com/acme/lib/_root/runner-hello.json").read_text())
+    assert app["published"] == "draft"
+    assert lib["published"] is True
+    assert app["fork"] is True
+
+
+def test_big_output_is_shown_whole_and_captured_truncated(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: big\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        "  - run: |\n"
+        '      i=0; while [ $i -lt 30000 ]; do echo "line $i padding padding padding padding"; i=$((i+1)); done\n'
+        f"    container: {TEST_IMAGE}\n"
+        "    outputs:\n      captured:\n        value: ${{ len step.stdout }}\n"
+        "  - run: echo '${{ outputs.captured }}' > size.txt\n"
+        f"    container: {TEST_IMAGE}\n",
+    )
+    proc, events, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    lines = [e["line"] for e in events if e["event"] == "step.output" and e["step"] == 1]
+    assert len(lines) >= 30000
+    assert lines[-1].startswith("line 29999")
+    captured = json.loads((out / "github.com/acme/app/_root/runner-hello.json").read_text())[
+        "outputs"
+    ]["captured"]
+    assert 1024 * 1024 <= int(captured) <= 1024 * 1024 + 200  # 1 MiB plus the marker
+
+
+def test_step_writing_a_secret_into_a_file_fails_and_writes_no_diff(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    set_secret(env, "GH_TOKEN", ALICE_VALUE, "--user", "alice")
+    spec = write_spec(
+        tmp_path,
+        "name: leaky\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        '  - run: printf %s "$GH_TOKEN" | base64 > leaked.txt\n'
+        f"    container: {TEST_IMAGE}\n    env: [GH_TOKEN]\n",
+    )
+    proc, events, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 3
+    finished = next(e for e in events if e["event"] == "workspace.finished")
+    assert finished["status"] == "failed"
+    assert "GH_TOKEN" in finished["error"] and "leaked.txt" in finished["error"]
+    assert list(out.rglob("*.patch")) == []
+    assert scan_tree([out, Path(env["RUNNER_HOME"]), Path(env["TMPDIR"])], [ALICE_VALUE]) == []
+
+
+def test_events_carry_no_resolved_value(tmp_path: Path, env: dict[str, str], repos: Path) -> None:
+    set_secret(env, "GH_TOKEN", ALICE_VALUE, "--user", "alice")
+    spec = write_spec(
+        tmp_path,
+        "name: events\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        f"  - run: echo $GH_TOKEN $LITERAL_VAR\n    container: {TEST_IMAGE}\n"
+        "    env:\n      - GH_TOKEN\n      - LITERAL_VAR: visible-literal\n",
+    )
+    proc, events, _ = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    for event in events:
+        if event["event"] != "step.output":
+            assert "visible-literal" not in json.dumps(event)
+    assert ALICE_VALUE not in proc.stdout
+
+
+def _wait_for(pattern: str, folder: Path, timeout: float = 60) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(folder.glob(pattern))
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"nothing matched {pattern}")
+
+
+def _runner_containers(docker_client: Any) -> list[Any]:
+    return list(docker_client.containers.list(all=True, filters={"label": "org.runner.run-id"}))
+
+
+def test_ctrl_c_leaves_nothing_behind(
+    tmp_path: Path, env: dict[str, str], repos: Path, docker_client: Any
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: interrupt\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        f"  - run: touch started; sleep 300\n    container: {TEST_IMAGE}\n",
+    )
+    proc = subprocess.Popen(
+        [RUNNER, "run", str(spec), "--repos-root", str(repos), "--out", str(tmp_path / "out")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    tmp = Path(env["TMPDIR"])
+    _wait_for("runner-ws-*/repo/started", tmp)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert time.monotonic() - began < 15
+    assert list(tmp.glob("runner-ws-*")) == []
+    assert _runner_containers(docker_client) == []
+
+
+def test_second_ctrl_c_exits_at_once_and_the_next_run_sweeps(
+    tmp_path: Path, env: dict[str, str], repos: Path, docker_client: Any
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: interrupt2\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        f"  - run: touch started; trap '' TERM INT; sleep 300\n    container: {TEST_IMAGE}\n",
+    )
+    proc = subprocess.Popen(
+        [RUNNER, "run", str(spec), "--repos-root", str(repos), "--out", str(tmp_path / "out")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    tmp = Path(env["TMPDIR"])
+    _wait_for("runner-ws-*/repo/started", tmp)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    # whatever the hard exit left is swept by the next command
+    sweep = run_runner(["cleanup"], env)
+    assert sweep.returncode == 0, sweep.stderr
+    assert list(tmp.glob("runner-ws-*")) == []
+    assert _runner_containers(docker_client) == []
