@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.cli import secret_cmds as secret_cmds
-from runner.cli import spec_cmds as spec_cmds
 from runner.cli import env_cmds as env_cmds
 from runner.cli import run_cmds as run_cmds
+from runner.cli import secret_cmds as secret_cmds
+from runner.cli import spec_cmds as spec_cmds
