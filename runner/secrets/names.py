@@ -58,7 +58,9 @@ def normalize_name(text: str) -> str:
             f"secret name {name[:32]}… is {len(name)} characters long",
             hint=f"use at most {NAME_MAX} characters",
         )
-    if not _NAME_RE.match(name):
+    # Checked before upper-casing too: "ſ".upper() is "S", and such look-alikes
+    # must not become a valid (or a reserved) name.
+    if not text.isascii() or not _NAME_RE.match(name):
         raise SecretValidationError(
             f"invalid secret name {text!r}",
             hint="use letters, digits and _, starting with a letter (like GITHUB_TOKEN)",
