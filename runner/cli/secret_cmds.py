@@ -1,3 +1,449 @@
-"""`runner secret`, `runner keys`, `runner user`, `runner org` (issue 4)."""
+"""`runner secret`, `runner keys`, `runner user`, `runner org`.
+
+A value never travels on the command line: `secret set` reads it from stdin
+(when stdin is not a terminal), from a no-echo prompt, or from `--from-file`.
+Nothing here prints a value. The local CLI holds the master key and acts with
+full rights; naming a user or org with no record yet creates the record.
+"""
 
 from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import click
+
+from runner.cli import cli
+from runner.cli._app import app, common_options, login_name, namespace_from_flags
+from runner.errors import SecretValidationError
+from runner.namespaces import Namespace, parse_namespace
+from runner.secrets.models import AuditEvent, SecretMeta, rfc3339
+from runner.secrets.names import (
+    DEFAULT_SCOPE,
+    SCOPES,
+    VALUE_MAX_BYTES,
+    check_value,
+    normalize_name,
+)
+from runner.secrets.opening import open_store, rotate_master_key
+from runner.secrets.store import SqlSecretStore
+from runner.secrets.value import Secret
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _namespace_options(func: F) -> F:
+    for option in reversed(
+        [
+            click.option("--global", "global_", is_flag=True, help="Global secrets (admins)."),
+            click.option("--org", metavar="ORG", help="The secrets of org ORG."),
+            click.option("--user", metavar="USER", help="The secrets of user USER."),
+            click.option("--namespace", metavar="NS", help="global, org:NAME or user:NAME."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+_scope_option = click.option(
+    "--scope",
+    type=click.Choice(SCOPES),
+    default=None,
+    help=f"Feature scope of the secret (default: {DEFAULT_SCOPE}).",
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _namespace(
+    *, global_: bool, org: str | None, user: str | None, namespace: str | None, required: bool
+) -> Namespace | None:
+    text = namespace_from_flags(
+        global_=global_, org=org, user=user, namespace=namespace, required=required
+    )
+    return None if text is None else parse_namespace(text)
+
+
+def _store() -> SqlSecretStore:
+    return open_store(app().settings)
+
+
+def _actor() -> str:
+    return login_name(app().env)
+
+
+def _ensure_owner(store: SqlSecretStore, ns: Namespace) -> None:
+    if ns.kind == "user":
+        store.add_user(ns.name)
+    elif ns.kind == "org":
+        store.add_org(ns.name)
+
+
+def _scope_suffix(scope: str) -> str:
+    return "" if scope == DEFAULT_SCOPE else f" (scope {scope})"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _print_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+# Reading a value ----------------------------------------------------------------
+
+
+def _read_limited(stream: BinaryIO) -> bytes:
+    # Two bytes of slack for a trailing newline; anything beyond is refused unread.
+    data = stream.read(VALUE_MAX_BYTES + 3)
+    if len(data) > VALUE_MAX_BYTES + 2:
+        raise SecretValidationError(
+            "secret values must be at most 48 KiB",
+            hint="store large material elsewhere and put a short token in the secret",
+        )
+    return data
+
+
+def _decode(data: bytes) -> Secret:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretValidationError(
+            "secret values must be UTF-8 text", hint="store binary data base64-encoded"
+        ) from None
+    # `echo VALUE |` and editors add one newline that is not part of the value.
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        raise SecretValidationError(
+            "no secret value given",
+            hint="pipe the value on stdin, use --from-file PATH, or run in a terminal to be asked",
+        )
+    return Secret(text)
+
+
+def _prompt_value(name: str) -> Secret:
+    first = getpass.getpass(f"Value for {name}: ", stream=sys.stderr)
+    second = getpass.getpass(f"Repeat the value for {name}: ", stream=sys.stderr)
+    if first != second:
+        raise SecretValidationError(
+            "the two values typed differ", hint="run the command again and type the same value"
+        )
+    return _decode(first.encode("utf-8"))
+
+
+def read_value(name: str, from_file: Path | None) -> Secret:
+    """The value from ``--from-file``, else stdin when it is not a terminal, else a prompt."""
+    if from_file is not None:
+        try:
+            with from_file.open("rb") as fh:
+                return _decode(_read_limited(fh))
+        except OSError as exc:
+            raise SecretValidationError(
+                f"cannot read {from_file}: {exc.strerror or type(exc).__name__}",
+                hint="check the path and its permissions",
+            ) from None
+    stdin = sys.stdin
+    if stdin is not None and not stdin.isatty():
+        raw: BinaryIO | None = getattr(stdin, "buffer", None)
+        if raw is not None:
+            return _decode(_read_limited(raw))
+        return _decode(stdin.read(VALUE_MAX_BYTES + 3).encode("utf-8"))
+    return _prompt_value(name)
+
+
+# runner secret --------------------------------------------------------------------
+
+
+@cli.group("secret")
+def secret_group() -> None:
+    """Layered, encrypted secrets for steps' env (values never on the command line).
+
+    A job in user:X sees X's secrets, then the global ones; a job in org:Y
+    sees Y's, then the global ones.
+    """
+
+
+@secret_group.command("set")
+@click.argument("name")
+@_namespace_options
+@_scope_option
+@click.option(
+    "--from-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the value from this file instead of stdin or a prompt.",
+)
+@common_options
+def secret_set(
+    name: str,
+    global_: bool,
+    org: str | None,
+    user: str | None,
+    namespace: str | None,
+    scope: str | None,
+    from_file: Path | None,
+) -> None:
+    """Create or update secret NAME; the value comes from stdin, a prompt or a file."""
+    ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=True)
+    assert ns is not None
+    # Refuse a bad name before asking for the value.
+    value = read_value(normalize_name(name), from_file)
+    check_value(value)
+    with _store() as store:
+        _ensure_owner(store, ns)
+        meta, created = store.set(name, ns, value, scope=scope or DEFAULT_SCOPE, actor=_actor())
+    verb = "created" if created else "updated"
+    click.echo(f"{verb} {meta.name} v{meta.version} in {meta.namespace}{_scope_suffix(meta.scope)}")
+
+
+@secret_group.command("list")
+@_namespace_options
+@_scope_option
+@_json_option
+@common_options
+def secret_list(
+    global_: bool,
+    org: str | None,
+    user: str | None,
+    namespace: str | None,
+    scope: str | None,
+    as_json: bool,
+) -> None:
+    """List secrets (never values): all, or what a user's or org's jobs see."""
+    ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=False)
+    with _store() as store:
+        if ns is None:
+            metas = store.list(scope=scope)
+        elif ns.is_global:
+            metas = store.list(namespace=ns, scope=scope)
+        else:
+            metas = store.list(visible_from=ns, scope=scope)
+    if as_json:
+        _print_json([m.to_json() for m in metas])
+        return
+    if not metas:
+        click.echo("no secrets", err=True)
+        return
+    click.echo(_table(["NAME", "NAMESPACE", "SCOPE", "VERSION", "UPDATED", "BY", ""], _rows(metas)))
+
+
+def _rows(metas: Sequence[SecretMeta]) -> list[list[str]]:
+    return [
+        [
+            m.name,
+            m.namespace,
+            m.scope,
+            f"v{m.version}",
+            rfc3339(m.updated_at.replace(microsecond=0)),
+            m.updated_by,
+            "overrides global" if m.overrides_global else "",
+        ]
+        for m in metas
+    ]
+
+
+@secret_group.command("rm")
+@click.argument("name")
+@_namespace_options
+@_scope_option
+@common_options
+def secret_rm(
+    name: str,
+    global_: bool,
+    org: str | None,
+    user: str | None,
+    namespace: str | None,
+    scope: str | None,
+) -> None:
+    """Remove secret NAME; its values are destroyed, its audit log stays."""
+    ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=True)
+    assert ns is not None
+    with _store() as store:
+        meta = store.remove(name, ns, scope=scope or DEFAULT_SCOPE, actor=_actor())
+    click.echo(
+        f"removed {meta.name} v{meta.version} from {meta.namespace}{_scope_suffix(meta.scope)}"
+    )
+
+
+@secret_group.command("log")
+@click.argument("name", required=False)
+@_namespace_options
+@_json_option
+@common_options
+def secret_log(
+    name: str | None,
+    global_: bool,
+    org: str | None,
+    user: str | None,
+    namespace: str | None,
+    as_json: bool,
+) -> None:
+    """The audit log: changes, uses, refusals and key rotations (oldest first)."""
+    ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=False)
+    with _store() as store:
+        events = store.log(name, namespace=ns)
+    if as_json:
+        _print_json([e.to_json() for e in events])
+        return
+    if not events:
+        click.echo("no audit events", err=True)
+        return
+    click.echo(
+        _table(
+            ["AT", "EVENT", "ACTOR", "NAMESPACE", "NAME", "SCOPE", "VERSION", "DETAIL"],
+            [_event_row(e) for e in events],
+        )
+    )
+
+
+def _event_row(event: AuditEvent) -> list[str]:
+    detail = []
+    if event.job is not None:
+        detail.append(f"job {event.job}")
+    if event.step is not None:
+        detail.append(f"step {event.step}")
+    if event.count is not None:
+        detail.append(f"{event.count} entries")
+    if event.detail:
+        detail.append(event.detail)
+    return [
+        rfc3339(event.at.replace(microsecond=0)),
+        event.event,
+        event.actor,
+        event.namespace or "",
+        event.name or "",
+        event.scope or "",
+        f"v{event.version}" if event.version is not None else "",
+        ", ".join(detail),
+    ]
+
+
+# runner keys ------------------------------------------------------------------------
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """Master keys that wrap every secret's data key."""
+
+
+@keys_group.command("rotate")
+@common_options
+def keys_rotate() -> None:
+    """Add a new primary master key, re-wrap every data key, retire the old keys."""
+    with _store() as store:
+        report = rotate_master_key(store, actor=_actor())
+        path = store.keyring.source
+    retired = ", ".join(report.retired_key_ids) or "none"
+    click.echo(
+        f"rotated to master key {report.new_key_id}: {report.rewrapped} data keys re-wrapped, "
+        f"retired {retired}"
+    )
+    click.echo(f"back up the new key file now: {path}", err=True)
+
+
+# runner user / runner org --------------------------------------------------------------
+
+
+@cli.group("user")
+def user_group() -> None:
+    """User records (for namespaces and permission checks)."""
+
+
+@user_group.command("add")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="May manage global secrets and every namespace.")
+@common_options
+def user_add(name: str, admin: bool) -> None:
+    """Add user NAME (an existing user is kept; --admin makes them an admin)."""
+    with _store() as store:
+        created = store.add_user(name, admin=admin)
+        record = store.get_user(name)
+    role = " (admin)" if record is not None and record.admin else ""
+    click.echo(f"{'added' if created else 'kept'} user {name}{role}")
+
+
+@user_group.command("list")
+@_json_option
+@common_options
+def user_list(as_json: bool) -> None:
+    """List users, their orgs and whether they are admins."""
+    with _store() as store:
+        users = store.users()
+    if as_json:
+        _print_json([u.to_json() for u in users])
+        return
+    rows = [[u.name, "yes" if u.admin else "", ", ".join(u.orgs)] for u in users]
+    if rows:
+        click.echo(_table(["NAME", "ADMIN", "ORGS"], rows))
+    else:
+        click.echo("no users", err=True)
+
+
+@cli.group("org")
+def org_group() -> None:
+    """Org records and their members."""
+
+
+@org_group.command("add")
+@click.argument("name")
+@common_options
+def org_add(name: str) -> None:
+    """Add org NAME (an existing org is kept)."""
+    with _store() as store:
+        created = store.add_org(name)
+    click.echo(f"{'added' if created else 'kept'} org {name}")
+
+
+@org_group.command("add-member")
+@click.argument("org")
+@click.argument("user")
+@common_options
+def org_add_member(org: str, user: str) -> None:
+    """Make USER a member of ORG (creating either record if missing)."""
+    with _store() as store:
+        added = store.add_member(org, user)
+    click.echo(f"{'added' if added else 'kept'} {user} in org {org}")
+
+
+@org_group.command("remove-member")
+@click.argument("org")
+@click.argument("user")
+@common_options
+def org_remove_member(org: str, user: str) -> None:
+    """Remove USER from ORG."""
+    with _store() as store:
+        removed = store.remove_member(org, user)
+    if removed:
+        click.echo(f"removed {user} from org {org}")
+    else:
+        click.echo(f"{user} was not a member of org {org}", err=True)
+
+
+@org_group.command("list")
+@_json_option
+@common_options
+def org_list(as_json: bool) -> None:
+    """List orgs and their members."""
+    with _store() as store:
+        orgs = store.orgs()
+    if as_json:
+        _print_json([o.to_json() for o in orgs])
+        return
+    rows = [[o.name, ", ".join(o.members)] for o in orgs]
+    if rows:
+        click.echo(_table(["NAME", "MEMBERS"], rows))
+    else:
+        click.echo("no orgs", err=True)
