@@ -1,0 +1,196 @@
+"""API tokens: 256 random bits, shown once, stored only as their SHA-256.
+
+A token belongs to a user (acting with that user's permissions) or to an
+executor (claiming and running jobs). ``TokenStore`` is the seam;
+``SqlTokenStore`` keeps tokens next to the jobs, and
+``runner.queue.fake.MemoryTokenStore`` in memory.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import secrets as _random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal, Protocol
+
+from runner.db import BusyError, Database, Transaction, db_time, parse_db_time, utcnow
+from runner.errors import CoordinatorError, UsageError
+from runner.namespaces import check_principal_name
+from runner.queue import schema
+from runner.secrets.models import rfc3339
+
+TokenKind = Literal["user", "executor"]
+TOKEN_PREFIX: Final = "rnr_"  # noqa: S105 (a marker, not a credential)
+# A token in use is stamped at most this often: every heartbeat would otherwise write.
+LAST_USED_GRANULARITY = timedelta(seconds=30)
+
+Clock = Callable[[], datetime]
+
+
+class NotAuthenticatedError(CoordinatorError):
+    """No token, an unknown one, or a revoked one."""
+
+
+class TokenNotFoundError(CoordinatorError):
+    pass
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + _random.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token_id() -> str:
+    return f"tok_{_random.token_hex(6)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenRecord:
+    id: str
+    kind: TokenKind
+    owner: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(kind=self.kind, name=self.owner, token_id=self.id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "owner": self.owner,
+            "created_at": rfc3339(self.created_at),
+            "last_used_at": rfc3339(self.last_used_at) if self.last_used_at else None,
+            "revoked_at": rfc3339(self.revoked_at) if self.revoked_at else None,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Principal:
+    """Who a request acts as."""
+
+    kind: TokenKind
+    name: str
+    token_id: str
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+def check_kind(kind: str) -> TokenKind:
+    if kind == "user":
+        return "user"
+    if kind == "executor":
+        return "executor"
+    raise UsageError(f"unknown token kind {kind!r}", hint="use --user NAME or --executor NAME")
+
+
+class TokenStore(Protocol):
+    def create(self, kind: TokenKind, owner: str) -> tuple[TokenRecord, str]:
+        """A new token; the plaintext is returned here and never again."""
+        ...
+
+    def authenticate(self, token: str) -> TokenRecord | None:
+        """The live token's record (its use recorded), or None."""
+        ...
+
+    def list(self) -> builtins.list[TokenRecord]: ...
+
+    def revoke(self, token_id: str) -> TokenRecord:
+        """Revoke at once; raises ``TokenNotFoundError`` for an unknown id."""
+        ...
+
+
+def not_found(token_id: str) -> TokenNotFoundError:
+    return TokenNotFoundError(
+        f"no token with id {token_id}", hint="see `runner token list` for the ids"
+    )
+
+
+def _record(row: dict[str, Any]) -> TokenRecord:
+    return TokenRecord(
+        id=row["id"],
+        kind=check_kind(row["kind"]),
+        owner=row["owner"],
+        created_at=parse_db_time(row["created_at"]),
+        last_used_at=parse_db_time(row["last_used_at"]) if row["last_used_at"] else None,
+        revoked_at=parse_db_time(row["revoked_at"]) if row["revoked_at"] else None,
+    )
+
+
+class SqlTokenStore:
+    def __init__(self, db: Database, *, clock: Clock = utcnow) -> None:
+        self._db = db
+        self._clock = clock
+        db.migrate(schema.MIGRATIONS)
+
+    def create(self, kind: TokenKind, owner: str) -> tuple[TokenRecord, str]:
+        check_kind(kind)
+        check_principal_name(owner, f"{kind} name")
+        token = new_token()
+        record = TokenRecord(id=new_token_id(), kind=kind, owner=owner, created_at=self._clock())
+
+        def work(tx: Transaction) -> None:
+            tx.execute(
+                "INSERT INTO runner_tokens (id, kind, owner, token_hash, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [record.id, kind, owner, hash_token(token), db_time(record.created_at)],
+            )
+
+        self._db.run(work)
+        return record, token
+
+    def authenticate(self, token: str) -> TokenRecord | None:
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        wanted = hash_token(token)
+
+        def work(tx: Transaction) -> TokenRecord | None:
+            row = tx.one(
+                "SELECT * FROM runner_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+                [wanted],
+            )
+            # The index lookup found it; compare again in constant time all the same.
+            if row is None or not hmac.compare_digest(row["token_hash"], wanted):
+                return None
+            record = _record(row)
+            now = self._clock()
+            last = record.last_used_at
+            if last is None or now - last >= LAST_USED_GRANULARITY:
+                tx.execute(
+                    "UPDATE runner_tokens SET last_used_at = ? WHERE id = ?",
+                    [db_time(now), record.id],
+                )
+            return record
+
+        result: TokenRecord | None = self._db.run(work, retry_on=(BusyError,))
+        return result
+
+    def list(self) -> builtins.list[TokenRecord]:
+        with self._db.transaction(write=False) as tx:
+            rows = tx.all("SELECT * FROM runner_tokens ORDER BY created_at, id")
+        return [_record(r) for r in rows]
+
+    def revoke(self, token_id: str) -> TokenRecord:
+        def work(tx: Transaction) -> TokenRecord:
+            tx.execute(
+                "UPDATE runner_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                [db_time(self._clock()), token_id],
+            )
+            row = tx.one("SELECT * FROM runner_tokens WHERE id = ?", [token_id])
+            if row is None:
+                raise not_found(token_id)
+            return _record(row)
+
+        result: TokenRecord = self._db.run(work)
+        return result

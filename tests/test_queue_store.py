@@ -1,0 +1,316 @@
+"""The job store contract, on memory, SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.db import Database, connect
+from runner.queue.fake import MemoryJobStore, MemoryTokenStore
+from runner.queue.models import LeaseLostError, NewJob, Submission, new_id
+from runner.queue.store import JobStore, SqlJobStore
+from runner.queue.tokens import SqlTokenStore, TokenStore, hash_token
+from tests.test_queue_support import ManualClock, fresh_postgres_database
+
+BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.postgres),
+]
+
+Opener = Callable[[], Database]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Opener | None]]:
+    kind: str = request.param
+    if kind == "memory":
+        yield kind, None
+        return
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'queue.db'}"
+        yield kind, lambda: connect(url)
+        return
+    base: str = request.getfixturevalue("postgres_url")
+    with fresh_postgres_database(base) as url:
+        opened: list[Database] = []
+
+        def open_pg() -> Database:
+            db = connect(url)
+            opened.append(db)
+            return db
+
+        yield kind, open_pg
+        for db in opened:
+            db.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def store(backend: tuple[str, Opener | None], clock: ManualClock) -> JobStore:
+    _, opener = backend
+    if opener is None:
+        return MemoryJobStore(clock=clock)
+    return SqlJobStore(opener(), clock=clock)
+
+
+@pytest.fixture
+def tokens(backend: tuple[str, Opener | None], clock: ManualClock) -> TokenStore:
+    _, opener = backend
+    if opener is None:
+        return MemoryTokenStore(clock=clock)
+    return SqlTokenStore(opener(), clock=clock)
+
+
+def submit(
+    store: JobStore, namespace: str, count: int = 1, *, clock: ManualClock | None = None
+) -> list[str]:
+    sub = Submission(
+        id=new_id("sub"),
+        namespace=namespace,
+        submitter=namespace.split(":", 1)[1],
+        spec_name="spec.yaml",
+        bundle={"spec": {"name": "spec.yaml", "text": "name: x\n"}, "files": []},
+        created_at=(clock or ManualClock())(),
+    )
+    jobs = [
+        NewJob(
+            namespace=namespace,
+            submitter=sub.submitter,
+            repository=f"github.com/o/r{i}",
+            branch="main",
+            commit="0" * 40,
+            path="",
+            payload={"index": i},
+        )
+        for i in range(count)
+    ]
+    return [j.id for j in store.add_submission(sub, jobs)]
+
+
+def test_a_submission_queues_its_jobs_in_order(store: JobStore) -> None:
+    ids = submit(store, "user:alice", 3)
+    listed = store.list()
+    assert [j.id for j in listed] == ids
+    assert {j.state for j in listed} == {"queued"}
+    assert store.payload(ids[1]) == {"index": 1}
+    assert store.list(namespaces=["user:bob"]) == []
+    assert [j.id for j in store.list(namespaces=["user:alice"], limit=2)] == ids[1:]
+
+
+def test_claim_hands_out_each_job_once_with_a_lease(store: JobStore) -> None:
+    ids = submit(store, "user:alice", 2)
+    first = store.claim("ex1")
+    second = store.claim("ex2")
+    assert first is not None and second is not None
+    assert {first.job.id, second.job.id} == set(ids)
+    assert first.job.state == "processing" and first.job.executor == "ex1"
+    assert first.attempt == 1 and first.token != second.token
+    assert first.payload["index"] in (0, 1)
+    assert first.bundle["spec"]["name"] == "spec.yaml"
+    assert store.claim("ex3") is None
+
+
+def test_fairness_one_job_of_another_namespace_is_among_the_first_two(store: JobStore) -> None:
+    submit(store, "user:alice", 100)
+    (late,) = submit(store, "org:team")
+    claimed = [store.claim("ex"), store.claim("ex")]
+    assert late in {c.job.id for c in claimed if c is not None}
+    # And the queue keeps alternating while both have work.
+    submit(store, "org:team", 2)
+    names = [c.job.namespace for c in (store.claim("ex") for _ in range(4)) if c is not None]
+    assert names.count("org:team") == 2
+
+
+def test_a_stale_lease_is_refused_everywhere(store: JobStore, clock: ManualClock) -> None:
+    (job_id,) = submit(store, "user:alice")
+    old = store.claim("ex-dead")
+    assert old is not None
+    clock.advance(60)
+    reset = store.reset_stalled(stall_limit_s=30, max_resets=3)
+    assert [j.id for j in reset] == [job_id]
+    assert reset[0].state == "queued" and reset[0].resets == 1
+    new = store.claim("ex-alive")
+    assert new is not None and new.job.id == job_id and new.attempt == 2
+    with pytest.raises(LeaseLostError):
+        store.append_logs(job_id, old.token, [(0, "late\n")])
+    with pytest.raises(LeaseLostError):
+        store.record_step(job_id, old.token, step=1, status="finished", exit_code=0)
+    with pytest.raises(LeaseLostError):
+        store.complete(job_id, old.token, {"late": True})
+    with pytest.raises(LeaseLostError):
+        store.fail(job_id, old.token, state="failed", error="late", max_attempts=3)
+    assert store.heartbeat("ex-dead", {job_id: old.token}).lost == (job_id,)
+    store.append_logs(job_id, new.token, [(0, "fresh\n")])
+    done = store.complete(job_id, new.token, {"status": "unchanged"})
+    assert done.state == "completed" and done.result == {"status": "unchanged"}
+    assert [c.text for c in store.logs(job_id)] == ["fresh\n"]
+
+
+def test_completion_is_idempotent_and_final(store: JobStore) -> None:
+    (job_id,) = submit(store, "user:alice")
+    lease = store.claim("ex")
+    assert lease is not None
+    first = store.complete(job_id, lease.token, {"n": 1})
+    again = store.complete(job_id, lease.token, {"n": 2})
+    assert first.result == again.result == {"n": 1}
+    with pytest.raises(LeaseLostError):
+        store.fail(job_id, lease.token, state="failed", error="x", max_attempts=3)
+    assert store.claim("ex") is None
+
+
+def test_log_chunks_are_idempotent_and_paged(store: JobStore) -> None:
+    (job_id,) = submit(store, "user:alice")
+    lease = store.claim("ex")
+    assert lease is not None
+    assert store.append_logs(job_id, lease.token, [(0, "a\n"), (1, "b\n")]) == 2
+    assert store.append_logs(job_id, lease.token, [(1, "b again\n"), (2, "c\n")]) == 1
+    page = store.logs(job_id, limit=2)
+    assert [c.text for c in page] == ["a\n", "b\n"]
+    rest = store.logs(job_id, after=page[-1].cursor)
+    assert [c.text for c in rest] == ["c\n"]
+    assert store.logs(job_id, after=rest[-1].cursor) == []
+
+
+def test_errored_jobs_are_retried_until_max_attempts(store: JobStore) -> None:
+    (job_id,) = submit(store, "user:alice")
+    for attempt in (1, 2):
+        lease = store.claim("ex")
+        assert lease is not None and lease.attempt == attempt
+        rec = store.fail(job_id, lease.token, state="errored", error="engine down", max_attempts=3)
+        assert rec.state == "errored"
+    lease = store.claim("ex")
+    assert lease is not None
+    rec = store.fail(job_id, lease.token, state="errored", error="engine down", max_attempts=3)
+    assert rec.state == "failed"
+    assert rec.error == "engine down (gave up after 3 attempts)"
+    assert store.claim("ex") is None
+
+
+def test_a_failed_step_is_permanent(store: JobStore) -> None:
+    (job_id,) = submit(store, "user:alice")
+    lease = store.claim("ex")
+    assert lease is not None
+    rec = store.fail(job_id, lease.token, state="failed", error="exit 1", max_attempts=3)
+    assert rec.state == "failed" and rec.finished_at is not None
+    assert store.claim("ex") is None
+
+
+def test_cancel_queued_at_once_and_running_through_the_heartbeat(store: JobStore) -> None:
+    running, waiting = submit(store, "user:alice", 2)
+    lease = store.claim("ex")
+    assert lease is not None and lease.job.id == running
+    assert store.request_cancel(waiting).state == "canceled"
+    rec = store.request_cancel(running)
+    assert rec.state == "processing" and rec.cancel_requested
+    answer = store.heartbeat("ex", {running: lease.token})
+    assert answer.cancel == (running,) and answer.lost == ()
+    done = store.fail(running, lease.token, state="canceled", error="canceled", max_attempts=3)
+    assert done.state == "canceled"
+    assert store.claim("ex") is None
+
+
+def test_resetter_fails_a_job_after_max_resets(store: JobStore, clock: ManualClock) -> None:
+    (job_id,) = submit(store, "user:alice")
+    for _ in range(3):
+        assert store.claim("ex") is not None
+        clock.advance(31)
+        assert [j.state for j in store.reset_stalled(stall_limit_s=30, max_resets=3)] == ["queued"]
+    assert store.claim("ex") is not None
+    clock.advance(31)
+    (final,) = store.reset_stalled(stall_limit_s=30, max_resets=3)
+    assert final.state == "failed" and final.resets == 3
+    assert "reset 3 times" in (final.error or "")
+
+
+def test_heartbeats_keep_a_job_from_being_reset(store: JobStore, clock: ManualClock) -> None:
+    (job_id,) = submit(store, "user:alice")
+    lease = store.claim("ex")
+    assert lease is not None
+    for _ in range(4):
+        clock.advance(20)
+        assert store.heartbeat("ex", {job_id: lease.token}).lost == ()
+        assert store.reset_stalled(stall_limit_s=30, max_resets=3) == []
+
+
+def test_a_stalled_job_being_canceled_ends_canceled(store: JobStore, clock: ManualClock) -> None:
+    (job_id,) = submit(store, "user:alice")
+    assert store.claim("ex") is not None
+    store.request_cancel(job_id)
+    clock.advance(31)
+    (rec,) = store.reset_stalled(stall_limit_s=30, max_resets=3)
+    assert rec.state == "canceled"
+
+
+def test_step_results_are_kept_per_attempt(store: JobStore) -> None:
+    (job_id,) = submit(store, "user:alice")
+    lease = store.claim("ex")
+    assert lease is not None
+    store.record_step(job_id, lease.token, step=1, status="started", exit_code=None)
+    store.record_step(job_id, lease.token, step=1, status="finished", exit_code=0)
+    store.record_step(job_id, lease.token, step=2, status="skipped", exit_code=None)
+    assert [(s.step, s.status, s.exit_code) for s in store.steps(job_id)] == [
+        (1, "finished", 0),
+        (2, "skipped", None),
+    ]
+
+
+def test_concurrent_claimers_never_share_a_job(backend: tuple[str, Opener | None]) -> None:
+    kind, opener = backend
+    stores: list[Any]
+    if opener is None:
+        shared = MemoryJobStore()
+        stores = [shared, shared, shared]
+    else:
+        # Separate connections, as separate coordinator processes would have.
+        stores = [SqlJobStore(opener()) for _ in range(3)]
+    ids = submit(stores[0], "user:alice", 30)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(s: Any) -> None:
+        while True:
+            lease = s.claim("ex")
+            if lease is None:
+                return
+            with lock:
+                claimed.append(lease.job.id)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_tokens_are_stored_hashed_and_can_be_revoked(
+    tokens: TokenStore, backend: tuple[str, Opener | None], clock: ManualClock
+) -> None:
+    record, token = tokens.create("user", "alice")
+    assert len(token) >= 43 and token.startswith("rnr_")
+    assert tokens.authenticate("rnr_" + "x" * 43) is None
+    assert tokens.authenticate(token + "x") is None
+    found = tokens.authenticate(token)
+    assert found is not None and found.owner == "alice" and found.kind == "user"
+    listed = {t.id: t for t in tokens.list()}
+    assert listed[record.id].last_used_at == clock()
+    tokens.revoke(record.id)
+    assert tokens.authenticate(token) is None
+    assert listed[record.id].revoked_at is None and tokens.list()[0].revoked_at is not None
+    kind, opener = backend
+    if opener is not None:
+        assert isinstance(tokens, SqlTokenStore)
+        with tokens._db.transaction(write=False) as tx:
+            rows = tx.all("SELECT * FROM runner_tokens")
+        dump = repr(rows)
+        assert token not in dump and token[4:] not in dump
+        assert hash_token(token) in dump
