@@ -16,9 +16,10 @@ NamespaceKind = Literal["global", "org", "user"]
 
 # Login-name-like: what Sourcegraph allows for users and orgs, minus oddities
 # that would make `org:NAME` ambiguous (no colon, no whitespace).
-_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?$")
+_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?")
 NAME_HINT = (
-    "use letters, digits, '.', '_' or '-' (at most 64), starting and ending with a letter or digit"
+    "use letters, digits, '.', '_' or '-' (at most 64), "
+    "starting with a letter or digit and not ending in '.' or '-'"
 )
 
 
@@ -40,7 +41,7 @@ GLOBAL = Namespace("global")
 
 def valid_principal_name(name: str) -> bool:
     """Whether ``name`` can name a user or an org."""
-    return bool(_NAME_RE.match(name))
+    return bool(_NAME_RE.fullmatch(name))
 
 
 def check_principal_name(name: str, what: str = "name") -> str:

@@ -181,3 +181,5 @@ def test_keyrings_refuse_duplicates_and_emptiness() -> None:
         Keyring([])
     with pytest.raises(MasterKeyError, match="32 bytes"):
         MasterKey("k1", b"short")
+    with pytest.raises(MasterKeyError, match="invalid master key id"):
+        MasterKey("k1\n", b"k" * 32)

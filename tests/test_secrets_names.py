@@ -97,7 +97,20 @@ def test_namespaces_parse_and_print_canonically(text: str, kind: str, name: str)
 
 @pytest.mark.parametrize(
     "text",
-    ["", "Global", "user", "user:", "org:", "team:x", "user:a:b", "org:-x", "user:a b", "user:ü"],
+    [
+        "",
+        "Global",
+        "user",
+        "user:",
+        "org:",
+        "team:x",
+        "user:a:b",
+        "org:-x",
+        "user:a b",
+        "user:ü",
+        "user:alice\n",
+        "org:acme-",
+    ],
 )
 def test_bad_namespaces_are_usage_errors_with_a_hint(text: str) -> None:
     with pytest.raises(UsageError) as info:

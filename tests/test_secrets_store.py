@@ -54,6 +54,7 @@ def test_lower_case_names_are_upper_cased(store: SecretStore) -> None:
     [
         ("1TOKEN", "invalid secret name"),
         ("GH-TOKEN", "invalid secret name"),
+        ("GH_TOKEN\n", "invalid secret name"),
         ("", "empty"),
         ("A" * 129, "at most 128"),
         ("RUNNER_TOKEN", "RUNNER_"),

@@ -33,7 +33,7 @@ from runner.secrets.value import Secret
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
-_KEY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_KEY_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _VALUE_AAD = b"runner/secret-value/v1\x00"
 _WRAP_AAD = b"runner/data-key/v1\x00"
 
@@ -49,7 +49,7 @@ class MasterKey:
     material: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not _KEY_ID_RE.match(self.key_id):
+        if not _KEY_ID_RE.fullmatch(self.key_id):
             raise MasterKeyError(
                 f"invalid master key id {self.key_id!r}",
                 hint="use letters, digits, '.', '_', ':' or '-' (at most 64)",
@@ -226,7 +226,7 @@ def parse_key_file(text: str, *, path: Path) -> Keyring:
                 hint="write one key per line as its id, a space and 32 bytes in base64",
             )
         key_id, encoded = parts
-        if not _KEY_ID_RE.match(key_id):
+        if not _KEY_ID_RE.fullmatch(key_id):
             raise MasterKeyError(
                 f"master key file {path}, line {number}: the key id is missing or invalid",
                 hint="start each line with a key id of letters, digits, '.', '_', ':' or '-'",

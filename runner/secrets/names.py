@@ -16,7 +16,7 @@ NAME_MAX = 128
 VALUE_MIN_CHARS = 8
 VALUE_MAX_BYTES = 48 * 1024
 
-_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_NAME_RE = re.compile(r"[A-Z][A-Z0-9_]*")
 
 # Variables that change how programs are loaded or run: a secret by one of
 # these names would let whoever sets it take over every step that sees it.
@@ -60,7 +60,7 @@ def normalize_name(text: str) -> str:
         )
     # Checked before upper-casing too: "ſ".upper() is "S", and such look-alikes
     # must not become a valid (or a reserved) name.
-    if not text.isascii() or not _NAME_RE.match(name):
+    if not text.isascii() or not _NAME_RE.fullmatch(name):
         raise SecretValidationError(
             f"invalid secret name {text!r}",
             hint="use letters, digits and _, starting with a letter (like GITHUB_TOKEN)",
