@@ -284,7 +284,9 @@ def test_log_json_lists_changes_with_actor_and_version(cli: Cli, env: Backend) -
 
     code, out, err = cli("secret", "log", "token", "--json")
     assert code == 0
-    events = json.loads(out)
+    logged = json.loads(out)
+    assert [e["count"] for e in logged if e["event"] == "cache_invalidated"] == [0, 0]
+    events = [e for e in logged if e["event"] != "cache_invalidated"]
     assert [(e["event"], e["version"], e["actor"]) for e in events] == [
         ("created", 1, "alice"),
         ("updated", 2, "alice"),
@@ -301,7 +303,7 @@ def test_log_json_lists_changes_with_actor_and_version(cli: Cli, env: Backend) -
     )
     assert no_value_in(out, err)
     _, everything, _ = cli("secret", "log", "--json")
-    assert len(json.loads(everything)) == 5
+    assert len(json.loads(everything)) == 7
     _, text, _ = cli("secret", "log")
     assert "job run-42, step 2" in text
 
@@ -371,3 +373,27 @@ def test_the_installed_command_reads_the_value_from_a_pipe(env: Backend, tmp_pat
     assert proc.stdout == b"created PIPED_TOKEN v1 in user:alice\n"
     assert VALUE.encode() not in proc.stdout + proc.stderr
     assert stored(env, "PIPED_TOKEN", "user:alice") == Secret(VALUE)
+
+
+def test_changing_a_secret_drops_the_cached_steps_that_used_it(cli: Cli, env: Backend) -> None:
+    from runner.cache import CacheEntry
+    from runner.cache_store import SqlStepCache
+
+    cli("secret", "set", "TOKEN", "--user", "alice", stdin=VALUE.encode())
+    entry = CacheEntry(diff=b"", changes={}, accumulated={}, outputs={}, stdout="", stderr="")
+    with open_store(env.settings()) as store:
+        meta = store.get("TOKEN", "user:alice")
+        assert meta is not None
+        cache = SqlStepCache(store.db, max_bytes=1 << 20)
+        cache.put("k1", entry, namespace="user:alice", secret_refs=[f"{meta.id}:1"])
+        cache.put("k2", entry, namespace="user:alice", secret_refs=[])
+    code, _, err = cli("secret", "set", "TOKEN", "--user", "alice", stdin=OTHER.encode())
+    assert code == 0
+    assert "dropped 1 cached step results" in err
+    with open_store(env.settings()) as store:
+        cache = SqlStepCache(store.db, max_bytes=1 << 20)
+        assert cache.get("k1") is None
+        assert cache.get("k2") is not None
+    _, out, _ = cli("secret", "log", "TOKEN", "--json")
+    invalidated = [e for e in json.loads(out) if e["event"] == "cache_invalidated"]
+    assert [(e["count"], e["version"]) for e in invalidated] == [(1, 1)]

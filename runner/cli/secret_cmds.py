@@ -82,6 +82,16 @@ def _ensure_owner(store: SqlSecretStore, ns: Namespace) -> None:
         store.add_org(ns.name)
 
 
+def _invalidate_cache(store: SqlSecretStore, before: SecretMeta | None) -> None:
+    """Drop cached step results that used the value as it was; the count goes on record."""
+    # Imported here: the cache is only needed once a secret actually changed.
+    from runner.cache_store import invalidate_after_secret_change
+
+    dropped = invalidate_after_secret_change(store, before, _actor())
+    if dropped:
+        click.echo(f"dropped {dropped} cached step results that used the old value", err=True)
+
+
 def _scope_suffix(scope: str) -> str:
     return "" if scope == DEFAULT_SCOPE else f" (scope {scope})"
 
@@ -204,7 +214,9 @@ def secret_set(
     check_value(value)
     with _store() as store:
         _ensure_owner(store, ns)
+        before = store.get(name, ns, scope=scope or DEFAULT_SCOPE)
         meta, created = store.set(name, ns, value, scope=scope or DEFAULT_SCOPE, actor=_actor())
+        _invalidate_cache(store, before)
     verb = "created" if created else "updated"
     click.echo(f"{verb} {meta.name} v{meta.version} in {meta.namespace}{_scope_suffix(meta.scope)}")
 
@@ -273,6 +285,7 @@ def secret_rm(
     assert ns is not None
     with _store() as store:
         meta = store.remove(name, ns, scope=scope or DEFAULT_SCOPE, actor=_actor())
+        _invalidate_cache(store, meta)
     click.echo(
         f"removed {meta.name} v{meta.version} from {meta.namespace}{_scope_suffix(meta.scope)}"
     )
