@@ -1,0 +1,841 @@
+"""Executing a parsed ``${{ }}`` template with Go 1.19 text/template semantics.
+
+This mirrors Go's ``exec.go``: pipelines feed the previous value as the last
+argument, variables live on a stack popped at ``end``, ``range`` walks lists in
+order and maps in sorted key order, and a missing map key is an error (src-cli
+sets ``missingkey=error``). The built-in functions follow ``funcs.go``, and
+src-cli's helpers (``join``, ``split``, ``replace``, ``join_if``, ``matches``)
+follow its ``templating.go``.
+
+Go distinguishes a nil held in an ``interface{}`` slot (a map or list element,
+a root's result) from "no value" (what a pipeline turns that nil into). Here
+the first is ``None`` and the second ``INVALID``; the two differ in only a few
+places (``join`` accepts the second as an empty list, top-level printing shows
+``<no value>``), and those are kept.
+
+Error messages name the expression and the types involved, never a value, so
+an error cannot carry a secret out of a step's outputs.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+from runner.errors import TemplateError
+from runner.spec import template_parse as p
+from runner.spec.template_fmt import is_print, sprint, sprintf, sprintln
+from runner.spec.template_glob import GlobError, glob_match
+from runner.spec.template_values import (
+    INVALID,
+    AnyList,
+    SearchResultPaths,
+    StrList,
+    Uint8,
+    finish_output,
+    go_bytes,
+    go_len,
+    go_str,
+    is_raw_byte,
+    renorm,
+    type_name,
+)
+
+_EXEC_HINT: Final = "check the ${{ }} expression against the values available when it runs"
+
+# Parameter types a function can declare, as Go's reflection sees them.
+REFLECT: Final = "reflect.Value"
+ANY: Final = "interface {}"
+STRING: Final = "string"
+STRINGS: Final = "[]string"
+
+
+class _Missing:
+    """Go's missingVal: no value came in from an earlier pipeline stage."""
+
+
+MISSING: Final = _Missing()
+
+
+class CallError(Exception):
+    """A function failed; text/template reports it as ``error calling NAME: …``."""
+
+
+class _Break(Exception):
+    pass
+
+
+class _Continue(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Func:
+    params: tuple[str, ...]
+    variadic: str | None
+    impl: Callable[..., Any]
+    builtin: bool = True
+    wants_ifaces: bool = False
+    root: bool = False
+
+
+# -- truth, comparison -------------------------------------------------------------
+
+
+def _indirect(v: Any) -> Any:
+    return INVALID if v is None else v
+
+
+def is_true(v: Any) -> bool:
+    if v is None or v is INVALID:
+        return False
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int | float | complex):
+        return v != 0
+    if isinstance(v, str | list | dict):
+        return len(v) > 0
+    return True
+
+
+_BOOL, _INT, _UINT, _FLOAT, _COMPLEX, _STRING = range(1, 7)
+
+
+def _basic_kind(v: Any) -> int:
+    if isinstance(v, bool):
+        return _BOOL
+    if isinstance(v, Uint8):
+        return _UINT
+    if isinstance(v, int):
+        return _INT
+    if isinstance(v, float):
+        return _FLOAT
+    if isinstance(v, complex):
+        return _COMPLEX
+    if isinstance(v, str):
+        return _STRING
+    return 0
+
+
+def _kind(v: Any) -> str:
+    if v is INVALID:
+        return "invalid"
+    if isinstance(v, list):
+        return "slice"
+    if isinstance(v, dict):
+        return "map"
+    return "other"
+
+
+def _eq(arg1: Any, *rest: Any) -> bool:
+    arg1 = _indirect(arg1)
+    if not rest:
+        raise CallError("missing argument for comparison")
+    k1 = _basic_kind(arg1)
+    for arg in rest:
+        arg = _indirect(arg)
+        k2 = _basic_kind(arg)
+        truth = False
+        if k1 != k2:
+            if k1 == _INT and k2 == _UINT:
+                truth = arg1 >= 0 and arg1 == arg
+            elif k1 == _UINT and k2 == _INT:
+                truth = arg >= 0 and arg1 == arg
+            elif arg1 is not INVALID and arg is not INVALID:
+                raise CallError("incompatible types for comparison")
+        elif k1 != 0:
+            truth = arg1 == arg
+        else:
+            either_nil = arg1 is INVALID or arg is INVALID
+            if _kind(arg1) != _kind(arg) and not either_nil:
+                raise CallError(f"non-comparable types {type_name(arg1)} and {type_name(arg)}")
+            if either_nil:
+                truth = arg1 is INVALID and arg is INVALID
+            else:
+                raise CallError(f"non-comparable type {type_name(arg)}")
+        if truth:
+            return True
+    return False
+
+
+def _ne(a: Any, b: Any) -> bool:
+    return not _eq(a, b)
+
+
+def _lt(a: Any, b: Any) -> bool:
+    a = _indirect(a)
+    b = _indirect(b)
+    k1 = _basic_kind(a)
+    k2 = _basic_kind(b)
+    if k1 == 0 or k2 == 0:
+        raise CallError("invalid type for comparison")
+    if k1 != k2:
+        if k1 == _INT and k2 == _UINT:
+            return bool(a < 0 or a < b)
+        if k1 == _UINT and k2 == _INT:
+            return bool(b >= 0 and a < b)
+        raise CallError("incompatible types for comparison")
+    if k1 in (_BOOL, _COMPLEX):
+        raise CallError("invalid type for comparison")
+    if k1 == _STRING and not (a.isascii() and b.isascii()):
+        return go_bytes(a) < go_bytes(b)
+    return bool(a < b)
+
+
+def _le(a: Any, b: Any) -> bool:
+    return _lt(a, b) or _eq(a, b)
+
+
+def _gt(a: Any, b: Any) -> bool:
+    return not _le(a, b)
+
+
+def _ge(a: Any, b: Any) -> bool:
+    return not _lt(a, b)
+
+
+def _not(v: Any) -> bool:
+    return not is_true(v)
+
+
+# -- len, index, slice --------------------------------------------------------------
+
+
+def _len(item: Any) -> int:
+    if item is None:
+        raise CallError("len of nil pointer")
+    if item is INVALID:
+        raise CallError("len of nil")
+    if isinstance(item, str):
+        return go_len(item)
+    if isinstance(item, list | dict):
+        return len(item)
+    raise CallError(f"len of type {type_name(item)}")
+
+
+def _index_arg(index: Any, cap: int) -> int:
+    if index is INVALID:
+        raise CallError("cannot index slice/array with nil")
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise CallError(f"cannot index slice/array with type {type_name(index)}")
+    if index < 0 or index > cap:
+        raise CallError(f"index out of range: {index}")
+    return int(index)
+
+
+def _index(item: Any, *indexes: Any) -> Any:
+    item = _indirect(item)
+    if item is INVALID:
+        raise CallError("index of untyped nil")
+    for raw in indexes:
+        index = _indirect(raw)
+        if item is None:
+            raise CallError("index of nil pointer")
+        if isinstance(item, list):
+            x = _index_arg(index, len(item))
+            if x >= len(item):
+                raise CallError(f"index out of range: {x}")
+            item = item[x]
+        elif isinstance(item, str):
+            data = go_bytes(item)
+            x = _index_arg(index, len(data))
+            if x >= len(data):
+                raise CallError(f"index out of range: {x}")
+            item = Uint8(data[x])
+        elif isinstance(item, dict):
+            if index is INVALID:
+                raise CallError("value is nil; should be of type string")
+            if not isinstance(index, str):
+                raise CallError(f"value has type {type_name(index)}; should be string")
+            item = item.get(index)
+        else:
+            raise CallError(f"can't index item of type {type_name(item)}")
+    return item
+
+
+def _slice(item: Any, *indexes: Any, ifaces: Sequence[bool] = ()) -> Any:
+    item = _indirect(item)
+    if item is INVALID:
+        raise CallError("slice of untyped nil")
+    if len(indexes) > 3:
+        raise CallError(f"too many slice indexes: {len(indexes)}")
+    if isinstance(item, str):
+        if len(indexes) == 3:
+            raise CallError("cannot 3-index slice a string")
+        data: bytes | list[Any] = go_bytes(item)
+    elif isinstance(item, list):
+        data = item
+    else:
+        raise CallError(f"can't slice item of type {type_name(item)}")
+    idx = [0, len(data), 0]
+    for i, index in enumerate(indexes):
+        if i + 1 < len(ifaces) and ifaces[i + 1]:
+            # Go hands the index over still wrapped in its interface{} slot.
+            raise CallError("cannot index slice/array with type interface {}")
+        idx[i] = _index_arg(index, len(data))
+    if idx[0] > idx[1]:
+        raise CallError(f"invalid slice index: {idx[0]} > {idx[1]}")
+    if len(indexes) == 3 and idx[1] > idx[2]:
+        raise CallError(f"invalid slice index: {idx[1]} > {idx[2]}")
+    part = data[idx[0] : idx[1]]
+    if isinstance(part, bytes):
+        return go_str(part)
+    if isinstance(item, SearchResultPaths):
+        return SearchResultPaths(part)
+    return type(item)(part) if isinstance(item, StrList | AnyList) else AnyList(part)
+
+
+def _call(fn: Any, *args: Any) -> Any:
+    if _indirect(fn) is INVALID:
+        raise CallError("call of nil")
+    raise CallError(f"non-function of type {type_name(fn)}")
+
+
+# -- printing and escaping -------------------------------------------------------------
+
+
+def _eval_args(args: Sequence[Any]) -> str:
+    if len(args) == 1 and isinstance(args[0], str):
+        return args[0]
+    return renorm(sprint(args))
+
+
+def _print(*args: Any) -> str:
+    return renorm(sprint(args))
+
+
+def _println(*args: Any) -> str:
+    return renorm(sprintln(args))
+
+
+def _printf(fmt: str, *args: Any) -> str:
+    return renorm(sprintf(fmt, args))
+
+
+_HTML: Final = {"\0": "\ufffd", '"': "&#34;", "'": "&#39;", "&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _html(*args: Any) -> str:
+    s = _eval_args(args)
+    if not any(c in s for c in _HTML):
+        return s
+    return "".join(_HTML.get(c, c) for c in s)
+
+
+_JS: Final = {
+    "\\": "\\\\",
+    "'": "\\'",
+    '"': '\\"',
+    "<": "\\u003C",
+    ">": "\\u003E",
+    "&": "\\u0026",
+    "=": "\\u003D",
+}
+
+
+def _js(*args: Any) -> str:
+    s = _eval_args(args)
+    out = []
+    for c in s:
+        if c in _JS:
+            out.append(_JS[c])
+        elif c < " ":
+            out.append(f"\\u00{ord(c):02X}")
+        elif ord(c) < 0x80 or is_raw_byte(c) or is_print(c):
+            out.append(c)
+        else:
+            out.append(f"\\u{ord(c):04X}")
+    return "".join(out)
+
+
+def _urlquery(*args: Any) -> str:
+    return urllib.parse.quote_plus(go_bytes(_eval_args(args)), safe="")
+
+
+# -- src-cli's helpers -----------------------------------------------------------------
+
+
+def _join(elems: list[str], sep: str) -> str:
+    return renorm(sep.join(elems))
+
+
+def _split(s: str, sep: str) -> StrList:
+    if sep == "":
+        chars = list(s)
+        return StrList(
+            ["\ufffd" if c == "\ufffd" or is_raw_byte(c) else c for c in chars[:-1]] + chars[-1:]
+        )
+    if s.isascii() and sep.isascii():
+        return StrList(s.split(sep))
+    return StrList(go_str(b) for b in go_bytes(s).split(go_bytes(sep)))
+
+
+def _replace(s: str, old: str, new: str) -> str:
+    if s.isascii() and old.isascii():
+        return renorm(s.replace(old, new))
+    if old == "":
+        return renorm(new + "".join(c + new for c in s))
+    return renorm(go_str(go_bytes(s).replace(go_bytes(old), go_bytes(new))))
+
+
+def _join_if(sep: str, *elems: str) -> str:
+    return renorm(sep.join(e for e in elems if e != ""))
+
+
+def _matches(s: str, pattern: str) -> bool:
+    try:
+        return glob_match(pattern, s)
+    except GlobError as exc:
+        raise CallError(str(exc)) from None
+
+
+FUNCS: Final[Mapping[str, Func]] = {
+    "and": Func((REFLECT,), REFLECT, lambda *a: None),
+    "or": Func((REFLECT,), REFLECT, lambda *a: None),
+    "call": Func((REFLECT,), REFLECT, _call),
+    "html": Func((), ANY, _html),
+    "index": Func((REFLECT,), REFLECT, _index),
+    "slice": Func((REFLECT,), REFLECT, _slice, wants_ifaces=True),
+    "js": Func((), ANY, _js),
+    "len": Func((REFLECT,), None, _len),
+    "not": Func((REFLECT,), None, _not),
+    "print": Func((), ANY, _print),
+    "printf": Func((STRING,), ANY, _printf),
+    "println": Func((), ANY, _println),
+    "urlquery": Func((), ANY, _urlquery),
+    "eq": Func((REFLECT,), REFLECT, _eq),
+    "ge": Func((REFLECT, REFLECT), None, _ge),
+    "gt": Func((REFLECT, REFLECT), None, _gt),
+    "le": Func((REFLECT, REFLECT), None, _le),
+    "lt": Func((REFLECT, REFLECT), None, _lt),
+    "ne": Func((REFLECT, REFLECT), None, _ne),
+    "join": Func((STRINGS, STRING), None, _join, builtin=False),
+    "split": Func((STRING, STRING), None, _split, builtin=False),
+    "replace": Func((STRING, STRING, STRING), None, _replace, builtin=False),
+    "join_if": Func((STRING,), STRING, _join_if, builtin=False),
+    "matches": Func((STRING, STRING), None, _matches, builtin=False),
+}
+
+
+def root_func(value: Any) -> Func:
+    """A root name: a Go ``func() any`` returning ``value``."""
+    return Func((), None, lambda: value, builtin=False, root=True)
+
+
+# -- the executor ------------------------------------------------------------------------
+
+
+def execute(tree: p.ListNode, dot: dict[str, Any], funcs: Mapping[str, Func]) -> str:
+    state = _State(funcs, dot)
+    try:
+        state.walk(dot, tree)
+    except RecursionError:
+        raise TemplateError(
+            "the template or its data nests too deeply to render", hint=_EXEC_HINT
+        ) from None
+    return finish_output("".join(state.out))
+
+
+@dataclass(slots=True)
+class _Var:
+    name: str
+    value: Any
+    iface: bool  # still held in an interface{} slot (a range element)
+
+
+class _State:
+    def __init__(self, funcs: Mapping[str, Func], dot: dict[str, Any]) -> None:
+        self.funcs = funcs
+        self.out: list[str] = []
+        self.vars: list[_Var] = [_Var("$", dot, False)]
+        self.node: p.Node | None = None
+        self.dot_iface = False
+
+    def error(self, message: str) -> TemplateError:
+        node = self.node
+        if node is None:
+            return TemplateError(message, hint=_EXEC_HINT)
+        return TemplateError(f"at <{node}>: {message}", hint=_EXEC_HINT, offset=node.pos)
+
+    # -- variables ----------------------------------------------------------------
+    def push(self, name: str, value: Any, iface: bool = False) -> None:
+        self.vars.append(_Var(name, value, iface))
+
+    def set_var(self, name: str, value: Any) -> None:
+        for var in reversed(self.vars):
+            if var.name == name:
+                var.value = value
+                var.iface = False
+                return
+        raise self.error(f"undefined variable: {name}")
+
+    def set_top_var(self, n: int, value: Any, iface: bool) -> None:
+        var = self.vars[len(self.vars) - n]
+        var.value = value
+        var.iface = iface
+
+    def var_entry(self, name: str) -> _Var:
+        for var in reversed(self.vars):
+            if var.name == name:
+                return var
+        raise self.error(f"undefined variable: {name}")
+
+    @contextmanager
+    def dot_slot(self, iface: bool) -> Iterator[None]:
+        saved = self.dot_iface
+        self.dot_iface = iface
+        try:
+            yield
+        finally:
+            self.dot_iface = saved
+
+    # -- walking -------------------------------------------------------------------
+    def walk(self, dot: Any, node: p.Node) -> None:
+        self.node = node
+        if isinstance(node, p.TextNode):
+            self.out.append(node.text)
+        elif isinstance(node, p.ActionNode):
+            value = self.eval_pipeline(dot, node.pipe)
+            if not node.pipe.decl:
+                self.node = node
+                self.out.append("<no value>" if value is INVALID else sprint([value]))
+        elif isinstance(node, p.ListNode):
+            for child in node.nodes:
+                self.walk(dot, child)
+        elif isinstance(node, p.IfNode):
+            self.walk_if_or_with(False, dot, node)
+        elif isinstance(node, p.WithNode):
+            self.walk_if_or_with(True, dot, node)
+        elif isinstance(node, p.RangeNode):
+            self.walk_range(dot, node)
+        elif isinstance(node, p.BreakNode):
+            raise _Break
+        elif isinstance(node, p.ContinueNode):
+            raise _Continue
+        else:
+            raise self.error("unknown node")
+
+    def walk_if_or_with(self, is_with: bool, dot: Any, node: p.BranchNode) -> None:
+        mark = len(self.vars)
+        try:
+            value = self.eval_pipeline(dot, node.pipe)
+            if is_true(value):
+                if is_with:
+                    with self.dot_slot(False):
+                        self.walk(value, node.body)
+                else:
+                    self.walk(dot, node.body)
+            elif node.else_list is not None:
+                self.walk(dot, node.else_list)
+        finally:
+            del self.vars[mark:]
+
+    def walk_range(self, dot: Any, node: p.RangeNode) -> None:
+        self.node = node
+        outer = len(self.vars)
+        try:
+            value = self.eval_pipeline(dot, node.pipe)
+            mark = len(self.vars)
+            ndecl = len(node.pipe.decl)
+
+            def one(index: Any, elem: Any, iface: bool) -> None:
+                if ndecl > 0:
+                    self.set_top_var(1, elem, iface)
+                if ndecl > 1:
+                    self.set_top_var(2, index, False)
+                try:
+                    with self.dot_slot(iface):
+                        self.walk(elem, node.body)
+                except _Continue:
+                    pass
+                finally:
+                    del self.vars[mark:]
+
+            if isinstance(value, list):
+                if value:
+                    iface = not isinstance(value, StrList)
+                    for i, elem in enumerate(value):
+                        one(i, elem, iface)
+                    return
+            elif isinstance(value, dict):
+                if value:
+                    for key in sorted(value, key=go_bytes):
+                        one(key, value[key], True)
+                    return
+            elif value is not INVALID:
+                self.node = node
+                raise self.error(f"range can't iterate over a value of type {type_name(value)}")
+            if node.else_list is not None:
+                self.walk(dot, node.else_list)
+        except _Break:
+            pass
+        finally:
+            del self.vars[outer:]
+
+    # -- evaluation ------------------------------------------------------------------
+    def eval_pipeline(self, dot: Any, pipe: p.PipeNode | None) -> Any:
+        if pipe is None:
+            return INVALID
+        self.node = pipe
+        value: Any = MISSING
+        for cmd in pipe.cmds:
+            value = self.eval_command(dot, cmd, value)
+            if value is None:
+                value = INVALID  # a nil interface{} becomes "no value"
+        for var in pipe.decl:
+            if pipe.is_assign:
+                self.set_var(var.ident[0], value)
+            else:
+                self.push(var.ident[0], value)
+        return value
+
+    def not_a_function(self, args: Sequence[p.Node], final: Any) -> None:
+        if len(args) > 1 or final is not MISSING:
+            raise self.error(f"can't give argument to non-function {args[0]}")
+
+    def eval_command(self, dot: Any, cmd: p.CommandNode, final: Any) -> Any:
+        first = cmd.args[0]
+        if isinstance(first, p.FieldNode):
+            return self.eval_field_node(dot, first, cmd.args, final)
+        if isinstance(first, p.ChainNode):
+            return self.eval_chain_node(dot, first, cmd.args, final)
+        if isinstance(first, p.IdentifierNode):
+            return self.eval_function(dot, first, cmd, cmd.args, final)
+        if isinstance(first, p.PipeNode):
+            self.not_a_function(cmd.args, final)
+            return self.eval_pipeline(dot, first)
+        if isinstance(first, p.VariableNode):
+            return self.eval_variable_node(dot, first, cmd.args, final)
+        self.node = first
+        self.not_a_function(cmd.args, final)
+        if isinstance(first, p.BoolNode):
+            return first.value
+        if isinstance(first, p.DotNode):
+            return dot
+        if isinstance(first, p.NilNode):
+            raise self.error("nil is not a command")
+        if isinstance(first, p.NumberNode):
+            return self.ideal_constant(first)
+        if isinstance(first, p.StringNode):
+            return first.text
+        raise self.error(f"can't evaluate command {first}")
+
+    def ideal_constant(self, n: p.NumberNode) -> Any:
+        self.node = n
+        text = n.text
+        is_hex_int = (
+            len(text) > 2
+            and text[0] == "0"
+            and text[1] in "xX"
+            and not any(c in text for c in "pP")
+        )
+        if n.is_complex:
+            return n.complex128
+        if n.is_float and not is_hex_int and text[0] != "'" and any(c in text for c in ".eEpP"):
+            return n.float64
+        if n.is_int:
+            return n.int64
+        if n.is_uint:
+            raise self.error(f"{text} overflows int")
+        return INVALID
+
+    def eval_field_node(
+        self, dot: Any, field: p.FieldNode, args: Sequence[p.Node], final: Any
+    ) -> Any:
+        self.node = field
+        return self.eval_field_chain(dot, dot, field, field.ident, args, final)
+
+    def eval_chain_node(
+        self, dot: Any, chain: p.ChainNode, args: Sequence[p.Node] | None, final: Any
+    ) -> Any:
+        self.node = chain
+        if isinstance(chain.node, p.NilNode):
+            raise self.error(f"indirection through explicit nil in {chain}")
+        receiver = self.eval_arg(dot, None, chain.node)
+        return self.eval_field_chain(dot, receiver, chain, chain.fields, args, final)
+
+    def eval_variable_node(
+        self, dot: Any, var: p.VariableNode, args: Sequence[p.Node] | None, final: Any
+    ) -> Any:
+        self.node = var
+        value = self.var_entry(var.ident[0]).value
+        if len(var.ident) == 1:
+            self.not_a_function(args or [var], final)
+            return value
+        return self.eval_field_chain(dot, value, var, var.ident[1:], args, final)
+
+    def eval_field_chain(
+        self,
+        dot: Any,
+        receiver: Any,
+        node: p.Node,
+        ident: Sequence[str],
+        args: Sequence[p.Node] | None,
+        final: Any,
+    ) -> Any:
+        for name in ident[:-1]:
+            receiver = self.eval_field(dot, name, node, None, MISSING, receiver)
+        return self.eval_field(dot, ident[-1], node, args, final, receiver)
+
+    def eval_field(
+        self,
+        dot: Any,
+        name: str,
+        node: p.Node,
+        args: Sequence[p.Node] | None,
+        final: Any,
+        receiver: Any,
+    ) -> Any:
+        if receiver is INVALID:
+            raise self.error(f'nil data; no entry for key "{name}"')
+        if receiver is None:
+            raise self.error(f"nil pointer evaluating interface {{}}.{name}")
+        if isinstance(receiver, SearchResultPaths) and name == "String":
+            method = Func((), None, lambda: str(receiver), builtin=False)
+            return self.eval_call(dot, method, node, name, args, final)
+        has_args = (args is not None and len(args) > 1) or final is not MISSING
+        if isinstance(receiver, dict):
+            if has_args:
+                raise self.error(f"{name} is not a method but has arguments")
+            if name not in receiver:
+                raise self.error(f'map has no entry for key "{name}"')
+            return receiver[name]
+        raise self.error(f"can't evaluate field {name} in type {type_name(receiver)}")
+
+    def eval_function(
+        self,
+        dot: Any,
+        node: p.IdentifierNode,
+        cmd: p.Node,
+        args: Sequence[p.Node] | None,
+        final: Any,
+    ) -> Any:
+        self.node = node
+        fn = self.funcs.get(node.ident)
+        if fn is None:
+            raise self.error(f'"{node.ident}" is not a defined function')
+        return self.eval_call(dot, fn, cmd, node.ident, args, final)
+
+    def eval_call(
+        self,
+        dot: Any,
+        fn: Func,
+        node: p.Node,
+        name: str,
+        args: Sequence[p.Node] | None,
+        final: Any,
+    ) -> Any:
+        arg_nodes = list(args[1:]) if args is not None else []
+        num_in = len(arg_nodes) + (0 if final is MISSING else 1)
+        num_fixed = len(fn.params)
+        if fn.variadic is not None:
+            if num_in < num_fixed:
+                raise self.error(
+                    f"wrong number of args for {name}: want at least {num_fixed} "
+                    f"got {len(arg_nodes)}"
+                )
+        elif num_in != num_fixed:
+            raise self.error(f"wrong number of args for {name}: want {num_fixed} got {num_in}")
+
+        if fn.builtin and name in ("and", "or"):
+            value: Any = INVALID
+            for arg in arg_nodes:
+                value = self.eval_arg(dot, REFLECT, arg)
+                if is_true(value) == (name == "or"):
+                    return value
+            if final is not MISSING:
+                value = self.validate_type(final, REFLECT)
+            return value
+
+        argv: list[Any] = []
+        ifaces: list[bool] = []
+        for i, arg in enumerate(arg_nodes):
+            typ = fn.params[i] if i < num_fixed else fn.variadic
+            assert typ is not None
+            argv.append(self.eval_arg(dot, typ, arg))
+            if fn.wants_ifaces:
+                ifaces.append(self.arg_iface(arg))
+        if final is not MISSING:
+            if fn.variadic is not None and num_in - 1 >= num_fixed:
+                typ = fn.variadic
+            else:
+                typ = fn.params[num_in - 1]
+            argv.append(self.validate_type(final, typ))
+            ifaces.append(False)
+        try:
+            if fn.wants_ifaces:
+                return fn.impl(*argv, ifaces=ifaces)
+            return fn.impl(*argv)
+        except CallError as exc:
+            self.node = node
+            raise self.error(f"error calling {name}: {exc}") from None
+
+    def arg_iface(self, node: p.Node) -> bool:
+        """Whether Go would pass this argument still inside an ``interface{}`` slot."""
+        if isinstance(node, p.FieldNode | p.ChainNode):
+            return True
+        if isinstance(node, p.VariableNode):
+            return len(node.ident) > 1 or self.var_entry(node.ident[0]).iface
+        if isinstance(node, p.IdentifierNode):
+            fn = self.funcs.get(node.ident)
+            return fn is not None and fn.root
+        if isinstance(node, p.DotNode):
+            return self.dot_iface
+        return False
+
+    def validate_type(self, value: Any, typ: str | None) -> Any:
+        if value is INVALID:
+            if typ is None or typ == REFLECT:
+                return INVALID
+            if typ == ANY:
+                return None
+            if typ == STRINGS:
+                return StrList()
+            raise self.error(f"invalid value; expected {typ}")
+        if typ is None or typ in (ANY, REFLECT):
+            return value
+        if typ == STRING and isinstance(value, str):
+            return value
+        if typ == STRINGS and isinstance(value, StrList):
+            return value
+        got = "interface {}" if value is None else type_name(value)
+        raise self.error(f"wrong type for value; expected {typ}; got {got}")
+
+    def eval_arg(self, dot: Any, typ: str | None, n: p.Node) -> Any:
+        self.node = n
+        if isinstance(n, p.DotNode):
+            return self.validate_type(dot, typ)
+        if isinstance(n, p.NilNode):
+            if typ in (None, REFLECT):
+                return INVALID
+            if typ == ANY:
+                return None
+            if typ == STRINGS:
+                return StrList()
+            raise self.error(f"cannot assign nil to {typ}")
+        if isinstance(n, p.FieldNode):
+            return self.validate_type(self.eval_field_node(dot, n, [n], MISSING), typ)
+        if isinstance(n, p.VariableNode):
+            return self.validate_type(self.eval_variable_node(dot, n, None, MISSING), typ)
+        if isinstance(n, p.PipeNode):
+            return self.validate_type(self.eval_pipeline(dot, n), typ)
+        if isinstance(n, p.IdentifierNode):
+            return self.validate_type(self.eval_function(dot, n, n, None, MISSING), typ)
+        if isinstance(n, p.ChainNode):
+            return self.validate_type(self.eval_chain_node(dot, n, None, MISSING), typ)
+        if typ in (None, ANY, REFLECT):
+            if isinstance(n, p.BoolNode):
+                return n.value
+            if isinstance(n, p.NumberNode):
+                return self.ideal_constant(n)
+            if isinstance(n, p.StringNode):
+                return n.text
+            raise self.error(f"can't handle assignment of {n} to empty interface argument")
+        if typ == STRING:
+            if isinstance(n, p.StringNode):
+                return n.text
+            raise self.error(f"expected string; found {n}")
+        raise self.error(f"can't handle {n} for arg of type {typ}")
