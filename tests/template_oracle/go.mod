@@ -1,0 +1,3 @@
+module runner.test/templateoracle
+
+go 1.19
