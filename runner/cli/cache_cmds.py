@@ -66,6 +66,10 @@ def entry_json(info: EntryInfo) -> dict[str, Any]:
     }
 
 
+def _entries(count: int) -> str:
+    return "entry" if count == 1 else "entries"
+
+
 def _table(rows: Sequence[Sequence[str]]) -> str:
     headers = ["KEY", "NAMESPACE", "SIZE", "CREATED", "LAST USED"]
     widths = [max(len(line[i]) for line in [headers, *rows]) for i in range(len(headers))]
@@ -117,7 +121,7 @@ def cache_list(namespace: str | None, as_json: bool) -> None:
     ]
     click.echo(_table(rows))
     total = sum(i.size for i in infos)
-    click.echo(f"{len(infos)} entries, {human_size(total)}", err=True)
+    click.echo(f"{len(infos)} {_entries(len(infos))}, {human_size(total)}", err=True)
 
 
 @cache_group.command("clear")
@@ -129,4 +133,4 @@ def cache_clear(namespace: str | None) -> None:
     with _cache() as cache:
         removed = cache.clear(ns)
     where = f" of {ns}" if ns else ""
-    click.echo(f"removed {removed} cache entr{'y' if removed == 1 else 'ies'}{where}")
+    click.echo(f"removed {removed} cache {_entries(removed)}{where}")
