@@ -90,14 +90,14 @@ def explain(spec: BatchSpec, plan: EnvPlan, workspace: Workspace | None) -> list
 def _shown(var: PlannedVar, context: Mapping[str, Any]) -> str:
     prov = var.provenance
     if prov.source == "literal":
-        return f"literal {var.text!r}"
+        return f"literal {var.text}"
     if prov.source == "template":
         if var.runtime_template:
-            return f"template {var.text!r} ({RUNTIME})"
+            return f"template {var.text} ({RUNTIME})"
         try:
             return str(tmpl.render_template(var.text or "", context))
         except TemplateError as exc:
-            return f"template {var.text!r} (cannot render yet: {exc.message})"
+            return f"template {var.text} (cannot render yet: {exc.message})"
     if prov.source == "secret":
         text = f"secret {var.secret.name} from {prov.namespace} v{prov.version}"
         return text + (" (overrides global)" if prov.overrides_global else "")
@@ -120,6 +120,6 @@ def render_text(spec: BatchSpec, explained: list[ExplainedVar], workspace: Works
         for item in items:
             shown = item.shown
             if item.planned.provenance.source == "template" and not item.planned.runtime_template:
-                shown = f"template {item.planned.text!r} = {shown!r}"
+                shown = f"template {item.planned.text} → {shown}"
             lines.append(f"  {item.name.ljust(width)}  {shown}")
     return "\n".join(lines) + "\n"

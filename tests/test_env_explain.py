@@ -142,5 +142,5 @@ def test_explain_renders_templates_for_the_first_repository(
     )
     out = capsys.readouterr().out
     assert code == 0
-    assert "'github.com/acme/app@main'" in out
+    assert "→ github.com/acme/app@main" in out
     assert "rendered at run time" in out

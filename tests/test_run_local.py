@@ -201,7 +201,7 @@ def test_missing_image_stops_before_any_container(
     spec = write_spec(
         tmp_path,
         "name: noimage\non:\n  - repository: github.com/acme/app\nsteps:\n"
-        "  - run: true\n    container: runner-test/does-not-exist:1.0\n",
+        "  - run: exit 0\n    container: runner-test/does-not-exist:1.0\n",
     )
     proc, events, _ = run(tmp_path, env, spec, repos)
     assert proc.returncode == 1
@@ -216,7 +216,7 @@ def test_missing_secrets_are_listed_together_before_anything_runs(
     spec = write_spec(
         tmp_path,
         "name: missing\non:\n  - repository: github.com/acme/app\nsteps:\n"
-        f"  - run: true\n    container: {TEST_IMAGE}\n    env: [ONE_MISSING, TWO_MISSING]\n",
+        f"  - run: exit 0\n    container: {TEST_IMAGE}\n    env: [ONE_MISSING, TWO_MISSING]\n",
     )
     proc, events, _ = run(tmp_path, env, spec, repos)
     assert proc.returncode == 1
@@ -344,7 +344,7 @@ def test_mount_outside_the_spec_folder_is_refused(
     spec = write_spec(
         tmp_path,
         "name: escape\non:\n  - repository: github.com/acme/app\nsteps:\n"
-        f"  - run: true\n    container: {TEST_IMAGE}\n"
+        f"  - run: exit 0\n    container: {TEST_IMAGE}\n"
         "    mount:\n      - path: ../secret.txt\n        mountpoint: /x\n",
     )
     proc, _, _ = run(tmp_path, env, spec, repos)
