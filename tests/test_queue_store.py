@@ -219,7 +219,7 @@ def test_cancel_queued_at_once_and_running_through_the_heartbeat(store: JobStore
 
 
 def test_resetter_fails_a_job_after_max_resets(store: JobStore, clock: ManualClock) -> None:
-    (job_id,) = submit(store, "user:alice")
+    (_job_id,) = submit(store, "user:alice")
     for _ in range(3):
         assert store.claim("ex") is not None
         clock.advance(31)
@@ -264,7 +264,7 @@ def test_step_results_are_kept_per_attempt(store: JobStore) -> None:
 
 
 def test_concurrent_claimers_never_share_a_job(backend: tuple[str, Opener | None]) -> None:
-    kind, opener = backend
+    _kind, opener = backend
     stores: list[Any]
     if opener is None:
         shared = MemoryJobStore()
@@ -306,7 +306,7 @@ def test_tokens_are_stored_hashed_and_can_be_revoked(
     tokens.revoke(record.id)
     assert tokens.authenticate(token) is None
     assert listed[record.id].revoked_at is None and tokens.list()[0].revoked_at is not None
-    kind, opener = backend
+    _kind, opener = backend
     if opener is not None:
         assert isinstance(tokens, SqlTokenStore)
         with tokens._db.transaction(write=False) as tx:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import secrets
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -44,3 +47,144 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+GIT_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
+
+
+def make_repo(root: Path, name: str, files: dict[str, str] | None = None) -> Path:
+    """A git repository at ``root/name`` with one commit on ``main``."""
+    path = root / name
+    path.mkdir(parents=True)
+    for rel, text in (files or {"README.md": f"# {name}\n"}).items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "initial"]):
+        subprocess.run(["git", *args], cwd=path, env=GIT_ENV, check=True, capture_output=True)
+    return path
+
+
+SPEC_WITH_SECRET = """\
+name: hello
+description: say hello
+on:
+  - repository: github.com/acme/one
+  - repository: github.com/acme/two
+steps:
+  - run: echo hi > file.txt
+    container: runner-test/busybox:latest
+    env:
+      - TOKEN
+      - GREETING: hello
+changesetTemplate:
+  title: Hello
+  body: Says hello
+  branch: hello
+  commit:
+    message: hello
+"""
+
+SPEC_PLAIN = """\
+name: plain
+description: no secrets
+on:
+  - repository: github.com/acme/one
+steps:
+  - run: echo hi > file.txt
+    container: runner-test/busybox:latest
+changesetTemplate:
+  title: Plain
+  body: Plain
+  branch: plain
+  commit:
+    message: plain
+"""
+
+
+def leaks(value: str, data: bytes) -> list[bytes]:
+    """Every registered form of ``value`` found in ``data``."""
+    from runner.redact import forms_of
+
+    return sorted(form for form in forms_of(value) if form in data)
+
+
+TOKEN_VALUE = "tok-alice-0123456789-secret"
+ORG_VALUE = "org-acme-9876543210-secret"
+
+
+class World:
+    """A coordinator over real SQL stores, served in-process through FastAPI's TestClient.
+
+    Users: alice (member of org acme), bob, carol (admin); one executor token.
+    Repositories github.com/acme/one and /two under ``repos_root``.
+    """
+
+    def __init__(self, db_url: str, repos_root: Path, clock: ManualClock) -> None:
+        from fastapi.testclient import TestClient
+
+        from runner.db import connect
+        from runner.queue.api import create_app
+        from runner.queue.service import Coordinator, CoordinatorSettings
+        from runner.queue.store import SqlJobStore
+        from runner.queue.tokens import SqlTokenStore
+        from runner.secrets.crypto import Keyring, new_master_key
+        from runner.secrets.store import SqlSecretStore
+
+        self.clock = clock
+        self.repos_root = repos_root
+        self.db = connect(db_url)
+        self.secrets = SqlSecretStore(self.db, Keyring([new_master_key()]))
+        self.jobs = SqlJobStore(self.db, clock=clock)
+        self.tokens = SqlTokenStore(self.db, clock=clock)
+        self.secrets.add_user("alice")
+        self.secrets.add_user("bob")
+        self.secrets.add_user("carol", admin=True)
+        self.secrets.add_member("acme", "alice")
+        self.secrets.add_org("other")
+        self.token = {
+            "alice": self.tokens.create("user", "alice")[1],
+            "bob": self.tokens.create("user", "bob")[1],
+            "carol": self.tokens.create("user", "carol")[1],
+            "exec": self.tokens.create("executor", "ex1")[1],
+        }
+        self.coordinator = Coordinator(
+            jobs=self.jobs,
+            tokens=self.tokens,
+            secrets=self.secrets,
+            settings=CoordinatorSettings(repos_root=repos_root, stall_limit_s=30, max_resets=3),
+            cache=None,
+            clock=clock,
+        )
+        self.app = create_app(self.coordinator)
+        self.http = TestClient(self.app, base_url="http://testserver")
+
+    def client(self, who: str) -> Any:
+        from runner.queue.client import CoordinatorClient
+
+        return CoordinatorClient(url="http://testserver", token=self.token[who], http=self.http)
+
+    def close(self) -> None:
+        self.http.close()
+        self.db.close()
+
+
+def make_repos(root: Path) -> Path:
+    make_repo(root, "github.com/acme/one")
+    make_repo(root, "github.com/acme/two")
+    return root
+
+
+def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path

@@ -101,7 +101,7 @@ class JobStore(Protocol):
         ...
 
 
-# Shared by every implementation -----------------------------------------------------------
+# Shared by every implementation ------------------------------------------------
 
 
 def not_found(job_id: str) -> JobNotFoundError:
@@ -294,7 +294,7 @@ class SqlJobStore:
             )
         return [_job(r) for r in reversed(rows)]
 
-    # Claiming ------------------------------------------------------------------------------------
+    # Claiming ----------------------------------------------------------------------
 
     def claim(self, executor: str) -> Lease | None:
         lease = new_lease()

@@ -1,0 +1,371 @@
+"""The coordinator's HTTP API: FastAPI over ``runner.queue.service.Coordinator``.
+
+Every answer is JSON; every error is ``{"error": {"type", "message", "hint"}}``
+with a 4xx status when the request was at fault (a 5xx only for the
+coordinator's own failures). Messages pass through the process's redactor.
+Request bodies are never logged: a secret's value arrives in one.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, SecretStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from runner import __version__
+from runner.errors import (
+    ConfigError,
+    CoordinatorError,
+    MissingSecretsError,
+    PermissionDeniedError,
+    RepositoryNotFoundError,
+    RunnerError,
+    SecretError,
+    SecretNotFoundError,
+    SpecError,
+    StoreError,
+    TemplateError,
+    UsageError,
+)
+from runner.log import get_logger
+from runner.queue.bundle import BundleError
+from runner.queue.models import JobNotFoundError, LeaseLostError
+from runner.queue.service import Coordinator
+from runner.queue.tokens import NotAuthenticatedError, Principal, TokenNotFoundError
+from runner.redact import active
+from runner.secrets.models import StaleSecretError
+from runner.secrets.value import Secret
+
+log = get_logger("runner.queue.api")
+
+_bearer = HTTPBearer(auto_error=False, description="A token from `runner token create`.")
+
+# Most specific first: the first matching class decides the status.
+_STATUS: tuple[tuple[type[RunnerError], int], ...] = (
+    (NotAuthenticatedError, 401),
+    (PermissionDeniedError, 403),
+    (JobNotFoundError, 404),
+    (TokenNotFoundError, 404),
+    (SecretNotFoundError, 404),
+    (RepositoryNotFoundError, 404),
+    (LeaseLostError, 409),
+    (StaleSecretError, 409),
+    (MissingSecretsError, 422),
+    (SpecError, 422),
+    (TemplateError, 422),
+    (BundleError, 422),
+    (SecretError, 422),
+    (UsageError, 400),
+    (StoreError, 503),
+    (ConfigError, 500),
+    (CoordinatorError, 409),
+)
+
+
+def status_for(exc: RunnerError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def error_body(kind: str, message: str, hint: str | None = None, **extra: Any) -> dict[str, Any]:
+    redact = active().redact
+    body: dict[str, Any] = {
+        "type": kind,
+        "message": redact(message),
+        "hint": redact(hint) if hint else None,
+    }
+    body.update(extra)
+    return {"error": body}
+
+
+# Request bodies ----------------------------------------------------------------------
+
+
+class SecretSetBody(BaseModel):
+    value: SecretStr
+    scope: str | None = None
+
+
+class BundleBody(BaseModel):
+    namespace: str
+    bundle: dict[str, Any]
+
+
+class ClaimBody(BaseModel):
+    executor: str | None = None
+
+
+class HeldJob(BaseModel):
+    id: str
+    lease: str
+
+
+class HeartbeatBody(BaseModel):
+    executor: str | None = None
+    jobs: list[HeldJob] = Field(default_factory=list)
+
+
+class ChunkBody(BaseModel):
+    seq: int = Field(ge=0)
+    text: str
+
+
+class LogsBody(BaseModel):
+    lease: str
+    chunks: list[ChunkBody]
+
+
+class StepBody(BaseModel):
+    lease: str
+    step: int = Field(ge=1)
+    status: Literal["started", "finished", "skipped", "cached"]
+    exit_code: int | None = None
+
+
+class CompleteBody(BaseModel):
+    lease: str
+    result: dict[str, Any]
+
+
+class FailBody(BaseModel):
+    lease: str
+    state: Literal["failed", "errored", "canceled"]
+    error: str
+
+
+class CachePutBody(BaseModel):
+    namespace: str
+    secret_refs: list[str] = Field(default_factory=list)
+    entry: str
+
+
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    token = credentials.credentials if credentials is not None else None
+    coordinator: Coordinator = request.app.state.coordinator
+    return coordinator.authenticate(token)
+
+
+Who = Annotated[Principal, Depends(principal)]
+
+
+# The application ----------------------------------------------------------------------
+
+
+def create_app(coordinator: Coordinator) -> FastAPI:
+    app = FastAPI(
+        title="runner coordinator",
+        version=__version__,
+        description=(
+            "Queue batch-spec jobs, run them on executors, manage secrets. "
+            "Authenticate with `Authorization: Bearer TOKEN`."
+        ),
+        docs_url=None,
+        redoc_url=None,
+    )
+    _install_error_handlers(app)
+
+    app.state.coordinator = coordinator
+    c = coordinator
+
+    # Users ----------------------------------------------------------------------
+
+    @app.get("/api/whoami", tags=["users"])
+    def whoami(who: Who) -> dict[str, Any]:
+        return c.whoami(who)
+
+    @app.get("/api/secrets", tags=["secrets"])
+    def list_secrets(
+        who: Who, namespace: str | None = None, scope: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [m.to_json() for m in c.list_secrets(who, namespace=namespace, scope=scope)]
+
+    @app.get("/api/secrets/log", tags=["secrets"])
+    def secret_log(
+        who: Who, name: str | None = None, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [e.to_json() for e in c.secret_log(who, name=name, namespace=namespace)]
+
+    @app.put("/api/secrets/{namespace}/{name}", tags=["secrets"])
+    def set_secret(who: Who, namespace: str, name: str, body: SecretSetBody) -> dict[str, Any]:
+        value = Secret(body.value.get_secret_value())
+        meta, created = c.set_secret(
+            who, name=name, namespace=namespace, value=value, scope=body.scope
+        )
+        return {"created": created, "secret": meta.to_json()}
+
+    @app.delete("/api/secrets/{namespace}/{name}", tags=["secrets"])
+    def remove_secret(
+        who: Who, namespace: str, name: str, scope: str | None = None
+    ) -> dict[str, Any]:
+        return c.remove_secret(who, name=name, namespace=namespace, scope=scope).to_json()
+
+    @app.post("/api/env/explain", tags=["specs"])
+    def env_explain(who: Who, body: BundleBody) -> dict[str, Any]:
+        return c.explain(who, bundle=body.bundle, namespace=body.namespace)
+
+    @app.post("/api/submissions", tags=["jobs"], status_code=201)
+    def submit(who: Who, body: BundleBody) -> dict[str, Any]:
+        submission, jobs = c.submit(who, bundle=body.bundle, namespace=body.namespace)
+        return {
+            "submission_id": submission.id,
+            "namespace": submission.namespace,
+            "jobs": [j.to_json() for j in jobs],
+        }
+
+    @app.get("/api/jobs", tags=["jobs"])
+    def list_jobs(
+        who: Who, limit: Annotated[int, Query(ge=1, le=10000)] = 1000
+    ) -> list[dict[str, Any]]:
+        return [j.to_json() for j in c.list_jobs(who, limit=limit)]
+
+    @app.get("/api/jobs/{job_id}", tags=["jobs"])
+    def show_job(who: Who, job_id: str) -> dict[str, Any]:
+        return c.show_job(who, job_id)
+
+    @app.get("/api/jobs/{job_id}/logs", tags=["jobs"])
+    def job_logs(
+        who: Who,
+        job_id: str,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    ) -> dict[str, Any]:
+        job, chunks = c.job_logs(who, job_id, after=after, limit=limit)
+        return {
+            "job_id": job.id,
+            "state": job.state,
+            "chunks": [ch.to_json() for ch in chunks],
+            "next": chunks[-1].cursor if chunks else after,
+        }
+
+    @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"])
+    def cancel_job(who: Who, job_id: str) -> dict[str, Any]:
+        return c.cancel_job(who, job_id).to_json()
+
+    @app.get("/api/jobs/{job_id}/result", tags=["jobs"])
+    def job_result(who: Who, job_id: str) -> dict[str, Any]:
+        return dict(c.job_result(who, job_id))
+
+    # Executors ----------------------------------------------------------------------
+
+    @app.post("/api/executor/claim", tags=["executors"], response_model=None)
+    def claim(who: Who, body: ClaimBody) -> Response:
+        claimed = c.claim(who, executor=body.executor)
+        if claimed is None:
+            return Response(status_code=204)
+        # Values are revealed here, in the response body only.
+        return JSONResponse(claimed.to_json(), headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/executor/heartbeat", tags=["executors"])
+    def heartbeat(who: Who, body: HeartbeatBody) -> dict[str, Any]:
+        leases = {j.id: j.lease for j in body.jobs}
+        return c.heartbeat(who, executor=body.executor, leases=leases).to_json()
+
+    @app.post("/api/executor/jobs/{job_id}/logs", tags=["executors"])
+    def append_logs(who: Who, job_id: str, body: LogsBody) -> dict[str, Any]:
+        added = c.append_logs(
+            who, job_id, lease=body.lease, chunks=[(ch.seq, ch.text) for ch in body.chunks]
+        )
+        return {"added": added}
+
+    @app.post("/api/executor/jobs/{job_id}/steps", tags=["executors"])
+    def record_step(who: Who, job_id: str, body: StepBody) -> dict[str, Any]:
+        c.record_step(
+            who,
+            job_id,
+            lease=body.lease,
+            step=body.step,
+            status=body.status,
+            exit_code=body.exit_code,
+        )
+        return {"ok": True}
+
+    @app.post("/api/executor/jobs/{job_id}/complete", tags=["executors"])
+    def complete(who: Who, job_id: str, body: CompleteBody) -> dict[str, Any]:
+        return c.complete(who, job_id, lease=body.lease, result=body.result).to_json()
+
+    @app.post("/api/executor/jobs/{job_id}/fail", tags=["executors"])
+    def fail(who: Who, job_id: str, body: FailBody) -> dict[str, Any]:
+        return c.fail(who, job_id, lease=body.lease, state=body.state, error=body.error).to_json()
+
+    @app.get("/api/executor/cache/{key}", tags=["executors"], response_model=None)
+    def cache_get(who: Who, key: str) -> Response:
+        data = c.cache_get(who, key)
+        if data is None:
+            return JSONResponse(error_body("CacheMiss", f"no cache entry {key}"), status_code=404)
+        return JSONResponse({"key": key, "entry": base64.b64encode(data).decode("ascii")})
+
+    @app.put("/api/executor/cache/{key}", tags=["executors"])
+    def cache_put(who: Who, key: str, body: CachePutBody) -> dict[str, Any]:
+        c.cache_put(
+            who, key, entry=body.entry, namespace=body.namespace, secret_refs=body.secret_refs
+        )
+        return {"ok": True}
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RunnerError)
+    async def runner_error(request: Request, exc: RunnerError) -> JSONResponse:
+        status = status_for(exc)
+        extra: dict[str, Any] = {}
+        if isinstance(exc, SpecError):
+            extra["problems"] = [str(p) for p in exc.problems]
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status >= 500:
+            log.error("request failed", path=request.url.path, error=str(exc))
+        return JSONResponse(
+            error_body(type(exc).__name__, exc.message, exc.hint, **extra),
+            status_code=status,
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Pydantic's details echo the input, which may hold a secret: keep only where and what.
+        problems = [_problem(e) for e in exc.errors()]
+        return JSONResponse(
+            error_body(
+                "InvalidRequest",
+                "invalid request: " + "; ".join(problems[:5]),
+                "see /openapi.json for the expected shape",
+            ),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            error_body("HTTPError", str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
+        return JSONResponse(
+            error_body(
+                "InternalError",
+                "the coordinator failed to handle the request",
+                "see the coordinator's log",
+            ),
+            status_code=500,
+        )
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+    return f"{where}: {error.get('msg', 'invalid')}"

@@ -1,0 +1,400 @@
+"""The coordinator's HTTP client, for executors and for the CLI's remote mode.
+
+One ``httpx.Client`` underneath (pass ``http=`` to use another transport,
+such as FastAPI's ``TestClient`` in tests). Transport failures become
+``CoordinatorUnavailableError``; error answers become the error class the
+coordinator named (``PermissionDeniedError``, ``LeaseLostError``, ...) with
+its message and hint, so the CLI prints them as if they happened locally.
+Secret values arrive only from ``claim`` and are wrapped in ``Secret`` at once.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from runner.cache import CacheEntry
+from runner.env import EnvPlan
+from runner.errors import (
+    ConfigError,
+    CoordinatorError,
+    MissingSecretsError,
+    PermissionDeniedError,
+    RepositoryNotFoundError,
+    RunnerError,
+    SecretError,
+    SecretNotFoundError,
+    SecretValidationError,
+)
+from runner.queue.bundle import Bundle, BundleError
+from runner.queue.jobs import env_plan_from_json
+from runner.queue.models import HeartbeatAnswer, JobNotFoundError, LeaseLostError
+from runner.queue.tokens import NotAuthenticatedError, TokenNotFoundError
+from runner.secrets.models import AuditEvent, SecretMeta, StaleSecretError
+from runner.secrets.value import Secret
+
+
+class CoordinatorUnavailableError(CoordinatorError):
+    """No answer: connection refused, timeout, TLS failure."""
+
+
+_ERRORS: dict[str, type[RunnerError]] = {
+    cls.__name__: cls
+    for cls in (
+        NotAuthenticatedError,
+        PermissionDeniedError,
+        JobNotFoundError,
+        TokenNotFoundError,
+        SecretNotFoundError,
+        SecretValidationError,
+        MissingSecretsError,
+        StaleSecretError,
+        SecretError,
+        RepositoryNotFoundError,
+        LeaseLostError,
+        BundleError,
+    )
+}
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path`` (its first line), or ``ConfigError`` saying what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the token file {path}: {exc.strerror or type(exc).__name__}",
+            hint="pass --token-file with a file holding a token from `runner token create`",
+        ) from None
+    token = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not token:
+        raise ConfigError(
+            f"the token file {path} is empty",
+            hint="write the token from `runner token create` into it",
+        )
+    return token
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def parse_meta(data: Mapping[str, Any]) -> SecretMeta:
+    return SecretMeta(
+        id=data["id"],
+        name=data["name"],
+        namespace=data["namespace"],
+        scope=data["scope"],
+        version=int(data["version"]),
+        created_at=datetime.fromisoformat(data["created_at"]),
+        created_by=data["created_by"],
+        updated_at=datetime.fromisoformat(data["updated_at"]),
+        updated_by=data["updated_by"],
+        overrides_global=bool(data.get("overrides_global", False)),
+    )
+
+
+def parse_event(data: Mapping[str, Any]) -> AuditEvent:
+    return AuditEvent(
+        event=data["event"],
+        at=datetime.fromisoformat(data["at"]),
+        actor=data["actor"],
+        secret_id=data.get("secret_id"),
+        name=data.get("name"),
+        namespace=data.get("namespace"),
+        scope=data.get("scope"),
+        version=data.get("version"),
+        job=data.get("job"),
+        step=data.get("step"),
+        count=data.get("count"),
+        detail=data.get("detail"),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """A job an executor claimed: everything it needs, its secrets masked."""
+
+    job_id: str
+    lease: str = field(repr=False)
+    attempt: int
+    namespace: str
+    bundle: Bundle
+    workspace: Mapping[str, Any]
+    clone_url: str
+    env: EnvPlan
+    secrets: Mapping[str, Secret] = field(repr=False)
+    job: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Claim:
+        try:
+            secrets = {str(k): Secret(str(v)) for k, v in data["secrets"].items()}
+            return cls(
+                job_id=str(data["job"]["id"]),
+                lease=str(data["lease"]),
+                attempt=int(data["attempt"]),
+                namespace=str(data["namespace"]),
+                bundle=Bundle.from_json(data["bundle"]),
+                workspace=dict(data["workspace"]),
+                clone_url=str(data["clone_url"]),
+                env=env_plan_from_json(data["env"]),
+                secrets=secrets,
+                job=dict(data["job"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CoordinatorError(
+                f"malformed claim answer ({type(exc).__name__})",
+                hint="the coordinator and this executor may run different runner versions",
+            ) from None
+
+
+class CoordinatorClient:
+    def __init__(
+        self,
+        *,
+        url: str,
+        token: str,
+        verify: bool | str = True,
+        timeout_s: float = 30.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._token = token
+        self._http = http or httpx.Client(base_url=self.url, verify=verify, timeout=timeout_s)
+        self._owns_http = http is None
+
+    def __repr__(self) -> str:
+        return f"CoordinatorClient({self.url!r})"
+
+    @classmethod
+    def from_token_file(
+        cls, url: str, token_file: Path, *, ca_cert: Path | None = None, timeout_s: float = 30.0
+    ) -> CoordinatorClient:
+        verify: bool | str = str(ca_cert) if ca_cert is not None else True
+        return cls(url=url, token=read_token_file(token_file), verify=verify, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Plumbing ----------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        missing_ok: bool = False,
+    ) -> httpx.Response | None:
+        headers = {"Authorization": f"Bearer {self._token}"}
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(
+                method, path, json=body, params=clean or None, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise CoordinatorUnavailableError(
+                f"cannot reach the coordinator at {self.url}: {type(exc).__name__}: {exc}",
+                hint="check --url, the network, and that `runner server` is running",
+            ) from exc
+        if missing_ok and response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        assert response is not None
+        if response.status_code == 204:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise CoordinatorError(
+                f"the coordinator at {self.url} answered {path} with something other than JSON",
+                hint="check that --url points at `runner server`",
+            ) from None
+
+    def _error(self, response: httpx.Response) -> RunnerError:
+        try:
+            error = response.json()["error"]
+            kind = str(error.get("type") or "")
+            message = str(error["message"])
+            hint = error.get("hint")
+        except (ValueError, KeyError, TypeError):
+            return CoordinatorError(
+                f"the coordinator at {self.url} answered HTTP {response.status_code}",
+                hint="check that --url points at `runner server`, and its log",
+            )
+        cls = _ERRORS.get(kind, CoordinatorError)
+        return cls(message, hint=str(hint) if hint else None)
+
+    # Users ----------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/api/whoami")
+        return result
+
+    def secrets_list(
+        self, *, namespace: str | None = None, scope: str | None = None
+    ) -> list[SecretMeta]:
+        data = self._json("GET", "/api/secrets", params={"namespace": namespace, "scope": scope})
+        return [parse_meta(item) for item in data]
+
+    def secret_set(
+        self, name: str, namespace: str, value: Secret, *, scope: str | None = None
+    ) -> tuple[SecretMeta, bool]:
+        data = self._json(
+            "PUT",
+            f"/api/secrets/{namespace}/{name}",
+            body={"value": value.reveal(), "scope": scope},
+        )
+        return parse_meta(data["secret"]), bool(data["created"])
+
+    def secret_remove(self, name: str, namespace: str, *, scope: str | None = None) -> SecretMeta:
+        data = self._json("DELETE", f"/api/secrets/{namespace}/{name}", params={"scope": scope})
+        return parse_meta(data)
+
+    def secret_log(
+        self, name: str | None = None, *, namespace: str | None = None
+    ) -> list[AuditEvent]:
+        data = self._json("GET", "/api/secrets/log", params={"name": name, "namespace": namespace})
+        return [parse_event(item) for item in data]
+
+    def env_explain(self, bundle: Bundle, namespace: str) -> dict[str, Any]:
+        """``{"variables": [...], "text": "..."}``, as `runner env explain` prints them."""
+        result: dict[str, Any] = self._json(
+            "POST", "/api/env/explain", body={"namespace": namespace, "bundle": bundle.to_json()}
+        )
+        return result
+
+    def submit(self, bundle: Bundle, namespace: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "POST", "/api/submissions", body={"namespace": namespace, "bundle": bundle.to_json()}
+        )
+        return result
+
+    def jobs_list(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/jobs", params={"limit": limit})
+        return result
+
+    def job_show(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/jobs/{job_id}")
+        return result
+
+    def job_logs(self, job_id: str, *, after: int = 0, limit: int = 500) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "GET", f"/api/jobs/{job_id}/logs", params={"after": after, "limit": limit}
+        )
+        return result
+
+    def job_cancel(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/api/jobs/{job_id}/cancel")
+        return result
+
+    def job_result(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/jobs/{job_id}/result")
+        return result
+
+    # Executors ----------------------------------------------------------------------
+
+    def claim(self, executor: str | None = None) -> Claim | None:
+        data = self._json("POST", "/api/executor/claim", body={"executor": executor})
+        return Claim.from_json(data) if data is not None else None
+
+    def heartbeat(self, executor: str | None, leases: Mapping[str, str]) -> HeartbeatAnswer:
+        data = self._json(
+            "POST",
+            "/api/executor/heartbeat",
+            body={
+                "executor": executor,
+                "jobs": [{"id": k, "lease": v} for k, v in sorted(leases.items())],
+            },
+        )
+        return HeartbeatAnswer(
+            cancel=tuple(str(j) for j in data.get("cancel", [])),
+            lost=tuple(str(j) for j in data.get("lost", [])),
+        )
+
+    def append_logs(self, job_id: str, lease: str, chunks: Sequence[tuple[int, str]]) -> int:
+        data = self._json(
+            "POST",
+            f"/api/executor/jobs/{job_id}/logs",
+            body={"lease": lease, "chunks": [{"seq": s, "text": t} for s, t in chunks]},
+        )
+        return int(data.get("added", 0))
+
+    def record_step(
+        self, job_id: str, lease: str, *, step: int, status: str, exit_code: int | None = None
+    ) -> None:
+        self._json(
+            "POST",
+            f"/api/executor/jobs/{job_id}/steps",
+            body={"lease": lease, "step": step, "status": status, "exit_code": exit_code},
+        )
+
+    def complete(self, job_id: str, lease: str, result: Mapping[str, Any]) -> dict[str, Any]:
+        data: dict[str, Any] = self._json(
+            "POST",
+            f"/api/executor/jobs/{job_id}/complete",
+            body={"lease": lease, "result": dict(result)},
+        )
+        return data
+
+    def fail(self, job_id: str, lease: str, *, state: str, error: str) -> dict[str, Any]:
+        data: dict[str, Any] = self._json(
+            "POST",
+            f"/api/executor/jobs/{job_id}/fail",
+            body={"lease": lease, "state": state, "error": error},
+        )
+        return data
+
+    def cache_get(self, key: str) -> CacheEntry | None:
+        response = self._request("GET", f"/api/executor/cache/{key}", missing_ok=True)
+        if response is None:
+            return None
+        return CacheEntry.from_bytes(base64.b64decode(response.json()["entry"]))
+
+    def cache_put(
+        self, key: str, entry: CacheEntry, *, namespace: str, secret_refs: Sequence[str]
+    ) -> None:
+        self._json(
+            "PUT",
+            f"/api/executor/cache/{key}",
+            body={
+                "namespace": namespace,
+                "secret_refs": list(secret_refs),
+                "entry": base64.b64encode(entry.to_bytes()).decode("ascii"),
+            },
+        )
+
+
+class RemoteStepCache:
+    """``runner.cache.StepCache`` through the coordinator (executors keep no cache)."""
+
+    def __init__(self, client: CoordinatorClient) -> None:
+        self._client = client
+
+    def get(self, key: str) -> CacheEntry | None:
+        return self._client.cache_get(key)
+
+    def put(
+        self, key: str, entry: CacheEntry, *, namespace: str, secret_refs: Sequence[str]
+    ) -> None:
+        self._client.cache_put(key, entry, namespace=namespace, secret_refs=secret_refs)

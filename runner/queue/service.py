@@ -1,0 +1,543 @@
+"""The coordinator's rules, apart from HTTP: who may do what, submit checks, claims.
+
+``Coordinator`` holds the stores and answers for a ``Principal`` (what a
+token says). The HTTP layer (``runner.queue.api``) only parses and maps
+errors; tests drive this class directly too.
+
+Secrets: submit resolves metadata only (a missing secret is refused there);
+a claim resolves the current versions again, checks that the submitter may
+still use them, decrypts them and writes one ``accessed`` audit event per
+secret, naming the job and the executor. Nothing else here sees a value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.cache import CacheEntry
+from runner.db import utcnow
+from runner.env import EnvPlan, plan_env
+from runner.errors import (
+    CoordinatorError,
+    MissingSecretsError,
+    PermissionDeniedError,
+    RunnerError,
+    StoreError,
+    UsageError,
+)
+from runner.log import get_logger
+from runner.namespaces import Namespace, check_principal_name, parse_namespace
+from runner.queue.bundle import Bundle
+from runner.queue.jobs import build_payload, clone_url, env_plan_to_json
+from runner.queue.models import (
+    FAIL_STATES,
+    FailState,
+    HeartbeatAnswer,
+    JobNotFoundError,
+    JobRecord,
+    Lease,
+    LogChunk,
+    NewJob,
+    Submission,
+    new_id,
+)
+from runner.queue.store import JobStore
+from runner.queue.tokens import NotAuthenticatedError, Principal, TokenStore
+from runner.secrets.access import AccessPolicy
+from runner.secrets.models import AuditEvent, SecretMeta, StaleSecretError
+from runner.secrets.names import DEFAULT_SCOPE
+from runner.secrets.store import SecretStore
+from runner.secrets.value import Secret
+from runner.spec import load_spec_text
+from runner.spec.models import BatchSpec
+
+log = get_logger("runner.queue.coordinator")
+
+# A claim that refuses this many jobs in a row (secrets gone) answers "nothing" for now.
+MAX_REFUSALS_PER_CLAIM = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoordinatorSettings:
+    repos_root: Path | None = None
+    clone_url_template: str | None = None
+    max_attempts: int = 3
+    max_resets: int = 3
+    stall_limit_s: float = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimedJob:
+    """A claimed job with its decrypted secrets; only ``to_json`` reveals them."""
+
+    lease: Lease
+    env: Mapping[str, Any]
+    secrets: Mapping[str, Secret] = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        job = self.lease.job
+        return {
+            "job": job.to_json(),
+            "lease": self.lease.token,
+            "attempt": self.lease.attempt,
+            "namespace": job.namespace,
+            "bundle": dict(self.lease.bundle),
+            "workspace": dict(self.lease.payload["workspace"]),
+            "clone_url": self.lease.payload["clone_url"],
+            "env": dict(self.env),
+            "secrets": {sid: value.reveal() for sid, value in self.secrets.items()},
+        }
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        tokens: TokenStore,
+        secrets: SecretStore,
+        settings: CoordinatorSettings,
+        cache: Any = None,
+        clock: Any = utcnow,
+    ) -> None:
+        self.jobs = jobs
+        self.tokens = tokens
+        self.secrets = secrets
+        self.settings = settings
+        self.cache = cache
+        self._clock = clock
+        self.policy = AccessPolicy(secrets)
+
+    # Who is asking ---------------------------------------------------------------------------
+
+    def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise NotAuthenticatedError(
+                "no API token given",
+                hint="send `Authorization: Bearer TOKEN`; `runner token create` makes one",
+            )
+        record = self.tokens.authenticate(token)
+        if record is None:
+            raise NotAuthenticatedError(
+                "the API token is unknown or revoked",
+                hint="ask the operator for a new one (`runner token create`)",
+            )
+        return record.principal
+
+    @staticmethod
+    def user(principal: Principal) -> str:
+        if principal.kind != "user":
+            raise PermissionDeniedError(
+                "executor tokens cannot use the user API",
+                hint="use a user token (`runner token create --user NAME`)",
+            )
+        return principal.name
+
+    @staticmethod
+    def executor(principal: Principal, name: str | None = None) -> str:
+        if principal.kind != "executor":
+            raise PermissionDeniedError(
+                "user tokens cannot use the executor API",
+                hint="run executors with a token from `runner token create --executor NAME`",
+            )
+        return check_principal_name(name or principal.name, "executor name")
+
+    def _may_see(self, actor: str, namespace: str) -> bool:
+        return self.policy.can_manage(actor, namespace)
+
+    def whoami(self, principal: Principal) -> dict[str, Any]:
+        admin = principal.kind == "user" and self.secrets.is_admin(principal.name)
+        orgs = self.secrets.orgs_of(principal.name) if principal.kind == "user" else []
+        return {"kind": principal.kind, "name": principal.name, "admin": admin, "orgs": orgs}
+
+    # Secrets ----------------------------------------------------------------------
+
+    def list_secrets(
+        self, principal: Principal, *, namespace: str | None, scope: str | None
+    ) -> list[SecretMeta]:
+        actor = self.user(principal)
+        if namespace is None:
+            metas = self.secrets.list(scope=scope)
+            if self.secrets.is_admin(actor):
+                return metas
+            return [m for m in metas if self.policy.can_view(actor, m.namespace)]
+        ns = parse_namespace(namespace)
+        self.policy.check_view(actor, ns)
+        if ns.is_global:
+            return self.secrets.list(namespace=ns, scope=scope)
+        return self.secrets.list(visible_from=ns, scope=scope)
+
+    def _ensure_owner(self, ns: Namespace) -> None:
+        if ns.kind == "user" and self.secrets.get_user(ns.name) is None:
+            self.secrets.add_user(ns.name)
+        elif ns.kind == "org" and self.secrets.get_org(ns.name) is None:
+            self.secrets.add_org(ns.name)
+
+    def set_secret(
+        self, principal: Principal, *, name: str, namespace: str, value: Secret, scope: str | None
+    ) -> tuple[SecretMeta, bool]:
+        actor = self.user(principal)
+        ns = parse_namespace(namespace)
+        chosen = scope or DEFAULT_SCOPE
+        self.policy.check_manage(actor, ns, name=name, scope=chosen)
+        self._ensure_owner(ns)
+        return self.secrets.set(name, ns, value, scope=chosen, actor=actor)
+
+    def remove_secret(
+        self, principal: Principal, *, name: str, namespace: str, scope: str | None
+    ) -> SecretMeta:
+        actor = self.user(principal)
+        ns = parse_namespace(namespace)
+        chosen = scope or DEFAULT_SCOPE
+        self.policy.check_manage(actor, ns, name=name, scope=chosen)
+        return self.secrets.remove(name, ns, scope=chosen, actor=actor)
+
+    def secret_log(
+        self, principal: Principal, *, name: str | None, namespace: str | None
+    ) -> list[AuditEvent]:
+        actor = self.user(principal)
+        if namespace is not None:
+            ns = parse_namespace(namespace)
+            self.policy.check_view(actor, ns)
+            return self.secrets.log(name, namespace=ns)
+        events = self.secrets.log(name)
+        if self.secrets.is_admin(actor):
+            return events
+        return [
+            e
+            for e in events
+            if e.namespace is not None and self.policy.can_view(actor, e.namespace)
+        ]
+
+    # Specs ----------------------------------------------------------------------
+
+    def _spec(self, bundle: Bundle) -> BatchSpec:
+        spec = load_spec_text(bundle.spec_text, bundle.spec_name)
+        bundle.check_mounts(spec)
+        return spec
+
+    def _repositories(self) -> Any:
+        from runner.plan import discover
+
+        if self.settings.repos_root is None:
+            raise CoordinatorError(
+                "this coordinator has no repositories to run on",
+                hint="start `runner server` with --repos-root DIR",
+            )
+        return discover(self.settings.repos_root)
+
+    def explain(
+        self, principal: Principal, *, bundle: Mapping[str, Any], namespace: str
+    ) -> dict[str, Any]:
+        from runner.explain import explain, render_text
+        from runner.plan import plan_workspaces
+
+        actor = self.user(principal)
+        ns = parse_namespace(namespace)
+        self.policy.check_run_in(actor, ns)
+        parsed = Bundle.from_json(bundle)
+        spec = self._spec(parsed)
+        plan = plan_env(spec, str(ns), self.secrets)
+        workspace = None
+        if self.settings.repos_root is not None:
+            found = plan_workspaces(spec, self._repositories())
+            workspace = found[0] if found else None
+        explained = explain(spec, plan, workspace)
+        return {
+            "variables": [e.as_json() for e in explained],
+            "text": render_text(spec, explained, workspace),
+        }
+
+    def submit(
+        self, principal: Principal, *, bundle: Mapping[str, Any], namespace: str
+    ) -> tuple[Submission, list[JobRecord]]:
+        """Check everything that can be checked without decrypting, then queue the jobs."""
+        from runner.plan import plan_workspaces
+
+        actor = self.user(principal)
+        ns = parse_namespace(namespace)
+        self.policy.check_run_in(actor, ns)
+        parsed = Bundle.from_json(bundle)
+        spec = self._spec(parsed)
+        env_plan = plan_env(spec, str(ns), self.secrets)
+        for ref in env_plan.secrets():
+            self.policy.check_use(ns, ref, actor=actor)
+        workspaces = plan_workspaces(spec, self._repositories())
+        if not workspaces:
+            raise UsageError(
+                f"the spec {parsed.spec_name} selects no repository on this coordinator",
+                hint="check its `on:` entries against the coordinator's repositories",
+            )
+        submission = Submission(
+            id=new_id("sub"),
+            namespace=str(ns),
+            submitter=actor,
+            spec_name=parsed.spec_name,
+            bundle=parsed.to_json(),
+            created_at=self._clock(),
+        )
+        new_jobs = [
+            NewJob(
+                namespace=str(ns),
+                submitter=actor,
+                repository=ws.repository,
+                branch=ws.branch,
+                commit=ws.commit,
+                path=ws.path,
+                payload=build_payload(
+                    workspace=ws,
+                    url=clone_url(
+                        ws.repository,
+                        repos_root=self.settings.repos_root,
+                        template=self.settings.clone_url_template,
+                    ),
+                    env_plan=env_plan,
+                ),
+            )
+            for ws in workspaces
+        ]
+        records = self.jobs.add_submission(submission, new_jobs)
+        log.info(
+            "queued jobs",
+            submission=submission.id,
+            namespace=str(ns),
+            submitter=actor,
+            jobs=len(records),
+        )
+        return submission, records
+
+    # Jobs (users) ---------------------------------------------------------------------------------
+
+    def _visible_namespaces(self, actor: str) -> builtins.list[str] | None:
+        if self.secrets.is_admin(actor):
+            return None
+        return [f"user:{actor}", *(f"org:{o}" for o in self.secrets.orgs_of(actor))]
+
+    def list_jobs(self, principal: Principal, *, limit: int = 1000) -> list[JobRecord]:
+        actor = self.user(principal)
+        return self.jobs.list(namespaces=self._visible_namespaces(actor), limit=limit)
+
+    def get_job(self, principal: Principal, job_id: str) -> JobRecord:
+        actor = self.user(principal)
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise JobNotFoundError(f"no job {job_id}", hint="see `runner jobs list` for the ids")
+        if not self._may_see(actor, job.namespace):
+            raise PermissionDeniedError(
+                f"{actor} may not see jobs in {job.namespace}",
+                hint="ask someone who may act in that namespace",
+            )
+        return job
+
+    def show_job(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        job = self.get_job(principal, job_id)
+        data = job.to_json(with_result=True)
+        payload = self.jobs.payload(job_id)
+        data["env"] = payload.get("env")
+        data["steps"] = [s.to_json() for s in self.jobs.steps(job_id)]
+        return data
+
+    def job_logs(
+        self, principal: Principal, job_id: str, *, after: int, limit: int
+    ) -> tuple[JobRecord, list[LogChunk]]:
+        job = self.get_job(principal, job_id)
+        return job, self.jobs.logs(job_id, after=after, limit=limit)
+
+    def cancel_job(self, principal: Principal, job_id: str) -> JobRecord:
+        actor = self.user(principal)
+        self.get_job(principal, job_id)
+        record = self.jobs.request_cancel(job_id)
+        log.info("cancel requested", job=job_id, by=actor, state=record.state)
+        return record
+
+    def job_result(self, principal: Principal, job_id: str) -> Mapping[str, Any]:
+        job = self.get_job(principal, job_id)
+        if job.state != "completed" or job.result is None:
+            raise CoordinatorError(
+                f"job {job_id} is {job.state}; only a completed job has a result",
+                hint=f"wait for it (`runner jobs logs {job_id} --follow`)",
+            )
+        return job.result
+
+    # Executors ----------------------------------------------------------------------
+
+    def claim(self, principal: Principal, *, executor: str | None = None) -> ClaimedJob | None:
+        name = self.executor(principal, executor)
+        for _ in range(MAX_REFUSALS_PER_CLAIM):
+            lease = self.jobs.claim(name)
+            if lease is None:
+                return None
+            try:
+                env, values = self._open_secrets(lease, name)
+            except StaleSecretError as exc:
+                self._refuse(lease, "errored", f"a secret changed while the job was claimed: {exc}")
+                continue
+            except MissingSecretsError as exc:
+                self._refuse(lease, "failed", _missing_at_claim(exc, lease.job))
+                continue
+            except (StoreError, CoordinatorError):
+                self._refuse(lease, "errored", "the coordinator could not prepare the job")
+                raise
+            except PermissionDeniedError as exc:
+                self._refuse(
+                    lease,
+                    "failed",
+                    f"refused when claimed: {exc.message} (the submitter's rights changed "
+                    "after the job was submitted)",
+                )
+                continue
+            except RunnerError as exc:
+                self._refuse(lease, "failed", f"refused when claimed: {exc}")
+                continue
+            log.info(
+                "job claimed",
+                job=lease.job.id,
+                executor=name,
+                attempt=lease.attempt,
+                secrets=len(values),
+            )
+            return ClaimedJob(lease=lease, env=env, secrets=values)
+        return None
+
+    def _refuse(self, lease: Lease, state: FailState, error: str) -> None:
+        log.warning("job refused at claim", job=lease.job.id, state=state, error=error)
+        self.jobs.fail(
+            lease.job.id,
+            lease.token,
+            state=state,
+            error=error,
+            max_attempts=self.settings.max_attempts,
+        )
+
+    def _open_secrets(
+        self, lease: Lease, executor: str
+    ) -> tuple[dict[str, Any], dict[str, Secret]]:
+        job = lease.job
+        self.policy.check_run_in(job.submitter, job.namespace)
+        spec = self._spec(Bundle.from_json(lease.bundle))
+        plan: EnvPlan = plan_env(spec, job.namespace, self.secrets)
+        first_use: dict[str, tuple[Any, int]] = {}
+        for number in sorted(plan.steps):
+            for var in plan.steps[number]:
+                if var.secret is not None and var.secret.id not in first_use:
+                    first_use[var.secret.id] = (var.secret, number)
+        for meta, _ in first_use.values():
+            self.policy.check_use(job.namespace, meta, actor=job.submitter, job=job.id)
+        values = {
+            sid: self.secrets.reveal(
+                meta, version=meta.version, actor=f"executor:{executor}", run_id=job.id, step=step
+            )
+            for sid, (meta, step) in first_use.items()
+        }
+        return env_plan_to_json(plan), values
+
+    def heartbeat(
+        self, principal: Principal, *, executor: str | None, leases: Mapping[str, str]
+    ) -> HeartbeatAnswer:
+        name = self.executor(principal, executor)
+        return self.jobs.heartbeat(name, leases)
+
+    def append_logs(
+        self, principal: Principal, job_id: str, *, lease: str, chunks: Sequence[tuple[int, str]]
+    ) -> int:
+        self.executor(principal)
+        return self.jobs.append_logs(job_id, lease, chunks)
+
+    def record_step(
+        self,
+        principal: Principal,
+        job_id: str,
+        *,
+        lease: str,
+        step: int,
+        status: str,
+        exit_code: int | None,
+    ) -> None:
+        self.executor(principal)
+        self.jobs.record_step(job_id, lease, step=step, status=status, exit_code=exit_code)
+
+    def complete(
+        self, principal: Principal, job_id: str, *, lease: str, result: Mapping[str, Any]
+    ) -> JobRecord:
+        self.executor(principal)
+        record = self.jobs.complete(job_id, lease, result)
+        log.info("job completed", job=job_id, executor=record.executor)
+        return record
+
+    def fail(
+        self, principal: Principal, job_id: str, *, lease: str, state: str, error: str
+    ) -> JobRecord:
+        self.executor(principal)
+        if state not in FAIL_STATES:
+            raise UsageError(
+                f"unknown end state {state!r}", hint=f"use one of {', '.join(FAIL_STATES)}"
+            )
+        record = self.jobs.fail(
+            job_id,
+            lease,
+            state=state,  # type: ignore[arg-type]
+            error=error,
+            max_attempts=self.settings.max_attempts,
+        )
+        log.info("job ended", job=job_id, state=record.state, executor=record.executor)
+        return record
+
+    def cache_get(self, principal: Principal, key: str) -> bytes | None:
+        self.executor(principal)
+        if self.cache is None:
+            return None
+        entry = self.cache.get(key)
+        return entry.to_bytes() if entry is not None else None
+
+    def cache_put(
+        self,
+        principal: Principal,
+        key: str,
+        *,
+        entry: str,
+        namespace: str,
+        secret_refs: Sequence[str],
+    ) -> None:
+        self.executor(principal)
+        if self.cache is None:
+            return
+        try:
+            parsed = CacheEntry.from_bytes(base64.b64decode(entry, validate=True))
+        except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(
+                f"malformed cache entry ({type(exc).__name__})",
+                hint="send the entry as base64 of CacheEntry.to_bytes()",
+            ) from None
+        self.cache.put(
+            key,
+            parsed,
+            namespace=str(parse_namespace(namespace)),
+            secret_refs=list(secret_refs),
+        )
+
+    # Housekeeping ----------------------------------------------------------------------
+
+    def reset_stalled(self) -> list[JobRecord]:
+        changed = self.jobs.reset_stalled(
+            stall_limit_s=self.settings.stall_limit_s, max_resets=self.settings.max_resets
+        )
+        for job in changed:
+            log.warning("stalled job reset", job=job.id, state=job.state, resets=job.resets)
+        return changed
+
+
+def _missing_at_claim(exc: MissingSecretsError, job: JobRecord) -> str:
+    names = sorted({m.name for m in getattr(exc, "missing", [])}) or ["(unknown)"]
+    searched = getattr(exc, "searched", job.namespace)
+    plural = "s" if len(names) > 1 else ""
+    return (
+        f"secret{plural} {', '.join(names)} no longer found in {searched} when the job was "
+        f"claimed (removed after it was submitted); set {'them' if plural else 'it'} again "
+        "and resubmit"
+    )
