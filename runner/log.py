@@ -119,6 +119,9 @@ def configure_logging(
                 inner = inner.inner
             old.setFormatter(RedactingFormatter(inner, _redactor_or_active(redactor)))
     root.addHandler(handler)
+    # Off first: logging only installs its hook when it believes none is in place,
+    # and something else (a test harness, a library) may have replaced it since.
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
     # Ours at INFO (DEBUG with -v); libraries only speak up with -vv.
     root.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
