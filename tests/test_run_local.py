@@ -567,3 +567,123 @@ def test_second_ctrl_c_exits_at_once_and_the_next_run_sweeps(
     assert sweep.returncode == 0, sweep.stderr
     assert list(tmp.glob("runner-ws-*")) == []
     assert _runner_containers(docker_client) == []
+
+
+def test_missing_repository_is_named_before_anything_runs(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: norepo\non:\n  - repository: github.com/acme/nope\nsteps:\n"
+        f"  - run: exit 0\n    container: {TEST_IMAGE}\n",
+    )
+    proc, events, _ = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 1
+    assert "github.com/acme/nope" in proc.stderr
+    assert events == []
+
+
+def test_query_selects_repositories_and_search_result_paths(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: query\non:\n  - repositoriesMatchingQuery: file:go.mod module\nsteps:\n"
+        "  - run: echo '${{ repository.search_result_paths }}' > paths.txt\n"
+        f"    container: {TEST_IMAGE}\n",
+    )
+    proc, events, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    repositories = [e["repository"] for e in events if e["event"] == "workspace.finished"]
+    assert repositories == ["github.com/acme/app"]
+    patch = (out / "github.com/acme/app/_root/runner-hello.patch").read_text()
+    assert "+go.mod" in patch
+
+
+def test_unsupported_query_is_refused_naming_what(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: structural\non:\n  - repositoriesMatchingQuery: 'fmt.Sprintf(:[a]) patterntype:structural'\n"
+        f"steps:\n  - run: exit 0\n    container: {TEST_IMAGE}\n",
+    )
+    proc, _, _ = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 1
+    assert "structural" in proc.stderr
+
+
+def test_timeout_kills_the_step_and_fails_the_workspace(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: slow\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        f"  - run: sleep 60\n    container: {TEST_IMAGE}\n",
+    )
+    started = time.monotonic()
+    proc, events, _ = run(tmp_path, env, spec, repos, "--timeout", "2")
+    assert proc.returncode == 3
+    assert time.monotonic() - started < 40
+    finished = next(e for e in events if e["event"] == "workspace.finished")
+    assert "timed out after 2 s" in finished["error"]
+
+
+def test_fail_fast_stops_the_other_workspaces(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: failfast\non:\n  - repository: github.com/acme/app\n  - repository: github.com/acme/lib\n"
+        "steps:\n  - run: |\n      if [ -f go.mod ]; then exit 1; fi\n      sleep 60\n"
+        f"    container: {TEST_IMAGE}\n",
+    )
+    started = time.monotonic()
+    proc, events, _ = run(tmp_path, env, spec, repos, "--fail-fast", "-j", "2")
+    assert time.monotonic() - started < 40
+    statuses = {e["repository"]: e["status"] for e in events if e["event"] == "workspace.finished"}
+    assert statuses == {"github.com/acme/app": "failed", "github.com/acme/lib": "canceled"}
+    assert proc.returncode == 3
+
+
+def test_org_namespace_uses_the_orgs_secret(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    set_secret(env, "GH_TOKEN", GLOBAL_VALUE, "--global")
+    set_secret(env, "GH_TOKEN", ALICE_VALUE, "--org", "acme")
+    spec = write_spec(
+        tmp_path,
+        "name: org\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        "  - run: printf %s \"$GH_TOKEN\" | sha256sum | cut -d' ' -f1 > token.sha\n"
+        f"    container: {TEST_IMAGE}\n    env: [GH_TOKEN]\n",
+    )
+    proc, _, out = run(tmp_path, env, spec, repos, "--namespace", "org:acme")
+    assert proc.returncode == 0, proc.stderr
+    patch = (out / "github.com/acme/app/_root/runner-hello.patch").read_text()
+    assert hashlib.sha256(ALICE_VALUE.encode()).hexdigest() in patch
+
+
+def test_out_folder_is_replaced_but_a_foreign_one_refused(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: outdir\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        f"  - run: echo x > x.txt\n    container: {TEST_IMAGE}\n",
+    )
+    proc, _, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    stale = out / "github.com/acme/app/_root/runner-hello.json"
+    assert stale.exists()
+    spec.write_text(spec.read_text().replace("branch: runner/hello", "branch: runner/other"))
+    proc, _, out = run(tmp_path, env, spec, repos)
+    assert proc.returncode == 0, proc.stderr
+    assert not stale.exists()
+    assert (out / "github.com/acme/app/_root/runner-other.json").exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    proc2 = run_runner(["run", str(spec), "--repos-root", str(repos), "--out", str(foreign)], env)
+    assert proc2.returncode == 1
+    assert "not written by runner" in proc2.stderr
+    assert (foreign / "keep.txt").read_text() == "mine"

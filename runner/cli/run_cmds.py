@@ -268,8 +268,8 @@ def _open_cache(settings: Any, store: Any, clear: bool) -> Any:
 
 
 def _host_mac_key(store: Any) -> bytes:
-    derive = getattr(store, "derive_key", None)
-    return derive("cache-host-hmac") if callable(derive) else b""
+    key: bytes = store.keyring.derive("cache-host-hmac")
+    return key
 
 
 def _print_summary(outcome: Any, out: Path) -> None:

@@ -103,7 +103,7 @@ def execute(
     fail_fast: bool,
     cancel: threading.Event,
     cache: StepCache | None = None,
-    host_mac_key: bytes = b"",
+    host_mac_key: bytes,
     temp_root: Path | None = None,
 ) -> RunOutcome:
     # Every value is registered before the first step, and stays registered.

@@ -26,7 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from runner.errors import MasterKeyError
 from runner.secrets.value import Secret
@@ -105,6 +107,20 @@ class Keyring:
 
     def get(self, key_id: str) -> MasterKey | None:
         return self._by_id.get(key_id)
+
+    def derive(self, purpose: str) -> bytes:
+        """A 256-bit key for ``purpose``, derived from the primary key with HKDF.
+
+        Other components (the cache's HMAC of host-passed values) get a key of
+        their own without ever seeing master key material; a rotation changes it.
+        """
+        hkdf = HKDF(
+            algorithm=hashes.SHA256(),
+            length=KEY_BYTES,
+            salt=None,
+            info=f"runner:{purpose}:{self.primary.key_id}".encode(),
+        )
+        return hkdf.derive(self.primary.material)
 
     def __contains__(self, key_id: object) -> bool:
         return key_id in self._by_id
