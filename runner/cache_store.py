@@ -114,21 +114,23 @@ class SqlStepCache:
 
     def get(self, key: str) -> CacheEntry | None:
         """The entry of ``key``, marking it used; ``None`` when absent or unreadable."""
-        now = self._now()
 
+        # A lookup walks back over every step's key and most miss: a miss stays a
+        # read, and only a hit takes the write lock to mark the entry used.
         def fetch(tx: Transaction) -> bytes | None:
             row = tx.one("SELECT entry FROM step_cache WHERE key = ?", [key])
-            if row is None:
-                return None
-            tx.execute("UPDATE step_cache SET last_used_at = ? WHERE key = ?", [now, key])
-            return bytes(row["entry"])
+            return None if row is None else bytes(row["entry"])
+
+        def touch(tx: Transaction) -> None:
+            tx.execute("UPDATE step_cache SET last_used_at = ? WHERE key = ?", [self._now(), key])
 
         try:
-            data = self._db.run(fetch)
+            data = self._db.run(fetch, write=False)
+            if data is None:
+                return None
+            self._db.run(touch)
         except StoreError as exc:
             _log.warning("cache unreadable; running the steps", key=key[:12], error=exc.message)
-            return None
-        if data is None:
             return None
         try:
             return CacheEntry.from_bytes(data)
