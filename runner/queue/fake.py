@@ -371,3 +371,71 @@ class MemoryTokenStore:
             if item.record.revoked_at is None:
                 item.record = replace(item.record, revoked_at=self._clock())
             return item.record
+
+
+class InProcessExecutorApi:
+    """The executor API straight onto a ``Coordinator``, with the wire's JSON round trips.
+
+    Executor tests run on it without HTTP; every answer is serialised and
+    parsed as ``CoordinatorClient`` would.
+    """
+
+    def __init__(self, coordinator: Any, token: str) -> None:
+        self._c = coordinator
+        self._who = coordinator.authenticate(token)
+
+    def claim(self, executor: str | None = None) -> Any:
+        import json
+
+        from runner.queue.client import Claim
+
+        claimed = self._c.claim(self._who, executor=executor)
+        if claimed is None:
+            return None
+        return Claim.from_json(json.loads(json.dumps(claimed.to_json())))
+
+    def heartbeat(self, executor: str | None, leases: Mapping[str, str]) -> HeartbeatAnswer:
+        answer: HeartbeatAnswer = self._c.heartbeat(self._who, executor=executor, leases=leases)
+        return answer
+
+    def append_logs(self, job_id: str, lease: str, chunks: Sequence[tuple[int, str]]) -> int:
+        added: int = self._c.append_logs(self._who, job_id, lease=lease, chunks=list(chunks))
+        return added
+
+    def record_step(
+        self, job_id: str, lease: str, *, step: int, status: str, exit_code: int | None = None
+    ) -> None:
+        self._c.record_step(
+            self._who, job_id, lease=lease, step=step, status=status, exit_code=exit_code
+        )
+
+    def complete(self, job_id: str, lease: str, result: Mapping[str, Any]) -> Mapping[str, Any]:
+        import json
+
+        record: JobRecord = self._c.complete(
+            self._who, job_id, lease=lease, result=json.loads(json.dumps(dict(result)))
+        )
+        return record.to_json()
+
+    def fail(self, job_id: str, lease: str, *, state: str, error: str) -> Mapping[str, Any]:
+        record: JobRecord = self._c.fail(self._who, job_id, lease=lease, state=state, error=error)
+        return record.to_json()
+
+    def cache_get(self, key: str) -> Any:
+        from runner.cache import CacheEntry
+
+        data = self._c.cache_get(self._who, key)
+        return CacheEntry.from_bytes(data) if data is not None else None
+
+    def cache_put(
+        self, key: str, entry: Any, *, namespace: str, secret_refs: Sequence[str]
+    ) -> None:
+        import base64
+
+        self._c.cache_put(
+            self._who,
+            key,
+            entry=base64.b64encode(entry.to_bytes()).decode("ascii"),
+            namespace=namespace,
+            secret_refs=secret_refs,
+        )

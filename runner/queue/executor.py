@@ -1,0 +1,628 @@
+"""The executor daemon: claim jobs from a coordinator, run them, report back.
+
+It holds a token and nothing else: no database, no master key, no
+``RUNNER_HOME``. Each claimed job arrives with its secrets; they are
+registered with the process's redactor under the job's own scope, kept in
+memory only, and released after the job's last log chunk and its result
+have been sent.
+
+Shape (after dramatiq's worker): a main loop claims while there is room,
+polling with jitter and backing off on errors; each job runs on its own
+thread with the local engine (clone, steps in containers, the secret check
+on diffs, the cache through the coordinator); a heartbeat thread keeps the
+leases alive and learns which jobs to cancel. ``stop_claiming`` lets running
+jobs finish; ``cancel_running`` stops them (containers killed, jobs failed
+with a reason).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from runner.cache import CacheEntry
+from runner.changeset import ChangesetError, build_changesets
+from runner.env import HostEnv
+from runner.errors import (
+    ContainerRuntimeError,
+    ExecutionError,
+    ImageNotFoundError,
+    PermissionDeniedError,
+    RunnerError,
+)
+from runner.execute.git import GitError, git, git_text
+from runner.execute.run import _split_diff as split_diff
+from runner.execute.run import resolve_images
+from runner.execute.runtime import ContainerRuntime
+from runner.execute.steps import RunContext, RunLimits, WorkspaceResult, WorkspaceRunner
+from runner.log import get_logger
+from runner.plan import Workspace
+from runner.queue.client import Claim
+from runner.queue.jobs import workspace_from_json
+from runner.queue.models import HeartbeatAnswer, LeaseLostError
+from runner.queue.tokens import NotAuthenticatedError
+from runner.redact import ActiveRedactor, active
+from runner.report import now_rfc3339
+from runner.spec import load_spec_text
+from runner.spec.models import BatchSpec
+
+log = get_logger("runner.executor")
+
+EndState = Literal["completed", "failed", "errored", "canceled"]
+MAX_CHUNK_BYTES = 256 * 1024
+
+
+class ExecutorApi(Protocol):
+    """What an executor needs of the coordinator (``CoordinatorClient`` has it)."""
+
+    def claim(self, executor: str | None = None) -> Claim | None: ...
+    def heartbeat(self, executor: str | None, leases: Mapping[str, str]) -> HeartbeatAnswer: ...
+    def append_logs(self, job_id: str, lease: str, chunks: Sequence[tuple[int, str]]) -> int: ...
+    def record_step(
+        self, job_id: str, lease: str, *, step: int, status: str, exit_code: int | None = None
+    ) -> None: ...
+    def complete(self, job_id: str, lease: str, result: Mapping[str, Any]) -> Mapping[str, Any]: ...
+    def fail(self, job_id: str, lease: str, *, state: str, error: str) -> Mapping[str, Any]: ...
+    def cache_get(self, key: str) -> CacheEntry | None: ...
+    def cache_put(
+        self, key: str, entry: CacheEntry, *, namespace: str, secret_refs: Sequence[str]
+    ) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorSettings:
+    name: str
+    limits: RunLimits
+    max_jobs: int = 1
+    poll_interval_s: float = 1.0
+    heartbeat_interval_s: float = 5.0
+    max_backoff_s: float = 30.0
+    log_flush_interval_s: float = 0.5
+    # How long a finished job keeps retrying to send its last logs and result.
+    report_timeout_s: float = 120.0
+    temp_root: Path | None = None
+    use_cache: bool = True
+
+
+def jittered(seconds: float, rng: random.Random) -> float:
+    return seconds * rng.uniform(0.75, 1.25)
+
+
+class _ApiCache:
+    """The step cache through the coordinator; a failure is a miss, never a job failure."""
+
+    def __init__(self, api: ExecutorApi) -> None:
+        self._api = api
+
+    def get(self, key: str) -> CacheEntry | None:
+        return self._api.cache_get(key)
+
+    def put(
+        self, key: str, entry: CacheEntry, *, namespace: str, secret_refs: Sequence[str]
+    ) -> None:
+        self._api.cache_put(key, entry, namespace=namespace, secret_refs=secret_refs)
+
+
+# The job's log: a Reporter that ships events ---------------------------------------------------
+
+_STEP_STATUS = {
+    "step.started": "started",
+    "step.finished": "finished",
+    "step.skipped": "skipped",
+    "step.cached": "cached",
+}
+
+
+class JobLog:
+    """Engine events → JSON lines → sequence-numbered chunks sent to the coordinator.
+
+    Lines arrive redacted from the engine and are redacted once more here. A
+    sender thread ships them every ``interval_s``; a chunk that fails is sent
+    again, unchanged and with the same number, until it goes through (the
+    coordinator stores a number once). ``finish`` sends the rest.
+    """
+
+    def __init__(
+        self,
+        api: ExecutorApi,
+        claim: Claim,
+        redactor: Any,
+        *,
+        interval_s: float,
+        on_lost: Callable[[], None],
+    ) -> None:
+        self._api = api
+        self._claim = claim
+        self._redactor = redactor
+        self._interval = interval_s
+        self._on_lost = on_lost
+        self._lock = threading.Lock()
+        self._lines: list[str] = []
+        self._steps: list[tuple[int, str, int | None]] = []
+        self._seq = 0
+        self._inflight: tuple[int, str] | None = None
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._deadline: float | None = None
+        self.lost = False
+        self._thread = threading.Thread(target=self._loop, name=f"log-{claim.job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # Reporter
+    def event(self, name: str, **fields: Any) -> None:
+        data = {"event": name, "time": now_rfc3339(), "job_id": self._claim.job_id, **fields}
+        line = self._redactor.redact(json.dumps(data, ensure_ascii=False, default=str))
+        with self._lock:
+            self._lines.append(line)
+            status = _STEP_STATUS.get(name)
+            if status is not None and isinstance(fields.get("step"), int):
+                self._steps.append((fields["step"], status, fields.get("exit_code")))
+
+    def close(self) -> None:
+        pass
+
+    def finish(self, timeout_s: float) -> bool:
+        """Send everything left; True when all of it reached the coordinator."""
+        self._deadline = time.monotonic() + timeout_s
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(timeout_s + 5)
+        with self._lock:
+            return not self.lost and not self._lines and not self._steps and not self._inflight
+
+    def _loop(self) -> None:
+        backoff = 0.2
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                while self._send_one():
+                    backoff = 0.2
+            except LeaseLostError:
+                self.lost = True
+                self._on_lost()
+                return
+            except RunnerError as exc:
+                if self._closing.is_set() and self._past_deadline():
+                    log.error(
+                        "giving up sending the job's log", job=self._claim.job_id, error=str(exc)
+                    )
+                    return
+                log.warning("could not send log lines; retrying", error=str(exc))
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._wake.set()
+                continue
+            if self._closing.is_set():
+                return
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline
+
+    def _send_one(self) -> bool:
+        """Send the next chunk or step result; False when there is nothing to send."""
+        claim = self._claim
+        with self._lock:
+            if self._inflight is None and self._lines:
+                taken: list[str] = []
+                size = 0
+                while self._lines and (not taken or size + len(self._lines[0]) < MAX_CHUNK_BYTES):
+                    line = self._lines.pop(0)
+                    taken.append(line)
+                    size += len(line) + 1
+                self._inflight = (self._seq, "\n".join(taken) + "\n")
+            chunk = self._inflight
+            step = self._steps[0] if self._steps and chunk is None else None
+        if chunk is not None:
+            self._api.append_logs(claim.job_id, claim.lease, [chunk])
+            with self._lock:
+                self._inflight = None
+                self._seq += 1
+            return True
+        if step is not None:
+            number, status, exit_code = step
+            self._api.record_step(
+                claim.job_id, claim.lease, step=number, status=status, exit_code=exit_code
+            )
+            with self._lock:
+                self._steps.pop(0)
+            return True
+        return False
+
+
+# One job --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    state: EndState
+    error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class JobRunner:
+    """Runs one claimed job on its own thread, from clone to the final report."""
+
+    def __init__(
+        self,
+        claim: Claim,
+        *,
+        api: ExecutorApi,
+        runtime: ContainerRuntime,
+        settings: ExecutorSettings,
+        redactor: ActiveRedactor,
+        on_done: Callable[[JobRunner], None],
+    ) -> None:
+        self.claim = claim
+        self._api = api
+        self._runtime = runtime
+        self._settings = settings
+        self._redactor = redactor
+        self._on_done = on_done
+        self.cancel_event = threading.Event()
+        self.cancel_reason: str | None = None
+        self.canceled_by_user = False
+        self.lost = False
+        self.outcome: Outcome | None = None
+        self.thread = threading.Thread(target=self.run, name=f"job-{claim.job_id}", daemon=True)
+
+    @property
+    def job_id(self) -> str:
+        return self.claim.job_id
+
+    def cancel(self, reason: str, *, by_user: bool = False) -> None:
+        """Stop the job: a user's cancel ends it ``canceled``, anything else ``failed``."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+            self.canceled_by_user = by_user
+        self.cancel_event.set()
+
+    def lose(self) -> None:
+        """The coordinator no longer counts this job as ours: stop, and report nothing."""
+        if not self.lost:
+            log.warning("lease lost; stopping the job", job=self.job_id)
+        self.lost = True
+        self.cancel("the lease was lost")
+
+    def run(self) -> None:
+        scope = f"job:{self.job_id}:{self.claim.attempt}"
+        try:
+            with self._redactor.scoped(scope) as registry:
+                registry.register_many(
+                    [
+                        (var.name, self.claim.secrets[var.secret.id])
+                        for planned in self.claim.env.steps.values()
+                        for var in planned
+                        if var.secret is not None
+                    ]
+                )
+                job_log = JobLog(
+                    self._api,
+                    self.claim,
+                    self._redactor,
+                    interval_s=self._settings.log_flush_interval_s,
+                    on_lost=self.lose,
+                )
+                job_log.start()
+                try:
+                    outcome = self._execute(job_log)
+                except Exception as exc:  # a bug here must not leave the job hanging
+                    outcome = Outcome(
+                        "errored", error=f"the executor failed: {type(exc).__name__}: {exc}"
+                    )
+                if outcome.error:
+                    outcome.error = self._redactor.redact(outcome.error)
+                self.outcome = outcome
+                job_log.finish(self._settings.report_timeout_s)
+                if not (self.lost or job_log.lost):
+                    self._report(outcome)
+        finally:
+            # The values go with the claim; nothing else kept them.
+            self.claim = _forget_secrets(self.claim)
+            self._on_done(self)
+
+    def _report(self, outcome: Outcome) -> None:
+        claim = self.claim
+        deadline = time.monotonic() + self._settings.report_timeout_s
+        backoff = 0.5
+        while True:
+            try:
+                if outcome.state == "completed":
+                    self._api.complete(claim.job_id, claim.lease, outcome.result)
+                else:
+                    self._api.fail(
+                        claim.job_id,
+                        claim.lease,
+                        state=outcome.state,
+                        error=outcome.error or outcome.state,
+                    )
+                log.info("job finished", job=claim.job_id, state=outcome.state, error=outcome.error)
+                return
+            except LeaseLostError:
+                log.warning(
+                    "the job was taken from this executor; result dropped", job=claim.job_id
+                )
+                return
+            except RunnerError as exc:
+                if time.monotonic() > deadline:
+                    log.error("could not report the job's end", job=claim.job_id, error=str(exc))
+                    return
+                log.warning("could not report the job's end; retrying", error=str(exc))
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _execute(self, job_log: JobLog) -> Outcome:
+        claim = self.claim
+        settings = self._settings
+        root = Path(tempfile.mkdtemp(prefix=f"runner-job-{claim.job_id}-", dir=settings.temp_root))
+        job_log.event(
+            "run.started",
+            run_id=claim.job_id,
+            namespace=claim.namespace,
+            executor=settings.name,
+            attempt=claim.attempt,
+            workspaces=1,
+        )
+        try:
+            spec_path = claim.bundle.write_to(root / "spec")
+            spec = load_spec_text(claim.bundle.spec_text, claim.bundle.spec_name)
+            try:
+                repo = self._clone(root / "repo.git", str(claim.workspace.get("commit", "")))
+            except GitError as exc:
+                return Outcome("errored", error=f"cannot clone {claim.clone_url}: {exc}")
+            workspace = workspace_from_json(claim.workspace, repo)
+            try:
+                images = resolve_images(spec, self._runtime)
+            except ImageNotFoundError as exc:
+                return Outcome("failed", error=str(exc))
+            except ContainerRuntimeError as exc:
+                return Outcome("errored", error=str(exc))
+            ctx = RunContext(
+                run_id=claim.job_id,
+                spec=spec,
+                spec_dir=spec_path.parent,
+                namespace=claim.namespace,
+                env_plan=claim.env,
+                secrets=claim.secrets,
+                host=HostEnv(),
+                host_macs={},
+                images=images,
+                runtime=self._runtime,
+                redactor=self._redactor,
+                reporter=job_log,
+                limits=settings.limits,
+                cancel=self.cancel_event,
+                cache=_ApiCache(self._api) if settings.use_cache else None,
+                temp_root=settings.temp_root,
+            )
+            result = WorkspaceRunner(ctx, workspace).run()
+            outcome = self._outcome(spec, workspace, result)
+            job_log.event(
+                "workspace.finished",
+                run_id=claim.job_id,
+                repository=workspace.repository,
+                path=workspace.path,
+                status=outcome.result.get("status", result.status),
+                changeset=len(outcome.result.get("changesets", [])) or None,
+                error=outcome.error,
+            )
+            job_log.event("run.finished", run_id=claim.job_id, state=outcome.state)
+            return outcome
+        except ExecutionError as exc:
+            return Outcome("errored", error=str(exc))
+        except RunnerError as exc:
+            return Outcome("failed", error=str(exc))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def _clone(self, target: Path, commit: str) -> Path:
+        git(["clone", "--bare", "--quiet", "--", self.claim.clone_url, str(target)])
+        try:
+            git_text(["rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], cwd=target)
+        except GitError:
+            git(["fetch", "--quiet", "origin", commit], cwd=target)
+        return target
+
+    def _outcome(self, spec: BatchSpec, ws: Workspace, result: WorkspaceResult) -> Outcome:
+        if result.status == "canceled":
+            detail = f" ({result.error})" if result.error else ""
+            if self.canceled_by_user or self.cancel_reason is None:
+                return Outcome("canceled", error=f"canceled on request{detail}")
+            return Outcome("failed", error=f"{self.cancel_reason}{detail}")
+        if result.status == "failed":
+            state: EndState = "errored" if result.infrastructure_failure else "failed"
+            return Outcome(state, error=result.error or "the workspace failed")
+        try:
+            specs = build_changesets(
+                spec,
+                ws,
+                diff=result.diff,
+                changes=result.changes,
+                outputs=result.outputs,
+                diff_for=lambda paths: split_diff(result.diff, paths),
+            )
+        except ChangesetError as exc:
+            return Outcome("failed", error=str(exc))
+        bodies = []
+        for cs in specs:
+            body = dict(cs.body)
+            body["outputs"] = result.outputs
+            text = json.dumps(body, ensure_ascii=False)
+            if self._redactor.redact(text) != text:
+                return Outcome(
+                    "failed",
+                    error=f"the changeset for {ws.repository} would hold a secret value; "
+                    "nothing was kept",
+                )
+            bodies.append(body)
+        return Outcome(
+            "completed",
+            result={
+                "status": result.status,
+                "repository": ws.repository,
+                "path": ws.path,
+                "branch": ws.branch,
+                "commit": ws.commit,
+                "changesets": bodies,
+                "outputs": result.outputs,
+                "steps_run": result.steps_run,
+                "steps_cached": result.steps_cached,
+            },
+        )
+
+
+def _forget_secrets(claim: Claim) -> Claim:
+    from dataclasses import replace
+
+    return replace(claim, secrets={})
+
+
+# The daemon -----------------------------------------------------------------------------------
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        api: ExecutorApi,
+        runtime: ContainerRuntime,
+        settings: ExecutorSettings,
+        redactor: ActiveRedactor | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._api = api
+        self._runtime = runtime
+        self.settings = settings
+        self._redactor = redactor or active()
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
+        self._lock = threading.Lock()
+        self._running: dict[str, JobRunner] = {}
+        self._stop_claiming = threading.Event()
+        self._stopped = threading.Event()
+        self._slot_free = threading.Event()
+        self.finished: list[JobRunner] = []
+        self.exit_code = 0
+
+    # Control (signal handlers call these) ------------------------------------------------------
+
+    def stop_claiming(self) -> None:
+        self._stop_claiming.set()
+        self._slot_free.set()
+
+    def cancel_running(self, reason: str) -> None:
+        self.stop_claiming()
+        with self._lock:
+            runners = list(self._running.values())
+        for runner in runners:
+            runner.cancel(reason)
+
+    @property
+    def running(self) -> list[str]:
+        with self._lock:
+            return sorted(self._running)
+
+    # The loop ----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        settings = self.settings
+        if settings.temp_root is not None:
+            settings.temp_root.mkdir(parents=True, exist_ok=True)
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        log.info("executor started", name=settings.name, max_jobs=settings.max_jobs)
+        backoff = 0.0
+        try:
+            while not self._stop_claiming.is_set():
+                if len(self.running) >= settings.max_jobs:
+                    self._slot_free.wait(settings.poll_interval_s)
+                    self._slot_free.clear()
+                    continue
+                try:
+                    claim = self._api.claim(settings.name)
+                except (NotAuthenticatedError, PermissionDeniedError) as exc:
+                    log.error("the coordinator refused this executor's token", error=str(exc))
+                    self.exit_code = 1
+                    break
+                except RunnerError as exc:
+                    backoff = min(
+                        settings.max_backoff_s, max(settings.poll_interval_s, backoff * 2)
+                    )
+                    log.warning("cannot claim a job", error=str(exc), retry_in_s=round(backoff, 1))
+                    self._stop_claiming.wait(jittered(backoff, self._rng))
+                    continue
+                backoff = 0.0
+                if claim is None:
+                    self._stop_claiming.wait(jittered(settings.poll_interval_s, self._rng))
+                    continue
+                self._start(claim)
+            self._drain()
+        finally:
+            self._stopped.set()
+            beat.join(timeout=settings.heartbeat_interval_s + 5)
+        log.info("executor stopped", name=settings.name)
+        return self.exit_code
+
+    def _start(self, claim: Claim) -> None:
+        runner = JobRunner(
+            claim,
+            api=self._api,
+            runtime=self._runtime,
+            settings=self.settings,
+            redactor=self._redactor,
+            on_done=self._done,
+        )
+        with self._lock:
+            self._running[claim.job_id] = runner
+        log.info(
+            "job claimed",
+            job=claim.job_id,
+            repository=claim.workspace.get("repository"),
+            attempt=claim.attempt,
+        )
+        runner.thread.start()
+
+    def _done(self, runner: JobRunner) -> None:
+        with self._lock:
+            self._running.pop(runner.job_id, None)
+            self.finished.append(runner)
+        self._slot_free.set()
+
+    def _drain(self) -> None:
+        if self.running:
+            log.info("waiting for running jobs to finish", jobs=self.running)
+        while self.running:
+            # Short waits, so the main thread keeps handling signals.
+            self._slot_free.wait(0.2)
+            self._slot_free.clear()
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_interval_s
+        while not self._stopped.wait(interval):
+            with self._lock:
+                leases = {job_id: r.claim.lease for job_id, r in self._running.items()}
+            if not leases:
+                continue
+            try:
+                answer = self._api.heartbeat(self.settings.name, leases)
+            except RunnerError as exc:
+                log.warning("heartbeat failed", error=str(exc))
+                continue
+            with self._lock:
+                runners = dict(self._running)
+            for job_id in answer.cancel:
+                if job_id in runners:
+                    log.info("job canceled by a user", job=job_id)
+                    runners[job_id].cancel("canceled on request", by_user=True)
+            for job_id in answer.lost:
+                if job_id in runners:
+                    runners[job_id].lose()
