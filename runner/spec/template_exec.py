@@ -298,9 +298,10 @@ def _call(fn: Any, *args: Any) -> Any:
 
 
 def _eval_args(args: Sequence[Any]) -> str:
+    """Go's evalArgs: Sprint, except that a nil argument shows as ``<no value>``."""
     if len(args) == 1 and isinstance(args[0], str):
         return args[0]
-    return renorm(sprint(args))
+    return renorm(sprint(["<no value>" if a is None else a for a in args]))
 
 
 def _print(*args: Any) -> str:

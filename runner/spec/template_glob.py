@@ -1,11 +1,17 @@
-"""Glob patterns for the ``matches`` helper, as github.com/gobwas/glob reads them.
+"""Glob patterns for the ``matches`` helper, read as github.com/gobwas/glob reads them.
 
 src-cli compiles the pattern with no separators, so ``*`` and ``**`` both match
 any run of characters. The syntax: ``?`` one character, ``[abc]`` / ``[!abc]``,
 ``[a-z]`` / ``[!a-z]``, ``{a,b}`` alternatives, ``\\`` escapes. The scanner keeps
 that library's quirks (an unclosed ``{`` is accepted, ``[]`` is an error, a NUL
-ends the pattern, U+FFFD cannot be read). Matching runs as a set of states
-over the input, so no pattern can take more than linear time per state.
+ends the pattern, U+FFFD cannot be read).
+
+Matching follows what the pattern says, run as a set of states over the input
+so no pattern takes more than linear time per state. gobwas/glob's own
+matchers get some patterns wrong, and those we do not copy: there ``a*a``
+matches ``"a"``, ``?`` and ``[!x]`` match ``""``, ``?a`` does not match
+``"éa"``, and some ``{…}`` alternatives next to ``*`` or with an empty branch
+match (or fail to compile) unlike their meaning. Elsewhere the two agree.
 """
 
 from __future__ import annotations

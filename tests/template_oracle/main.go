@@ -18,6 +18,8 @@ import (
 	"strings"
 	"text/template"
 	"unicode/utf8"
+
+	srctemplate "runner.test/templateoracle/template"
 )
 
 type table struct {
@@ -38,11 +40,6 @@ type result struct {
 	Error   bool    `json:"error,omitempty"`
 	Message string  `json:"message,omitempty"`
 }
-
-// fileMatchPathList prints as its paths joined by spaces, as src-cli's type does.
-type fileMatchPathList []string
-
-func (f fileMatchPathList) String() string { return strings.Join(f, " ") }
 
 func main() {
 	if len(os.Args) != 2 {
@@ -131,9 +128,9 @@ func decodeContext(raw json.RawMessage, pathLists []string) (map[string]any, err
 		for i, key := range keys {
 			if i == len(keys)-1 {
 				if list, ok := m[key].([]string); ok {
-					paths := append(fileMatchPathList(nil), list...)
+					paths := append([]string(nil), list...)
 					sort.Strings(paths)
-					m[key] = paths
+					m[key] = srctemplate.PathList(paths)
 				}
 				break
 			}
@@ -209,7 +206,9 @@ var helpers = template.FuncMap{
 }
 
 // compileGlob reads a pattern the way github.com/gobwas/glob does when given
-// no separators, and turns it into an equivalent regular expression.
+// no separators, and turns it into a regular expression with the pattern's
+// meaning. (gobwas/glob's own matchers get a few patterns wrong, e.g. "a*a"
+// matches "a" there; runner does not copy those, so neither does the oracle.)
 func compileGlob(pattern string) (*regexp.Regexp, error) {
 	l := &globLexer{data: pattern}
 	var b strings.Builder
