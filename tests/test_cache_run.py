@@ -388,14 +388,7 @@ NON_ASCII_VALUE = "ünïcødé-sécrét-€-värde"
     "value",
     [
         VALUE_1,
-        pytest.param(
-            NON_ASCII_VALUE,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="steps.py checks only the JSON blob, where the diff is latin-1 "
-                "re-encoded; a non-ASCII value in an intermediate diff is cached",
-            ),
-        ),
+        NON_ASCII_VALUE,
     ],
     ids=["ascii", "non-ascii"],
 )

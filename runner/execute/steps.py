@@ -314,7 +314,9 @@ class WorkspaceRunner:
             skipped=skipped,
         )
         blob = entry.to_bytes()
-        if self.ctx.redactor.redact_bytes(blob) != blob:
+        # The blob re-encodes the diff, so check the diff's own bytes as well.
+        redact = self.ctx.redactor.redact_bytes
+        if redact(blob) != blob or redact(diff) != diff:
             log.warning("not caching a step whose result holds a secret value", step=index + 1)
             return
         try:
