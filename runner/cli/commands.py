@@ -6,4 +6,5 @@ from runner.cli import cache_cmds as cache_cmds
 from runner.cli import env_cmds as env_cmds
 from runner.cli import run_cmds as run_cmds
 from runner.cli import secret_cmds as secret_cmds
+from runner.cli import server_cmds as server_cmds
 from runner.cli import spec_cmds as spec_cmds

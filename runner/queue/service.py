@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,8 +104,12 @@ class Coordinator:
         secrets: SecretStore,
         settings: CoordinatorSettings,
         cache: Any = None,
+        on_secret_change: Callable[[SecretMeta | None, str], object] | None = None,
         clock: Any = utcnow,
     ) -> None:
+        """``on_secret_change(meta_before, actor)`` runs after a secret is set or removed
+        (the execution cache drops the entries of the old version)."""
+        self.on_secret_change = on_secret_change
         self.jobs = jobs
         self.tokens = tokens
         self.secrets = secrets
@@ -187,7 +191,11 @@ class Coordinator:
         chosen = scope or DEFAULT_SCOPE
         self.policy.check_manage(actor, ns, name=name, scope=chosen)
         self._ensure_owner(ns)
-        return self.secrets.set(name, ns, value, scope=chosen, actor=actor)
+        before = self.secrets.get(name, ns, scope=chosen)
+        result = self.secrets.set(name, ns, value, scope=chosen, actor=actor)
+        if self.on_secret_change is not None:
+            self.on_secret_change(before, actor)
+        return result
 
     def remove_secret(
         self, principal: Principal, *, name: str, namespace: str, scope: str | None
@@ -196,7 +204,11 @@ class Coordinator:
         ns = parse_namespace(namespace)
         chosen = scope or DEFAULT_SCOPE
         self.policy.check_manage(actor, ns, name=name, scope=chosen)
-        return self.secrets.remove(name, ns, scope=chosen, actor=actor)
+        before = self.secrets.get(name, ns, scope=chosen)
+        removed = self.secrets.remove(name, ns, scope=chosen, actor=actor)
+        if self.on_secret_change is not None:
+            self.on_secret_change(before, actor)
+        return removed
 
     def secret_log(
         self, principal: Principal, *, name: str | None, namespace: str | None

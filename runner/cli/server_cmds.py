@@ -1,0 +1,571 @@
+"""`runner server`, `runner executor`, `runner token`, `runner submit`, `runner jobs`.
+
+The coordinator and `runner token` work on the local state (``RUNNER_HOME`` /
+``RUNNER_DATABASE_URL``); executors and the user commands only talk to a
+coordinator with ``--url`` and ``--token-file``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from runner.cli import cli
+from runner.cli._app import app, common_options
+from runner.errors import RunnerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+TERMINAL = ("completed", "failed", "canceled")
+
+
+def _remote_options(func: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--url",
+                envvar="RUNNER_URL",
+                required=True,
+                help="The coordinator, such as https://runner.example.com:8443 (or RUNNER_URL).",
+            ),
+            click.option(
+                "--token-file",
+                envvar="RUNNER_TOKEN_FILE",
+                required=True,
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="File holding an API token (or RUNNER_TOKEN_FILE).",
+            ),
+            click.option(
+                "--ca-cert",
+                envvar="RUNNER_CA_CERT",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="CA bundle that signed the coordinator's certificate (or RUNNER_CA_CERT).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def remote_client(url: str, token_file: Path, ca_cert: Path | None = None) -> Any:
+    """A client for ``--url``/``--token-file``; the token is redacted from every log line."""
+    from runner.queue.client import CoordinatorClient, read_token_file
+    from runner.redact import active
+
+    token = read_token_file(token_file)
+    active().register("RUNNER_API_TOKEN", token)
+    verify: bool | str = str(ca_cert) if ca_cert is not None else True
+    return CoordinatorClient(url=url, token=token, verify=verify)
+
+
+def _echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    )
+
+
+# runner server --------------------------------------------------------------------------------
+
+
+@cli.command("server")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HOST:PORT to listen on. A non-loopback address needs TLS (or --insecure).",
+)
+@click.option(
+    "--repos-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of git repositories that specs run on (executors clone file://DIR/NAME).",
+)
+@click.option(
+    "--clone-url-template",
+    help="URL executors clone from, with {repository} for the name (instead of file://).",
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM cert.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM key.")
+@click.option("--insecure", is_flag=True, help="Allow plain HTTP on a non-loopback address.")
+@common_options
+def server_cmd(
+    listen: str,
+    repos_root: Path | None,
+    clone_url_template: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure: bool,
+) -> int:
+    """Run the coordinator: the job queue, the secrets API and the executor API.
+
+    State (jobs, tokens, secrets) lives where the CLI keeps it: RUNNER_HOME or
+    RUNNER_DATABASE_URL, with the master key of RUNNER_MASTER_KEY_FILE. Secrets
+    are decrypted only when an executor claims a job that uses them.
+    """
+    from runner.queue.server import ServeOptions, check_options, parse_listen, serve
+    from runner.queue.service import Coordinator, CoordinatorSettings
+    from runner.queue.store import SqlJobStore
+    from runner.queue.tokens import SqlTokenStore
+    from runner.secrets import open_store
+
+    settings = app().settings
+    host, port = parse_listen(listen)
+    options = ServeOptions(
+        host=host,
+        port=port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        insecure=insecure,
+        reset_interval_s=max(0.2, min(settings.poll_interval_s, settings.stall_limit_s / 3)),
+    )
+    check_options(options)
+    if repos_root is not None and not repos_root.is_dir():
+        raise click.BadParameter(f"{repos_root} is not a folder", param_hint="--repos-root")
+    store = open_store(settings)
+    cache, on_change = _cache(settings, store)
+    coordinator = Coordinator(
+        jobs=SqlJobStore(store.db),
+        tokens=SqlTokenStore(store.db),
+        secrets=store,
+        settings=CoordinatorSettings(
+            repos_root=repos_root.resolve() if repos_root else None,
+            clone_url_template=clone_url_template,
+            max_attempts=settings.max_attempts,
+            max_resets=settings.max_resets,
+            stall_limit_s=settings.stall_limit_s,
+        ),
+        cache=cache,
+        on_secret_change=on_change,
+    )
+    try:
+        serve(coordinator, options)
+    finally:
+        store.close()
+    return 0
+
+
+def _cache(settings: Any, store: Any) -> tuple[Any, Any]:
+    try:
+        from runner.cache_store import invalidate_after_secret_change, open_cache
+    except ImportError:  # the SQL cache is optional: without it there is no cache
+        return None, None
+    return (
+        open_cache(settings, store),
+        lambda before, actor: invalidate_after_secret_change(store, before, actor),
+    )
+
+
+# runner executor ------------------------------------------------------------------------------
+
+
+def _default_name() -> str:
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:40].strip(".-_") or "executor"
+    return f"{host}-{os.getpid()}"
+
+
+@contextmanager
+def staged_signals(executor: Any, name: str) -> Iterator[list[int]]:
+    """First SIGTERM/SIGINT: stop claiming; second: cancel running jobs; third: exit now."""
+    hits = [0]
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        hits[0] += 1
+        what = signal.Signals(signum).name
+        if hits[0] == 1:
+            sys.stderr.write(
+                f"{what}: claiming no more jobs; running jobs finish "
+                "(send it again to cancel them)\n"
+            )
+            executor.stop_claiming()
+        elif hits[0] == 2:
+            sys.stderr.write(f"{what} again: canceling running jobs\n")
+            executor.cancel_running(
+                f"the executor {name} was stopped ({what} twice) while the job ran"
+            )
+        else:
+            sys.stderr.write(f"{what} a third time: exiting now\n")
+            sys.stderr.flush()
+            os._exit(130)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield hits
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@cli.command("executor")
+@_remote_options
+@click.option("--name", help="Name in job records and audit events (default: HOST-PID).")
+@click.option(
+    "--max-jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs at once."
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between claims when idle (default: RUNNER_POLL_INTERVAL or 1).",
+)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the coordinator's cache.")
+@common_options
+def executor_cmd(
+    url: str,
+    token_file: Path,
+    ca_cert: Path | None,
+    name: str | None,
+    max_jobs: int,
+    poll_interval: float | None,
+    no_cache: bool,
+) -> int:
+    """Claim jobs from a coordinator and run them in containers.
+
+    Needs only a token: no database, no master key, no RUNNER_HOME. SIGTERM or
+    Ctrl-C once stops claiming and lets running jobs finish; twice cancels
+    them; three times exits at once.
+    """
+    from runner.execute.docker_runtime import DockerRuntime
+    from runner.execute.steps import RunLimits
+    from runner.namespaces import check_principal_name
+    from runner.queue.executor import Executor, ExecutorSettings
+
+    ctx = app()
+    settings = ctx.settings
+    chosen = check_principal_name(name or _default_name(), "executor name")
+    client = remote_client(url, token_file, ca_cert)
+    runtime = DockerRuntime.from_environ(ctx.env, max_pool_size=max(32, max_jobs * 4 + 4))
+    executor = Executor(
+        api=client,
+        runtime=runtime,
+        settings=ExecutorSettings(
+            name=chosen,
+            limits=RunLimits(
+                timeout_s=settings.step_timeout_s,
+                capture_limit=settings.capture_limit_bytes,
+                memory_bytes=settings.step_memory_bytes,
+                cpus=settings.step_cpus,
+                log_cap_bytes=settings.job_log_cap_bytes,
+            ),
+            max_jobs=max_jobs,
+            poll_interval_s=poll_interval or settings.poll_interval_s,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            temp_root=Path(tempfile.gettempdir()),
+            use_cache=not no_cache,
+        ),
+    )
+    try:
+        with staged_signals(executor, chosen) as hits:
+            code = executor.run()
+    finally:
+        client.close()
+        runtime.close()
+    if code:
+        return code
+    return 130 if hits[0] >= 2 else 0
+
+
+# runner token ---------------------------------------------------------------------------------
+
+
+@cli.group("token")
+def token_group() -> None:
+    """API tokens for users and executors (kept as SHA-256 hashes only)."""
+
+
+@token_group.command("create")
+@click.option("--user", "user", metavar="NAME", help="A token acting as user NAME.")
+@click.option("--executor", "executor", metavar="NAME", help="A token for executor NAME.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def token_create(user: str | None, executor: str | None, as_json: bool) -> None:
+    """Create a token and print it once: store it now, it cannot be shown again."""
+    from runner.errors import UsageError
+    from runner.queue.tokens import SqlTokenStore
+    from runner.secrets import open_store
+
+    if bool(user) == bool(executor):
+        raise UsageError("give exactly one owner", hint="use --user NAME or --executor NAME")
+    with open_store(app().settings) as store:
+        if user:
+            store.add_user(user)
+        record, token = SqlTokenStore(store.db).create(
+            "user" if user else "executor", user or executor or ""
+        )
+    if as_json:
+        _echo_json({**record.to_json(), "token": token})
+    else:
+        click.echo(token)
+    click.echo(
+        f"created {record.kind} token {record.id} for {record.owner}; "
+        "it is shown only once, so store it in a file readable only by you",
+        err=True,
+    )
+
+
+@token_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def token_list(as_json: bool) -> None:
+    """List tokens: ids, owners, last use (never the tokens themselves)."""
+    from runner.db import connect
+    from runner.queue.tokens import SqlTokenStore
+
+    with connect(app().settings.effective_database_url) as db:
+        records = SqlTokenStore(db).list()
+    if as_json:
+        _echo_json([r.to_json() for r in records])
+        return
+    if not records:
+        click.echo("no tokens", err=True)
+        return
+    rows = [
+        [
+            r.id,
+            r.kind,
+            r.owner,
+            _short_time(r.to_json()["created_at"]),
+            _short_time(r.to_json()["last_used_at"]) or "never",
+            _short_time(r.to_json()["revoked_at"]) or "",
+        ]
+        for r in records
+    ]
+    click.echo(_table(["ID", "KIND", "OWNER", "CREATED", "LAST USED", "REVOKED"], rows))
+
+
+def _short_time(text: str | None) -> str:
+    return text.split(".")[0] + "Z" if text else ""
+
+
+@token_group.command("revoke")
+@click.argument("token_id", metavar="ID")
+@common_options
+def token_revoke(token_id: str) -> None:
+    """Revoke a token at once (requests with it are refused from now on)."""
+    from runner.db import connect
+    from runner.queue.tokens import SqlTokenStore
+
+    with connect(app().settings.effective_database_url) as db:
+        record = SqlTokenStore(db).revoke(token_id)
+    click.echo(f"revoked {record.kind} token {record.id} of {record.owner}")
+
+
+# runner submit --------------------------------------------------------------------------------
+
+
+@cli.command("submit")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@_remote_options
+@click.option("--namespace", help="Namespace of the jobs (default: user:YOU).")
+@click.option("--json", "as_json", is_flag=True, help="Print the queued jobs as JSON.")
+@common_options
+def submit_cmd(
+    spec_path: str,
+    url: str,
+    token_file: Path,
+    ca_cert: Path | None,
+    namespace: str | None,
+    as_json: bool,
+) -> None:
+    """Queue SPEC on a coordinator, one job per workspace; print the job ids.
+
+    Uploads the spec and the files its steps mount. The coordinator checks the
+    spec, the repositories and that every secret resolves before queuing.
+    """
+    from runner.queue.bundle import Bundle
+
+    bundle = Bundle.from_spec_file(spec_path)
+    with remote_client(url, token_file, ca_cert) as client:
+        ns = namespace or f"user:{client.whoami()['name']}"
+        answer = client.submit(bundle, ns)
+    if as_json:
+        _echo_json(answer)
+        return
+    for job in answer["jobs"]:
+        click.echo(job["id"])
+    click.echo(
+        f"queued {len(answer['jobs'])} job(s) in {answer['namespace']} "
+        f"(submission {answer['submission_id']})",
+        err=True,
+    )
+
+
+# runner jobs ----------------------------------------------------------------------------------
+
+
+@cli.group("jobs")
+def jobs_group() -> None:
+    """Jobs on a coordinator: list, show, logs, cancel."""
+
+
+@jobs_group.command("list")
+@_remote_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def jobs_list(url: str, token_file: Path, ca_cert: Path | None, as_json: bool) -> None:
+    """Jobs of the namespaces you may act in, oldest first."""
+    with remote_client(url, token_file, ca_cert) as client:
+        jobs = client.jobs_list()
+    if as_json:
+        _echo_json(jobs)
+        return
+    if not jobs:
+        click.echo("no jobs", err=True)
+        return
+    rows = [
+        [
+            j["id"],
+            j["state"],
+            j["repository"],
+            j["path"] or ".",
+            j["executor"] or "",
+            str(j["resets"]),
+            _short_time(j["created_at"]),
+            _short_time(j["finished_at"]),
+        ]
+        for j in jobs
+    ]
+    click.echo(
+        _table(
+            ["ID", "STATE", "REPOSITORY", "PATH", "EXECUTOR", "RESETS", "CREATED", "FINISHED"],
+            rows,
+        )
+    )
+
+
+@jobs_group.command("show")
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@_remote_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def jobs_show(
+    job_ids: tuple[str, ...], url: str, token_file: Path, ca_cert: Path | None, as_json: bool
+) -> None:
+    """A job's state, error, steps and result (its changeset specs)."""
+    with remote_client(url, token_file, ca_cert) as client:
+        shown = [client.job_show(job_id) for job_id in job_ids]
+    if as_json:
+        _echo_json(shown[0] if len(shown) == 1 else shown)
+        return
+    for job in shown:
+        click.echo(_describe_job(job))
+
+
+def _describe_job(job: Mapping[str, Any]) -> str:
+    lines = [
+        f"{job['id']}: {job['state']}",
+        f"  repository  {job['repository']} ({job['branch']} @ {job['commit'][:12]})",
+        f"  path        {job['path'] or '.'}",
+        f"  namespace   {job['namespace']} (submitted by {job['submitter']})",
+        f"  executor    {job['executor'] or '-'} (attempts {job['attempts']}, "
+        f"resets {job['resets']})",
+        f"  created     {job['created_at']}",
+        f"  finished    {job['finished_at'] or '-'}",
+    ]
+    if job.get("error"):
+        lines.append(f"  error       {job['error']}")
+    for step in job.get("steps") or []:
+        code = f" exit {step['exit_code']}" if step["exit_code"] is not None else ""
+        lines.append(f"  step {step['step']}      {step['status']}{code}")
+    result = job.get("result")
+    if result:
+        lines.append(f"  status      {result.get('status')}")
+        for changeset in result.get("changesets", []):
+            lines.append(f"  changeset   {changeset.get('headRef')}: {changeset.get('title')}")
+    return "\n".join(lines)
+
+
+def _render_line(line: str, prefix: str) -> str:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return prefix + line
+    name = event.get("event", "")
+    if name == "step.output":
+        return f"{prefix}step {event.get('step')} {event.get('stream')}: {event.get('line')}"
+    details = [
+        f"{key}={event[key]}"
+        for key in ("step", "exit_code", "status", "state", "executor", "attempt", "error")
+        if event.get(key) is not None
+    ]
+    return f"{prefix}{name} {' '.join(details)}".rstrip()
+
+
+@jobs_group.command("logs")
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@_remote_options
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the jobs end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON lines.")
+@common_options
+def jobs_logs(
+    job_ids: tuple[str, ...],
+    url: str,
+    token_file: Path,
+    ca_cert: Path | None,
+    follow: bool,
+    as_json: bool,
+) -> None:
+    """A job's log: its events and its steps' output (redacted), page by page."""
+    interval = app().settings.poll_interval_s
+    cursors = dict.fromkeys(job_ids, 0)
+    done: set[str] = set()
+    with remote_client(url, token_file, ca_cert) as client:
+        while True:
+            for job_id in job_ids:
+                if job_id in done:
+                    continue
+                while True:
+                    page = client.job_logs(job_id, after=cursors[job_id])
+                    prefix = f"{job_id} " if len(job_ids) > 1 else ""
+                    for chunk in page["chunks"]:
+                        for line in chunk["text"].splitlines():
+                            click.echo(line if as_json else _render_line(line, prefix))
+                    cursors[job_id] = page["next"]
+                    if not page["chunks"]:
+                        break
+                if not follow or page["state"] in TERMINAL:
+                    done.add(job_id)
+            if len(done) == len(job_ids):
+                return
+            time.sleep(interval)
+
+
+@jobs_group.command("cancel")
+@click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
+@_remote_options
+@common_options
+def jobs_cancel(job_ids: tuple[str, ...], url: str, token_file: Path, ca_cert: Path | None) -> int:
+    """Cancel jobs: a waiting one at once, a running one within one heartbeat."""
+    failed = 0
+    with remote_client(url, token_file, ca_cert) as client:
+        for job_id in job_ids:
+            try:
+                job = client.job_cancel(job_id)
+            except RunnerError as exc:
+                click.echo(f"error: {exc}", err=True)
+                failed += 1
+                continue
+            if job["state"] == "canceled":
+                click.echo(f"{job_id} canceled")
+            elif job["state"] == "processing":
+                click.echo(f"{job_id} cancel requested; its executor stops it")
+            else:
+                click.echo(f"{job_id} already {job['state']}")
+    return 1 if failed else 0

@@ -1,0 +1,136 @@
+"""Serving the coordinator: uvicorn, TLS, the listen-address rule, the resetter.
+
+Secrets cross this API (claims carry values, `secret set` sends them), so
+the coordinator refuses to listen on a non-loopback address without TLS
+unless told ``insecure``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.errors import ConfigError, RunnerError, UsageError
+from runner.log import get_logger
+from runner.queue.service import Coordinator
+
+log = get_logger("runner.queue.server")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    host: str
+    port: int
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure: bool = False
+    reset_interval_s: float = 5.0
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not sep or not host or not 0 <= port <= 65535:
+        raise UsageError(f"--listen {text!r} is not HOST:PORT", hint="write it like 127.0.0.1:8080")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_options(options: ServeOptions) -> None:
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise UsageError(
+            "--tls-cert and --tls-key go together", hint="give both, or neither on loopback"
+        )
+    for flag, path in (("--tls-cert", options.tls_cert), ("--tls-key", options.tls_key)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{flag} {path} is not a readable file", hint="check the path")
+    if options.tls_cert is None and not is_loopback(options.host) and not options.insecure:
+        raise UsageError(
+            f"refusing to listen on {options.host} without TLS: tokens and secret values "
+            "cross this API",
+            hint="pass --tls-cert and --tls-key, listen on 127.0.0.1, or add --insecure "
+            "behind a TLS-terminating proxy",
+        )
+
+
+class Resetter:
+    """Returns stalled jobs to the queue (or fails them) every ``interval_s``."""
+
+    def __init__(self, coordinator: Coordinator, interval_s: float) -> None:
+        self._coordinator = coordinator
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="resetter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._interval + 5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._coordinator.reset_stalled()
+            except RunnerError as exc:
+                log.warning("the resetter failed; trying again", error=str(exc))
+
+
+def serve(coordinator: Coordinator, options: ServeOptions) -> None:
+    """Run until SIGINT or SIGTERM (uvicorn stops gracefully on either)."""
+    import uvicorn
+
+    from runner.queue.api import create_app
+
+    check_options(options)
+    config = uvicorn.Config(
+        create_app(coordinator),
+        host=options.host,
+        port=options.port,
+        ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
+        ssl_keyfile=str(options.tls_key) if options.tls_key else None,
+        # Our logging set-up (redacting, stderr) stays in charge of uvicorn's loggers.
+        log_config=None,
+        lifespan="off",
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    resetter = Resetter(coordinator, options.reset_interval_s)
+    resetter.start()
+    log.info("coordinator listening", url=options.url, tls=options.tls_cert is not None)
+    try:
+        server.run()
+    finally:
+        resetter.stop()
+    if not server.started:
+        raise ConfigError(
+            f"the coordinator could not listen on {options.host}:{options.port}",
+            hint="pick a free port, or check the TLS files; the log above says why",
+        )
+    log.info("coordinator stopped")
