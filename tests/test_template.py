@@ -36,7 +36,13 @@ CONTEXT: dict[str, Any] = {
     "batch_change": {"name": "bc", "description": "desc"},
     "previous_step": {"modified_files": ["m.go"], "stdout": "out"},
     "steps": {"modified_files": ["m.go"], "path": "p/q"},
-    "outputs": {"token": "s3cr3t-value-123", "list": ["x", "y"], "n": 2, "nested": {"k": "v"}},
+    "outputs": {
+        "token": "s3cr3t-value-123",
+        "pattern": "s3cr3t-value-123[z-a]",
+        "list": ["x", "y"],
+        "n": 2,
+        "nested": {"k": "v"},
+    },
 }
 
 
@@ -212,6 +218,7 @@ def test_go_constructs_we_refuse_say_so() -> None:
         "${{ slice outputs.token 5 1 }}",
         "${{ len outputs.n }}${{ call outputs.token }}",
         '${{ matches outputs.token "[" }}',
+        '${{ matches "x" outputs.pattern }}',
         '${{ join outputs.token "," }}',
         "${{ outputs.token | outputs.nested.k }}",
     ],

@@ -236,7 +236,7 @@ def _parse(pattern: str) -> _Node:
             tree = tree.parent.parent
             depth -= 1
         else:
-            raise GlobError(f"unexpected token: {raw}")
+            raise GlobError(f"unexpected {kind.name.lower().replace('_', ' ')} in pattern")
 
 
 def _parse_range(lexer: _Lexer, tree: _Node) -> None:
@@ -255,7 +255,8 @@ def _parse_range(lexer: _Lexer, tree: _Node) -> None:
         elif kind == _K.RANGE_HI:
             hi = raw
             if hi < lo:
-                raise GlobError(f"hi character {hi!r} should be greater than lo {lo!r}")
+                # The characters stay out of the message: a pattern may come from a value.
+                raise GlobError("a range's last character sorts before its first")
         elif kind == _K.TEXT:
             chars = raw
         elif kind == _K.RANGE_CLOSE:

@@ -37,7 +37,7 @@ from typing import Any, Final
 
 from runner.errors import TemplateError
 
-MAX_DATA_DEPTH: Final = 200
+MAX_DATA_DEPTH: Final = 100
 _INT64_MIN: Final = -(1 << 63)
 _INT64_MAX: Final = (1 << 63) - 1
 _RAW_BYTE: Final = re.compile("[\udc80-\udcff]")
