@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import signal
@@ -511,8 +512,25 @@ def _wait_for(pattern: str, folder: Path, timeout: float = 60) -> list[Path]:
     raise AssertionError(f"nothing matched {pattern}")
 
 
-def _runner_containers(docker_client: Any) -> list[Any]:
-    return list(docker_client.containers.list(all=True, filters={"label": "org.runner.run-id"}))
+def _runner_containers(docker_client: Any, run_id: str) -> list[Any]:
+    label = f"org.runner.run-id={run_id}"
+    return list(docker_client.containers.list(all=True, filters={"label": label}))
+
+
+def _start_interruptible(
+    spec: Path, repos: Path, out: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [RUNNER, "run", str(spec), "--repos-root", str(repos), "--out", str(out), "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())
+    assert first["event"] == "run.started"
+    return proc, str(first["run_id"])
 
 
 def test_ctrl_c_leaves_nothing_behind(
@@ -523,13 +541,7 @@ def test_ctrl_c_leaves_nothing_behind(
         "name: interrupt\non:\n  - repository: github.com/acme/app\nsteps:\n"
         f"  - run: touch started; sleep 300\n    container: {TEST_IMAGE}\n",
     )
-    proc = subprocess.Popen(
-        [RUNNER, "run", str(spec), "--repos-root", str(repos), "--out", str(tmp_path / "out")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, run_id = _start_interruptible(spec, repos, tmp_path / "out", env)
     tmp = Path(env["TMPDIR"])
     _wait_for("runner-ws-*/repo/started", tmp)
     began = time.monotonic()
@@ -538,7 +550,7 @@ def test_ctrl_c_leaves_nothing_behind(
     assert proc.returncode == 130
     assert time.monotonic() - began < 15
     assert list(tmp.glob("runner-ws-*")) == []
-    assert _runner_containers(docker_client) == []
+    assert _runner_containers(docker_client, run_id) == []
 
 
 def test_second_ctrl_c_exits_at_once_and_the_next_run_sweeps(
@@ -549,24 +561,27 @@ def test_second_ctrl_c_exits_at_once_and_the_next_run_sweeps(
         "name: interrupt2\non:\n  - repository: github.com/acme/app\nsteps:\n"
         f"  - run: touch started; trap '' TERM INT; sleep 300\n    container: {TEST_IMAGE}\n",
     )
-    proc = subprocess.Popen(
-        [RUNNER, "run", str(spec), "--repos-root", str(repos), "--out", str(tmp_path / "out")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, run_id = _start_interruptible(spec, repos, tmp_path / "out", env)
     tmp = Path(env["TMPDIR"])
     _wait_for("runner-ws-*/repo/started", tmp)
     proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)  # two signals at once reach Python's handler as one
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     assert proc.returncode == 130
-    # whatever the hard exit left is swept by the next command
+    # whatever the hard exit left (if anything), the next run sweeps
+    quick = write_spec(
+        tmp_path,
+        "name: next\non:\n  - repository: github.com/acme/lib\nsteps:\n"
+        f"  - run: exit 0\n    container: {TEST_IMAGE}\n",
+    )
+    proc2, _, _ = run(tmp_path, env, quick, repos)
+    assert proc2.returncode == 0, proc2.stderr
+    assert list(tmp.glob(f"runner-ws-{run_id}-*")) == []
+    assert _runner_containers(docker_client, run_id) == []
     sweep = run_runner(["cleanup"], env)
     assert sweep.returncode == 0, sweep.stderr
-    assert list(tmp.glob("runner-ws-*")) == []
-    assert _runner_containers(docker_client) == []
+    assert "swept 0 leftovers" in sweep.stdout
 
 
 def test_missing_repository_is_named_before_anything_runs(
@@ -687,3 +702,31 @@ def test_out_folder_is_replaced_but_a_foreign_one_refused(
     assert proc2.returncode == 1
     assert "not written by runner" in proc2.stderr
     assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_the_next_run_sweeps_what_a_dead_run_left(
+    tmp_path: Path, env: dict[str, str], repos: Path, docker_client: Any
+) -> None:
+    dead_run = "deadbeef00000000"
+    runs = Path(env["RUNNER_HOME"]) / "runs"
+    runs.mkdir(parents=True)
+    (runs / dead_run).write_text("999999999")  # no such process
+    leftover_dir = Path(env["TMPDIR"]) / f"runner-ws-{dead_run}-abc"
+    (leftover_dir / "repo").mkdir(parents=True)
+    container = docker_client.containers.run(
+        TEST_IMAGE, ["sleep", "300"], detach=True, labels={"org.runner.run-id": dead_run}
+    )
+    try:
+        spec = write_spec(
+            tmp_path,
+            "name: sweeper\non:\n  - repository: github.com/acme/lib\nsteps:\n"
+            f"  - run: exit 0\n    container: {TEST_IMAGE}\n",
+        )
+        proc, _, _ = run(tmp_path, env, spec, repos)
+        assert proc.returncode == 0, proc.stderr
+        assert not leftover_dir.exists()
+        assert _runner_containers(docker_client, dead_run) == []
+        assert not (runs / dead_run).exists()
+    finally:
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
