@@ -111,6 +111,12 @@ def settings_from_env(env: Mapping[str, str], **overrides: object) -> Settings:
         step_timeout_s=_float(env, "RUNNER_STEP_TIMEOUT", 30 * 60),
         cache_max_mb=_int(env, "RUNNER_CACHE_MAX_MB", 1024),
         job_log_cap_bytes=_int(env, "RUNNER_JOB_LOG_CAP_MB", 100) * MIB,
+        step_memory_bytes=(
+            _int(env, "RUNNER_STEP_MEMORY_MB", 1) * MIB
+            if env.get("RUNNER_STEP_MEMORY_MB")
+            else None
+        ),
+        step_cpus=_float(env, "RUNNER_STEP_CPUS", 1.0) if env.get("RUNNER_STEP_CPUS") else None,
         poll_interval_s=_float(env, "RUNNER_POLL_INTERVAL", 1.0),
         heartbeat_interval_s=_float(env, "RUNNER_HEARTBEAT_INTERVAL", 5.0),
         stall_limit_s=_float(env, "RUNNER_STALL_LIMIT", 30.0),
