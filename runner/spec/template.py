@@ -16,8 +16,9 @@ Two deliberate differences from Go: nesting is bounded (see
 refused. A context list whose items are all strings is a ``[]string`` even
 when it came from a step's JSON or YAML output, so ``join`` accepts it.
 
-Layout: ``template_lex`` (scanner), ``template_parse`` (tree), ``template_exec``
-(evaluation and functions), ``template_fmt`` (Go's printing), ``template_glob``
+Layout: ``template_lex`` (scanner), ``template_parse`` (tree and literals),
+``template_exec`` (evaluation), ``template_funcs`` (the callable functions),
+``template_fmt`` and ``template_strconv`` (Go's printing), ``template_glob``
 (``matches``), ``template_values`` (the Go types as Python values).
 """
 
@@ -30,7 +31,8 @@ from typing import Any
 
 from runner.errors import TemplateError
 from runner.spec import template_parse as p
-from runner.spec.template_exec import FUNCS, Func, execute, root_func
+from runner.spec.template_exec import execute
+from runner.spec.template_funcs import FUNCS, Func, root_func
 from runner.spec.template_lex import LEFT_DELIM
 from runner.spec.template_values import SearchResultPaths, StrList, normalize_context
 

@@ -3,9 +3,7 @@
 This mirrors Go's ``exec.go``: pipelines feed the previous value as the last
 argument, variables live on a stack popped at ``end``, ``range`` walks lists in
 order and maps in sorted key order, and a missing map key is an error (src-cli
-sets ``missingkey=error``). The built-in functions follow ``funcs.go``, and
-src-cli's helpers (``join``, ``split``, ``replace``, ``join_if``, ``matches``)
-follow its ``templating.go``.
+sets ``missingkey=error``). The functions themselves are in ``template_funcs``.
 
 Go distinguishes a nil held in an ``interface{}`` slot (a map or list element,
 a root's result) from "no value" (what a pipeline turns that nil into). Here
@@ -19,38 +17,25 @@ an error cannot carry a secret out of a step's outputs.
 
 from __future__ import annotations
 
-import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
 from runner.errors import TemplateError
 from runner.spec import template_parse as p
-from runner.spec.template_fmt import is_print, sprint, sprintf, sprintln
-from runner.spec.template_glob import GlobError, glob_match
+from runner.spec.template_fmt import sprint
+from runner.spec.template_funcs import ANY, REFLECT, STRING, STRINGS, CallError, Func, is_true
 from runner.spec.template_values import (
     INVALID,
-    AnyList,
     SearchResultPaths,
     StrList,
-    Uint8,
     finish_output,
     go_bytes,
-    go_len,
-    go_str,
-    is_raw_byte,
-    renorm,
     type_name,
 )
 
 _EXEC_HINT: Final = "check the ${{ }} expression against the values available when it runs"
-
-# Parameter types a function can declare, as Go's reflection sees them.
-REFLECT: Final = "reflect.Value"
-ANY: Final = "interface {}"
-STRING: Final = "string"
-STRINGS: Final = "[]string"
 
 
 class _Missing:
@@ -60,373 +45,12 @@ class _Missing:
 MISSING: Final = _Missing()
 
 
-class CallError(Exception):
-    """A function failed; text/template reports it as ``error calling NAME: …``."""
-
-
 class _Break(Exception):
     pass
 
 
 class _Continue(Exception):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class Func:
-    params: tuple[str, ...]
-    variadic: str | None
-    impl: Callable[..., Any]
-    builtin: bool = True
-    wants_ifaces: bool = False
-    root: bool = False
-
-
-# -- truth, comparison -------------------------------------------------------------
-
-
-def _indirect(v: Any) -> Any:
-    return INVALID if v is None else v
-
-
-def is_true(v: Any) -> bool:
-    if v is None or v is INVALID:
-        return False
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int | float | complex):
-        return v != 0
-    if isinstance(v, str | list | dict):
-        return len(v) > 0
-    return True
-
-
-_BOOL, _INT, _UINT, _FLOAT, _COMPLEX, _STRING = range(1, 7)
-
-
-def _basic_kind(v: Any) -> int:
-    if isinstance(v, bool):
-        return _BOOL
-    if isinstance(v, Uint8):
-        return _UINT
-    if isinstance(v, int):
-        return _INT
-    if isinstance(v, float):
-        return _FLOAT
-    if isinstance(v, complex):
-        return _COMPLEX
-    if isinstance(v, str):
-        return _STRING
-    return 0
-
-
-def _kind(v: Any) -> str:
-    if v is INVALID:
-        return "invalid"
-    if isinstance(v, list):
-        return "slice"
-    if isinstance(v, dict):
-        return "map"
-    return "other"
-
-
-def _eq(arg1: Any, *rest: Any) -> bool:
-    arg1 = _indirect(arg1)
-    if not rest:
-        raise CallError("missing argument for comparison")
-    k1 = _basic_kind(arg1)
-    for arg in rest:
-        arg = _indirect(arg)
-        k2 = _basic_kind(arg)
-        truth = False
-        if k1 != k2:
-            if k1 == _INT and k2 == _UINT:
-                truth = arg1 >= 0 and arg1 == arg
-            elif k1 == _UINT and k2 == _INT:
-                truth = arg >= 0 and arg1 == arg
-            elif arg1 is not INVALID and arg is not INVALID:
-                raise CallError("incompatible types for comparison")
-        elif k1 != 0:
-            truth = arg1 == arg
-        else:
-            either_nil = arg1 is INVALID or arg is INVALID
-            if _kind(arg1) != _kind(arg) and not either_nil:
-                raise CallError(f"non-comparable types {type_name(arg1)} and {type_name(arg)}")
-            if either_nil:
-                truth = arg1 is INVALID and arg is INVALID
-            else:
-                raise CallError(f"non-comparable type {type_name(arg)}")
-        if truth:
-            return True
-    return False
-
-
-def _ne(a: Any, b: Any) -> bool:
-    return not _eq(a, b)
-
-
-def _lt(a: Any, b: Any) -> bool:
-    a = _indirect(a)
-    b = _indirect(b)
-    k1 = _basic_kind(a)
-    k2 = _basic_kind(b)
-    if k1 == 0 or k2 == 0:
-        raise CallError("invalid type for comparison")
-    if k1 != k2:
-        if k1 == _INT and k2 == _UINT:
-            return bool(a < 0 or a < b)
-        if k1 == _UINT and k2 == _INT:
-            return bool(b >= 0 and a < b)
-        raise CallError("incompatible types for comparison")
-    if k1 in (_BOOL, _COMPLEX):
-        raise CallError("invalid type for comparison")
-    if k1 == _STRING and not (a.isascii() and b.isascii()):
-        return go_bytes(a) < go_bytes(b)
-    return bool(a < b)
-
-
-def _le(a: Any, b: Any) -> bool:
-    return _lt(a, b) or _eq(a, b)
-
-
-def _gt(a: Any, b: Any) -> bool:
-    return not _le(a, b)
-
-
-def _ge(a: Any, b: Any) -> bool:
-    return not _lt(a, b)
-
-
-def _not(v: Any) -> bool:
-    return not is_true(v)
-
-
-# -- len, index, slice --------------------------------------------------------------
-
-
-def _len(item: Any) -> int:
-    if item is None:
-        raise CallError("len of nil pointer")
-    if item is INVALID:
-        raise CallError("len of nil")
-    if isinstance(item, str):
-        return go_len(item)
-    if isinstance(item, list | dict):
-        return len(item)
-    raise CallError(f"len of type {type_name(item)}")
-
-
-def _index_arg(index: Any, cap: int) -> int:
-    if index is INVALID:
-        raise CallError("cannot index slice/array with nil")
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise CallError(f"cannot index slice/array with type {type_name(index)}")
-    if index < 0 or index > cap:
-        raise CallError(f"index out of range: {index}")
-    return int(index)
-
-
-def _index(item: Any, *indexes: Any) -> Any:
-    item = _indirect(item)
-    if item is INVALID:
-        raise CallError("index of untyped nil")
-    for raw in indexes:
-        index = _indirect(raw)
-        if item is None:
-            raise CallError("index of nil pointer")
-        if isinstance(item, list):
-            x = _index_arg(index, len(item))
-            if x >= len(item):
-                raise CallError(f"index out of range: {x}")
-            item = item[x]
-        elif isinstance(item, str):
-            data = go_bytes(item)
-            x = _index_arg(index, len(data))
-            if x >= len(data):
-                raise CallError(f"index out of range: {x}")
-            item = Uint8(data[x])
-        elif isinstance(item, dict):
-            if index is INVALID:
-                raise CallError("value is nil; should be of type string")
-            if not isinstance(index, str):
-                raise CallError(f"value has type {type_name(index)}; should be string")
-            item = item.get(index)
-        else:
-            raise CallError(f"can't index item of type {type_name(item)}")
-    return item
-
-
-def _slice(item: Any, *indexes: Any, ifaces: Sequence[bool] = ()) -> Any:
-    item = _indirect(item)
-    if item is INVALID:
-        raise CallError("slice of untyped nil")
-    if len(indexes) > 3:
-        raise CallError(f"too many slice indexes: {len(indexes)}")
-    if isinstance(item, str):
-        if len(indexes) == 3:
-            raise CallError("cannot 3-index slice a string")
-        data: bytes | list[Any] = go_bytes(item)
-    elif isinstance(item, list):
-        data = item
-    else:
-        raise CallError(f"can't slice item of type {type_name(item)}")
-    idx = [0, len(data), 0]
-    for i, index in enumerate(indexes):
-        if i + 1 < len(ifaces) and ifaces[i + 1]:
-            # Go hands the index over still wrapped in its interface{} slot.
-            raise CallError("cannot index slice/array with type interface {}")
-        idx[i] = _index_arg(index, len(data))
-    if idx[0] > idx[1]:
-        raise CallError(f"invalid slice index: {idx[0]} > {idx[1]}")
-    if len(indexes) == 3 and idx[1] > idx[2]:
-        raise CallError(f"invalid slice index: {idx[1]} > {idx[2]}")
-    part = data[idx[0] : idx[1]]
-    if isinstance(part, bytes):
-        return go_str(part)
-    if isinstance(item, SearchResultPaths):
-        return SearchResultPaths(part)
-    return type(item)(part) if isinstance(item, StrList | AnyList) else AnyList(part)
-
-
-def _call(fn: Any, *args: Any) -> Any:
-    if _indirect(fn) is INVALID:
-        raise CallError("call of nil")
-    raise CallError(f"non-function of type {type_name(fn)}")
-
-
-# -- printing and escaping -------------------------------------------------------------
-
-
-def _eval_args(args: Sequence[Any]) -> str:
-    """Go's evalArgs: Sprint, except that a nil argument shows as ``<no value>``."""
-    if len(args) == 1 and isinstance(args[0], str):
-        return args[0]
-    return renorm(sprint(["<no value>" if a is None else a for a in args]))
-
-
-def _print(*args: Any) -> str:
-    return renorm(sprint(args))
-
-
-def _println(*args: Any) -> str:
-    return renorm(sprintln(args))
-
-
-def _printf(fmt: str, *args: Any) -> str:
-    return renorm(sprintf(fmt, args))
-
-
-_HTML: Final = {"\0": "\ufffd", '"': "&#34;", "'": "&#39;", "&": "&amp;", "<": "&lt;", ">": "&gt;"}
-
-
-def _html(*args: Any) -> str:
-    s = _eval_args(args)
-    if not any(c in s for c in _HTML):
-        return s
-    return "".join(_HTML.get(c, c) for c in s)
-
-
-_JS: Final = {
-    "\\": "\\\\",
-    "'": "\\'",
-    '"': '\\"',
-    "<": "\\u003C",
-    ">": "\\u003E",
-    "&": "\\u0026",
-    "=": "\\u003D",
-}
-
-
-def _js(*args: Any) -> str:
-    s = _eval_args(args)
-    out = []
-    for c in s:
-        if c in _JS:
-            out.append(_JS[c])
-        elif c < " ":
-            out.append(f"\\u00{ord(c):02X}")
-        elif ord(c) < 0x80 or is_raw_byte(c) or is_print(c):
-            out.append(c)
-        else:
-            out.append(f"\\u{ord(c):04X}")
-    return "".join(out)
-
-
-def _urlquery(*args: Any) -> str:
-    return urllib.parse.quote_plus(go_bytes(_eval_args(args)), safe="")
-
-
-# -- src-cli's helpers -----------------------------------------------------------------
-
-
-def _join(elems: list[str], sep: str) -> str:
-    return renorm(sep.join(elems))
-
-
-def _split(s: str, sep: str) -> StrList:
-    if sep == "":
-        chars = list(s)
-        return StrList(
-            ["\ufffd" if c == "\ufffd" or is_raw_byte(c) else c for c in chars[:-1]] + chars[-1:]
-        )
-    if s.isascii() and sep.isascii():
-        return StrList(s.split(sep))
-    return StrList(go_str(b) for b in go_bytes(s).split(go_bytes(sep)))
-
-
-def _replace(s: str, old: str, new: str) -> str:
-    if s.isascii() and old.isascii():
-        return renorm(s.replace(old, new))
-    if old == "":
-        return renorm(new + "".join(c + new for c in s))
-    return renorm(go_str(go_bytes(s).replace(go_bytes(old), go_bytes(new))))
-
-
-def _join_if(sep: str, *elems: str) -> str:
-    return renorm(sep.join(e for e in elems if e != ""))
-
-
-def _matches(s: str, pattern: str) -> bool:
-    try:
-        return glob_match(pattern, s)
-    except GlobError as exc:
-        raise CallError(str(exc)) from None
-
-
-FUNCS: Final[Mapping[str, Func]] = {
-    "and": Func((REFLECT,), REFLECT, lambda *a: None),
-    "or": Func((REFLECT,), REFLECT, lambda *a: None),
-    "call": Func((REFLECT,), REFLECT, _call),
-    "html": Func((), ANY, _html),
-    "index": Func((REFLECT,), REFLECT, _index),
-    "slice": Func((REFLECT,), REFLECT, _slice, wants_ifaces=True),
-    "js": Func((), ANY, _js),
-    "len": Func((REFLECT,), None, _len),
-    "not": Func((REFLECT,), None, _not),
-    "print": Func((), ANY, _print),
-    "printf": Func((STRING,), ANY, _printf),
-    "println": Func((), ANY, _println),
-    "urlquery": Func((), ANY, _urlquery),
-    "eq": Func((REFLECT,), REFLECT, _eq),
-    "ge": Func((REFLECT, REFLECT), None, _ge),
-    "gt": Func((REFLECT, REFLECT), None, _gt),
-    "le": Func((REFLECT, REFLECT), None, _le),
-    "lt": Func((REFLECT, REFLECT), None, _lt),
-    "ne": Func((REFLECT, REFLECT), None, _ne),
-    "join": Func((STRINGS, STRING), None, _join, builtin=False),
-    "split": Func((STRING, STRING), None, _split, builtin=False),
-    "replace": Func((STRING, STRING, STRING), None, _replace, builtin=False),
-    "join_if": Func((STRING,), STRING, _join_if, builtin=False),
-    "matches": Func((STRING, STRING), None, _matches, builtin=False),
-}
-
-
-def root_func(value: Any) -> Func:
-    """A root name: a Go ``func() any`` returning ``value``."""
-    return Func((), None, lambda: value, builtin=False, root=True)
-
-
-# -- the executor ------------------------------------------------------------------------
 
 
 def execute(tree: p.ListNode, dot: dict[str, Any], funcs: Mapping[str, Func]) -> str:
@@ -633,13 +257,14 @@ class _State:
             and text[1] in "xX"
             and not any(c in text for c in "pP")
         )
-        if n.is_complex:
-            return n.complex128
-        if n.is_float and not is_hex_int and text[0] != "'" and any(c in text for c in ".eEpP"):
-            return n.float64
-        if n.is_int:
-            return n.int64
-        if n.is_uint:
+        num = n.value
+        if num.is_complex:
+            return num.complex128
+        if num.is_float and not is_hex_int and text[0] != "'" and any(c in text for c in ".eEpP"):
+            return num.float64
+        if num.is_int:
+            return num.int64
+        if num.is_uint:
             raise self.error(f"{text} overflows int")
         return INVALID
 
