@@ -11,15 +11,18 @@ against Go itself by ``tests/test_template_oracle.py``.
 The data ``.`` (and ``$``) is the context mapping itself, so ``.repository.name``
 reads the same value as ``repository.name``.
 
-Two deliberate differences from Go: nesting is bounded (see
-``template_parse.MAX_NESTING``), and ``define``, ``template`` and ``block`` are
-refused. A context list whose items are all strings is a ``[]string`` even
-when it came from a step's JSON or YAML output, so ``join`` accepts it.
+Where this differs from Go, on purpose: nesting is bounded (50 levels of
+parentheses and blocks, 100 levels of data), ``define``, ``template`` and
+``block`` are refused, and ``matches`` follows what a glob says where the
+library src-cli uses gets it wrong (see ``template_glob``). A context list
+whose items are all strings is a ``[]string`` even when it came from a step's
+JSON or YAML output, so ``join`` accepts it.
 
-Layout: ``template_lex`` (scanner), ``template_parse`` (tree and literals),
-``template_exec`` (evaluation), ``template_funcs`` (the callable functions),
-``template_fmt`` and ``template_strconv`` (Go's printing), ``template_glob``
-(``matches``), ``template_values`` (the Go types as Python values).
+Layout: ``template_lex`` (scanner), ``template_parse`` (tree),
+``template_literals`` (strings and numbers), ``template_exec`` (evaluation),
+``template_funcs`` (the callable functions), ``template_fmt`` and
+``template_strconv`` (Go's printing), ``template_glob`` (``matches``),
+``template_values`` (the Go types as Python values).
 """
 
 from __future__ import annotations
