@@ -730,3 +730,64 @@ def test_the_next_run_sweeps_what_a_dead_run_left(
     finally:
         with contextlib.suppress(Exception):
             container.remove(force=True)
+
+
+def test_terminal_gets_a_live_display_and_the_summary_table(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    import os
+    import pty
+
+    spec = write_spec(
+        tmp_path,
+        "name: live\non:\n  - repository: github.com/acme/app\n  - repository: github.com/acme/lib\n"
+        f"steps:\n  - run: echo hi > hi.txt\n    container: {TEST_IMAGE}\n",
+    )
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [RUNNER, "run", str(spec), "--repos-root", str(repos), "--out", str(tmp_path / "out")],
+        env={**env, "COLUMNS": "120", "TERM": "xterm"},
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+    )
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        screen += data
+    stdout, _ = proc.communicate(timeout=60)
+    os.close(leader)
+    assert proc.returncode == 0
+    text = screen.decode("utf-8", "replace")
+    assert "workspaces" in text  # the progress bar over all workspaces
+    assert "2/2" in text
+    assert "changed" in text
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["STATUS", "REPOSITORY", "PATH", "CHANGESET"]
+    assert any(line.startswith("changed") and "github.com/acme/lib" in line for line in lines)
+    assert "2 changed" in lines[-1]
+
+
+def test_without_a_terminal_logs_go_to_stderr_and_the_summary_to_stdout(
+    tmp_path: Path, env: dict[str, str], repos: Path
+) -> None:
+    spec = write_spec(
+        tmp_path,
+        "name: plain\non:\n  - repository: github.com/acme/app\n"
+        f"steps:\n  - run: echo visible-output-line\n    container: {TEST_IMAGE}\n",
+    )
+    proc = run_runner(
+        ["run", str(spec), "--repos-root", str(repos), "--out", str(tmp_path / "o")], env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "visible-output-line" in proc.stderr
+    assert "visible-output-line" not in proc.stdout
+    records = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert any(r.get("event") == "workspace.finished" for r in records)
+    assert proc.stdout.splitlines()[0].startswith("STATUS")
