@@ -11,6 +11,7 @@ import getpass
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
@@ -113,3 +114,37 @@ def namespace_from_flags(
             )
         return None
     return given[0]
+
+
+def spec_input_options(func: F) -> F:
+    """SPEC, --namespace, --repos-root, --repo and --allow-host-env (run and explain)."""
+    for option in reversed(
+        [
+            click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False)),
+            click.option(
+                "--namespace", help="Namespace whose secrets the steps use (default: user:LOGIN)."
+            ),
+            click.option(
+                "--repos-root",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Folder of local git repositories, named by their path below it.",
+            ),
+            click.option(
+                "--repo",
+                "repos",
+                multiple=True,
+                type=click.Path(file_okay=False, path_type=Path),
+                help="A local repository by path (repeatable).",
+            ),
+            click.option(
+                "--allow-host-env",
+                "allow_host",
+                multiple=True,
+                metavar="NAME",
+                help="Let a bare NAME (or PREFIX_*) with no secret come from this shell's "
+                "environment.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func

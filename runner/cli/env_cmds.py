@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from runner.cli import cli
-from runner.cli._app import app, common_options
+from runner.cli._app import app, common_options, spec_input_options
 from runner.env import HostEnv, plan_env
 from runner.explain import explain, render_text
 from runner.plan import discover, plan_workspaces
@@ -21,27 +21,7 @@ def env_group() -> None:
 
 
 @env_group.command("explain")
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("--namespace", "namespace", help="Namespace of the run (default: user:LOGIN).")
-@click.option(
-    "--repos-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of local repositories.",
-)
-@click.option(
-    "--repo",
-    "repos",
-    multiple=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A local repository (repeatable).",
-)
-@click.option(
-    "--allow-host-env",
-    "allow_host",
-    multiple=True,
-    metavar="NAME",
-    help="Let a bare NAME (or PREFIX_*) come from this shell's environment.",
-)
+@spec_input_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of variables.")
 @common_options
 def explain_cmd(

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from runner.cli import cli
-from runner.cli._app import App, app, common_options, login_name
+from runner.cli._app import App, app, common_options, login_name, spec_input_options
 from runner.env import HostEnv, plan_env
 from runner.errors import UsageError
 from runner.execute.run import (
@@ -92,20 +92,7 @@ def _reporter(as_json: bool, total: int) -> Reporter:
 
 
 @cli.command("run")
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("--namespace", help="Namespace whose secrets the run uses (default: user:LOGIN).")
-@click.option(
-    "--repos-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of local git repositories, named by their path below it.",
-)
-@click.option(
-    "--repo",
-    "repos",
-    multiple=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="A local repository by path (repeatable).",
-)
+@spec_input_options
 @click.option(
     "--out",
     "out_dir",
@@ -131,13 +118,6 @@ def _reporter(as_json: bool, total: int) -> Reporter:
     "--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit per step container."
 )
 @click.option("--log-cap", help="Fail a workspace whose steps print more than this (default 100m).")
-@click.option(
-    "--allow-host-env",
-    "allow_host",
-    multiple=True,
-    metavar="NAME",
-    help="Let a bare NAME (or PREFIX_*) with no secret come from this shell's environment.",
-)
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the execution cache.")
 @click.option("--clear-cache", is_flag=True, help="Empty the execution cache before running.")
 @click.option(
