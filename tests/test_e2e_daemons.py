@@ -204,7 +204,7 @@ def cluster(tmp_path: Path, docker_client: Any) -> Iterator[Cluster]:
             c.container_jobs = list(c.jobs())
         c.stop_all()
         for job_id in c.container_jobs:
-            for container in docker_client.containers.list(  # type: ignore[attr-defined]
+            for container in docker_client.containers.list(
                 all=True, filters={"label": f"{LABEL}={job_id}"}
             ):
                 container.remove(force=True)
@@ -261,7 +261,9 @@ def test_daemons_end_to_end(cluster: Cluster, docker_client: Any) -> None:
 
     wait_for(main_done, timeout=90, what="every job to end")
     jobs = {j["id"]: j for j in json.loads(c.remote("jobs", "list", "--json"))}
-    assert [jobs[j]["state"] for j in main_jobs] == ["completed"] * 4
+    assert [jobs[j]["state"] for j in main_jobs] == ["completed"] * 4, [
+        jobs[j]["error"] for j in main_jobs
+    ]
     assert jobs[killed_job]["resets"] == 1 and jobs[killed_job]["executor"] == "exec-b"
     for job_id in main_jobs:
         events = run_events(c, job_id)
