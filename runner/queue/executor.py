@@ -298,14 +298,6 @@ class JobRunner:
         scope = f"job:{self.job_id}:{self.claim.attempt}"
         try:
             with self._redactor.scoped(scope) as registry:
-                registry.register_many(
-                    [
-                        (var.name, self.claim.secrets[var.secret.id])
-                        for planned in self.claim.env.steps.values()
-                        for var in planned
-                        if var.secret is not None
-                    ]
-                )
                 job_log = JobLog(
                     self._api,
                     self.claim,
@@ -315,7 +307,18 @@ class JobRunner:
                 )
                 job_log.start()
                 try:
+                    # Before anything can print: every value is redacted from the first line.
+                    registry.register_many(
+                        [
+                            (var.name, self.claim.secrets[var.secret.id])
+                            for planned in self.claim.env.steps.values()
+                            for var in planned
+                            if var.secret is not None
+                        ]
+                    )
                     outcome = self._execute(job_log)
+                except RunnerError as exc:
+                    outcome = Outcome("failed", error=str(exc))
                 except Exception as exc:  # a bug here must not leave the job hanging
                     outcome = Outcome(
                         "errored", error=f"the executor failed: {type(exc).__name__}: {exc}"
