@@ -106,7 +106,9 @@ def test_deep_nesting_is_refused_cleanly() -> None:
     with pytest.raises(SpecError, match="nest"):
         load_spec_text("name: a\ndescription: " + "[" * 3000 + "]" * 3000 + "\n", "deep.yaml")
     with pytest.raises(SpecError):
-        load_spec_text("name: a\nx:\n" + "".join("  " * i + "- \n" for i in range(400)), "deep2.yaml")
+        load_spec_text(
+            "name: a\nx:\n" + "".join("  " * i + "- \n" for i in range(400)), "deep2.yaml"
+        )
 
 
 def test_huge_strings_are_fine_or_refused_cleanly() -> None:

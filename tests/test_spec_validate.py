@@ -138,7 +138,9 @@ def test_import_changesets_require_external_ids(tmp_path: Path) -> None:
 
 def test_import_changesets_ids_are_strings_or_numbers(tmp_path: Path) -> None:
     spec = load_spec(
-        write(tmp_path, "name: a\nimportChangesets:\n  - repository: r\n    externalIDs: [12, '13']\n")
+        write(
+            tmp_path, "name: a\nimportChangesets:\n  - repository: r\n    externalIDs: [12, '13']\n"
+        )
     )
     assert spec.import_changesets[0].external_ids == ("12", "13")
     text = "name: a\nimportChangesets:\n  - repository: r\n    externalIDs:\n      - [1]\n"
@@ -148,7 +150,11 @@ def test_import_changesets_ids_are_strings_or_numbers(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("missing", ["title", "branch", "commit"])
 def test_changeset_template_required_keys(tmp_path: Path, missing: str) -> None:
-    fields = {"title": "  title: t\n", "branch": "  branch: b\n", "commit": "  commit:\n    message: m\n"}
+    fields = {
+        "title": "  title: t\n",
+        "branch": "  branch: b\n",
+        "commit": "  commit:\n    message: m\n",
+    }
     body = "".join(v for k, v in fields.items() if k != missing)
     line, message = only_problem(tmp_path, "name: a\nchangesetTemplate:\n" + body)
     assert line == 3 and repr(missing) in message
@@ -177,12 +183,18 @@ def test_published_scalar_forms(tmp_path: Path, value: str, expected: object) ->
 
 
 def test_published_yes_is_not_a_boolean(tmp_path: Path) -> None:
-    line, message = only_problem(tmp_path, "name: a\n" + GOOD_TAIL.lstrip("\n") + "  published: yes\n")
+    line, message = only_problem(
+        tmp_path, "name: a\n" + GOOD_TAIL.lstrip("\n") + "  published: yes\n"
+    )
     assert line == 7 and '"draft"' in message
 
 
 def test_published_rules(tmp_path: Path) -> None:
-    text = "name: a\n" + GOOD_TAIL.lstrip("\n") + "  published:\n    - github.com/*: true\n    - x@main: draft\n    - y: maybe\n"
+    text = (
+        "name: a\n"
+        + GOOD_TAIL.lstrip("\n")
+        + "  published:\n    - github.com/*: true\n    - x@main: draft\n    - y: maybe\n"
+    )
     line, message = only_problem(tmp_path, text)
     assert line == 10 and "published[3]" in message
 
@@ -219,7 +231,10 @@ def test_env_forms(tmp_path: Path) -> None:
 
 
 def test_env_list_item_with_two_keys(tmp_path: Path) -> None:
-    text = "name: a\nsteps:\n  - run: x\n    container: c\n    env:\n      - {A: b, C: d}\n" + GOOD_TAIL
+    text = (
+        "name: a\nsteps:\n  - run: x\n    container: c\n    env:\n      - {A: b, C: d}\n"
+        + GOOD_TAIL
+    )
     line, message = only_problem(tmp_path, text)
     assert line == 6 and "exactly one" in message
 
@@ -265,7 +280,9 @@ def test_if_must_be_bool_string_or_null(tmp_path: Path) -> None:
 
 
 def test_files_targets_are_absolute(tmp_path: Path) -> None:
-    text = "name: a\nsteps:\n  - run: x\n    container: c\n    files:\n      rel/path: x\n" + GOOD_TAIL
+    text = (
+        "name: a\nsteps:\n  - run: x\n    container: c\n    files:\n      rel/path: x\n" + GOOD_TAIL
+    )
     line, message = only_problem(tmp_path, text)
     assert line == 6 and "absolute" in message
 
