@@ -15,6 +15,7 @@ services: install
 	@scripts/ensure-docker.sh
 	@scripts/ensure-images.sh
 	@scripts/ensure-go.sh
+	@scripts/ensure-browser.sh
 
 test: services
 	@RUNNER_TEST_REQUIRE_SERVICES=1 scripts/with-postgres.sh \
