@@ -272,6 +272,7 @@ class JobRunner:
         self.cancel_event = threading.Event()
         self.cancel_reason: str | None = None
         self.canceled_by_user = False
+        self.reporting = False
         self.lost = False
         self.outcome: Outcome | None = None
         self.thread = threading.Thread(target=self.run, name=f"job-{claim.job_id}", daemon=True)
@@ -289,6 +290,8 @@ class JobRunner:
 
     def lose(self) -> None:
         """The coordinator no longer counts this job as ours: stop, and report nothing."""
+        if self.reporting:
+            return  # a heartbeat raced the report of the job's end
         if not self.lost:
             log.warning("lease lost; stopping the job", job=self.job_id)
         self.lost = True
@@ -328,6 +331,7 @@ class JobRunner:
                 self.outcome = outcome
                 job_log.finish(self._settings.report_timeout_s)
                 if not (self.lost or job_log.lost):
+                    self.reporting = True
                     self._report(outcome)
         finally:
             # The values go with the claim; nothing else kept them.
