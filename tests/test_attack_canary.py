@@ -1,0 +1,208 @@
+"""Leak canary: specs that try every way to print a secret, then a scan of everything.
+
+Local half: `runner run` (JSON events and the plain terminal output), with the
+cache on. Distributed half: the same specs through a coordinator on
+PostgreSQL and two executors. While steps run, a watcher looks at `docker
+inspect` of every step container, Docker's folder of each, and every
+process's command line; afterwards the scan covers stdout and stderr, every
+process's log, the database files (or a `pg_dump`), the cache, results, job
+logs and the temporary folders. Zero hits, for each value and each of its
+registered encodings. A secret written into a file fails the workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.attack_support import (
+    Cluster,
+    Watcher,
+    base_env,
+    canary_spec,
+    events_of,
+    hits,
+    leak_forms,
+    proc_cmdlines,
+    run_cli,
+    runner_temp_leftovers,
+    scan_paths,
+)
+from tests.helpers import make_repo
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# Characters that URL encoding, JSON, HTML and the shell each treat specially.
+CANARY = 'Cn4ry/s3cr+t=v&l u%e"q\\z<>'
+# A multi-line global value: each line is registered on its own.
+GLOBAL_CANARY = (
+    "-----BEGIN CANARY-----\nline-one-ABCDEF123\nline-two-GHIJKL456\n-----END CANARY-----"
+)
+VALUES = [CANARY, GLOBAL_CANARY]
+VARIABLES = ("CANARY", "GLOBAL_CANARY")
+REPOS = ["github.com/acme/app", "github.com/acme/lib"]
+
+
+def make_repos(root: Path) -> Path:
+    for name in REPOS:
+        make_repo(root, name, {"README.md": f"# {name}\n"})
+    return root
+
+
+def write_specs(folder: Path, repositories: list[str]) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = {
+        "print": canary_spec(title="print", repositories=repositories, variables=VARIABLES),
+        "fail": canary_spec(
+            title="fail", repositories=repositories[:1], variables=VARIABLES, fail=True
+        ),
+        "file": canary_spec(
+            title="file", repositories=repositories[:1], variables=VARIABLES, write_file=True
+        ),
+    }
+    paths = {}
+    for kind, text in specs.items():
+        paths[kind] = folder / f"{kind}.yaml"
+        paths[kind].write_text(text)
+    return paths
+
+
+def test_local_run_leaks_no_secret_anywhere(tmp_path: Path, docker_client: Any) -> None:
+    home, tmp, out = tmp_path / "home", tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    repos = make_repos(tmp_path / "repos")
+    env = base_env(RUNNER_HOME=str(home), TMPDIR=str(tmp), RUNNER_USER="alice")
+    for name, value, flag in (
+        ("CANARY", CANARY, "--user=alice"),
+        ("GLOBAL_CANARY", GLOBAL_CANARY, "--global"),
+    ):
+        proc = run_cli(["secret", "set", name, flag], env, input=value)
+        assert proc.returncode == 0, proc.stderr
+    specs = write_specs(tmp_path / "specs", REPOS)
+    forms = leak_forms(VALUES)
+    common = ["--repos-root", str(repos)]
+    terminal = b""
+    with Watcher(forms) as watcher:
+        runs = {}
+        for kind in ("print", "fail", "file"):
+            proc = run_cli(
+                ["run", str(specs[kind]), *common, "--out", str(out / kind), "--json", "-v"], env
+            )
+            terminal += proc.stdout.encode() + proc.stderr.encode()
+            runs[kind] = proc
+        # The same spec again, printed for a person (no JSON), the cache bypassed.
+        plain = run_cli(
+            ["run", str(specs["print"]), *common, "--out", str(out / "plain"), "--no-cache"], env
+        )
+        terminal += plain.stdout.encode() + plain.stderr.encode()
+    assert watcher.containers_seen, "the watcher never saw a step container"
+
+    # What each run did: the printing spec succeeds; the failing step and the file fail.
+    assert runs["print"].returncode == 0, runs["print"].stderr
+    assert plain.returncode == 0, plain.stderr
+    printed = events_of(runs["print"].stdout)
+    lines = [e["line"] for e in printed if e["event"] == "step.output"]
+    assert "plain [REDACTED:CANARY]" in lines
+    assert any("[REDACTED:GLOBAL_CANARY]" in line for line in lines)
+    assert runs["fail"].returncode == 3
+    (failed,) = [e for e in events_of(runs["fail"].stdout) if e["event"] == "workspace.finished"]
+    assert failed["status"] == "failed"
+    assert "fatal: the token [REDACTED:CANARY] was refused" in failed["error"]
+    assert runs["file"].returncode == 3
+    (leaked,) = [e for e in events_of(runs["file"].stdout) if e["event"] == "workspace.finished"]
+    assert leaked["status"] == "failed" and "CANARY" in leaked["error"]
+    assert "leaked.txt" in leaked["error"] and "no diff was written" in leaked["error"]
+    assert not (out / "file" / "github.com").exists()
+    changesets = list((out / "print").rglob("*.json"))
+    assert len(changesets) == 3  # two changesets and the summary
+
+    # Zero hits anywhere.
+    assert hits(terminal, forms) == []
+    assert sorted(watcher.found) == []
+    assert scan_paths([out, home, tmp, specs["print"].parent], forms) == []
+    assert hits(proc_cmdlines(), forms) == []
+    assert runner_temp_leftovers(tmp) == []
+    cache = run_cli(["cache", "list", "--json"], env)
+    assert cache.returncode == 0 and json.loads(cache.stdout), cache.stderr
+    assert hits(cache.stdout.encode(), forms) == []
+    audit = run_cli(["secret", "log", "--json"], env)
+    assert hits(audit.stdout.encode(), forms) == []
+
+
+@pytest.mark.postgres
+def test_distributed_run_leaks_no_secret_anywhere(
+    tmp_path: Path, docker_client: Any, postgres_url: str
+) -> None:
+    from tests.test_queue_support import fresh_postgres_database
+
+    repos = make_repos(tmp_path / "repos")
+    with fresh_postgres_database(postgres_url) as db_url:
+        cluster = Cluster(tmp_path, repos, RUNNER_DATABASE_URL=db_url)
+        try:
+            _distributed(cluster, tmp_path)
+        finally:
+            cluster.close()
+        dump = subprocess.run(["pg_dump", "--no-owner", db_url], capture_output=True, check=False)
+        if dump.returncode != 0:  # pg_dump not on PATH: the server's own one
+            pgbin = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_dump"))[-1]
+            dump = subprocess.run(
+                [str(pgbin), "--no-owner", db_url], capture_output=True, check=True
+            )
+    forms = leak_forms(VALUES)
+    assert b"runner_jobs" in dump.stdout
+    assert hits(dump.stdout, forms) == []
+
+
+def _distributed(c: Cluster, tmp_path: Path) -> None:
+    c.cli("user", "add", "alice")
+    c.token("user", "alice")
+    c.token("executor", "fleet", "exec.tok")
+    c.cli("secret", "set", "CANARY", "--user", "alice", stdin=CANARY)
+    c.cli("secret", "set", "GLOBAL_CANARY", "--global", stdin=GLOBAL_CANARY)
+    c.start_server()
+    specs = write_specs(tmp_path / "specs", REPOS)
+    forms = leak_forms(VALUES)
+    with Watcher(forms, extra_paths=[c.exec_tmp]) as watcher:
+        c.start_executor("exec-a")
+        c.start_executor("exec-b")
+        ids: dict[str, list[str]] = {}
+        for kind, path in specs.items():
+            proc = c.remote("submit", str(path), "--namespace", "user:alice")
+            assert proc.returncode == 0, proc.stderr
+            ids[kind] = proc.stdout.split()
+        every = [j for js in ids.values() for j in js]
+        jobs = c.wait_jobs(every, states=("completed", "failed", "canceled"), timeout=120)
+    assert watcher.containers_seen, "the watcher never saw a step container"
+    assert [jobs[j]["state"] for j in ids["print"]] == ["completed", "completed"]
+    assert [jobs[j]["state"] for j in ids["fail"]] == ["failed"]
+    assert [jobs[j]["state"] for j in ids["file"]] == ["failed"]
+
+    seen = b""
+    for job_id in every:
+        logs = c.remote("jobs", "logs", job_id, "--json")
+        shown = c.remote("jobs", "show", job_id, "--json")
+        assert logs.returncode == 0 and shown.returncode == 0, logs.stderr + shown.stderr
+        seen += logs.stdout.encode() + shown.stdout.encode()
+    lines = [e.get("line", "") for j in ids["print"] for e in c.events(j)]
+    assert "plain [REDACTED:CANARY]" in lines
+    fail_error = json.loads(c.remote("jobs", "show", ids["fail"][0], "--json").stdout)["error"]
+    assert "fatal: the token [REDACTED:CANARY] was refused" in fail_error
+    file_error = json.loads(c.remote("jobs", "show", ids["file"][0], "--json").stdout)["error"]
+    assert "CANARY" in file_error and "leaked.txt" in file_error
+    with c.api() as api:
+        for job_id in ids["print"]:
+            seen += json.dumps(api.job_result(job_id)).encode()
+    audit = c.cli("secret", "log", "--json")
+    seen += audit.encode()
+
+    for name in list(c.procs):
+        c.stop(name)
+    assert hits(seen, forms) == []
+    assert sorted(watcher.found) == []
+    assert scan_paths([c.logs, c.home, c.exec_tmp, *c.root.glob("exec-*-home")], forms) == []
+    assert hits(proc_cmdlines(), forms) == []
+    assert runner_temp_leftovers(c.exec_tmp) == []
