@@ -19,6 +19,7 @@ from runner.queue.bundle import Bundle, BundleError
 from runner.queue.client import Claim, RemoteStepCache
 from runner.queue.models import JobNotFoundError, LeaseLostError
 from runner.queue.tokens import NotAuthenticatedError
+from runner.redact import active
 from runner.secrets.value import Secret
 from tests.test_queue_support import (
     ORG_VALUE,
@@ -206,6 +207,8 @@ def test_claim_decrypts_and_audits_once_per_secret_per_job(world: World, tmp_pat
     )
     assert all(e.step == 1 and e.version == 1 for e in events)
     assert leaks(TOKEN_VALUE, db_dump(world)) == []
+    # Redacted only while the answer was built: the coordinator keeps no value.
+    assert active().redact(TOKEN_VALUE) == TOKEN_VALUE
 
 
 def test_a_secret_removed_after_submit_fails_its_job_at_claim(world: World, tmp_path: Path) -> None:

@@ -264,8 +264,11 @@ def create_app(coordinator: Coordinator) -> FastAPI:
         claimed = c.claim(who, executor=body.executor)
         if claimed is None:
             return Response(status_code=204)
-        # Values are revealed here, in the response body only.
-        return JSONResponse(claimed.to_json(), headers={"Cache-Control": "no-store"})
+        # Values are revealed here, into the response body only. While they are in plain
+        # text in this process, whatever it logs (a traceback's locals) is redacted too.
+        with active().scoped(f"claim:{claimed.lease.job.id}:{claimed.lease.attempt}") as scope:
+            scope.register_many(claimed.named_values())
+            return JSONResponse(claimed.to_json(), headers={"Cache-Control": "no-store"})
 
     @app.post("/api/executor/heartbeat", tags=["executors"])
     def heartbeat(who: Who, body: HeartbeatBody) -> dict[str, Any]:

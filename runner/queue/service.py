@@ -80,6 +80,16 @@ class ClaimedJob:
     env: Mapping[str, Any]
     secrets: Mapping[str, Secret] = field(repr=False)
 
+    def named_values(self) -> list[tuple[str, Secret]]:
+        """(secret name, value) pairs, for registering with a redactor."""
+        names = {
+            item["secret"]["id"]: item["secret"]["name"]
+            for items in self.env.get("steps", {}).values()
+            for item in items
+            if item.get("secret")
+        }
+        return [(names.get(sid, "SECRET"), value) for sid, value in self.secrets.items()]
+
     def to_json(self) -> dict[str, Any]:
         job = self.lease.job
         return {
