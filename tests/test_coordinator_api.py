@@ -34,6 +34,9 @@ from tests.test_queue_support import (
     write_spec,
 )
 
+# Starlette's TestClient asks for a package we do not use; the warning is not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:

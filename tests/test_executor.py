@@ -34,6 +34,10 @@ from tests.test_queue_support import (
 IMAGES = {"runner-test/busybox:latest": "sha256:" + "b" * 64}
 
 
+# Starlette's TestClient asks for a package we do not use; the warning is not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     w = World(f"sqlite:///{tmp_path / 'state.db'}", make_repos(tmp_path / "repos"), ManualClock())
