@@ -52,12 +52,13 @@ def parse_size(text: str) -> int:
 
 
 @contextmanager
-def interrupt_handling(cancel: threading.Event) -> Iterator[None]:
+def interrupt_handling(cancel: threading.Event, interrupted: threading.Event) -> Iterator[None]:
     """First Ctrl-C or SIGTERM: stop and clean up. Second: exit at once."""
     hits = [0]
 
     def handler(signum: int, frame: FrameType | None) -> None:
         hits[0] += 1
+        interrupted.set()
         if hits[0] == 1:
             sys.stderr.write(
                 "\ninterrupted: stopping containers and cleaning up (Ctrl-C again to quit now)\n"
@@ -197,12 +198,13 @@ def run_cmd(
     if not no_cache:
         cache = _open_cache(settings, store, clear_cache)
     cancel = threading.Event()
+    interrupted = threading.Event()
     record = runs_dir / run_id
     runs_dir.mkdir(parents=True, exist_ok=True)
     record.write_text(str(os.getpid()))
     reporter = _reporter(as_json, len(workspaces))
     try:
-        with interrupt_handling(cancel):
+        with interrupt_handling(cancel, interrupted):
             secrets = reveal_secrets(
                 plan,
                 lambda ref, step: store.reveal(
@@ -231,9 +233,7 @@ def run_cmd(
         record.unlink(missing_ok=True)
     if not as_json:
         _print_summary(outcome, out)
-    if cancel.is_set():
-        return 130
-    return outcome.exit_code
+    return 130 if interrupted.is_set() else outcome.exit_code
 
 
 def _open_cache(settings: Any, store: Any, clear: bool) -> Any:

@@ -72,9 +72,8 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        if self.counts.get("canceled"):
-            return 130
-        return 3 if self.counts.get("failed") else 0
+        """3 when a workspace failed or was stopped (--fail-fast); an interrupt is the CLI's."""
+        return 3 if self.counts.get("failed") or self.counts.get("canceled") else 0
 
 
 Reveal = Callable[[Any, int], Secret]  # (secret ref, first step using it) -> value
@@ -168,7 +167,18 @@ def _run_all(
             done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for future in done:
                 index = pending.pop(future)
-                results[index] = future.result()
+                try:
+                    results[index] = future.result()
+                except Exception as exc:  # a bug must not take the other workspaces down
+                    log.exception("workspace crashed", workspace=workspaces[index].key)
+                    results[index] = WorkspaceResult(
+                        workspaces[index],
+                        "failed",
+                        error=ctx.redactor.redact(
+                            f"internal error: {type(exc).__name__}: {exc} — "
+                            "rerun with --debug and report it"
+                        ),
+                    )
                 if fail_fast and results[index].status == "failed":
                     ctx.cancel.set()
         for index, ws in queue:

@@ -26,7 +26,7 @@ from runner.cache import (
     step_keys,
 )
 from runner.env import EnvPlan, HostEnv, materialize
-from runner.errors import ExecutionError, RunnerError, TemplateError
+from runner.errors import ContainerRuntimeError, RunnerError, TemplateError
 from runner.execute.capture import OutputSink
 from runner.execute.runtime import ContainerRuntime, Mount, OutputStream, StepContainer
 from runner.execute.workspace import FileChanges, LocalWorkspace
@@ -177,13 +177,20 @@ class WorkspaceRunner:
             result = self._run_steps(local)
         except StepFailed as exc:
             result = WorkspaceResult(self.ws, "failed", error=str(exc))
-        except ExecutionError as exc:
-            infra = type(exc).__name__ == "ContainerRuntimeError"
-            result = WorkspaceResult(
-                self.ws, "failed", error=str(exc), infrastructure_failure=infra
-            )
-        except (TemplateError, RunnerError) as exc:
+        except ContainerRuntimeError as exc:
+            # The engine failed, not the step: a coordinator retries such a job.
+            result = WorkspaceResult(self.ws, "failed", error=str(exc), infrastructure_failure=True)
+        except RunnerError as exc:
             result = WorkspaceResult(self.ws, "failed", error=str(exc))
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            result = WorkspaceResult(
+                self.ws,
+                "failed",
+                error=f"the workspace could not be written{where}: {exc.strerror or exc} — "
+                "free some space in the temporary folder (TMPDIR) and run again",
+                infrastructure_failure=True,
+            )
         finally:
             if local is not None:
                 local.remove()
