@@ -11,6 +11,7 @@ Secret values arrive only from ``claim`` and are wrapped in ``Secret`` at once.
 from __future__ import annotations
 
 import base64
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,19 +156,34 @@ class Claim:
             ) from None
 
 
+def _tls_context(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
+    """``verify`` as httpx wants it: a CA file path becomes a context trusting that CA."""
+    if not isinstance(verify, str):
+        return verify
+    try:
+        return ssl.create_default_context(cafile=verify)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load the CA certificate {verify}: {exc}",
+            hint="pass --ca-cert with the PEM file of the CA that signed the coordinator's cert",
+        ) from None
+
+
 class CoordinatorClient:
     def __init__(
         self,
         *,
         url: str,
         token: str,
-        verify: bool | str = True,
+        verify: bool | str | ssl.SSLContext = True,
         timeout_s: float = 30.0,
         http: httpx.Client | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._token = token
-        self._http = http or httpx.Client(base_url=self.url, verify=verify, timeout=timeout_s)
+        self._http = http or httpx.Client(
+            base_url=self.url, verify=_tls_context(verify), timeout=timeout_s
+        )
         self._owns_http = http is None
 
     def __repr__(self) -> str:
