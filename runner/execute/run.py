@@ -258,7 +258,7 @@ def _write_changesets(
 
     def diff_for(paths: list[str] | None) -> bytes:
         # The workspace folder is gone; split the full diff by file instead.
-        return _split_diff(result.diff, paths)
+        return split_diff(result.diff, paths)
 
     specs = build_changesets(
         plan.spec,
@@ -285,13 +285,13 @@ def _write_changesets(
     return written
 
 
-def _split_diff(diff: bytes, paths: list[str] | None) -> bytes:
+def split_diff(diff: bytes, paths: list[str] | None) -> bytes:
     if paths is None:
         return diff
     wanted = set(paths)
     out: list[bytes] = []
     keep = False
-    for chunk in _file_sections(diff):
+    for chunk in file_sections(diff):
         header = chunk.split(b"\n", 1)[0]
         keep = any(
             header.endswith(b" b/" + p.encode()) or (b" a/" + p.encode() + b" ") in header
@@ -302,7 +302,7 @@ def _split_diff(diff: bytes, paths: list[str] | None) -> bytes:
     return b"".join(out)
 
 
-def _file_sections(diff: bytes) -> list[bytes]:
+def file_sections(diff: bytes) -> list[bytes]:
     sections: list[bytes] = []
     marker = b"diff --git "
     pos = diff.find(marker)

@@ -39,8 +39,7 @@ from runner.errors import (
     RunnerError,
 )
 from runner.execute.git import GitError, git, git_text
-from runner.execute.run import _split_diff as split_diff
-from runner.execute.run import resolve_images
+from runner.execute.run import resolve_images, split_diff
 from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import RunContext, RunLimits, WorkspaceResult, WorkspaceRunner
 from runner.log import get_logger
