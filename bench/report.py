@@ -1,0 +1,292 @@
+"""Goals, the printed table, the machine description and ``BENCHMARKS.md``.
+
+``BENCHMARKS.md`` is regenerated from ``bench/results.json`` on every run;
+its hand-written parts (how each figure is measured, what was changed to
+reach the goals) live in the templates below. Edit them here, not there.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results.json"
+MARKDOWN = ROOT / "BENCHMARKS.md"
+
+
+@dataclass(frozen=True)
+class Goal:
+    key: str
+    sub: str | None  # the sub-key of a figure measured per case ("100", "sqlite"), or None
+    op: Literal["<=", ">="] | None
+    target: float | None
+    unit: str
+
+    @property
+    def label(self) -> str:
+        return f'{self.key}["{self.sub}"]' if self.sub is not None else self.key
+
+    @property
+    def text(self) -> str:
+        if self.op is None or self.target is None:
+            return "—"
+        sign = "≤" if self.op == "<=" else "≥"
+        return f"{sign} {self.target:g}{self.unit}"
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None or self.op is None or self.target is None:
+            return None
+        return value <= self.target if self.op == "<=" else value >= self.target
+
+
+GOALS: tuple[Goal, ...] = (
+    Goal("step_overhead_ratio", None, "<=", 1.10, ""),
+    Goal("fixed_overhead_runs", None, "<=", 3, ""),
+    Goal("cached_rerun_vs_validate", None, "<=", 2.0, ""),
+    Goal("cached_rerun_containers", None, "<=", 0, ""),
+    Goal("parallel_efficiency", None, ">=", 0.80, ""),
+    Goal("redaction_mib_s", "10", None, None, ""),
+    Goal("redaction_mib_s", "100", ">=", 100, ""),
+    Goal("redaction_mib_s", "1000", ">=", 50, ""),
+    Goal("processor_us_per_event", None, "<=", 20, ""),
+    Goal("stream_1gib_rss_growth_mib", None, "<=", 64, ""),
+    Goal("coordinator_claims_per_s", "sqlite", ">=", 200, ""),
+    Goal("coordinator_claims_per_s", "postgresql", ">=", 150, ""),
+)
+KEYS: tuple[str, ...] = tuple(dict.fromkeys(g.key for g in GOALS))
+
+
+def value_of(results: Mapping[str, Any], goal: Goal) -> float | None:
+    value = results.get(goal.key)
+    if goal.sub is not None:
+        value = value.get(goal.sub) if isinstance(value, Mapping) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    if value == int(value) and abs(value) >= 10:
+        return f"{int(value)}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def rows(results: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(key, measured, goal, met?) per goal, in the issue's order."""
+    out = []
+    for goal in GOALS:
+        value = value_of(results, goal)
+        met = goal.met(value)
+        verdict = {True: "yes", False: "**no**", None: "—"}[met]
+        out.append((f"`{goal.label}`", _fmt(value), goal.text, verdict))
+    return out
+
+
+def table(results: Mapping[str, Any], *, markdown: bool) -> str:
+    header = ("key", "measured", "goal", "met?")
+    body = rows(results)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|---|--:|--:|:-:|"]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    plain = [tuple(cell.replace("`", "").replace("**", "") for cell in row) for row in body]
+    widths = [max(len(r[i]) for r in [header, *plain]) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *plain]
+    )
+
+
+# The machine --------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": _mem_gib(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "docker": _docker_version(),
+        "kernel": f"{platform.system()} {platform.release()}",
+    }
+
+
+def _mem_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _docker_version() -> str | None:
+    try:
+        proc = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None
+
+
+# BENCHMARKS.md ------------------------------------------------------------------------
+
+_HEADER = """\
+# Benchmarks
+
+Where runner stands against the limits that matter, in figures that hold on a
+noisy shared machine: ratios and throughputs measured within one run, medians
+of several alternated repetitions, never a bare absolute time.
+
+*Generated by `make bench` from [`bench/results.json`](bench/results.json); \
+do not edit by hand — the text lives in `bench/report.py`.*
+"""
+
+_REPRODUCE = """\
+## Reproduce
+
+```
+make bench
+```
+
+It starts Docker, builds the test image and a private PostgreSQL (as
+`make test` does), then runs `.venv/bin/python -m bench`, which writes
+`bench/results.json`, prints the table and regenerates this file.
+`python -m bench --quick` is a faster, rougher pass; `--only NAME` re-runs one
+module (`redaction`, `overhead`, `cache`, `parallel`, `memory`,
+`coordinator`) and keeps the other figures; `--render` only rewrites this
+file from `results.json`.
+"""
+
+_METHOD = """\
+## How each figure is measured
+
+Every `runner` is the real CLI as a subprocess (`runner run SPEC --repos-root
+DIR --out DIR`), with its own `RUNNER_HOME` in a temporary folder,
+`RUNNER_USER=bench`, the local image `runner-test/busybox:latest` and git
+repositories the bench creates. Medians are taken per measurement, and the
+compared measurements alternate within each round, rotating which goes first.
+
+- `step_overhead_ratio`: `runner run --no-cache` of one workspace with 20
+  `true` steps minus one with 10, divided by 10, over one
+  `docker run --rm IMAGE true` (10 sequential runs of the docker CLI, divided
+  by 10). `fixed_overhead_runs`: the 10-step run minus 10 marginal steps, in
+  `docker run` durations. 5 rounds.
+- `cached_rerun_vs_validate`: 8 workspaces × 3 file-changing steps; after one
+  cold run, a fully cached `runner run` against `runner validate` of the same
+  spec, 5 rounds. `cached_rerun_containers`: the most containers any re-run
+  started, counted from the engine's `start` events carrying the re-run's
+  run-id label.
+- `parallel_efficiency`: 8 workspaces of one `sleep 2` step with `-j 4`; 4 s
+  over the median wall time of 3 runs.
+- `redaction_mib_s`: the stream redactor over 64 MiB of log-like text fed in
+  64 KiB chunks, with 10, 100 and 1,000 secrets registered (every encoding),
+  median of 5, one thread. `processor_us_per_event`: the redacting structlog
+  processor, per log event (the event dict and its rendered line), with 100
+  secrets.
+- `stream_1gib_rss_growth_mib`: a step prints 1 GiB of 1 KiB log-like lines
+  (`--log-cap 2g`, no `--json`, runner's stdout and stderr to /dev/null);
+  the runner process's peak RSS (`VmHWM`, polled every 20 ms) minus that of
+  the same run with a step that prints nothing.
+- `coordinator_claims_per_s`: a `runner server` subprocess on 127.0.0.1 over
+  SQLite and over PostgreSQL; trivial jobs (no containers) queued beforehand;
+  8 executor threads, each with its own httpx client, loop claim → complete
+  over HTTP until the queue is empty; completed jobs over the wall time.
+"""
+
+# Maintained by hand: profiles, causes, fixes, before and after.
+CHANGES = """\
+## What was changed to reach the goals
+
+Nothing yet: see the results above.
+"""
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+    parts = [_HEADER, "## Results\n", table(results, markdown=True) + "\n"]
+    notes = _notes(results)
+    if notes:
+        parts.append(notes)
+    parts += [_machine_section(results), _REPRODUCE, _METHOD, CHANGES]
+    return "\n".join(parts)
+
+
+def _notes(results: Mapping[str, Any]) -> str:
+    lines = []
+    when = results.get("finished_at")
+    mode = " (`--quick`: fewer rounds, smaller sizes)" if results.get("quick") else ""
+    if when:
+        lines.append(f"Measured {when}{mode}, in {results.get('duration_s', '?')} s.")
+    details: Mapping[str, Any] = results.get("details") or {}
+    cache = details.get("cache") or {}
+    if "cold_run_s" in cache:
+        lines.append(
+            f"Cold run of the cached-rerun spec: {cache['cold_run_s']} s; a cached re-run "
+            f"{_med(cache.get('cached_rerun_s'))} s; `runner validate` "
+            f"{_med(cache.get('validate_s'))} s (medians)."
+        )
+    overhead = details.get("overhead") or {}
+    if "marginal_step_s" in overhead:
+        lines.append(
+            f"One more step: {overhead['marginal_step_s']} s; one `docker run --rm IMAGE true`: "
+            f"{overhead['docker_run_s']} s; fixed part of the 10-step run: "
+            f"{overhead['fixed_overhead_s']} s."
+        )
+    memory = details.get("memory") or {}
+    if "peak_rss_mib" in memory:
+        lines.append(
+            f"Streaming {memory['printed_mib']} MiB: peak RSS {memory['peak_rss_mib']} MiB against "
+            f"{memory['baseline_peak_rss_mib']} MiB for a silent step, at "
+            f"{memory['throughput_mib_s']} MiB/s end to end."
+        )
+    coordinator = details.get("coordinator") or {}
+    for backend, info in sorted(coordinator.items()):
+        if isinstance(info, Mapping) and "jobs" in info:
+            lines.append(
+                f"Coordinator on {backend}: {info['jobs']} jobs by {info['clients']} clients "
+                f"in {info['wall_s']} s."
+            )
+    for key, reason in sorted((results.get("notes") or {}).items()):
+        lines.append(f"`{key}`: {reason}")
+    return "".join(f"- {line}\n" for line in lines)
+
+
+def _med(values: Any) -> str:
+    if not values:
+        return "?"
+    ordered = sorted(values)
+    return str(ordered[len(ordered) // 2])
+
+
+def _machine_section(results: Mapping[str, Any]) -> str:
+    m: Mapping[str, Any] = results.get("machine") or {}
+    return (
+        "## Machine\n\n"
+        f"- cores: {m.get('cores', '?')} ({m.get('cpu') or 'unknown CPU'}), "
+        f"memory: {m.get('memory_gib', '?')} GiB\n"
+        f"- Python {m.get('python', '?')}, Docker engine {m.get('docker') or '?'}, "
+        f"kernel {m.get('kernel', '?')}\n"
+        "- shared with other work while it ran: the figures are ratios for that reason\n"
+    )
