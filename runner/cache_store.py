@@ -305,6 +305,8 @@ def invalidate_after_secret_change(
     else:
         count = cache.invalidate_secret_except(meta_before.id, now.version)
         detail = f"secret updated to v{now.version}"
+    if count == 0:
+        return 0  # nothing was cached with it: no event, so the log stays readable
     store.record(
         AuditEvent(
             event="cache_invalidated",

@@ -148,3 +148,55 @@ def spec_input_options(func: F) -> F:
     ):
         func = option(func)
     return func
+
+
+def remote_options(*, required: bool = True) -> Callable[[F], F]:
+    """``--url``, ``--token-file`` and ``--ca-cert``: talk to a coordinator.
+
+    Where they are optional (``secret``, ``env explain``), giving ``--url``
+    switches the command from the local store to the coordinator.
+    """
+
+    def decorate(func: F) -> F:
+        for option in reversed(
+            [
+                click.option(
+                    "--url",
+                    envvar="RUNNER_URL",
+                    required=required,
+                    help="The coordinator, such as https://runner.example.com (or RUNNER_URL).",
+                ),
+                click.option(
+                    "--token-file",
+                    envvar="RUNNER_TOKEN_FILE",
+                    required=required,
+                    type=click.Path(dir_okay=False, path_type=Path),
+                    help="File holding an API token (or RUNNER_TOKEN_FILE).",
+                ),
+                click.option(
+                    "--ca-cert",
+                    envvar="RUNNER_CA_CERT",
+                    type=click.Path(dir_okay=False, path_type=Path),
+                    help="CA bundle that signed the coordinator's certificate (or RUNNER_CA_CERT).",
+                ),
+            ]
+        ):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def remote_client(url: str, token_file: Path | None, ca_cert: Path | None = None) -> Any:
+    """A client for ``--url``/``--token-file``; the token is redacted from every log line."""
+    from runner.queue.client import CoordinatorClient, read_token_file
+    from runner.redact import active
+
+    if token_file is None:
+        raise UsageError(
+            "--url needs --token-file", hint="pass --token-file FILE with an API token"
+        )
+    token = read_token_file(token_file)
+    active().register("RUNNER_API_TOKEN", token)
+    verify: bool | str = str(ca_cert) if ca_cert is not None else True
+    return CoordinatorClient(url=url, token=token, verify=verify)

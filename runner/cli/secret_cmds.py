@@ -18,7 +18,14 @@ from typing import Any, BinaryIO, TypeVar
 import click
 
 from runner.cli import cli
-from runner.cli._app import app, common_options, login_name, namespace_from_flags
+from runner.cli._app import (
+    app,
+    common_options,
+    login_name,
+    namespace_from_flags,
+    remote_client,
+    remote_options,
+)
 from runner.errors import SecretValidationError
 from runner.namespaces import Namespace, parse_namespace
 from runner.secrets.models import AuditEvent, SecretMeta, rfc3339
@@ -196,6 +203,7 @@ def secret_group() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the value from this file instead of stdin or a prompt.",
 )
+@remote_options(required=False)
 @common_options
 def secret_set(
     name: str,
@@ -205,13 +213,27 @@ def secret_set(
     namespace: str | None,
     scope: str | None,
     from_file: Path | None,
+    url: str | None,
+    token_file: Path | None,
+    ca_cert: Path | None,
 ) -> None:
-    """Create or update secret NAME; the value comes from stdin, a prompt or a file."""
+    """Create or update secret NAME; the value comes from stdin, a prompt or a file.
+
+    With --url, the coordinator stores it (with your token's permissions).
+    """
     ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=True)
     assert ns is not None
     # Refuse a bad name before asking for the value.
     value = read_value(normalize_name(name), from_file)
     check_value(value)
+    if url:
+        with remote_client(url, token_file, ca_cert) as client:
+            meta, created = client.secret_set(name, str(ns), value, scope=scope)
+        verb = "created" if created else "updated"
+        click.echo(
+            f"{verb} {meta.name} v{meta.version} in {meta.namespace}{_scope_suffix(meta.scope)}"
+        )
+        return
     with _store() as store:
         _ensure_owner(store, ns)
         before = store.get(name, ns, scope=scope or DEFAULT_SCOPE)
@@ -225,6 +247,7 @@ def secret_set(
 @_namespace_options
 @_scope_option
 @_json_option
+@remote_options(required=False)
 @common_options
 def secret_list(
     global_: bool,
@@ -233,9 +256,17 @@ def secret_list(
     namespace: str | None,
     scope: str | None,
     as_json: bool,
+    url: str | None,
+    token_file: Path | None,
+    ca_cert: Path | None,
 ) -> None:
     """List secrets (never values): all, or what a user's or org's jobs see."""
     ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=False)
+    if url:
+        with remote_client(url, token_file, ca_cert) as client:
+            metas = client.secrets_list(namespace=None if ns is None else str(ns), scope=scope)
+        _show_metas(metas, as_json)
+        return
     with _store() as store:
         if ns is None:
             metas = store.list(scope=scope)
@@ -243,6 +274,10 @@ def secret_list(
             metas = store.list(namespace=ns, scope=scope)
         else:
             metas = store.list(visible_from=ns, scope=scope)
+    _show_metas(metas, as_json)
+
+
+def _show_metas(metas: Sequence[SecretMeta], as_json: bool) -> None:
     if as_json:
         _print_json([m.to_json() for m in metas])
         return
@@ -271,6 +306,7 @@ def _rows(metas: Sequence[SecretMeta]) -> list[list[str]]:
 @click.argument("name")
 @_namespace_options
 @_scope_option
+@remote_options(required=False)
 @common_options
 def secret_rm(
     name: str,
@@ -279,13 +315,20 @@ def secret_rm(
     user: str | None,
     namespace: str | None,
     scope: str | None,
+    url: str | None,
+    token_file: Path | None,
+    ca_cert: Path | None,
 ) -> None:
     """Remove secret NAME; its values are destroyed, its audit log stays."""
     ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=True)
     assert ns is not None
-    with _store() as store:
-        meta = store.remove(name, ns, scope=scope or DEFAULT_SCOPE, actor=_actor())
-        _invalidate_cache(store, meta)
+    if url:
+        with remote_client(url, token_file, ca_cert) as client:
+            meta = client.secret_remove(name, str(ns), scope=scope)
+    else:
+        with _store() as store:
+            meta = store.remove(name, ns, scope=scope or DEFAULT_SCOPE, actor=_actor())
+            _invalidate_cache(store, meta)
     click.echo(
         f"removed {meta.name} v{meta.version} from {meta.namespace}{_scope_suffix(meta.scope)}"
     )
@@ -295,6 +338,7 @@ def secret_rm(
 @click.argument("name", required=False)
 @_namespace_options
 @_json_option
+@remote_options(required=False)
 @common_options
 def secret_log(
     name: str | None,
@@ -303,11 +347,18 @@ def secret_log(
     user: str | None,
     namespace: str | None,
     as_json: bool,
+    url: str | None,
+    token_file: Path | None,
+    ca_cert: Path | None,
 ) -> None:
     """The audit log: changes, uses, refusals and key rotations (oldest first)."""
     ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=False)
-    with _store() as store:
-        events = store.log(name, namespace=ns)
+    if url:
+        with remote_client(url, token_file, ca_cert) as client:
+            events = client.secret_log(name, namespace=None if ns is None else str(ns))
+    else:
+        with _store() as store:
+            events = store.log(name, namespace=ns)
     if as_json:
         _print_json([e.to_json() for e in events])
         return

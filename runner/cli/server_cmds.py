@@ -24,50 +24,11 @@ from typing import Any, TypeVar
 import click
 
 from runner.cli import cli
-from runner.cli._app import app, common_options
+from runner.cli._app import app, common_options, remote_client, remote_options
 from runner.errors import RunnerError
 
 F = TypeVar("F", bound=Callable[..., Any])
 TERMINAL = ("completed", "failed", "canceled")
-
-
-def _remote_options(func: F) -> F:
-    for option in reversed(
-        [
-            click.option(
-                "--url",
-                envvar="RUNNER_URL",
-                required=True,
-                help="The coordinator, such as https://runner.example.com:8443 (or RUNNER_URL).",
-            ),
-            click.option(
-                "--token-file",
-                envvar="RUNNER_TOKEN_FILE",
-                required=True,
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="File holding an API token (or RUNNER_TOKEN_FILE).",
-            ),
-            click.option(
-                "--ca-cert",
-                envvar="RUNNER_CA_CERT",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="CA bundle that signed the coordinator's certificate (or RUNNER_CA_CERT).",
-            ),
-        ]
-    ):
-        func = option(func)
-    return func
-
-
-def remote_client(url: str, token_file: Path, ca_cert: Path | None = None) -> Any:
-    """A client for ``--url``/``--token-file``; the token is redacted from every log line."""
-    from runner.queue.client import CoordinatorClient, read_token_file
-    from runner.redact import active
-
-    token = read_token_file(token_file)
-    active().register("RUNNER_API_TOKEN", token)
-    verify: bool | str = str(ca_cert) if ca_cert is not None else True
-    return CoordinatorClient(url=url, token=token, verify=verify)
 
 
 def _echo_json(data: object) -> None:
@@ -215,7 +176,7 @@ def staged_signals(executor: Any, name: str) -> Iterator[list[int]]:
 
 
 @cli.command("executor")
-@_remote_options
+@remote_options()
 @click.option("--name", help="Name in job records and audit events (default: HOST-PID).")
 @click.option(
     "--max-jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs at once."
@@ -372,7 +333,7 @@ def token_revoke(token_id: str) -> None:
 
 @cli.command("submit")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@_remote_options
+@remote_options()
 @click.option("--namespace", help="Namespace of the jobs (default: user:YOU).")
 @click.option("--json", "as_json", is_flag=True, help="Print the queued jobs as JSON.")
 @common_options
@@ -416,7 +377,7 @@ def jobs_group() -> None:
 
 
 @jobs_group.command("list")
-@_remote_options
+@remote_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common_options
 def jobs_list(url: str, token_file: Path, ca_cert: Path | None, as_json: bool) -> None:
@@ -452,7 +413,7 @@ def jobs_list(url: str, token_file: Path, ca_cert: Path | None, as_json: bool) -
 
 @jobs_group.command("show")
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
-@_remote_options
+@remote_options()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common_options
 def jobs_show(
@@ -510,7 +471,7 @@ def _render_line(line: str, prefix: str) -> str:
 
 @jobs_group.command("logs")
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
-@_remote_options
+@remote_options()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the jobs end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the events as JSON lines.")
 @common_options
@@ -549,7 +510,7 @@ def jobs_logs(
 
 @jobs_group.command("cancel")
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
-@_remote_options
+@remote_options()
 @common_options
 def jobs_cancel(job_ids: tuple[str, ...], url: str, token_file: Path, ca_cert: Path | None) -> int:
     """Cancel jobs: a waiting one at once, a running one within one heartbeat."""
