@@ -204,6 +204,35 @@ def changeset_result(repository: str = "github.com/acme/one") -> dict[str, Any]:
 # A live server and a browser -----------------------------------------------------------
 
 
+class RecordingApp:
+    """An ASGI wrapper that keeps every response (status line, headers, body) it sends."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.responses: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        parts: list[bytes] = []
+
+        async def recording_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                parts.append(str(message["status"]).encode())
+                parts.extend(k + b": " + v for k, v in message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            with self._lock:
+                self.responses.append((scope["path"], b"\n".join(parts)))
+
+
 class LiveServer:
     """The app served by uvicorn in a thread, on a port the kernel picked."""
 
