@@ -26,6 +26,7 @@ from tests.web_support import (
     GLOBAL_VALUE,
     NEW_VALUE,
     ORG_VALUE,
+    SHOTS,
     SPEC_USING_TOKEN,
     LiveServer,
     RecordingApp,
@@ -34,6 +35,7 @@ from tests.web_support import (
     chromium,
     event,
     output,
+    take_screenshots,
 )
 
 pytestmark = pytest.mark.slow
@@ -476,3 +478,16 @@ def test_every_form_is_labelled_and_reachable_by_keyboard(site: Site) -> None:
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     assert page.evaluate("() => document.activeElement.id") == "main"
+
+
+# Screenshots ----------------------------------------------------------------------------------
+
+
+def test_screenshots_of_every_page(browser: Browser, tmp_path: Path) -> None:
+    """scripts/screenshots.py keeps working (it writes docs/screenshots the same way)."""
+    written = take_screenshots(tmp_path / "shots", browser)
+    assert [p.stem for p in written] == list(SHOTS)
+    for path in written:
+        assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and path.stat().st_size > 10_000
+    docs = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+    assert sorted(p.stem for p in docs.glob("*.png")) == sorted(SHOTS)

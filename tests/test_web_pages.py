@@ -255,7 +255,7 @@ def test_permissions_are_the_apis(world: WebWorld) -> None:
         "bob": {"user:bob"},
     }
     listed = {
-        "carol": {"global", "user:carol"},
+        "carol": {"global", "org:acme", "user:carol"},
         "alice": {"org:acme", "user:alice"},
         "dave": {"org:acme", "user:dave"},
         "bob": {"user:bob"},

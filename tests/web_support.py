@@ -290,3 +290,167 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+# Screenshots for docs/ -------------------------------------------------------------------
+
+SPEC_DEMO = """\
+name: bump-lodash
+description: Update lodash everywhere
+on:
+  - repository: github.com/acme/one
+  - repository: github.com/acme/two
+steps:
+  - run: npm install lodash@4.17.21 && git add -A
+    container: runner-test/busybox:latest
+    env:
+      - GITHUB_TOKEN
+changesetTemplate:
+  title: Update lodash to 4.17.21
+  body: Fixes CVE-2021-23337.
+  branch: bump-lodash
+  commit:
+    message: Update lodash to 4.17.21
+"""
+
+SHOTS = (
+    "sign-in",
+    "secrets-index",
+    "secrets-global",
+    "secrets-user-override",
+    "secrets-org",
+    "secret-add-errors",
+    "secret-update",
+    "secret-remove",
+    "secret-access-log",
+    "jobs",
+    "job-live-log",
+    "job-changesets",
+    "org-refused",
+)
+
+
+def demo_world(root: Path) -> tuple[WebWorld, dict[str, str]]:
+    """Secrets in every namespace, jobs in every state, accesses on record."""
+    world = WebWorld(f"sqlite:///{root / 'demo.db'}", root, poll_interval_s=0.5)
+    world.set_secret("carol", "GITHUB_TOKEN", "global", GLOBAL_VALUE)
+    world.set_secret("carol", "NPM_TOKEN", "global", GLOBAL_VALUE + "-npm")
+    world.set_secret("carol", "SRC_ACCESS_TOKEN", "global", GLOBAL_VALUE + "-src")
+    world.set_secret("alice", "GITHUB_TOKEN", "user:alice", ALICE_VALUE)
+    world.set_secret("alice", "GITHUB_TOKEN", "user:alice", NEW_VALUE)
+    world.set_secret("alice", "SENTRY_DSN", "user:alice", ALICE_VALUE + "-sentry")
+    world.set_secret("alice", "DEPLOY_KEY", "org:acme", ORG_VALUE)
+    world.set_secret("dave", "SLACK_WEBHOOK", "org:acme", ORG_VALUE + "-slack")
+    done_id = world.submit("alice", "user:alice", SPEC_DEMO)
+    done = world.claim()
+    world.append(
+        done,
+        0,
+        [
+            event("step.started", step=1),
+            output(1, "added 1 package, changed 1 package in 2s"),
+            event("step.finished", step=1, exit_code=0),
+        ],
+    )
+    result = changeset_result("github.com/acme/one")
+    result["changesets"][0].update(
+        title="Update lodash to 4.17.21",
+        body="Fixes CVE-2021-23337.",
+        headRef="refs/heads/bump-lodash",
+        commits=[
+            {
+                "message": "Update lodash to 4.17.21",
+                "diff": (
+                    "diff --git a/package.json b/package.json\n--- a/package.json\n"
+                    '+++ b/package.json\n@@ -3,1 +3,1 @@\n-    "lodash": "4.17.15"\n'
+                    '+    "lodash": "4.17.21"\n'
+                ),
+            }
+        ],
+    )
+    world.complete(done, result)
+    live = world.claim()
+    world.append(
+        live,
+        0,
+        [
+            event("step.started", step=1),
+            output(1, "npm config set //registry.npmjs.org/:_authToken [REDACTED:GITHUB_TOKEN]"),
+            output(1, "npm WARN deprecated request@2.88.2", "stderr"),
+            output(1, "fetching https://[REDACTED:GITHUB_TOKEN]@github.com/acme/two"),
+        ],
+    )
+    world.submit("dave", "org:acme")
+    return world, {"done": done_id, "live": live.lease.job.id}
+
+
+def take_screenshots(out: Path, browser: Any = None) -> list[Path]:
+    """Every page, as a PNG under ``out``; values never appear in any of them."""
+    import tempfile
+
+    if browser is None:
+        with chromium() as launched:
+            return take_screenshots(out, launched)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="runner-shots-") as tmp:
+        world, jobs = demo_world(Path(tmp))
+        try:
+            with LiveServer(world.app) as server:
+                context = browser.new_context(
+                    base_url=server.url, viewport={"width": 1200, "height": 760}
+                )
+                page = context.new_page()
+
+                def shot(name: str, *, full: bool = True) -> None:
+                    assert name in SHOTS
+                    path = out / f"{name}.png"
+                    page.screenshot(path=str(path), full_page=full)
+                    written.append(path)
+
+                def sign_in(who: str) -> None:
+                    page.goto("/sign-in")
+                    page.get_by_label("API token").fill(world.token[who])
+                    page.get_by_role("button", name="Sign in").click()
+                    page.wait_for_url("**/secrets")
+
+                page.goto("/sign-in")
+                shot("sign-in")
+                sign_in("carol")
+                shot("secrets-index")
+                page.goto("/secrets/global")
+                shot("secrets-global")
+                page.get_by_role("button", name="Sign out").click()
+                sign_in("alice")
+                page.goto("/secrets/user:alice")
+                shot("secrets-user-override")
+                page.goto("/secrets/org:acme")
+                shot("secrets-org")
+                page.goto("/secrets/user:alice")
+                page.get_by_label("Name").fill("2FA-CODE")
+                page.get_by_label("Value").fill("short")
+                page.get_by_role("button", name="Add secret").click()
+                page.locator("#add-heading").scroll_into_view_if_needed()
+                shot("secret-add-errors")
+                page.goto("/secrets/user:alice/GITHUB_TOKEN/update")
+                shot("secret-update")
+                page.goto("/secrets/user:alice/GITHUB_TOKEN/remove")
+                shot("secret-remove")
+                page.goto("/secrets/user:alice/GITHUB_TOKEN/log")
+                shot("secret-access-log")
+                page.goto("/jobs")
+                shot("jobs")
+                page.goto(f"/jobs/{jobs['live']}")
+                page.wait_for_selector("#follow-status:has-text('Following the log live.')")
+                shot("job-live-log")
+                page.goto(f"/jobs/{jobs['done']}")
+                page.get_by_text("Commit: Update lodash to 4.17.21").click()
+                shot("job-changesets")
+                page.get_by_role("button", name="Sign out").click()
+                sign_in("bob")
+                page.goto("/secrets/org:acme")
+                shot("org-refused")
+                context.close()
+        finally:
+            world.close()
+    return written

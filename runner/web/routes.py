@@ -91,7 +91,7 @@ class Viewer:
     name: str
     admin: bool
     orgs: list[str]
-    notices: list[str] = field(default_factory=list)
+    other_orgs: list[str] = field(default_factory=list)
 
     @property
     def csrf(self) -> str:
@@ -115,6 +115,14 @@ class Viewer:
                 description=f"Secrets of the organization {org}, used by its jobs.",
             )
             for org in self.orgs
+        )
+        links.extend(
+            NamespaceLink(
+                namespace=f"org:{org}",
+                title=f"{org} › Executor secrets",
+                description=f"Secrets of the organization {org} (you manage them as site admin).",
+            )
+            for org in self.other_orgs
         )
         links.append(
             NamespaceLink(
@@ -181,13 +189,19 @@ class WebPages:
             self.sessions.end(session_id)
             return None
         who = self.coordinator.whoami(principal)
+        admin = bool(who["admin"])
+        orgs = list(who["orgs"])
+        others = (
+            [o.name for o in self.coordinator.secrets.orgs() if o.name not in orgs] if admin else []
+        )
         return Viewer(
             session_id=session_id,
             session=session,
             principal=principal,
             name=principal.name,
-            admin=bool(who["admin"]),
-            orgs=list(who["orgs"]),
+            admin=admin,
+            orgs=orgs,
+            other_orgs=others,
         )
 
     def require(self, request: Request) -> Viewer:
