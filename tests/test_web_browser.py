@@ -247,6 +247,7 @@ def test_a_user_adds_an_override_and_sees_the_marker(site: Site) -> None:
     page.get_by_role("button", name="Add secret").click()
     name = page.get_by_label("Name")
     expect(name).to_have_attribute("aria-invalid", "true")
+    expect(name).to_be_focused()  # the first field in error takes the focus
     expect(page.locator("#secret-name-error")).to_have_text(
         "invalid secret name 'TOKEN-1' — use letters, digits and _, starting with a letter "
         "(like GITHUB_TOKEN)"

@@ -586,3 +586,14 @@ def test_pages_carry_security_headers(sqlite_world: WebWorld) -> None:
     assert script.headers["x-content-type-options"] == "nosniff"
     assert alice.get("/static/style.css").status_code == 200
     assert "<script>" not in alice.get("/secrets").text  # no inline scripts: the CSP forbids them
+
+
+def test_mounting_twice_keeps_one_set_of_routes(sqlite_world: WebWorld) -> None:
+    from runner.web import mount_web
+
+    before = len(sqlite_world.app.routes)
+    sessions = SessionStore()
+    mount_web(sqlite_world.app, sqlite_world.coordinator, sessions=sessions, poll_interval_s=3)
+    assert len(sqlite_world.app.routes) == before
+    assert sqlite_world.app.state.web.sessions is sessions
+    assert sqlite_world.app.state.web.poll_interval_s == 3

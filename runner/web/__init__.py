@@ -29,11 +29,20 @@ def mount_web(
     sessions: SessionStore | None = None,
     poll_interval_s: float = 1.0,
 ) -> None:
-    """Serve the pages (``/``, ``/sign-in``, ``/secrets…``, ``/jobs…``) and ``/static``."""
+    """Serve the pages (``/``, ``/sign-in``, ``/secrets…``, ``/jobs…``) and ``/static``.
+
+    Mounting twice keeps the first routes and updates their settings.
+    """
     from runner.web.render import STATIC_DIR, HardenedStaticFiles
     from runner.web.routes import WebPages
     from runner.web.session import SessionStore
 
+    existing = getattr(app.state, "web", None)
+    if isinstance(existing, WebPages):
+        existing.poll_interval_s = poll_interval_s
+        if sessions is not None:
+            existing.sessions = sessions
+        return
     pages = WebPages(
         coordinator, sessions=sessions or SessionStore(), poll_interval_s=poll_interval_s
     )
