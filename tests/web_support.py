@@ -398,7 +398,7 @@ def take_screenshots(out: Path, browser: Any = None) -> list[Path]:
         try:
             with LiveServer(world.app) as server:
                 context = browser.new_context(
-                    base_url=server.url, viewport={"width": 1200, "height": 760}
+                    base_url=server.url, viewport={"width": 1360, "height": 760}
                 )
                 page = context.new_page()
 

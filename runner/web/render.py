@@ -45,15 +45,15 @@ def parse_time(value: datetime | str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def when(value: datetime | str | None) -> Markup:
-    """A ``<time>`` element in UTC, or a dash."""
+def when(value: datetime | str | None, *, short: bool = False) -> Markup:
+    """A ``<time>`` element in UTC (``short``: without the zone, for tables), or a dash."""
     moment = parse_time(value)
     if moment is None:
         return Markup('<span class="none">—</span>')
     utc = moment.astimezone(UTC).replace(microsecond=0)
     machine = utc.isoformat().replace("+00:00", "Z")
     return Markup('<time datetime="{}">{}</time>').format(
-        machine, utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+        machine, utc.strftime("%Y-%m-%d %H:%M:%S" if short else "%Y-%m-%d %H:%M:%S UTC")
     )
 
 
