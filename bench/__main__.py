@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -58,7 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous: dict[str, Any] = {}
     if args.only and args.results.exists():
         previous = json.loads(args.results.read_text())
-    results, failed = run_suite(names, quick=args.quick, previous=previous)
+    # The bench is a command line of its own: the services come from its environment.
+    options = {
+        "coordinator": {
+            "postgres_url": os.environ.get("RUNNER_TEST_POSTGRES_URL") or None,
+            "require_services": os.environ.get("RUNNER_TEST_REQUIRE_SERVICES") == "1",
+        }
+    }
+    results, failed = run_suite(names, quick=args.quick, previous=previous, options=options)
     write_outputs(results, args.results, args.markdown)
     if failed:
         progress(f"failed: {', '.join(failed)} (see the notes in {args.markdown.name})")
@@ -70,6 +78,7 @@ def run_suite(
     *,
     quick: bool,
     previous: dict[str, Any] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
     load: Callable[[str], Any] = importlib.import_module,
 ) -> tuple[dict[str, Any], list[str]]:
     """Run the named modules; their figures over ``previous``; the names that failed."""
@@ -88,7 +97,7 @@ def run_suite(
         progress(f"{name}: starting")
         began = time.perf_counter()
         try:
-            measured = load(module_name).run(quick=quick)
+            measured = load(module_name).run(quick=quick, **(options or {}).get(name, {}))
         except (BenchError, OSError, RuntimeError, ValueError, ImportError) as exc:
             failed.append(name)
             reason = f"{type(exc).__name__}: {exc}".strip()

@@ -14,11 +14,13 @@ from typing import Any
 from bench.common import (
     BenchError,
     Sandbox,
-    alternate,
     container_starts,
     events,
+    load_average,
     median,
+    one_round,
     progress,
+    steady_rounds,
 )
 
 WORKSPACES, STEPS = 8, 3
@@ -30,7 +32,7 @@ STEP_SCRIPTS = (
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    rounds = 3 if quick else 5
+    min_rounds, max_rounds = (3, 3) if quick else (5, 9)
     with Sandbox("cache") as box:
         repos = [
             box.repo(f"github.com/bench/svc-{i}", {"README.md": f"# service {i}\n"})
@@ -46,6 +48,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         if cold_started != WORKSPACES * STEPS:
             raise BenchError(f"the cold run started {cold_started} steps, not {WORKSPACES * STEPS}")
         starts: list[int] = []
+        raw: list[list[float]] = [[], []]
 
         def rerun() -> float:
             since = time.time() - 1
@@ -54,15 +57,25 @@ def run(quick: bool = False) -> dict[str, Any]:
             starts.append(container_starts(run_id, since, time.time() + 1))
             return result.seconds
 
-        progress(f"cache: {rounds} rounds of a cached re-run and `runner validate`")
-        t_rerun, t_validate = alternate(rounds, rerun, lambda: box.runner(validate_args).seconds)
+        def measure_round(index: int) -> float:
+            one_round(index, (rerun, lambda: box.runner(validate_args).seconds), raw)
+            return raw[0][-1] / raw[1][-1]
+
+        progress("cache: rounds of a cached re-run and `runner validate`")
+        load = load_average()
+        ratios = steady_rounds(measure_round, min_rounds=min_rounds, max_rounds=max_rounds)
+    t_rerun, t_validate = raw
     return {
-        "cached_rerun_vs_validate": round(median(t_rerun) / median(t_validate), 3),
+        "cached_rerun_vs_validate": round(median(ratios), 3),
         "cached_rerun_containers": max(starts),
         "details": {
+            "rounds": len(ratios),
+            "ratio_per_round": [round(r, 3) for r in ratios],
             "cold_run_s": round(cold.seconds, 3),
             "cached_rerun_s": [round(t, 3) for t in t_rerun],
             "validate_s": [round(t, 3) for t in t_validate],
             "containers_per_rerun": starts,
+            "load_before": load,
+            "load_after": load_average(),
         },
     }

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -174,14 +175,21 @@ def events(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
-def docker_run_true(count: int, *, image: str = IMAGE) -> float:
-    """Seconds for ``count`` sequential ``docker run --rm IMAGE true``."""
-    start = time.perf_counter()
+def docker_run_true(count: int, *, image: str = IMAGE) -> list[float]:
+    """Seconds of each of ``count`` sequential ``docker run --rm IMAGE true``."""
+    times = []
     for _ in range(count):
+        start = time.perf_counter()
         subprocess.run(
             ["docker", "run", "--rm", image, "true"], check=True, capture_output=True, timeout=120
         )
-    return time.perf_counter() - start
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def event_time(event: Mapping[str, Any]) -> float:
+    """An event's RFC 3339 time as a POSIX timestamp."""
+    return datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00")).timestamp()
 
 
 def container_starts(run_id: str, since: float, until: float) -> int:
@@ -221,15 +229,50 @@ def require_image(image: str = IMAGE) -> None:
         )
 
 
-def alternate(rounds: int, *measures: Callable[[], float]) -> list[list[float]]:
-    """Each measure ``rounds`` times, interleaved, rotating which goes first."""
-    results: list[list[float]] = [[] for _ in measures]
-    for r in range(rounds):
-        order = list(range(len(measures)))
-        order = order[r % len(order) :] + order[: r % len(order)]
-        for i in order:
-            results[i].append(measures[i]())
-    return results
+def one_round(
+    index: int, measures: Sequence[Callable[[], float]], results: list[list[float]]
+) -> None:
+    """Round ``index``: every measure once, the first one rotating from round to round."""
+    order = list(range(len(measures)))
+    order = order[index % len(order) :] + order[: index % len(order)]
+    for i in order:
+        results[i].append(measures[i]())
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """The range of the middle values (a quarter dropped at each end) over the median."""
+    ordered = sorted(values)
+    if len(ordered) < 2:
+        return 0.0
+    cut = len(ordered) // 4
+    middle = ordered[cut : len(ordered) - cut]
+    mid = median(ordered)
+    return (middle[-1] - middle[0]) / abs(mid) if mid else float("inf")
+
+
+def steady_rounds(
+    measure_round: Callable[[int], float],
+    *,
+    min_rounds: int,
+    max_rounds: int,
+    spread: float = 0.15,
+) -> list[float]:
+    """Per-round figures: ``min_rounds``, then more while they disagree, up to ``max_rounds``.
+
+    A burst of load from elsewhere on a shared machine disturbs a round or two;
+    re-running until the middle half of the rounds agrees keeps the median honest.
+    """
+    figures: list[float] = []
+    while len(figures) < max_rounds:
+        figures.append(measure_round(len(figures)))
+        if len(figures) >= min_rounds and relative_spread(figures) <= spread:
+            break
+    return figures
+
+
+def load_average() -> float:
+    """The 1-minute load average (how busy the shared machine was)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def progress(message: str) -> None:

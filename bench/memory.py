@@ -67,9 +67,12 @@ def peak_rss(
 
 
 def log_line(width: int = LINE_BYTES) -> str:
-    """One log-like line of ``width`` bytes with its newline."""
-    words = "src/pkg/module_{:03d}.go ok "
-    body = _PREFIX + "".join(words.format(i) for i in range(width // len(words) + 1))
+    """One log-like line of ``width`` bytes with its newline (so ``width - 1`` here)."""
+    body = _PREFIX
+    i = 0
+    while len(body) < width:
+        body += f"src/pkg/module_{i:03d}.go ok "
+        i += 1
     return body[: width - 1]
 
 
