@@ -42,6 +42,7 @@ from runner.queue.tokens import NotAuthenticatedError, Principal, TokenNotFoundE
 from runner.redact import active
 from runner.secrets.models import StaleSecretError
 from runner.secrets.value import Secret
+from runner.web import mount_web
 
 log = get_logger("runner.queue.api")
 
@@ -316,6 +317,7 @@ def create_app(coordinator: Coordinator) -> FastAPI:
         )
         return {"ok": True}
 
+    mount_web(app, coordinator)
     return app
 
 
