@@ -85,6 +85,14 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
 
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 # A throwaway Docker engine -------------------------------------------------------------------
 
 
@@ -100,6 +108,7 @@ class Dockerd:
         self.host = f"unix://{self.sock}"
         self.log = self.root / "dockerd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.holder: subprocess.Popen[bytes] | None = None
 
     def args(self) -> list[str]:
         r = self.root
@@ -108,10 +117,22 @@ class Dockerd:
             config.write_text("{}\n")
         # Its own network namespace: an engine started with --bridge=none deletes the
         # host's docker0 bridge (moby removes the default bridge it does not manage),
-        # which would cut the shared engine's containers off.
+        # which would cut the shared engine's containers off. The namespace outlives a
+        # killed engine, so the restarted one still reaches the old containers' shims
+        # (their sockets are abstract, so per network namespace).
+        if self.holder is None:
+            self.holder = subprocess.Popen(
+                ["unshare", "--net", "--", "sleep", "infinity"], stdin=subprocess.DEVNULL
+            )
+            mine = os.readlink("/proc/self/ns/net")
+            wait_for(
+                lambda: os.readlink(f"/proc/{self.holder.pid}/ns/net") != mine,  # type: ignore[union-attr]
+                timeout=10,
+                what="a private network namespace",
+            )
         return [
-            "unshare",
-            "--net",
+            "nsenter",
+            f"--net=/proc/{self.holder.pid}/ns/net",
             "--",
             "dockerd",
             f"--config-file={config}",
@@ -129,6 +150,12 @@ class Dockerd:
         ]
 
     def start(self) -> None:
+        # A killed engine leaves containerd's pid file behind; if that pid is gone (or a
+        # zombie nobody reaped), a new engine would wait for it forever.
+        stale = self.root / "exec" / "containerd" / "containerd.pid"
+        with contextlib.suppress(OSError, ValueError):
+            if not _running(int(stale.read_text().strip())):
+                stale.unlink()
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.args(), stdout=log, stderr=log, stdin=subprocess.DEVNULL
@@ -196,6 +223,9 @@ class Dockerd:
             for pid in pids_mentioning(str(self.root)):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            if self.holder is not None:
+                self.holder.kill()
+                self.holder.wait(10)
             _unmount_under(self.root)
             shutil.rmtree(self.root, ignore_errors=True)
 
