@@ -159,13 +159,7 @@ def test_secret_is_in_the_step_but_not_in_inspect_argv_or_docker_files(
         f"    container: {TEST_IMAGE}\n    env: [GH_TOKEN]\n",
     )
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [RUNNER, "run", str(spec), "--repos-root", str(repos), "--out", str(out), "--json"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, run_id = _start_interruptible(spec, repos, out, env)
     try:
         tmp = Path(env["TMPDIR"])
         deadline = time.monotonic() + 60
@@ -175,7 +169,7 @@ def test_secret_is_in_the_step_but_not_in_inspect_argv_or_docker_files(
             time.sleep(0.1)
         assert ready, "the step never started"
         forms = leak_forms([ALICE_VALUE])
-        containers = docker_client.containers.list(filters={"label": "org.runner.run-id"})
+        containers = _runner_containers(docker_client, run_id)
         assert containers
         for container in containers:
             inspect = json.dumps(docker_client.api.inspect_container(container.id)).encode()
