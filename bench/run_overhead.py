@@ -37,7 +37,7 @@ SHORT, LONG, DOCKER_RUNS = 10, 20, 10
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    min_rounds, max_rounds = (3, 3) if quick else (5, 9)
+    min_rounds, max_rounds = (3, 3) if quick else (7, 11)
     raw: list[list[float]] = [[], [], []]
     docker_each: list[float] = []
     intervals: list[float] = []
@@ -68,7 +68,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
         progress(f"step overhead: rounds of {SHORT} steps, {LONG} steps, 10 docker runs")
         load = load_average()
-        steady_rounds(measure_round, min_rounds=min_rounds, max_rounds=max_rounds)
+        # A difference of two runs is noisier than a ratio: more rounds, a tighter agreement.
+        steady_rounds(measure_round, min_rounds=min_rounds, max_rounds=max_rounds, spread=0.10)
     result = figures(*raw)
     result["details"].update(
         {
