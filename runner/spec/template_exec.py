@@ -25,7 +25,16 @@ from typing import Any, Final
 from runner.errors import TemplateError
 from runner.spec import template_parse as p
 from runner.spec.template_fmt import sprint
-from runner.spec.template_funcs import ANY, REFLECT, STRING, STRINGS, CallError, Func, is_true
+from runner.spec.template_funcs import (
+    ANY,
+    MAX_RESULT_CHARS,
+    REFLECT,
+    STRING,
+    STRINGS,
+    CallError,
+    Func,
+    is_true,
+)
 from runner.spec.template_values import (
     INVALID,
     SearchResultPaths,
@@ -71,10 +80,18 @@ class _Var:
     iface: bool  # still held in an interface{} slot (a range element)
 
 
+# Bounds on one rendering: its output, and the nodes it may visit (a range
+# nested in ranges can loop billions of times while printing nothing).
+MAX_OUTPUT_CHARS: Final = MAX_RESULT_CHARS
+MAX_STEPS: Final = 2_000_000
+
+
 class _State:
     def __init__(self, funcs: Mapping[str, Func], dot: dict[str, Any]) -> None:
         self.funcs = funcs
         self.out: list[str] = []
+        self.size = 0
+        self.steps = 0
         self.vars: list[_Var] = [_Var("$", dot, False)]
         self.node: p.Node | None = None
         self.dot_iface = False
@@ -118,15 +135,29 @@ class _State:
             self.dot_iface = saved
 
     # -- walking -------------------------------------------------------------------
+    def write(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_OUTPUT_CHARS:
+            raise self.error(
+                f"the template renders more than {MAX_OUTPUT_CHARS:,} characters; "
+                "make it print less"
+            )
+        self.out.append(text)
+
     def walk(self, dot: Any, node: p.Node) -> None:
         self.node = node
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise self.error(
+                f"the template takes more than {MAX_STEPS:,} steps to render (nested ranges?)"
+            )
         if isinstance(node, p.TextNode):
-            self.out.append(node.text)
+            self.write(node.text)
         elif isinstance(node, p.ActionNode):
             value = self.eval_pipeline(dot, node.pipe)
             if not node.pipe.decl:
                 self.node = node
-                self.out.append("<no value>" if value is INVALID else sprint([value]))
+                self.write("<no value>" if value is INVALID else sprint([value]))
         elif isinstance(node, p.ListNode):
             for child in node.nodes:
                 self.walk(dot, child)

@@ -39,6 +39,19 @@ STRING: Final = "string"
 STRINGS: Final = "[]string"
 
 
+# Templates render scripts, env values and changeset fields: nothing legitimate
+# comes near this, and without a bound a few bytes of spec can ask for gigabytes.
+MAX_RESULT_CHARS: Final = 4 * 1024 * 1024
+
+
+def check_result_size(size: int) -> None:
+    if size > MAX_RESULT_CHARS:
+        raise CallError(
+            f"the result would be {size:,} characters, over the limit of "
+            f"{MAX_RESULT_CHARS:,} for a template"
+        )
+
+
 class CallError(Exception):
     """A function failed; text/template reports it as ``error calling NAME: …``."""
 
@@ -331,6 +344,7 @@ def _urlquery(*args: Any) -> str:
 
 
 def _join(elems: list[str], sep: str) -> str:
+    check_result_size(sum(map(len, elems)) + len(sep) * max(len(elems) - 1, 0))
     return renorm(sep.join(elems))
 
 
@@ -346,6 +360,8 @@ def _split(s: str, sep: str) -> StrList:
 
 
 def _replace(s: str, old: str, new: str) -> str:
+    hits = s.count(old) if old else len(s) + 1
+    check_result_size(len(s) + hits * (len(new) - len(old)))
     if s.isascii() and old.isascii():
         return renorm(s.replace(old, new))
     if old == "":
@@ -354,6 +370,7 @@ def _replace(s: str, old: str, new: str) -> str:
 
 
 def _join_if(sep: str, *elems: str) -> str:
+    check_result_size(sum(map(len, elems)) + len(sep) * len(elems))
     return renorm(sep.join(e for e in elems if e != ""))
 
 

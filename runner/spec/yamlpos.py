@@ -65,6 +65,19 @@ class _Loader(Reader, Scanner, Parser, Composer, _Yaml12Resolver):
         Parser.__init__(self)
         Composer.__init__(self)
         _Yaml12Resolver.__init__(self)
+        self.nodes_composed = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        # Count while composing, so a document of a million values is refused
+        # after the first MAX_NODES instead of after building all of them.
+        self.nodes_composed += 1
+        if self.nodes_composed > MAX_NODES:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _TooBig(
+                Pos(mark.line + 1, mark.column + 1),
+                f"the document has more than {MAX_NODES} values; a batch spec needs far fewer",
+            )
+        return super().compose_node(parent, index)
 
 
 @dataclass(frozen=True)
@@ -161,7 +174,8 @@ class _Converter:
                     return float(lowered.replace(".", ""))
                 return float(text)
         except ValueError:
-            self.problem(_pos(node), f"{text!r} is not a valid {tag.rsplit(':', 1)[-1]}")
+            shown = text if len(text) <= 40 else f"{text[:20]}…{text[-10:]}"
+            self.problem(_pos(node), f"{shown!r} is not a valid {tag.rsplit(':', 1)[-1]}")
             return None
         return text
 
@@ -271,6 +285,8 @@ def load_yaml(text: str, path: str) -> YNode | None:
         raise YamlError(
             [Problem(path, 1, 1, "invalid YAML: the document nests too deeply")]
         ) from None
+    except _TooBig as exc:
+        raise YamlError([Problem(path, exc.pos.line, exc.pos.column, str(exc))]) from None
     finally:
         if loader is not None:
             loader.dispose()
