@@ -354,9 +354,13 @@ class DockerRuntime:
             raw.settimeout(self._poll_interval_s)
             demux = _Demux()
             while True:
+                # Close the attachment before killing: a step that keeps printing
+                # into an attachment nobody reads holds the engine's kill back.
                 if cancel.is_set():
+                    self._detach(raw, handle)
                     return self._kill(container_id, canceled=True)
                 if time.monotonic() >= deadline:
+                    self._detach(raw, handle)
                     return self._kill(container_id, timed_out=True)
                 try:
                     data = raw.recv(65536)
@@ -369,11 +373,15 @@ class DockerRuntime:
                 for stream, chunk in demux.feed(data):
                     on_output(stream, chunk)
         finally:
-            with contextlib.suppress(OSError):
-                raw.close()
-            with contextlib.suppress(OSError):
-                handle.close()
+            self._detach(raw, handle)
         return self._wait(container_id, deadline, cancel)
+
+    @staticmethod
+    def _detach(raw: socket.socket, handle: Any) -> None:
+        with contextlib.suppress(OSError):
+            raw.close()
+        with contextlib.suppress(OSError):
+            handle.close()
 
     def _wait(self, container_id: str, deadline: float, cancel: threading.Event) -> StepExit:
         # The output ends when the step closes stdout and stderr, which it may

@@ -93,6 +93,18 @@ class StepFailed(RunnerError):
     """A step failed: its exit code, a timeout, or an error before it ran."""
 
 
+class _StepStop(threading.Event):
+    """Stops one step: set by the log cap, and also set whenever the run is canceled."""
+
+    def __init__(self, run_cancel: threading.Event) -> None:
+        super().__init__()
+        self._run_cancel = run_cancel
+        self.over_cap = False
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._run_cancel.is_set()
+
+
 def _empty_step() -> dict[str, Any]:
     return {**FileChanges().as_template(), "stdout": "", "stderr": ""}
 
@@ -158,6 +170,7 @@ class WorkspaceRunner:
         self.ws = workspace
         self.spec = ctx.spec
         self.total = len(self.spec.steps)
+        self.log_volume = 0  # bytes the workspace's steps printed, against the log cap
         self.fields = {
             "run_id": ctx.run_id,
             "repository": workspace.repository,
@@ -427,20 +440,29 @@ class WorkspaceRunner:
             )
             for name in ("stdout", "stderr")
         }
-        volume = [0]
+        cap = ctx.limits.log_cap_bytes
+        stop = _StepStop(ctx.cancel)
 
         def on_output(stream: OutputStream, chunk: bytes) -> None:
-            volume[0] += len(chunk)
+            if stop.over_cap:
+                return  # stopped: nothing more is shown, logged or kept
+            self.log_volume += len(chunk)
+            if cap is not None and self.log_volume > cap:
+                stop.over_cap = True
+                stop.set()
+                return
             sinks[stream].feed(chunk)
 
-        result = ctx.runtime.run_step(container, on_output=on_output, cancel=ctx.cancel)
+        result = ctx.runtime.run_step(container, on_output=on_output, cancel=stop)
         for sink in sinks.values():
             sink.close()
         self.emit("step.finished", step=step.number, steps=self.total, exit_code=result.exit_code)
-        if ctx.limits.log_cap_bytes is not None and volume[0] > ctx.limits.log_cap_bytes:
+        if stop.over_cap:
             raise StepFailed(
-                f"step {step.number} printed {volume[0] >> 20} MiB, over the log cap",
-                hint="print less, or raise the cap",
+                f"step {step.number} was stopped: the workspace's steps printed over the "
+                f"log cap of {_size(cap or 0)}",
+                hint="make the steps print less, or raise the cap (runner run --log-cap, "
+                "RUNNER_JOB_LOG_CAP_MB)",
             )
         if not result.succeeded:
             raise StepFailed(self._failure_message(step, result, sinks["stderr"].captured))
@@ -511,6 +533,10 @@ class WorkspaceRunner:
                 f"the workspace's diff holds the secret {', '.join(names)}; no diff was written",
                 hint="make the steps keep secret values out of the files they change",
             )
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n / 1024:g} KiB"
 
 
 _MARKER = re.compile(rb"\[REDACTED:([A-Za-z0-9_]+)\]")
