@@ -268,6 +268,14 @@ class Database:
         self._pg_conn = pg_conn
         self._lock = threading.RLock()
         self._local = threading.local()
+        # PostgreSQL: one connection per thread (a server serves requests in
+        # parallel), each replaced when the server dropped it (a restart).
+        self._pg_conns: list[psycopg.Connection[Row]] = []
+        self._pg_factory: Callable[[], psycopg.Connection[Row]] | None = None
+        self._closed = False
+        if pg_conn is not None:
+            self._local.pg = pg_conn
+            self._pg_conns.append(pg_conn)
 
     def __repr__(self) -> str:
         return f"Database({self.dialect}, {display_url(self.url)!r})"
@@ -278,9 +286,22 @@ class Database:
         return self._sqlite_conn
 
     def _pg(self) -> psycopg.Connection[Row]:
-        if self._pg_conn is None:
+        if self._closed or self._pg_conn is None:
             raise StoreError("the database is closed", hint="open it again")
-        return self._pg_conn
+        conn: psycopg.Connection[Row] | None = getattr(self._local, "pg", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._new_pg()
+        return conn
+
+    def _new_pg(self) -> psycopg.Connection[Row]:
+        if self._pg_factory is None:
+            raise StoreError("the database connection was lost", hint="open it again")
+        conn = self._pg_factory()
+        self._local.pg = conn
+        with self._lock:
+            self._pg_conns = [c for c in self._pg_conns if not c.closed]
+            self._pg_conns.append(conn)
+        return conn
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[Transaction]:
@@ -294,22 +315,36 @@ class Database:
                 raise RuntimeError("cannot write inside a read-only transaction")
             yield outer
             return
-        with self._lock:
-            tx = Transaction(self, write=write)
-            self._local.tx = tx
-            try:
-                if self.dialect == "postgresql":
-                    yield from self._pg_transaction(tx)
-                else:
+        tx = Transaction(self, write=write)
+        self._local.tx = tx
+        try:
+            if self.dialect == "postgresql":
+                yield from self._pg_transaction(tx)
+            else:
+                # One SQLite connection is shared: its transactions take turns.
+                with self._lock:
                     yield from self._sqlite_transaction(tx)
-            finally:
-                self._local.tx = None
+        finally:
+            self._local.tx = None
 
     def _pg_transaction(self, tx: Transaction) -> Iterator[Transaction]:
         conn = self._pg()
         try:
-            with conn.transaction():
+            begin = conn.transaction()
+            try:
+                begin.__enter__()
+            except psycopg.OperationalError:
+                # The server dropped the connection (a restart): nothing of this
+                # transaction has happened yet, so reconnect and begin again.
+                conn = self._new_pg()
+                begin = conn.transaction()
+                begin.__enter__()
+            try:
                 yield tx
+            except BaseException as exc:
+                begin.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            begin.__exit__(None, None, None)
         except _DRIVER_ERRORS as exc:
             raise _translate(exc) from exc
 
@@ -414,8 +449,11 @@ class Database:
                 self._sqlite_conn.close()
                 self._sqlite_conn = None
             if self._pg_conn is not None:
-                self._pg_conn.close()
+                for conn in self._pg_conns:
+                    conn.close()
+                self._pg_conns = []
                 self._pg_conn = None
+            self._closed = True
 
     def __enter__(self) -> Database:
         return self
@@ -452,16 +490,24 @@ def _connect_sqlite(url: str, busy_timeout_s: float) -> Database:
 
 
 def _connect_postgres(url: str, busy_timeout_s: float) -> Database:
-    try:
-        conn: psycopg.Connection[Row] = psycopg.connect(
-            url, autocommit=True, row_factory=dict_row, connect_timeout=max(1, int(busy_timeout_s))
-        )
-    except psycopg.Error as exc:
-        raise StoreError(
-            f"cannot connect to the database at {display_url(url)}: {_first_line(exc)}",
-            hint="check RUNNER_DATABASE_URL and that the PostgreSQL server is running",
-        ) from exc
-    return Database(dialect="postgresql", url=url, pg_conn=conn)
+    def connect_once() -> psycopg.Connection[Row]:
+        try:
+            conn: psycopg.Connection[Row] = psycopg.connect(
+                url,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=max(1, int(busy_timeout_s)),
+            )
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to the database at {display_url(url)}: {_first_line(exc)}",
+                hint="check RUNNER_DATABASE_URL and that the PostgreSQL server is running",
+            ) from exc
+        return conn
+
+    db = Database(dialect="postgresql", url=url, pg_conn=connect_once())
+    db._pg_factory = connect_once
+    return db
 
 
 def connect(
