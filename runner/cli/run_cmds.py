@@ -18,7 +18,7 @@ import click
 from runner.cli import cli
 from runner.cli._app import App, app, common_options, login_name, spec_input_options
 from runner.env import HostEnv, plan_env
-from runner.errors import UsageError
+from runner.errors import RunnerError, UsageError
 from runner.execute.run import (
     RunPlan,
     execute,
@@ -228,19 +228,29 @@ def run_cmd(
             )
     finally:
         reporter.close()
-        if cancel.is_set():
-            runtime.sweep(RUN_LABEL, run_id)
-        record.unlink(missing_ok=True)
+        _forget_run(runtime, run_id, record)
     if not as_json:
         _print_summary(outcome, out)
     return 130 if interrupted.is_set() else outcome.exit_code
 
 
-def _open_cache(settings: Any, store: Any, clear: bool) -> Any:
+def _forget_run(runtime: Any, run_id: str, record: Path) -> None:
+    """Remove the run's record once none of its containers is left.
+
+    If the engine cannot be asked (it died mid-run), the record stays, so the
+    next run or `runner cleanup` sweeps what the engine still holds.
+    """
     try:
-        from runner.cache_store import open_cache
-    except ImportError:  # the SQL cache arrives with the cache issue
-        return None
+        runtime.sweep(RUN_LABEL, run_id)
+    except RunnerError as exc:
+        log.warning("could not check for leftover containers; the next run will", error=str(exc))
+        return
+    record.unlink(missing_ok=True)
+
+
+def _open_cache(settings: Any, store: Any, clear: bool) -> Any:
+    from runner.cache_store import open_cache
+
     cache = open_cache(settings, store)
     if clear:
         cache.clear()
