@@ -142,7 +142,7 @@ steps:
 class Matrix:
     """A coordinator over SQLite with the callers' tokens, served in-process."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, db_url: str | None = None) -> None:
         from fastapi.testclient import TestClient
 
         from runner.db import connect
@@ -157,7 +157,7 @@ class Matrix:
 
         make_repo(root / "repos", "github.com/acme/one")
         self.root = root
-        self.db = connect(f"sqlite:///{root / 'state.db'}")
+        self.db = connect(db_url or f"sqlite:///{root / 'state.db'}")
         self.secrets = SqlSecretStore(self.db, Keyring([new_master_key()]))
         self.jobs = SqlJobStore(self.db)
         tokens = SqlTokenStore(self.db)
