@@ -188,6 +188,27 @@ def _unwrap(master: MasterKey, wrapped: bytes, binding: Binding) -> bytes:
     return data_key
 
 
+_CHECK_PLAINTEXT = b"runner master key check"
+
+
+def key_check(master: MasterKey) -> bytes:
+    """A value only this key's material decrypts: tells a key file with the
+    right id but other bytes apart from the key that encrypted the store."""
+    nonce = os.urandom(NONCE_BYTES)
+    body = AESGCM(master.material).encrypt(nonce, _CHECK_PLAINTEXT, master.key_id.encode())
+    return nonce + body
+
+
+def key_matches(master: MasterKey, check: bytes) -> bool:
+    nonce, body = check[:NONCE_BYTES], check[NONCE_BYTES:]
+    try:
+        return AESGCM(master.material).decrypt(nonce, body, master.key_id.encode()) == (
+            _CHECK_PLAINTEXT
+        )
+    except (InvalidTag, ValueError):
+        return False
+
+
 def seal(
     keyring: Keyring, value: Secret, binding: Binding, *, master: MasterKey | None = None
 ) -> Sealed:

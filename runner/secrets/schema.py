@@ -104,6 +104,11 @@ CREATE TRIGGER secret_audit_no_truncate BEFORE TRUNCATE ON secret_audit
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(100, "secrets: users, orgs, secrets, versions, audit log, master keys", _TABLES),
     Migration(101, "secrets: the audit log is append-only", _APPEND_ONLY),
+    Migration(
+        102,
+        "secrets: a check value per master key",
+        "ALTER TABLE master_keys ADD COLUMN check_value {{BLOB}};",
+    ),
 )
 
 register(*MIGRATIONS)

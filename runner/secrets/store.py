@@ -34,7 +34,7 @@ from runner.db import (
     parse_db_time,
     utcnow,
 )
-from runner.errors import DecryptionError, MasterKeyError, SecretNotFoundError
+from runner.errors import DecryptionError, MasterKeyError, SecretError, SecretNotFoundError
 from runner.namespaces import GLOBAL, Namespace, check_principal_name, parse_namespace
 from runner.secrets import schema
 from runner.secrets.crypto import (
@@ -44,6 +44,8 @@ from runner.secrets.crypto import (
     MasterKey,
     Sealed,
     Undecryptable,
+    key_check,
+    key_matches,
     rewrap,
     seal,
     unseal,
@@ -327,10 +329,55 @@ class SqlSecretStore:
         return {str(r["key_id"]) for r in rows}
 
     def check_keys(self) -> None:
-        """Refuse to work when a stored value names a master key that is not loaded."""
+        """Refuse to work with a key the store does not know as it was.
+
+        A stored value naming a master key that is not loaded, or a loaded key
+        whose id the store knows but whose bytes differ (a wrong or corrupt key
+        file), stops the store before anything is written under it.
+        """
         missing = sorted(self.key_ids_in_use() - set(self.keyring.ids))
         if missing:
             raise key_not_loaded(", ".join(missing), self.keyring.source)
+
+        def work(tx: Transaction) -> None:
+            for master in self.keyring:
+                row = tx.one(
+                    "SELECT check_value FROM master_keys WHERE key_id = ?", [master.key_id]
+                )
+                if row is None:
+                    continue
+                check = row["check_value"]
+                if check is None:
+                    tx.execute(
+                        "UPDATE master_keys SET check_value = ? WHERE key_id = ?"
+                        " AND check_value IS NULL",
+                        [key_check(master), master.key_id],
+                    )
+                elif not key_matches(master, bytes(check)):
+                    raise self._wrong_key(tx, master)
+
+        self._run(work)
+
+    def _wrong_key(self, tx: Transaction, master: MasterKey) -> SecretError:
+        """The error for a key file whose key has the right id but other bytes."""
+        row = tx.one(
+            "SELECT s.id, s.name, s.namespace, s.scope, v.version FROM secret_versions v"
+            " JOIN secrets s ON s.id = v.secret_id WHERE v.key_id = ?"
+            " ORDER BY s.name, s.namespace LIMIT 1",
+            [master.key_id],
+        )
+        where = self.keyring.source or "the key file"
+        if row is None:
+            return MasterKeyError(
+                f"master key {master.key_id} in {where} is not the key this store knows",
+                hint="restore the key file from your backup; nothing was changed",
+            )
+        key = SecretKey(str(row["name"]), str(row["namespace"]), str(row["scope"]))
+        return DecryptionError(
+            f"cannot decrypt secret {key.describe()} v{row['version']}: master key "
+            f"{master.key_id} in {where} is not the key the store was encrypted with",
+            hint="restore the key file from your backup; nothing was changed",
+        )
 
     def _wrapping_key(self, tx: Transaction) -> MasterKey:
         primary = self.keyring.primary
@@ -338,9 +385,9 @@ class SqlSecretStore:
         row = tx.one("SELECT retired_at FROM master_keys WHERE key_id = ?", [primary.key_id])
         if row is None:
             tx.execute(
-                "INSERT INTO master_keys (key_id, added_at) VALUES (?, ?)"
+                "INSERT INTO master_keys (key_id, added_at, check_value) VALUES (?, ?, ?)"
                 " ON CONFLICT (key_id) DO NOTHING",
-                [primary.key_id, self._now()],
+                [primary.key_id, self._now(), key_check(primary)],
             )
         elif row["retired_at"] is not None:
             raise MasterKeyError(
@@ -386,9 +433,9 @@ class SqlSecretStore:
             now = self._now()
             for key in keyring:
                 tx.execute(
-                    "INSERT INTO master_keys (key_id, added_at) VALUES (?, ?)"
+                    "INSERT INTO master_keys (key_id, added_at, check_value) VALUES (?, ?, ?)"
                     " ON CONFLICT (key_id) DO NOTHING",
-                    [key.key_id, now],
+                    [key.key_id, now, key_check(key)],
                 )
             retiring = [
                 str(r["key_id"])
