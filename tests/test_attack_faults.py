@@ -160,11 +160,6 @@ def test_engine_killed_during_a_step_fails_the_workspace_clearly(
 
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run that could not remove its container (engine down) deletes its run record "
-    "anyway, so neither the next run nor `runner cleanup` sweeps that container",
-)
 def test_a_container_the_dead_engine_kept_is_swept_by_runner_cleanup(
     engine: Dockerd, local: dict[str, Any]
 ) -> None:
@@ -288,11 +283,6 @@ def test_a_locked_sqlite_database_delays_coordinator_requests_and_loses_nothing(
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.db keeps one psycopg connection and never reconnects: after a PostgreSQL "
-    "restart every request of the coordinator fails with 'the connection is lost'",
-)
 def test_the_coordinator_survives_a_postgres_restart_and_loses_nothing(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -388,11 +378,6 @@ def test_a_wrong_or_corrupt_master_key_is_a_clear_error_and_changes_nothing(
     assert not (local["root"] / "out").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a key file with the store's key id but other key material is not checked on "
-    "open: `secret set` then writes values under a key no other value uses",
-)
 def test_a_key_with_the_right_id_but_wrong_bytes_is_refused_before_any_write(
     local: dict[str, Any],
 ) -> None:

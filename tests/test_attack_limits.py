@@ -204,11 +204,6 @@ def test_a_step_printing_past_the_log_cap_fails_the_workspace(
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the log cap is checked per step, after the step: two steps each under the cap "
-    "pass although the job's log is over it",
-)
 def test_the_log_cap_counts_the_whole_job_not_each_step(
     local: dict[str, Any], docker_client: Any
 ) -> None:
@@ -218,11 +213,6 @@ def test_the_log_cap_counts_the_whole_job_not_each_step(
     assert proc.returncode == 3, proc.stderr[-500:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the log cap is checked only when the step ends: a step that prints forever runs "
-    "until its timeout instead of being stopped at the cap",
-)
 def test_a_step_printing_forever_is_stopped_at_the_cap(
     local: dict[str, Any], docker_client: Any
 ) -> None:
@@ -238,12 +228,6 @@ def test_a_step_printing_forever_is_stopped_at_the_cap(
     assert elapsed < 5, f"stopped only after {elapsed:.1f}s (the timeout is 6s)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docker_runtime kills a timed-out or canceled step while still attached without "
-    "reading: a step that keeps printing blocks the kill until the API call times out, and "
-    "the timeout is reported as an engine failure (an executor then retries the job)",
-)
 def test_a_chatty_step_that_times_out_is_a_timeout_not_an_engine_failure(
     tmp_path: Path, docker_client: Any
 ) -> None:
