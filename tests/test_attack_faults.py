@@ -614,3 +614,43 @@ def test_the_engine_killed_under_an_executor_errors_the_job_which_is_retried(
         assert runner_temp_leftovers(c.exec_tmp) == []
     finally:
         c.close()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="executors never sweep: the container of an attempt whose engine died (or whose "
+    "executor was SIGKILLed) stays on the engine after the job completed elsewhere",
+)
+def test_after_a_retried_job_no_container_of_it_is_left_on_the_engine(
+    tmp_path: Path, engine: Dockerd, teardown_containers: list[str]
+) -> None:
+    c = _cluster(tmp_path, ["github.com/acme/app"])
+    try:
+        c.start_server()
+        (job,) = _submit(
+            c,
+            tmp_path / "specs",
+            "touch started; sleep 4; echo done > done.txt",
+            ["github.com/acme/app"],
+        )
+        teardown_containers.append(job)
+        first = c.start_executor("exec-first", DOCKER_HOST=engine.host)
+        wait_for(
+            lambda: bool(list(c.exec_tmp.glob("runner-ws-*/repo/started"))),
+            timeout=60,
+            what="the step",
+        )
+        first.send_signal(signal.SIGTERM)
+        try:
+            engine.kill()
+            assert first.wait(60) == 0
+        finally:
+            engine.start()
+        c.start_executor("exec-second", DOCKER_HOST=engine.host)
+        done = c.wait_jobs([job], states=("completed", "failed", "canceled"), timeout=90)
+        assert done[job]["state"] == "completed" and done[job]["attempts"] == 2, done[job]
+        assert engine.containers(f"{RUN_LABEL}={job}") == []
+    finally:
+        c.close()
