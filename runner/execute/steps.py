@@ -394,6 +394,7 @@ class WorkspaceRunner:
     ) -> tuple[str, dict[str, Any]]:
         ctx = self.ctx
         script = self._render(step, "run", step.run, context)
+        self._refuse_secrets(step, "run script", script)
         try:
             resolved = materialize(
                 ctx.env_plan.steps.get(step.number, ()),
@@ -405,12 +406,15 @@ class WorkspaceRunner:
             raise StepFailed(f"step {step.number}: env failed to render: {exc.message}") from None
         env = {r.name: r.value for r in resolved if isinstance(r.value, str)}
         secret_env = {r.name: r.value for r in resolved if isinstance(r.value, Secret)}
+        for name, value in env.items():
+            self._refuse_secrets(step, f"env value of {name}", value)
 
         step_dir = local.root / f"step-{step.number}"
         step_dir.mkdir(exist_ok=True)
         mounts = [Mount(source=local.tree_dir.resolve(), target="/work", read_only=False)]
         for i, f in enumerate(step.files):
             content = self._render(step, f"files[{f.target}]", f.content, context)
+            self._refuse_secrets(step, f"file {f.target}", content)
             host_file = step_dir / f"file-{i}"
             host_file.write_text(content)
             mounts.append(Mount(source=host_file.resolve(), target=f.target))
@@ -474,6 +478,19 @@ class WorkspaceRunner:
             "stderr": sinks["stderr"].captured,
         }
         return new_tree, step_result
+
+    def _refuse_secrets(self, step: Step, what: str, text: str) -> None:
+        """Templates can rebuild a secret from pieces (say, two outputs holding its
+        halves): what they render goes to disk and into the container's
+        configuration, so it must hold no secret value."""
+        names = _leaked_names(self.ctx.redactor, text.encode("utf-8", "surrogateescape"))
+        if names:
+            raise StepFailed(
+                f"step {step.number}: the rendered {what} would contain the secret "
+                f"{', '.join(names)}; runner writes no secret value into scripts, files or "
+                "container settings",
+                hint="pass secrets to steps through `env` instead of building them in templates",
+            )
 
     def _line_emitter(self, number: int, stream: str) -> Callable[[str], None]:
         def emit(line: str) -> None:
