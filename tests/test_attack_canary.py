@@ -208,13 +208,6 @@ def _distributed(c: Cluster, tmp_path: Path) -> None:
     assert runner_temp_leftovers(c.exec_tmp) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a template can rebuild a secret from pieces the redactor does not know (two "
-    "outputs holding its halves); the rendered `run` script (written to disk under TMPDIR) and "
-    "a templated env value (in the container's Config.Env, so `docker inspect`) then hold the "
-    "whole value, unchecked",
-)
 def test_a_secret_rebuilt_by_a_template_never_reaches_disk(
     tmp_path: Path, docker_client: Any
 ) -> None:
@@ -254,5 +247,8 @@ def test_a_secret_rebuilt_by_a_template_never_reaches_disk(
             ],
             env,
         )
-    assert proc.returncode in (0, 3), proc.stderr
     assert sorted(watcher.found) == []
+    assert proc.returncode == 3, proc.stderr
+    (finished,) = [e for e in events_of(proc.stdout) if e["event"] == "workspace.finished"]
+    assert finished["status"] == "failed" and "CANARY" in finished["error"], finished["error"]
+    assert hits(proc.stdout.encode() + proc.stderr.encode(), forms) == []

@@ -679,3 +679,61 @@ def test_transformations_outside_the_registered_forms_pass_through(
     shown = transform(LIMIT_VALUE)
     assert not any(f in shown.encode() for f in forms_of(LIMIT_VALUE))
     assert Redactor({"V": LIMIT_VALUE}).redact(shown) == shown, why
+
+
+# == Hostile step outputs ======================================================================
+
+DEEP = "head -c 40000 /dev/zero | tr '\\0' '['; echo; head -c 40000 /dev/zero | tr '\\0' ']'"
+LAUGHS_SCRIPT = "cat <<'EOF'\n" + BILLION_LAUGHS + "EOF"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("fmt", "script"),
+    [
+        pytest.param(
+            "json",
+            DEEP,
+            id="json nested 40000 deep",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="steps.py parses a json output with json.loads and catches ValueError "
+                "only: a deeply nested one raises RecursionError, the workspace fails as an "
+                "'internal error' with a traceback in the log (an executor marks the job "
+                "errored and retries it)",
+            ),
+        ),
+        pytest.param("yaml", DEEP, id="yaml nested 40000 deep"),
+        pytest.param("yaml", LAUGHS_SCRIPT, id="yaml alias bomb"),
+        pytest.param("json", "printf '1%.0s' $(seq 1 5000)", id="json 5000-digit number"),
+    ],
+)
+def test_hostile_step_outputs_fail_the_workspace_cleanly(
+    tmp_path: Path, fmt: str, script: str, docker_client: Any
+) -> None:
+    from tests.attack_support import base_env, events_of, run_cli
+    from tests.helpers import make_repo
+
+    repos = tmp_path / "repos"
+    make_repo(repos, "github.com/acme/app", {"README.md": "x\n"})
+    spec = tmp_path / "out.yaml"
+    spec.write_text(
+        "name: outputs\non:\n  - repository: github.com/acme/app\nsteps:\n"
+        f"  - run: {json.dumps(script)}\n    container: runner-test/busybox:latest\n"
+        f"    outputs:\n      hostile:\n        value: '${{{{ step.stdout }}}}'\n        format: {fmt}\n"
+        "changesetTemplate: {title: t, body: b, branch: b, commit: {message: m}}\n"
+    )
+    (tmp_path / "tmp").mkdir()
+    env = base_env(
+        RUNNER_HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"), RUNNER_USER="a"
+    )
+    proc = run_cli(
+        ["run", str(spec), "--repos-root", str(repos), "--out", str(tmp_path / "o"), "--json"], env
+    )
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr + proc.stdout
+    (finished,) = [e for e in events_of(proc.stdout) if e["event"] == "workspace.finished"]
+    if finished["status"] == "failed":
+        assert proc.returncode == 3
+        assert f"output hostile is not valid {fmt}" in finished["error"], finished["error"]
+    else:
+        assert proc.returncode == 0, proc.stderr
