@@ -93,6 +93,17 @@ def _running(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+def remove_cgroups(name: str) -> None:
+    """Remove the (empty) cgroups a private engine made under its cgroup parent ``name``."""
+    base = Path("/sys/fs/cgroup")
+    for top in [base / name, *base.glob(f"*/{name}")]:
+        if not top.is_dir():
+            continue
+        for folder, _, _ in sorted(os.walk(top), key=lambda w: len(w[0]), reverse=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+
 # A throwaway Docker engine -------------------------------------------------------------------
 
 
@@ -228,6 +239,7 @@ class Dockerd:
                 self.holder.wait(10)
             _unmount_under(self.root)
             shutil.rmtree(self.root, ignore_errors=True)
+            remove_cgroups(f"atk-{self.root.name[-8:]}")
 
 
 @contextlib.contextmanager
