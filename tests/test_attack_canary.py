@@ -133,6 +133,37 @@ def test_local_run_leaks_no_secret_anywhere(tmp_path: Path, docker_client: Any) 
     assert hits(audit.stdout.encode(), forms) == []
 
 
+def web_pages(c: Cluster, job_ids: list[str]) -> bytes:
+    """Sign in to the coordinator's web pages as alice; every page of her jobs and secrets."""
+    import re
+
+    import httpx
+
+    token = c.tokens["alice"].read_text().strip()
+    with httpx.Client(base_url=c.url, follow_redirects=True, timeout=10) as web:
+        form = web.get("/sign-in").text
+        match = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert match, form[:500]
+        signed_in = web.post(
+            "/sign-in",
+            data={"token": token, "csrf_token": match.group(1), "next": "/"},
+            headers={"Origin": c.url},
+        )
+        assert signed_in.status_code == 200 and "sign-in" not in str(signed_in.url), signed_in.text[
+            :300
+        ]
+        pages = ["/", "/jobs", "/secrets", "/secrets/user:alice", "/secrets/user:alice/CANARY/log"]
+        for job_id in job_ids:
+            pages += [f"/jobs/{job_id}", f"/jobs/{job_id}/log.json"]
+        out = b""
+        for page in pages:
+            answer = web.get(page)
+            assert answer.status_code == 200, (page, answer.status_code)
+            out += answer.content
+    assert b"[REDACTED:CANARY]" in out  # the job pages show the redacted output
+    return out
+
+
 @pytest.mark.postgres
 def test_distributed_run_leaks_no_secret_anywhere(
     tmp_path: Path, docker_client: Any, postgres_url: str
@@ -198,6 +229,7 @@ def _distributed(c: Cluster, tmp_path: Path) -> None:
             seen += json.dumps(api.job_result(job_id)).encode()
     audit = c.cli("secret", "log", "--json")
     seen += audit.encode()
+    seen += web_pages(c, every)
 
     for name in list(c.procs):
         c.stop(name)
