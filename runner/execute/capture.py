@@ -70,7 +70,9 @@ class OutputSink:
         self._pending = rest
 
     def _emit(self, line: bytes) -> None:
-        self._on_line(line.rstrip(b"\r").decode("utf-8", "replace"))
+        # NUL ends strings in terminals and PostgreSQL alike: show it as U+FFFD.
+        text = line.rstrip(b"\r").decode("utf-8", "replace").replace("\x00", "\ufffd")
+        self._on_line(text)
 
     @property
     def captured(self) -> str:

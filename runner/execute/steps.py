@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,16 @@ class _StepStop(threading.Event):
 
     def is_set(self) -> bool:
         return super().is_set() or self._run_cancel.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        # Either event may end the wait, so poll both.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            super().wait(left)
+        return True
 
 
 def _empty_step() -> dict[str, Any]:
@@ -526,6 +537,11 @@ class WorkspaceRunner:
             raise StepFailed(
                 f"step {step.number}: output {name} is not valid {fmt}: {str(exc)[:200]}",
                 hint=f"make the step print {fmt}, or set `format: text`",
+            ) from None
+        except RecursionError:
+            raise StepFailed(
+                f"step {step.number}: output {name} is not valid {fmt}: it nests too deeply",
+                hint=f"make the step print flatter {fmt}, or set `format: text`",
             ) from None
 
     # -- the diff check ----------------------------------------------------------

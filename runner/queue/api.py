@@ -91,6 +91,10 @@ def error_body(kind: str, message: str, hint: str | None = None, **extra: Any) -
 # Request bodies ----------------------------------------------------------------------
 
 
+# Integers the database stores: a 64-bit column, whatever a client sends.
+MAX_INT = 2**63 - 1
+
+
 class SecretSetBody(BaseModel):
     value: SecretStr
     scope: str | None = None
@@ -116,8 +120,9 @@ class HeartbeatBody(BaseModel):
 
 
 class ChunkBody(BaseModel):
-    seq: int = Field(ge=0)
-    text: str
+    seq: int = Field(ge=0, le=MAX_INT)
+    # A log line is text: PostgreSQL cannot store NUL, and no terminal shows it.
+    text: str = Field(pattern=r"^[^\x00]*$")
 
 
 class LogsBody(BaseModel):
@@ -127,9 +132,9 @@ class LogsBody(BaseModel):
 
 class StepBody(BaseModel):
     lease: str
-    step: int = Field(ge=1)
+    step: int = Field(ge=1, le=MAX_INT)
     status: Literal["started", "finished", "skipped", "cached"]
-    exit_code: int | None = None
+    exit_code: int | None = Field(default=None, ge=-MAX_INT, le=MAX_INT)
 
 
 class CompleteBody(BaseModel):
@@ -239,7 +244,7 @@ def create_app(coordinator: Coordinator) -> FastAPI:
     def job_logs(
         who: Who,
         job_id: str,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 500,
     ) -> dict[str, Any]:
         job, chunks = c.job_logs(who, job_id, after=after, limit=limit)

@@ -41,7 +41,13 @@ from runner.errors import (
 from runner.execute.git import GitError, git, git_text
 from runner.execute.run import resolve_images, split_diff
 from runner.execute.runtime import ContainerRuntime
-from runner.execute.steps import RunContext, RunLimits, WorkspaceResult, WorkspaceRunner
+from runner.execute.steps import (
+    RUN_LABEL,
+    RunContext,
+    RunLimits,
+    WorkspaceResult,
+    WorkspaceRunner,
+)
 from runner.log import get_logger
 from runner.plan import Workspace
 from runner.queue.client import Claim
@@ -333,9 +339,21 @@ class JobRunner:
                     self.reporting = True
                     self._report(outcome)
         finally:
+            self._sweep()
             # The values go with the claim; nothing else kept them.
             self.claim = _forget_secrets(self.claim)
             self._on_done(self)
+
+    def _sweep(self) -> None:
+        """Remove every container of this job, of this attempt or an earlier one.
+
+        An attempt whose engine died, or whose executor was killed, can leave a
+        container behind; whoever ends the job on this engine removes it.
+        """
+        try:
+            self._runtime.sweep(RUN_LABEL, self.job_id)
+        except RunnerError as exc:
+            log.warning("could not sweep the job's containers", job=self.job_id, error=str(exc))
 
     def _report(self, outcome: Outcome) -> None:
         claim = self.claim
