@@ -618,11 +618,6 @@ def test_the_engine_killed_under_an_executor_errors_the_job_which_is_retried(
 
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="executors never sweep: the container of an attempt whose engine died (or whose "
-    "executor was SIGKILLed) stays on the engine after the job completed elsewhere",
-)
 def test_after_a_retried_job_no_container_of_it_is_left_on_the_engine(
     tmp_path: Path, engine: Dockerd, teardown_containers: list[str]
 ) -> None:
