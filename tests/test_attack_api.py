@@ -135,19 +135,8 @@ def _fuzz(world: World, mode: str) -> list[str]:
     return problems
 
 
-INT32 = (
-    "the API bounds integers to 64 bits, but the PostgreSQL columns of chunk `seq`, step `step` "
-    "and `exit_code` are INTEGER (32 bits): a value between 2**31 and 2**63-1 passes the check "
-    "and the database refuses it, 503"
-)
-
-
 @pytest.mark.parametrize("mode", ["positive", "negative"])
-def test_schemathesis_finds_no_server_error_and_no_schema_break(
-    world: World, mode: str, request: pytest.FixtureRequest
-) -> None:
-    if world.m.db.dialect == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=INT32))
+def test_schemathesis_finds_no_server_error_and_no_schema_break(world: World, mode: str) -> None:
     problems = _fuzz(world, mode)
     assert problems == [], "\n".join(sorted(set(problems))[:20])
 
@@ -219,11 +208,7 @@ def test_nul_characters_are_refused_or_stored_not_a_server_error(world: World) -
 
 @pytest.mark.parametrize("value", [2**31, 2**40], ids=["2^31", "2^40"])
 @pytest.mark.parametrize("field", ["seq", "step", "exit_code"])
-def test_integers_past_32_bits_are_not_a_server_error(
-    world: World, field: str, value: int, request: pytest.FixtureRequest
-) -> None:
-    if world.m.db.dialect == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=INT32))
+def test_integers_past_32_bits_are_not_a_server_error(world: World, field: str, value: int) -> None:
     claimed, lease = world.m.claimed_job("user:alice")
     body: dict[str, Any]
     if field == "seq":

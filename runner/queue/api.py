@@ -91,8 +91,10 @@ def error_body(kind: str, message: str, hint: str | None = None, **extra: Any) -
 # Request bodies ----------------------------------------------------------------------
 
 
-# Integers the database stores: a 64-bit column, whatever a client sends.
+# Integers the database stores: a 64-bit column, whatever a client sends; the
+# sequence, step and exit-code columns are 32-bit.
 MAX_INT = 2**63 - 1
+MAX_INT32 = 2**31 - 1
 
 
 class SecretSetBody(BaseModel):
@@ -120,7 +122,7 @@ class HeartbeatBody(BaseModel):
 
 
 class ChunkBody(BaseModel):
-    seq: int = Field(ge=0, le=MAX_INT)
+    seq: int = Field(ge=0, le=MAX_INT32)
     # A log line is text: PostgreSQL cannot store NUL, and no terminal shows it.
     text: str = Field(pattern=r"^[^\x00]*$")
 
@@ -132,9 +134,9 @@ class LogsBody(BaseModel):
 
 class StepBody(BaseModel):
     lease: str
-    step: int = Field(ge=1, le=MAX_INT)
+    step: int = Field(ge=1, le=MAX_INT32)
     status: Literal["started", "finished", "skipped", "cached"]
-    exit_code: int | None = Field(default=None, ge=-MAX_INT, le=MAX_INT)
+    exit_code: int | None = Field(default=None, ge=-MAX_INT32 - 1, le=MAX_INT32)
 
 
 class CompleteBody(BaseModel):
