@@ -99,7 +99,7 @@ class PlannedVar:
 class HostEnv:
     """Host variables the user allowed by name or ``PREFIX_*`` pattern.
 
-    ``values`` holds only the allowed ones (the CLI filters ``os.environ``).
+    ``values`` holds only the allowed ones (the CLI filters the process environment).
     """
 
     patterns: tuple[str, ...] = ()

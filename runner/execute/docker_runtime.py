@@ -187,7 +187,7 @@ class DockerRuntime:
         environment itself.
         """
         kwargs: dict[str, Any] = {}
-        # kwargs_from_env falls back to os.environ when given an empty mapping.
+        # kwargs_from_env falls back to the process environment when given an empty mapping.
         if any(key.startswith("DOCKER_") for key in environ):
             kwargs = dict(kwargs_from_env(environment=dict(environ)))
         try:
