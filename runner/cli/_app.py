@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -200,3 +200,14 @@ def remote_client(url: str, token_file: Path | None, ca_cert: Path | None = None
     active().register("RUNNER_API_TOKEN", token)
     verify: bool | str = str(ca_cert) if ca_cert is not None else True
     return CoordinatorClient(url=url, token=token, verify=verify)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart, for stdout."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [headers, *rows]
+    )

@@ -7,7 +7,7 @@ entries needs no secret, and an entry holds none.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,7 +16,7 @@ import click
 from runner.cache import EntryInfo
 from runner.cache_store import SqlStepCache, parse_ref
 from runner.cli import cli
-from runner.cli._app import app, common_options
+from runner.cli._app import app, common_options, table
 from runner.config import MIB
 from runner.db import connect
 from runner.namespaces import parse_namespace
@@ -70,15 +70,6 @@ def _entries(count: int) -> str:
     return "entry" if count == 1 else "entries"
 
 
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    headers = ["KEY", "NAMESPACE", "SIZE", "CREATED", "LAST USED"]
-    widths = [max(len(line[i]) for line in [headers, *rows]) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in [headers, *rows]
-    )
-
-
 _namespace_option = click.option(
     "--namespace", metavar="NS", help="Only this namespace's entries (global, org:NAME, user:NAME)."
 )
@@ -119,7 +110,7 @@ def cache_list(namespace: str | None, as_json: bool) -> None:
         ]
         for i in infos
     ]
-    click.echo(_table(rows))
+    click.echo(table(["KEY", "NAMESPACE", "SIZE", "CREATED", "LAST USED"], rows))
     total = sum(i.size for i in infos)
     click.echo(f"{len(infos)} {_entries(len(infos))}, {human_size(total)}", err=True)
 

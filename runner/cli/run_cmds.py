@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from runner.cli import cli
-from runner.cli._app import App, app, common_options, login_name, spec_input_options
+from runner.cli._app import App, app, common_options, login_name, spec_input_options, table
 from runner.env import HostEnv, plan_env
 from runner.errors import RunnerError, UsageError
 from runner.execute.run import (
@@ -275,13 +275,7 @@ def _print_summary(outcome: Any, out: Path) -> None:
                 ", ".join(str(out / p) for p in paths) or "-",
             )
         )
-    widths = [
-        max(len(r[i]) for r in [("STATUS", "REPOSITORY", "PATH", "CHANGESET"), *rows])
-        for i in range(4)
-    ]
-    header = ("STATUS", "REPOSITORY", "PATH", "CHANGESET")
-    for row in [header, *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    click.echo(table(["STATUS", "REPOSITORY", "PATH", "CHANGESET"], rows))
     counts = ", ".join(f"{n} {s}" for s, n in outcome.counts.items() if n)
     click.echo(f"{counts or 'no workspaces'}; summary: {outcome.summary_path}")
 

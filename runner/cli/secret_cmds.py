@@ -25,6 +25,7 @@ from runner.cli._app import (
     namespace_from_flags,
     remote_client,
     remote_options,
+    table,
 )
 from runner.errors import SecretValidationError
 from runner.namespaces import Namespace, parse_namespace
@@ -101,17 +102,6 @@ def _invalidate_cache(store: SqlSecretStore, before: SecretMeta | None) -> None:
 
 def _scope_suffix(scope: str) -> str:
     return "" if scope == DEFAULT_SCOPE else f" (scope {scope})"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in [headers, *rows]
-    ]
-    return "\n".join(lines)
 
 
 def _print_json(data: object) -> None:
@@ -284,7 +274,7 @@ def _show_metas(metas: Sequence[SecretMeta], as_json: bool) -> None:
     if not metas:
         click.echo("no secrets", err=True)
         return
-    click.echo(_table(["NAME", "NAMESPACE", "SCOPE", "VERSION", "UPDATED", "BY", ""], _rows(metas)))
+    click.echo(table(["NAME", "NAMESPACE", "SCOPE", "VERSION", "UPDATED", "BY", ""], _rows(metas)))
 
 
 def _rows(metas: Sequence[SecretMeta]) -> list[list[str]]:
@@ -366,7 +356,7 @@ def secret_log(
         click.echo("no audit events", err=True)
         return
     click.echo(
-        _table(
+        table(
             ["AT", "EVENT", "ACTOR", "NAMESPACE", "NAME", "SCOPE", "VERSION", "DETAIL"],
             [_event_row(e) for e in events],
         )
@@ -451,7 +441,7 @@ def user_list(as_json: bool) -> None:
         return
     rows = [[u.name, "yes" if u.admin else "", ", ".join(u.orgs)] for u in users]
     if rows:
-        click.echo(_table(["NAME", "ADMIN", "ORGS"], rows))
+        click.echo(table(["NAME", "ADMIN", "ORGS"], rows))
     else:
         click.echo("no users", err=True)
 
@@ -508,6 +498,6 @@ def org_list(as_json: bool) -> None:
         return
     rows = [[o.name, ", ".join(o.members)] for o in orgs]
     if rows:
-        click.echo(_table(["NAME", "MEMBERS"], rows))
+        click.echo(table(["NAME", "MEMBERS"], rows))
     else:
         click.echo("no orgs", err=True)

@@ -15,7 +15,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import click
 
 from runner.cli import cli
-from runner.cli._app import app, common_options, remote_client, remote_options
+from runner.cli._app import app, common_options, remote_client, remote_options, table
 from runner.errors import RunnerError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,16 +33,6 @@ TERMINAL = ("completed", "failed", "canceled")
 
 def _echo_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in [headers, *rows]
-    )
 
 
 # runner server --------------------------------------------------------------------------------
@@ -308,7 +298,7 @@ def token_list(as_json: bool) -> None:
         ]
         for r in records
     ]
-    click.echo(_table(["ID", "KIND", "OWNER", "CREATED", "LAST USED", "REVOKED"], rows))
+    click.echo(table(["ID", "KIND", "OWNER", "CREATED", "LAST USED", "REVOKED"], rows))
 
 
 def _short_time(text: str | None) -> str:
@@ -404,7 +394,7 @@ def jobs_list(url: str, token_file: Path, ca_cert: Path | None, as_json: bool) -
         for j in jobs
     ]
     click.echo(
-        _table(
+        table(
             ["ID", "STATE", "REPOSITORY", "PATH", "EXECUTOR", "RESETS", "CREATED", "FINISHED"],
             rows,
         )
