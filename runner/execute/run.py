@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,13 @@ from runner.cache import StepCache, host_mac
 from runner.changeset import ChangesetError, build_changesets, import_records
 from runner.env import EnvPlan, HostEnv
 from runner.execute.runtime import ContainerRuntime
-from runner.execute.steps import RunContext, RunLimits, WorkspaceResult, WorkspaceRunner
+from runner.execute.steps import (
+    RunContext,
+    RunLimits,
+    WorkspaceResult,
+    WorkspaceRunner,
+    key_inputs,
+)
 from runner.log import get_logger
 from runner.output import changeset_base, prepare_out_dir, write_file, write_summary
 from runner.plan import Workspace
@@ -135,6 +141,8 @@ def execute(
         cache=cache,
         temp_root=temp_root,
     )
+    if cache is not None:
+        ctx = replace(ctx, step_key_inputs=key_inputs(ctx))
     started = now_rfc3339()
     reporter.event(
         "run.started",

@@ -75,6 +75,9 @@ class RunContext:
     cancel: threading.Event
     cache: StepCache | None = None
     temp_root: Path | None = None
+    # What each step adds to cache keys; the same for every workspace of a run,
+    # so a run computes it once (it reads every mounted file).
+    step_key_inputs: Sequence[StepKeyInput] | None = None
 
 
 @dataclass
@@ -235,7 +238,7 @@ class WorkspaceRunner:
         keys: list[str] = []
         inputs: list[StepKeyInput] = []
         if ctx.cache is not None and steps:
-            inputs = key_inputs(ctx)
+            inputs = list(ctx.step_key_inputs or key_inputs(ctx))
             keys = step_keys(
                 WorkspaceKeyInput(
                     namespace=ctx.namespace,
