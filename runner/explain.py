@@ -26,19 +26,18 @@ class ExplainedVar:
     shown: str  # what the text output prints after the name
 
     def as_json(self) -> dict[str, Any]:
+        planned = self.planned
+        source = planned.provenance.source
         data: dict[str, Any] = {"step": self.step, "name": self.name}
-        data.update(self.planned.provenance.as_json())
-        if self.planned.provenance.source == "secret":
-            data["secret_name"] = self.planned.secret.name
-        if self.planned.provenance.source in ("literal", "template"):
-            data["template" if self.planned.provenance.source == "template" else "value"] = (
-                self.planned.text
-            )
-        if self.planned.provenance.source == "template":
-            if self.planned.runtime_template:
-                data["rendered_at_run_time"] = True
-            else:
-                data["rendered_at_run_time"] = False
+        data.update(planned.provenance.as_json())
+        if source == "secret":
+            data["secret_name"] = planned.secret.name
+        elif source == "literal":
+            data["value"] = planned.text
+        elif source == "template":
+            data["template"] = planned.text
+            data["rendered_at_run_time"] = planned.runtime_template
+            if not planned.runtime_template:
                 data["value"] = self.shown
         return data
 

@@ -138,8 +138,6 @@ class LiveReporter:
                     self._rows[key],
                     detail=f"{verb} {fields.get('step')}/{fields.get('steps')} · {elapsed:.0f}s",
                 )
-            elif name == "step.output" and fields.get("stream") == "stderr" and key in self._rows:
-                pass
             elif name == "workspace.finished" and key in self._rows:
                 self._progress.remove_task(self._rows.pop(key))
                 self._progress.advance(self._overall)
