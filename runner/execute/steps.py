@@ -37,6 +37,7 @@ from runner.report import Reporter
 from runner.secrets.value import Secret
 from runner.spec import template as tmpl
 from runner.spec.models import BatchSpec, Step
+from runner.spec.mounts import MountPathError, resolve_mount
 from runner.spec.yamlpos import YamlError, load_yaml
 
 Status = Literal["changed", "unchanged", "failed", "canceled"]
@@ -142,19 +143,10 @@ def _tree_hash(path: Path) -> str:
 
 
 def _mount_source(spec_dir: Path, relative: str, step: Step) -> Path:
-    base = spec_dir.resolve()
-    source = (base / relative).resolve()
-    if source != base and base not in source.parents:
-        raise StepFailed(
-            f"step {step.number}: mount path {relative!r} leaves the spec's folder",
-            hint="mount only files inside the folder that holds the spec",
-        )
-    if not source.exists():
-        raise StepFailed(
-            f"step {step.number}: mount path {relative!r} does not exist next to the spec",
-            hint=f"create {source} or fix the spec's `mount`",
-        )
-    return source
+    try:
+        return resolve_mount(spec_dir, relative)
+    except MountPathError as exc:
+        raise StepFailed(f"step {step.number}: {exc.message}", hint=exc.hint) from None
 
 
 def key_inputs(ctx: RunContext) -> list[StepKeyInput]:

@@ -19,6 +19,7 @@ from typing import Any, Final
 from runner.errors import RunnerError
 from runner.spec import load_spec
 from runner.spec.models import BatchSpec
+from runner.spec.mounts import MountPathError, resolve_mount
 
 MAX_BUNDLE_BYTES: Final = 16 * 1024 * 1024
 MAX_FILES: Final = 2000
@@ -75,17 +76,10 @@ class Bundle:
         base = spec_path.resolve().parent
         files: dict[str, bytes] = {}
         for relative in mount_paths(spec):
-            source = (base / relative).resolve()
-            if source != base and base not in source.parents:
-                raise BundleError(
-                    f"mount path {relative!r} leaves the spec's folder",
-                    hint="mount only files inside the folder that holds the spec",
-                )
-            if not source.exists():
-                raise BundleError(
-                    f"mount path {relative!r} does not exist next to the spec",
-                    hint=f"create {source} or fix the spec's `mount`",
-                )
+            try:
+                source = resolve_mount(base, relative)
+            except MountPathError as exc:
+                raise BundleError(exc.message, hint=exc.hint) from None
             chosen = [source] if source.is_file() else sorted(source.rglob("*"))
             for item in chosen:
                 if item.is_file() and not item.is_symlink():
