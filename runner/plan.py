@@ -118,13 +118,14 @@ def plan_workspaces(spec: BatchSpec, repos: Sequence[Repo]) -> list[Workspace]:
         return []
     by_name = {r.name: r for r in repos}
     targets: dict[tuple[str, str], _Target] = {}
+    heads = _Heads()
 
     def add(repo: Repo, branch: str | None, paths: Sequence[str] = ()) -> None:
-        chosen = branch or current_branch(repo)
+        chosen = branch or heads.branch(repo)
         key = (repo.name, chosen)
         old = targets.get(key)
         merged = tuple(sorted(set(paths) | set(old.paths if old else ())))
-        commit = old.commit if old else resolve_commit(repo, chosen)
+        commit = old.commit if old else heads.commit(repo, chosen)
         targets[key] = _Target(repo, chosen, commit, merged)
 
     if not spec.on:
@@ -142,7 +143,7 @@ def plan_workspaces(spec: BatchSpec, repos: Sequence[Repo]) -> list[Workspace]:
             for branch in item.branches or (None,):
                 add(named, branch)
         elif isinstance(item, OnQuery):
-            for repo, paths in _query(item.query, repos):
+            for repo, paths in _query(item.query, repos, heads):
                 add(repo, None, paths)
     workspaces: list[Workspace] = []
     for target in sorted(targets.values(), key=lambda t: (t.repo.name, t.branch)):
@@ -150,7 +151,26 @@ def plan_workspaces(spec: BatchSpec, repos: Sequence[Repo]) -> list[Workspace]:
     return workspaces
 
 
-def _query(text: str, repos: Sequence[Repo]) -> list[tuple[Repo, tuple[str, ...]]]:
+class _Heads:
+    """Branches and commits asked of git once per planning, however often needed."""
+
+    def __init__(self) -> None:
+        self._branches: dict[str, str] = {}
+        self._commits: dict[tuple[str, str], str] = {}
+
+    def branch(self, repo: Repo) -> str:
+        if repo.name not in self._branches:
+            self._branches[repo.name] = current_branch(repo)
+        return self._branches[repo.name]
+
+    def commit(self, repo: Repo, branch: str) -> str:
+        key = (repo.name, branch)
+        if key not in self._commits:
+            self._commits[key] = resolve_commit(repo, branch)
+        return self._commits[key]
+
+
+def _query(text: str, repos: Sequence[Repo], heads: _Heads) -> list[tuple[Repo, tuple[str, ...]]]:
     from runner.query import LocalRepository, evaluate_query, parse_query
 
     query = parse_query(text)
@@ -158,7 +178,7 @@ def _query(text: str, repos: Sequence[Repo]) -> list[tuple[Repo, tuple[str, ...]
     by_name = {}
     for repo in repos:
         try:
-            rev = resolve_commit(repo, current_branch(repo))
+            rev = heads.commit(repo, heads.branch(repo))
         except RepositoryNotFoundError:
             continue
         local.append(LocalRepository(name=repo.name, path=repo.path, revision=rev))
