@@ -34,7 +34,8 @@ import psycopg
 import psycopg.errors
 from psycopg.rows import dict_row
 
-from runner.errors import StoreError
+from runner.clock import SYSTEM_CLOCK
+from runner.errors import BusyError, IntegrityError, StoreError
 from runner.migrations import Dialect, Migration, ordered, registered
 
 Row = dict[str, Any]
@@ -42,19 +43,6 @@ Params = Sequence[Any]
 T = TypeVar("T")
 
 MIGRATIONS_TABLE = "runner_schema_migrations"
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-class IntegrityError(StoreError):
-    """A constraint refused a write (a unique key exists, a reference is missing)."""
-
-
-class BusyError(StoreError):
-    """Another writer held the database too long, or a deadlock was broken; retry."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def db_time(moment: datetime) -> str:
@@ -70,7 +58,8 @@ def db_time(moment: datetime) -> str:
 
 
 def parse_db_time(text: str) -> datetime:
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    # fromisoformat reads db_time's form (and its Z) many times faster than strptime.
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def display_url(url: str) -> str:
@@ -427,7 +416,7 @@ class Database:
                 tx.execute(
                     f"INSERT INTO {MIGRATIONS_TABLE} (version, name, applied_at)"  # noqa: S608
                     " VALUES (?, ?, ?)",
-                    [migration.version, migration.name, db_time(utcnow())],
+                    [migration.version, migration.name, db_time(SYSTEM_CLOCK.now())],
                 )
                 done.append(migration.version)
         return done

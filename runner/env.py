@@ -21,7 +21,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from runner.errors import MissingSecretsError, Problem, SecretValidationError, SpecError
+from runner.errors import (
+    MissingSecret,
+    MissingSecretsError,
+    Problem,
+    SecretValidationError,
+    SpecError,
+)
 from runner.namespaces import parse_namespace, visible_namespaces
 from runner.secrets.names import RESERVED_NAMES, RESERVED_PREFIX, VALUE_MIN_CHARS
 from runner.secrets.value import Secret
@@ -49,7 +55,9 @@ class SecretRef(Protocol):
 
 
 class SecretResolver(Protocol):
-    def resolve(self, name: str, from_namespace: str, *, scope: str = "batches") -> Any: ...
+    def resolve(
+        self, name: str, from_namespace: str, *, scope: str = "batches"
+    ) -> SecretRef | None: ...
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,9 @@ class PlannedVar:
     name: str
     provenance: Provenance
     text: str | None = None  # the literal or template as written
-    secret: Any = None  # the SecretRef when provenance.source == "secret"
+    # Set exactly when provenance.source == "secret": a ``SecretRef``, and where the plan
+    # was made against a store, that store's metadata (the coordinator checks its scope).
+    secret: Any = None
 
     @property
     def runtime_template(self) -> bool:
@@ -114,13 +124,6 @@ class HostEnv:
         pats = tuple(patterns)
         chosen = {k: v for k, v in environ.items() if any(fnmatch.fnmatchcase(k, p) for p in pats)}
         return cls(patterns=pats, values=chosen)
-
-
-@dataclass(frozen=True)
-class Missing:
-    step: int
-    name: str
-    line: int
 
 
 @dataclass(frozen=True)
@@ -188,13 +191,14 @@ def plan_env(
     host = host or HostEnv()
     _check_names(spec)
     steps: dict[int, tuple[PlannedVar, ...]] = {}
-    missing: list[Missing] = []
+    missing: list[MissingSecret] = []
     for step in spec.steps:
         planned: list[PlannedVar] = []
         for entry in step.env:
             var = _plan_entry(step, entry, ns, store, host)
             if var is None:
-                missing.append(Missing(step.number, entry.name, entry.pos.line))
+                command = f"runner secret set {entry.name} {_create_flag(ns)}"
+                missing.append(MissingSecret(step.number, entry.name, entry.pos.line, command))
             else:
                 planned.append(var)
         steps[step.number] = tuple(planned)
@@ -232,23 +236,21 @@ def _plan_entry(
     return None
 
 
-def missing_error(missing: Sequence[Missing], namespace: str, path: str) -> MissingSecretsError:
-    searched = ", ".join(str(n) for n in visible_namespaces(namespace))
-    flag = _create_flag(namespace)
+def missing_error(
+    missing: Sequence[MissingSecret], namespace: str, path: str
+) -> MissingSecretsError:
+    searched = [str(n) for n in visible_namespaces(namespace)]
     lines = [
-        f"step {m.step} ({path}:{m.line}): {m.name} — create it with "
-        f"`runner secret set {m.name} {flag}`"
-        for m in missing
+        f"step {m.step} ({path}:{m.line}): {m.name} — create it with `{m.command}`" for m in missing
     ]
     names = sorted({m.name for m in missing})
-    err = MissingSecretsError(
-        f"{len(names)} secret{'s' if len(names) != 1 else ''} not found in {searched}: "
-        + ", ".join(names),
+    return MissingSecretsError(
+        f"{len(names)} secret{'s' if len(names) != 1 else ''} not found in "
+        f"{', '.join(searched)}: " + ", ".join(names),
         hint="; ".join(lines),
+        missing=missing,
+        searched=searched,
     )
-    err.missing = list(missing)  # type: ignore[attr-defined]
-    err.searched = searched  # type: ignore[attr-defined]
-    return err
 
 
 def _create_flag(namespace: str) -> str:
@@ -287,7 +289,7 @@ def materialize(
             out.append(ResolvedVar(var.name, var.text or "", var.provenance))
         elif source == "template":
             out.append(ResolvedVar(var.name, render(var.text or "", context), var.provenance))
-        elif source == "secret":
+        elif var.secret is not None:
             out.append(ResolvedVar(var.name, secrets[var.secret.id], var.provenance))
         else:
             out.append(ResolvedVar(var.name, Secret(host.values[var.name]), var.provenance))

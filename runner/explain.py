@@ -30,7 +30,7 @@ class ExplainedVar:
         source = planned.provenance.source
         data: dict[str, Any] = {"step": self.step, "name": self.name}
         data.update(planned.provenance.as_json())
-        if source == "secret":
+        if planned.secret is not None:
             data["secret_name"] = planned.secret.name
         elif source == "literal":
             data["value"] = planned.text
@@ -97,7 +97,7 @@ def _shown(var: PlannedVar, context: Mapping[str, Any]) -> str:
             return str(tmpl.render_template(var.text or "", context))
         except TemplateError as exc:
             return f"template {var.text} (cannot render yet: {exc.message})"
-    if prov.source == "secret":
+    if var.secret is not None:
         text = f"secret {var.secret.name} from {prov.namespace} v{prov.version}"
         return text + (" (overrides global)" if prov.overrides_global else "")
     return "host"

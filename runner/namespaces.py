@@ -75,6 +75,11 @@ def parse_namespace(text: str | Namespace) -> Namespace:
     )
 
 
+def parse_optional(text: str | Namespace | None) -> Namespace | None:
+    """``parse_namespace`` for an optional flag, field or query parameter."""
+    return None if text is None else parse_namespace(text)
+
+
 def visible_namespaces(ns: Namespace | str) -> list[Namespace]:
     """Owners whose secrets a job in ``ns`` sees, the preferred one first."""
     parsed = parse_namespace(ns)

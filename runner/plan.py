@@ -8,15 +8,15 @@ with ``--repo``. Queries run through ``runner.query``.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import RepositoryNotFoundError, UsageError
-from runner.execute.git import GitError, git, git_text, is_repository
-from runner.spec.models import BatchSpec, OnQuery, OnRepository
+from runner.errors import GitError, Problem, RepositoryNotFoundError, SpecError, UsageError
+from runner.git import git, git_text, is_repository
+from runner.spec.glob import Glob
+from runner.spec.models import BatchSpec, OnQuery, OnRepository, WorkspaceConfig
 
 MAX_DEPTH = 4  # github.com/org/repo sits three levels below the root
 
@@ -190,14 +190,7 @@ def _query(text: str, repos: Sequence[Repo], heads: _Heads) -> list[tuple[Repo, 
 
 
 def _workspaces_for(spec: BatchSpec, target: _Target) -> list[Workspace]:
-    config = next(
-        (
-            c
-            for c in spec.workspaces
-            if c.in_glob is None or fnmatch.fnmatchcase(target.repo.name, c.in_glob)
-        ),
-        None,
-    )
+    config = _workspace_config(spec, target.repo.name)
     if config is None:
         return [_workspace(target, "", False, target.paths)]
     listing = git(["ls-tree", "-r", "-z", "--name-only", target.commit], cwd=target.repo.path)
@@ -217,6 +210,35 @@ def _workspaces_for(spec: BatchSpec, target: _Target) -> list[Workspace]:
             continue  # the query's matches lie in other workspaces
         out.append(_workspace(target, folder, config.only_fetch_workspace, inside))
     return out
+
+
+def _workspace_config(spec: BatchSpec, repository: str) -> WorkspaceConfig | None:
+    """The `workspaces` entry for a repository, as Sourcegraph picks it.
+
+    An entry without `in` applies to every repository; `in` is a glob in
+    Sourcegraph's syntax. A repository that two entries apply to is an error
+    there, and here.
+    """
+    chosen: WorkspaceConfig | None = None
+    for config in spec.workspaces:
+        if config.in_glob is not None and not Glob(config.in_glob).match(repository):
+            continue
+        if chosen is not None:
+            where = f"in={config.in_glob!r}" if config.in_glob is not None else "without `in`"
+            raise SpecError(
+                [
+                    Problem(
+                        spec.path,
+                        config.pos.line,
+                        config.pos.column,
+                        f"repository {repository} matches more than one `workspaces` entry "
+                        f"(this one, {where}, and the one at line {chosen.pos.line})",
+                    )
+                ],
+                hint="make the `in` globs of the `workspaces` entries exclusive",
+            )
+        chosen = config
+    return chosen
 
 
 def _workspace(target: _Target, path: str, only_fetch: bool, paths: tuple[str, ...]) -> Workspace:

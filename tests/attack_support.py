@@ -384,7 +384,7 @@ def scan_paths(
     for base in paths:
         if not base.exists():
             continue
-        files = [base] if base.is_file() else [p for p in base.rglob("*") if p.is_file()]
+        files = [base] if base.is_file() else _files_under(base)
         if skip is not None:
             files = [f for f in files if not skip(f)]
         for file in files:
@@ -394,6 +394,14 @@ def scan_paths(
                 continue
             found += [f"{file}: {label}" for label in hits(data, forms)]
     return found
+
+
+def _files_under(base: Path) -> list[Path]:
+    """Every file below ``base``; folders removed while it walks (a run cleaning up) are skipped."""
+    files: list[Path] = []
+    for folder, _, names in os.walk(base, onerror=lambda exc: None):
+        files += [p for p in (Path(folder) / n for n in names) if p.is_file()]
+    return files
 
 
 def proc_cmdlines() -> bytes:

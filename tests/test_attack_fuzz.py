@@ -606,7 +606,14 @@ def test_any_value_is_accepted_or_refused_cleanly_and_text_never_raises(
     try:
         redactor = Redactor({"V": value})
     except SecretValidationError as exc:
-        assert value not in str(exc) or len(value) < 2
+        if "is shorter than" in str(exc):
+            # The refusal of a short value does not depend on the value at all (a short
+            # value such as "al" can still be a substring of the fixed words).
+            with pytest.raises(SecretValidationError) as fixed:
+                Redactor({"V": "#"})
+            assert str(exc) == str(fixed.value)
+        else:
+            assert value not in str(exc) or len(value) < 2
         return
     out = redactor.redact(text + value + text)
     assert isinstance(out, str)

@@ -146,13 +146,14 @@ class Matrix:
         from fastapi.testclient import TestClient
 
         from runner.db import connect
-        from runner.queue.api import create_app
+        from runner.queue.server import create_app
         from runner.queue.service import Coordinator, CoordinatorSettings
         from runner.queue.store import SqlJobStore
         from runner.queue.tokens import SqlTokenStore
         from runner.secrets.crypto import Keyring, new_master_key
         from runner.secrets.store import SqlSecretStore
         from runner.secrets.value import Secret
+        from runner.users.sql import SqlUserDirectory
         from tests.test_queue_support import make_repo
 
         make_repo(root / "repos", "github.com/acme/one")
@@ -161,11 +162,12 @@ class Matrix:
         self.secrets = SqlSecretStore(self.db, Keyring([new_master_key()]))
         self.jobs = SqlJobStore(self.db)
         tokens = SqlTokenStore(self.db)
+        users = SqlUserDirectory(self.db)
         for user in ("alice", "dave", "bob"):
-            self.secrets.add_user(user)
-        self.secrets.add_user("carol", admin=True)
-        self.secrets.add_member("acme", "alice")
-        self.secrets.add_member("acme", "dave")
+            users.add_user(user)
+        users.add_user("carol", admin=True)
+        users.add_member("acme", "alice")
+        users.add_member("acme", "dave")
         self.token: dict[str, str | None] = {
             caller: tokens.create("user", user)[1] for caller, user in USER_OF.items()
         }
@@ -179,6 +181,7 @@ class Matrix:
             jobs=self.jobs,
             tokens=tokens,
             secrets=self.secrets,
+            users=users,
             settings=CoordinatorSettings(repos_root=root / "repos"),
         )
         self.http = TestClient(create_app(self.coordinator), base_url="http://testserver")

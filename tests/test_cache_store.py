@@ -1,6 +1,9 @@
-"""The execution cache's SQL store, on SQLite and PostgreSQL, and `runner cache`.
+"""The execution cache's SQL store with a real secret store, and `runner cache`.
 
-Every PostgreSQL test gets a database of its own (``tests.test_secrets_support``).
+What every cache does (round trips, eviction, namespaces, invalidation, corrupt
+entries) is in tests/test_cache_contract.py; here is what needs the secret
+store's tables or the command line. Every PostgreSQL test gets a database of
+its own (``tests.test_secrets_support``).
 """
 
 from __future__ import annotations
@@ -10,34 +13,23 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
-from runner.cache import (
-    CacheEntry,
-    StepKeyInput,
-    WorkspaceKeyInput,
-    prefix_secret_refs,
-    step_keys,
-)
-from runner.cache_store import (
-    SqlStepCache,
-    invalidate_after_secret_change,
-    open_cache,
-)
+from runner.cache import StepKeyInput, prefix_secret_refs, step_keys
+from runner.cache.sql import SqlStepCache, invalidate_after_secret_change, open_cache
 from runner.config import MIB, Settings
-from runner.db import Database
 from runner.env import PlannedVar, Provenance
 from runner.secrets.models import SecretMeta
 from runner.secrets.store import SqlSecretStore
 from runner.secrets.value import Secret
 from tests import test_secrets_support as support
 from tests.helpers import leak_forms, run_runner, runner_env, scan_bytes
+from tests.test_cache_contract import TickingClock, entry
+from tests.test_cache_contract import workspace_key as _workspace
 from tests.test_secrets_support import Backend
 
 backend = support.backend
@@ -46,175 +38,10 @@ sql_store = support.sql_store
 
 VALUE = "cache-test-secret-value-42"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+CLI_START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-class Ticking:
-    """A clock that moves one second per reading, so LRU order is unambiguous."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
-def entry(payload: str = "", *, size: int | None = None, stdout: str = "out") -> CacheEntry:
-    """An entry; with ``size``, one whose stored form is exactly ``size`` bytes."""
-    base = CacheEntry(
-        diff=payload.encode(),
-        changes={"modified": [], "added": ["a.txt"], "deleted": [], "renamed": []},
-        accumulated={"modified": [], "added": ["a.txt"], "deleted": [], "renamed": []},
-        outputs={"answer": 42, "nested": {"list": [1, "two"]}},
-        stdout=stdout,
-        stderr="",
-    )
-    if size is None:
-        return base
-    pad = size - len(base.to_bytes())
-    assert pad >= 0
-    return CacheEntry(
-        diff=payload.encode() + b"x" * pad,
-        changes=base.changes,
-        accumulated=base.accumulated,
-        outputs=base.outputs,
-        stdout=base.stdout,
-        stderr=base.stderr,
-    )
-
-
-@pytest.fixture
-def db(backend: Backend) -> Iterator[Database]:
-    opened = backend.connect()
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def make_cache(db: Database) -> Callable[..., SqlStepCache]:
-    def make(max_bytes: int = MIB, clock: Callable[[], datetime] | None = None) -> SqlStepCache:
-        return SqlStepCache(db, max_bytes=max_bytes, clock=clock or Ticking())
-
-    return make
-
-
-def put(cache: SqlStepCache, key: str, value: CacheEntry, ns: str = "user:alice") -> None:
-    cache.put(key, value, namespace=ns, secret_refs=[])
-
-
-# Storing and reading ----------------------------------------------------------------------
-
-
-def test_an_entry_comes_back_as_stored_and_an_unknown_key_misses(
-    make_cache: Callable[..., SqlStepCache],
-) -> None:
-    cache = make_cache()
-    stored = entry("diff --git a/a.txt b/a.txt\n+\u00e9\x00\xff")
-    put(cache, "k1", stored)
-    assert cache.get("k1") == stored
-    assert cache.get("k2") is None
-    [info] = cache.entries()
-    assert (info.key, info.namespace, info.size) == ("k1", "user:alice", len(stored.to_bytes()))
-
-
-def test_a_hit_marks_the_entry_used_and_a_put_replaces_it(
-    make_cache: Callable[..., SqlStepCache],
-) -> None:
-    clock = Ticking()
-    cache = make_cache(clock=clock)
-    put(cache, "k1", entry("one"))
-    [before] = cache.entries()
-    assert cache.get("k1") is not None
-    [after] = cache.entries()
-    assert after.created_at == before.created_at
-    assert after.last_used_at > before.last_used_at
-    put(cache, "k1", entry("second version"))
-    [replaced] = cache.entries()
-    got = cache.get("k1")
-    assert got is not None and got.diff == b"second version"
-    assert replaced.size == len(entry("second version").to_bytes())
-
-
-def test_least_recently_used_entries_are_evicted_past_the_limit(
-    make_cache: Callable[..., SqlStepCache],
-) -> None:
-    cache = make_cache(max_bytes=3000)
-    for key in ("a", "b", "c"):
-        put(cache, key, entry(key, size=1000))
-    assert cache.get("a") is not None  # now b is the least recently used
-    put(cache, "d", entry("d", size=1000))
-    assert sorted(i.key for i in cache.entries()) == ["a", "c", "d"]
-    assert cache.get("b") is None
-    put(cache, "e", entry("e", size=1500))  # c alone frees too little: a goes too
-    assert sorted(i.key for i in cache.entries()) == ["d", "e"]
-    assert cache.total_bytes() <= 3000
-
-
-def test_an_entry_larger_than_the_whole_cache_is_not_stored_and_evicts_nothing(
-    make_cache: Callable[..., SqlStepCache],
-) -> None:
-    cache = make_cache(max_bytes=2000)
-    put(cache, "small", entry("s", size=1500))
-    put(cache, "huge", entry("h", size=2001))
-    assert [i.key for i in cache.entries()] == ["small"]
-    assert cache.get("huge") is None
-
-
-def _corrupt(db: Database, key: str, blob: bytes) -> None:
-    with db.transaction() as tx:
-        tx.execute("UPDATE step_cache SET entry = ? WHERE key = ?", [blob, key])
-
-
-@pytest.mark.parametrize(
-    "blob",
-    [
-        b"\x00\xff not json at all",
-        b'{"v": 999, "diff": ""}',
-        b'{"v": 1, "diff": "x"}',
-        b"[1, 2, 3]",
-        b"",
-    ],
-    ids=["garbage", "other-version", "missing-fields", "wrong-shape", "empty"],
-)
-def test_a_corrupt_entry_is_a_logged_miss_and_is_removed(
-    db: Database, make_cache: Callable[..., SqlStepCache], blob: bytes
-) -> None:
-    cache = make_cache()
-    put(cache, "bad", entry("x"))
-    put(cache, "good", entry("y"))
-    _corrupt(db, "bad", blob)
-    with capture_logs() as logs:
-        assert cache.get("bad") is None
-    assert any(log["log_level"] == "warning" and "unreadable" in log["event"] for log in logs)
-    assert [i.key for i in cache.entries()] == ["good"]
-    assert cache.get("good") == entry("y")
-
-
-def test_a_cache_whose_database_is_gone_misses_instead_of_failing(
-    backend: Backend,
-) -> None:
-    db = backend.connect()
-    cache = SqlStepCache(db, max_bytes=MIB)
-    put(cache, "k", entry("x"))
-    db.close()
-    with capture_logs() as logs:
-        assert cache.get("k") is None
-    assert any(log["log_level"] == "warning" for log in logs)
-
-
-# Namespaces ------------------------------------------------------------------------------
-
-
-def _workspace(ns: str) -> WorkspaceKeyInput:
-    return WorkspaceKeyInput(
-        namespace=ns,
-        repository="github.com/acme/app",
-        base_tree="4b825dc642cb6eb9a060e54bf8d69288fbee4904",
-        path="",
-        only_fetch_workspace=False,
-        batch_change_name="hello",
-        batch_change_description="",
-    )
+# Keys ------------------------------------------------------------------------------
 
 
 def _step(n: int, env: tuple[PlannedVar, ...] = ()) -> StepKeyInput:
@@ -232,25 +59,6 @@ def _secret_var(step: int, meta: SecretMeta) -> PlannedVar:
     return PlannedVar(step, meta.name, prov, secret=meta)
 
 
-def test_namespaces_are_kept_apart(make_cache: Callable[..., SqlStepCache]) -> None:
-    cache = make_cache()
-    steps = [_step(1), _step(2)]
-    alice = step_keys(_workspace("user:alice"), steps)
-    acme = step_keys(_workspace("org:acme"), steps)
-    assert not set(alice) & set(acme)
-    for key in alice:
-        put(cache, key, entry(key), ns="user:alice")
-    assert all(cache.get(key) is None for key in acme)
-    for key in acme:
-        put(cache, key, entry(key), ns="org:acme")
-    assert {i.key for i in cache.entries("user:alice")} == set(alice)
-    assert {i.key for i in cache.entries("org:acme")} == set(acme)
-    assert cache.clear("org:acme") == 2
-    assert {i.key for i in cache.entries()} == set(alice)
-    assert cache.clear() == 2
-    assert cache.entries() == []
-
-
 # Secrets -----------------------------------------------------------------------------------
 
 
@@ -261,26 +69,6 @@ def _put_with_refs(cache: SqlStepCache, key: str, *metas: SecretMeta) -> None:
         namespace="user:alice",
         secret_refs=[f"{m.id}:{m.version}" for m in metas],
     )
-
-
-def test_invalidating_a_secret_removes_exactly_the_entries_that_used_it(
-    sql_store: SqlSecretStore,
-) -> None:
-    cache = SqlStepCache(sql_store.db, max_bytes=MIB)
-    token, _ = sql_store.set("TOKEN", "global", Secret(VALUE), actor="admin")
-    other, _ = sql_store.set("OTHER", "global", Secret(VALUE + "-other"), actor="admin")
-    token2, _ = sql_store.set("TOKEN", "global", Secret(VALUE + "-2"), actor="admin")
-    _put_with_refs(cache, "plain")
-    _put_with_refs(cache, "v1", token)
-    _put_with_refs(cache, "v1+other", token, other)
-    _put_with_refs(cache, "v2", token2)
-    _put_with_refs(cache, "other", other)
-    assert cache.invalidate_secret(token.id, 1) == 2
-    assert sorted(i.key for i in cache.entries()) == ["other", "plain", "v2"]
-    assert cache.invalidate_secret(token.id) == 1
-    assert cache.invalidate_secret(token.id) == 0
-    assert sorted(i.key for i in cache.entries()) == ["other", "plain"]
-    assert cache.get("other") is not None
 
 
 def test_a_secret_update_drops_the_old_versions_entries_and_audits_the_count(
@@ -434,7 +222,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return runner_env(tmp_path / "home")
 
 
-def _seed(home: Path, clock: Ticking, *items: tuple[str, str, int]) -> None:
+def _seed(home: Path, clock: TickingClock, *items: tuple[str, str, int]) -> None:
     from runner.db import connect
 
     db = connect(f"sqlite:///{home / 'runner.db'}")
@@ -450,7 +238,9 @@ def test_cache_list_prints_entries_as_a_table_and_as_json(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     home = tmp_path / "home"
-    _seed(home, Ticking(), ("a" * 64, "user:alice", 700), ("b" * 64, "org:acme", 3000))
+    _seed(
+        home, TickingClock(CLI_START), ("a" * 64, "user:alice", 700), ("b" * 64, "org:acme", 3000)
+    )
     proc = run_runner(["cache", "list", "--json"], cli_env)
     assert proc.returncode == 0, proc.stderr
     data: list[dict[str, Any]] = json.loads(proc.stdout)
@@ -485,7 +275,13 @@ def test_cache_clear_says_how_many_entries_it_removed(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     home = tmp_path / "home"
-    _seed(home, Ticking(), ("a", "user:alice", 700), ("b", "org:acme", 700), ("c", "org:acme", 700))
+    _seed(
+        home,
+        TickingClock(CLI_START),
+        ("a", "user:alice", 700),
+        ("b", "org:acme", 700),
+        ("c", "org:acme", 700),
+    )
     proc = run_runner(["cache", "clear", "--namespace", "org:acme"], cli_env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "removed 2 cache entries of org:acme"

@@ -378,7 +378,7 @@ def test_the_installed_command_reads_the_value_from_a_pipe(env: Backend, tmp_pat
 
 def test_changing_a_secret_drops_the_cached_steps_that_used_it(cli: Cli, env: Backend) -> None:
     from runner.cache import CacheEntry
-    from runner.cache_store import SqlStepCache
+    from runner.cache.sql import SqlStepCache
 
     cli("secret", "set", "TOKEN", "--user", "alice", stdin=VALUE.encode())
     entry = CacheEntry(diff=b"", changes={}, accumulated={}, outputs={}, stdout="", stderr="")

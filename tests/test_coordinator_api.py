@@ -10,15 +10,18 @@ from typing import Any
 import pytest
 
 from runner.cache import CacheEntry
+from runner.cache.remote import CoordinatorStepCache
 from runner.errors import (
+    BundleError,
     CoordinatorError,
+    JobNotFoundError,
+    LeaseLostError,
     MissingSecretsError,
+    NotAuthenticatedError,
     PermissionDeniedError,
 )
-from runner.queue.bundle import Bundle, BundleError
-from runner.queue.client import Claim, RemoteStepCache
-from runner.queue.models import JobNotFoundError, LeaseLostError
-from runner.queue.tokens import NotAuthenticatedError
+from runner.queue.bundle import Bundle
+from runner.queue.client import Claim
 from runner.redact import active
 from runner.secrets.value import Secret
 from tests.test_queue_support import (
@@ -97,7 +100,7 @@ def test_token_kinds_are_kept_apart(world: World) -> None:
     with pytest.raises(PermissionDeniedError):
         world.client("alice").heartbeat(None, {})
     with pytest.raises(PermissionDeniedError):
-        RemoteStepCache(world.client("bob")).get("0" * 64)
+        world.client("bob").cache_get("0" * 64)
 
 
 def test_submit_queues_one_job_per_workspace_and_decrypts_nothing(
@@ -232,7 +235,7 @@ def test_a_lost_membership_fails_the_job_at_claim(world: World, tmp_path: Path) 
     carol.secret_set("TOKEN", "org:acme", Secret(ORG_VALUE))
     spec = SPEC_WITH_SECRET.replace("  - repository: github.com/acme/two\n", "")
     (job,) = alice.submit(bundle(tmp_path, spec), "org:acme")["jobs"]
-    world.secrets.remove_member("acme", "alice")
+    world.users.remove_member("acme", "alice")
     assert world.client("exec").claim() is None
     shown = carol.job_show(job["id"])
     assert shown["state"] == "failed"
@@ -372,9 +375,9 @@ def test_bundle_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_cache_entries_round_trip_through_the_coordinator(world: World) -> None:
-    from runner.cache import MemoryStepCache
+    from runner.testing import MemoryStepCache
 
-    cache = RemoteStepCache(world.client("exec"))
+    cache = CoordinatorStepCache(world.client("exec"))
     assert cache.get("a" * 64) is None  # no cache configured
     world.coordinator.cache = MemoryStepCache()
     entry = CacheEntry(

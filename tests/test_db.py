@@ -13,17 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner import migrations as registry
-from runner.db import (
-    BusyError,
-    IntegrityError,
-    connect,
-    db_time,
-    display_url,
-    parse_db_time,
-    sqlite_path,
-    to_pyformat,
-)
-from runner.errors import StoreError
+from runner.db import connect, db_time, display_url, parse_db_time, sqlite_path, to_pyformat
+from runner.errors import BusyError, IntegrityError, StoreError
 from runner.migrations import Migration
 from tests import test_secrets_support as support
 from tests.test_secrets_support import Backend

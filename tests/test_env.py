@@ -9,10 +9,10 @@ import pytest
 
 from runner.env import HostEnv, materialize, plan_env
 from runner.errors import MissingSecretsError, SecretValidationError, SpecError
-from runner.secrets.fake import FakeSecretStore
 from runner.secrets.value import Secret
 from runner.spec import load_spec
 from runner.spec.models import BatchSpec
+from runner.testing import FakeSecretStore
 
 TAIL = "changesetTemplate:\n  title: t\n  branch: b\n  commit:\n    message: m\n"
 
@@ -127,7 +127,7 @@ def test_all_missing_names_are_reported_together(tmp_path: Path, store: FakeSecr
     assert "step 1" in text and "step 2" in text
     assert "user:alice, global" in text
     assert "runner secret set NOPE_ONE --user alice" in text
-    missing = info.value.missing  # type: ignore[attr-defined]
+    missing = info.value.missing
     assert [(m.step, m.name) for m in missing] == [(1, "NOPE_ONE"), (2, "NOPE_TWO")]
 
 

@@ -11,15 +11,14 @@ from typing import Any
 
 import pytest
 
-from runner.errors import ContainerRuntimeError
-from runner.execute.fake_runtime import FakeRuntime, FakeStepRun
+from runner.errors import ContainerRuntimeError, CoordinatorUnavailableError
 from runner.execute.steps import RunLimits
 from runner.queue.bundle import Bundle
-from runner.queue.client import CoordinatorUnavailableError
 from runner.queue.executor import Executor, ExecutorSettings
-from runner.queue.fake import InProcessExecutorApi
 from runner.redact import active
 from runner.secrets.value import Secret
+from runner.testing import FakeRuntime, FakeStepRun
+from runner.testing.queue import InProcessExecutorApi
 from tests.test_queue_support import (
     SPEC_PLAIN,
     SPEC_WITH_SECRET,

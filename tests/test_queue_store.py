@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from runner.db import Database, connect
-from runner.queue.fake import MemoryJobStore, MemoryTokenStore
-from runner.queue.models import LeaseLostError, NewJob, Submission, new_id
+from runner.errors import JobNotFoundError, LeaseLostError
+from runner.queue.models import FailState, NewJob, Submission, new_id
 from runner.queue.store import JobStore, SqlJobStore
 from runner.queue.tokens import SqlTokenStore, TokenStore, hash_token
+from runner.testing.queue import MemoryJobStore, MemoryTokenStore
 from tests.test_queue_support import ManualClock, fresh_postgres_database
 
 BACKENDS = [
@@ -79,7 +80,7 @@ def submit(
         submitter=namespace.split(":", 1)[1],
         spec_name="spec.yaml",
         bundle={"spec": {"name": "spec.yaml", "text": "name: x\n"}, "files": []},
-        created_at=(clock or ManualClock())(),
+        created_at=(clock or ManualClock()).now(),
     )
     jobs = [
         NewJob(
@@ -302,7 +303,7 @@ def test_tokens_are_stored_hashed_and_can_be_revoked(
     found = tokens.authenticate(token)
     assert found is not None and found.owner == "alice" and found.kind == "user"
     listed = {t.id: t for t in tokens.list()}
-    assert listed[record.id].last_used_at == clock()
+    assert listed[record.id].last_used_at == clock.now()
     tokens.revoke(record.id)
     assert tokens.authenticate(token) is None
     assert listed[record.id].revoked_at is None and tokens.list()[0].revoked_at is not None
@@ -314,3 +315,121 @@ def test_tokens_are_stored_hashed_and_can_be_revoked(
         dump = repr(rows)
         assert token not in dump and token[4:] not in dump
         assert hash_token(token) in dump
+
+
+def test_every_answer_is_what_the_store_then_reads(store: JobStore, clock: ManualClock) -> None:
+    first, second = submit(store, "user:alice", 2)
+    lease = store.claim("ex")
+    assert lease is not None and lease.job == store.get(lease.job.id)
+    clock.advance(5)
+    assert store.request_cancel(second) == store.get(second)
+    done = store.complete(first, lease.token, {"status": "changed", "n": [1, 2]})
+    assert done == store.get(first)
+    assert done.finished_at == clock.now() and done.started_at is not None
+    assert store.complete(first, lease.token, {"ignored": True}) == done
+
+
+def test_a_retried_end_report_changes_nothing(store: JobStore, clock: ManualClock) -> None:
+    errored, failed, canceled = submit(store, "user:alice", 3)
+    leases = {}
+    for _ in range(3):
+        lease = store.claim("ex")
+        assert lease is not None
+        leases[lease.job.id] = lease.token
+    ends: list[tuple[str, FailState]] = [
+        (errored, "errored"),
+        (failed, "failed"),
+        (canceled, "canceled"),
+    ]
+    first = {
+        job_id: store.fail(job_id, leases[job_id], state=state, error="x", max_attempts=3)
+        for job_id, state in ends
+    }
+    clock.advance(5)
+    for job_id, state in ends:
+        again = store.fail(job_id, leases[job_id], state=state, error="y", max_attempts=3)
+        assert again == first[job_id] == store.get(job_id)
+        assert again.state == state and again.error == "x"
+    assert first[errored].finished_at is None
+    assert first[failed].finished_at == first[canceled].finished_at is not None
+    # The errored job waits for another claim; the report cannot turn into another end.
+    with pytest.raises(LeaseLostError):
+        store.complete(errored, leases[errored], {})
+    with pytest.raises(LeaseLostError):
+        store.fail(errored, leases[errored], state="failed", error="z", max_attempts=3)
+
+
+def test_a_retried_report_after_giving_up_stays_failed(store: JobStore) -> None:
+    (job_id,) = submit(store, "user:alice")
+    lease = store.claim("ex")
+    assert lease is not None
+    gave_up = store.fail(job_id, lease.token, state="errored", error="down", max_attempts=1)
+    assert gave_up.state == "failed" and gave_up.error == "down (gave up after 1 attempts)"
+    again = store.fail(job_id, lease.token, state="errored", error="down", max_attempts=5)
+    assert again == gave_up
+
+
+def test_an_errored_job_is_claimed_again_under_a_new_lease(store: JobStore) -> None:
+    (job_id,) = submit(store, "user:alice")
+    first = store.claim("ex1")
+    assert first is not None
+    store.fail(job_id, first.token, state="errored", error="engine down", max_attempts=3)
+    second = store.claim("ex2")
+    assert second is not None and second.job.id == job_id
+    assert second.attempt == 2 and second.job.executor == "ex2"
+    assert second.job.error == "engine down" and second.job.finished_at is None
+    assert store.heartbeat("ex1", {job_id: first.token}).lost == (job_id,)
+    with pytest.raises(LeaseLostError):
+        store.append_logs(job_id, first.token, [(0, "late\n")])
+    assert store.heartbeat("ex2", {job_id: second.token}).lost == ()
+
+
+def test_cancel_of_an_errored_job_is_at_once_and_of_an_ended_one_does_nothing(
+    store: JobStore,
+) -> None:
+    errored, done = submit(store, "user:alice", 2)
+    first, second = store.claim("ex"), store.claim("ex")
+    assert first is not None and second is not None
+    assert (first.job.id, second.job.id) == (errored, done)
+    store.fail(errored, first.token, state="errored", error="x", max_attempts=3)
+    store.complete(done, second.token, {"status": "unchanged"})
+    canceled = store.request_cancel(errored)
+    assert canceled.state == "canceled" and canceled.finished_at is not None
+    ended = store.get(done)
+    assert store.request_cancel(done) == ended
+    assert ended is not None and ended.state == "completed" and not ended.cancel_requested
+    assert store.claim("ex") is None
+
+
+def test_writes_after_the_end_are_refused(store: JobStore) -> None:
+    (job_id,) = submit(store, "user:alice")
+    lease = store.claim("ex")
+    assert lease is not None
+    store.complete(job_id, lease.token, {"status": "unchanged"})
+    with pytest.raises(LeaseLostError):
+        store.append_logs(job_id, lease.token, [(0, "late\n")])
+    with pytest.raises(LeaseLostError):
+        store.record_step(job_id, lease.token, step=1, status="finished", exit_code=0)
+    answer = store.heartbeat("ex", {job_id: lease.token, "job_missing": "x"})
+    assert answer.lost == (job_id, "job_missing") and answer.cancel == ()
+
+
+def test_unknown_jobs_are_not_found(store: JobStore) -> None:
+    with pytest.raises(JobNotFoundError):
+        store.request_cancel("job_missing")
+    with pytest.raises(JobNotFoundError):
+        store.complete("job_missing", "lease", {})
+    with pytest.raises(JobNotFoundError):
+        store.fail("job_missing", "lease", state="failed", error="x", max_attempts=3)
+    assert store.get("job_missing") is None
+
+
+def test_a_requeued_job_forgets_its_executor(store: JobStore, clock: ManualClock) -> None:
+    (job_id,) = submit(store, "user:alice")
+    assert store.claim("ex-dead") is not None
+    clock.advance(31)
+    (rec,) = store.reset_stalled(stall_limit_s=30, max_resets=3)
+    assert rec == store.get(job_id)
+    assert rec.executor is None and rec.heartbeat_at is None and rec.finished_at is None
+    assert rec.error == "executor ex-dead sent no heartbeat for 30 s; requeued"
+    assert store.reset_stalled(stall_limit_s=30, max_resets=3) == []

@@ -7,23 +7,14 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from runner.testing.clock import FakeClock
 
-class ManualClock:
-    """A clock tests move by hand, so stall limits need no sleeping."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+# A clock tests move by hand, so stall limits need no sleeping.
+ManualClock = FakeClock
 
 
 @contextmanager
@@ -132,12 +123,13 @@ class World:
         from fastapi.testclient import TestClient
 
         from runner.db import connect
-        from runner.queue.api import create_app
+        from runner.queue.server import create_app
         from runner.queue.service import Coordinator, CoordinatorSettings
         from runner.queue.store import SqlJobStore
         from runner.queue.tokens import SqlTokenStore
         from runner.secrets.crypto import Keyring, new_master_key
         from runner.secrets.store import SqlSecretStore
+        from runner.users.sql import SqlUserDirectory
 
         self.clock = clock
         self.repos_root = repos_root
@@ -145,11 +137,12 @@ class World:
         self.secrets = SqlSecretStore(self.db, Keyring([new_master_key()]))
         self.jobs = SqlJobStore(self.db, clock=clock)
         self.tokens = SqlTokenStore(self.db, clock=clock)
-        self.secrets.add_user("alice")
-        self.secrets.add_user("bob")
-        self.secrets.add_user("carol", admin=True)
-        self.secrets.add_member("acme", "alice")
-        self.secrets.add_org("other")
+        self.users = SqlUserDirectory(self.db)
+        self.users.add_user("alice")
+        self.users.add_user("bob")
+        self.users.add_user("carol", admin=True)
+        self.users.add_member("acme", "alice")
+        self.users.add_org("other")
         self.token = {
             "alice": self.tokens.create("user", "alice")[1],
             "bob": self.tokens.create("user", "bob")[1],
@@ -160,6 +153,7 @@ class World:
             jobs=self.jobs,
             tokens=self.tokens,
             secrets=self.secrets,
+            users=self.users,
             settings=CoordinatorSettings(repos_root=repos_root, stall_limit_s=30, max_resets=3),
             cache=None,
             clock=clock,

@@ -1,5 +1,8 @@
 """The Docker runtime against the real engine, and its pure parts on their own.
 
+What Docker shares with the fake runtime is in tests/test_runtime_contract.py; here
+is what only a real engine can show.
+
 The secret tests pause the step (it waits for a file in its workspace) and
 look for the value, in several encodings, everywhere an observer on the host
 could: ``docker inspect``, every process's command line, and the container's
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import io
 import json
@@ -31,7 +33,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.errors import ContainerRuntimeError, ExecutionError, ImageNotFoundError
+from runner.errors import ContainerRuntimeError, ImageNotFoundError
 from runner.execute.docker_runtime import (
     SCRIPT_PATH,
     DockerRuntime,
@@ -225,20 +227,6 @@ def test_output_streams_separately_and_before_the_step_ends(
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("code", [0, 1, 42])
-def test_exit_code_is_the_steps(
-    runtime: DockerRuntime, image_id: str, run_label: dict[str, str], code: int
-) -> None:
-    result = runtime.run_step(
-        _step(image_id, f"echo ran; exit {code}", run_label),
-        on_output=Output(),
-        cancel=threading.Event(),
-    )
-    assert result == StepExit(exit_code=code)
-    assert result.succeeded == (code == 0)
-
-
-@pytest.mark.docker
 def test_env_workdir_and_stdin(
     runtime: DockerRuntime, image_id: str, run_label: dict[str, str], workspace: Path
 ) -> None:
@@ -295,19 +283,6 @@ def test_read_only_mounts_are_read_only(
     assert out.text("stderr").count("Read-only file system") == 2
     assert (files / "config.yml").read_text() == "key: 1\n"
     assert (workspace / "ok.txt").exists()
-
-
-@pytest.mark.docker
-def test_missing_mount_source_is_refused_by_name(
-    runtime: DockerRuntime, image_id: str, run_label: dict[str, str], tmp_path: Path
-) -> None:
-    missing = tmp_path / "nope"
-    with pytest.raises(ExecutionError, match="nope"):
-        runtime.run_step(
-            _step(image_id, "true", run_label, mounts=[Mount(source=missing, target="/x")]),
-            on_output=Output(),
-            cancel=threading.Event(),
-        )
 
 
 @pytest.mark.docker
@@ -499,21 +474,6 @@ def test_memory_limit_kills_a_greedy_step(
 
 
 @pytest.mark.docker
-def test_timeout_kills_the_container(
-    runtime: DockerRuntime, image_id: str, run_label: dict[str, str]
-) -> None:
-    started = time.monotonic()
-    result = runtime.run_step(
-        _step(image_id, "sleep 60", run_label, timeout_s=1),
-        on_output=Output(),
-        cancel=threading.Event(),
-    )
-    assert result.timed_out
-    assert not result.succeeded
-    assert time.monotonic() - started < 10
-
-
-@pytest.mark.docker
 def test_timeout_applies_after_the_step_closes_its_output(
     runtime: DockerRuntime, image_id: str, run_label: dict[str, str]
 ) -> None:
@@ -564,30 +524,6 @@ def test_container_is_removed_when_the_output_handler_fails(
 
 
 @pytest.mark.docker
-def test_sweep_removes_leftovers_by_label(
-    client: docker.DockerClient, runtime: DockerRuntime, image_id: str
-) -> None:
-    mine, other = uuid.uuid4().hex, uuid.uuid4().hex
-    made = []
-    try:
-        for value, running in [(mine, True), (mine, False), (other, False)]:
-            container = client.api.create_container(
-                image_id, command=["sleep", "60"], labels={LABEL: value}
-            )
-            made.append(container["Id"])
-            if running:
-                client.api.start(container["Id"])
-        assert runtime.sweep(LABEL, mine) == 2
-        assert client.api.containers(all=True, filters={"label": f"{LABEL}={mine}"}) == []
-        assert len(client.api.containers(all=True, filters={"label": f"{LABEL}={other}"})) == 1
-        assert runtime.sweep(LABEL, mine) == 0
-    finally:
-        for container_id in made:
-            with contextlib.suppress(docker.errors.NotFound):
-                client.api.remove_container(container_id, force=True)
-
-
-@pytest.mark.docker
 def test_parallel_steps_share_one_client_without_leaking_connections(
     runtime: DockerRuntime, image_id: str, run_label: dict[str, str]
 ) -> None:
@@ -614,25 +550,6 @@ def test_parallel_steps_share_one_client_without_leaking_connections(
 
 
 # -- images and engine errors ----------------------------------------------------
-
-
-@pytest.mark.docker
-def test_image_id_for_present_images(runtime: DockerRuntime, image_id: str) -> None:
-    assert image_id.startswith("sha256:")
-    assert runtime.image_id(TEST_IMAGE) == image_id
-    assert runtime.image_id(image_id) == image_id
-
-
-@pytest.mark.docker
-def test_missing_image_is_named_and_fails_fast(runtime: DockerRuntime) -> None:
-    name = f"runner-test/missing-{uuid.uuid4().hex[:8]}:latest"
-    started = time.monotonic()
-    with pytest.raises(ImageNotFoundError, match=name):
-        runtime.image_id(name)
-    assert time.monotonic() - started < 30
-
-    with pytest.raises(ImageNotFoundError, match="sha256:0000"):
-        runtime.image_id("sha256:" + "0" * 64)
 
 
 @pytest.mark.docker

@@ -1,4 +1,7 @@
-"""The fake runtime and the step description every runtime receives."""
+"""What only the fake runtime does, and the step description every runtime receives.
+
+What the fake shares with Docker is in tests/test_runtime_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from runner.errors import ContainerRuntimeError, ExecutionError, ImageNotFoundError
-from runner.execute.fake_runtime import FakeRuntime, FakeStepRun
 from runner.execute.runtime import ContainerRuntime, Mount, StepContainer, StepExit
 from runner.secrets.value import Secret
+from runner.testing import FakeClock, FakeRuntime, FakeStepRun
 
 
 def _step(workspace: Path, **changes: object) -> StepContainer:
+    (workspace / "cfg").mkdir(exist_ok=True)  # every mount source exists, as runtimes require
     base: dict[str, object] = {
         "image": "sha256:abc",
         "script": "echo hi",
@@ -73,22 +77,6 @@ def test_fake_host_path_prefers_the_deepest_mount(tmp_path: Path) -> None:
         _step(tmp_path), on_output=_Collector(), cancel=threading.Event()
     )
     assert seen == [tmp_path / "cfg" / "a.yml"]
-
-
-def test_fake_canceled_before_start_does_not_run(tmp_path: Path) -> None:
-    ran: list[StepContainer] = []
-
-    def handler(run: FakeStepRun) -> int:
-        ran.append(run.step)
-        return 0
-
-    runtime = FakeRuntime(handler=handler)
-    cancel = threading.Event()
-    cancel.set()
-    result = runtime.run_step(_step(tmp_path), on_output=_Collector(), cancel=cancel)
-    assert result.canceled
-    assert not result.succeeded
-    assert ran == []
 
 
 def test_fake_reports_cancel_set_during_the_step(tmp_path: Path) -> None:
@@ -171,3 +159,42 @@ def test_step_container_refuses_nul_in_a_secret_without_showing_it(tmp_path: Pat
     # The repr of the step never shows a value either.
     step = _step(tmp_path)
     assert "s3cr3t-value" not in repr(step)
+
+
+def test_fake_sleep_passes_time_on_its_clock_and_honours_the_timeout(tmp_path: Path) -> None:
+    clock = FakeClock()
+
+    def handler(run: FakeStepRun) -> int:
+        run.sleep(5)
+        run.sleep(20)
+        return 0
+
+    runtime = FakeRuntime(handler=handler, clock=clock)
+    ok = runtime.run_step(
+        _step(tmp_path, timeout_s=60), on_output=_Collector(), cancel=threading.Event()
+    )
+    assert ok == StepExit(exit_code=0)
+    assert clock.monotonic() == 25
+    late = runtime.run_step(
+        _step(tmp_path, timeout_s=10), on_output=_Collector(), cancel=threading.Event()
+    )
+    assert late.timed_out and late.exit_code == 137
+    assert clock.monotonic() == 35  # killed at its deadline, not after the whole sleep
+
+
+def test_fake_writes_refuse_read_only_mounts_and_getenv_sees_secrets(tmp_path: Path) -> None:
+    seen: list[object] = []
+
+    def handler(run: FakeStepRun) -> int:
+        seen.append(run.write("cfg/a.yml", "x"))
+        seen.append(run.write("b.txt", "y"))
+        seen.extend([run.getenv("PLAIN"), run.getenv("TOKEN"), run.getenv("NONE"), run.stdin])
+        return 0
+
+    (tmp_path / "sub").mkdir()
+    FakeRuntime(handler=handler).run_step(
+        _step(tmp_path), on_output=_Collector(), cancel=threading.Event()
+    )
+    assert seen == [False, True, "1", "s3cr3t-value", None, b""]
+    assert not (tmp_path / "cfg" / "a.yml").exists()
+    assert (tmp_path / "sub" / "b.txt").read_text() == "y"

@@ -5,23 +5,26 @@ from __future__ import annotations
 import pytest
 
 from runner.errors import PermissionDeniedError
+from runner.namespaces import org, user
 from runner.secrets.access import AccessPolicy
 from runner.secrets.store import SecretStore
 from runner.secrets.value import Secret
+from runner.users.directory import UserDirectory
 from tests import test_secrets_support as support
 
 store = support.store
+users = support.users
 
 VALUE = "s3cr3t-value-1"
 
 
 @pytest.fixture
-def people(store: SecretStore) -> AccessPolicy:
-    store.add_user("root", admin=True)
-    store.add_user("alice")
-    store.add_user("bob")
-    store.add_member("acme", "alice")
-    return AccessPolicy(store)
+def people(store: SecretStore, users: UserDirectory) -> AccessPolicy:
+    users.add_user("root", admin=True)
+    users.add_user("alice")
+    users.add_user("bob")
+    users.add_member("acme", "alice")
+    return AccessPolicy(users, store)
 
 
 def test_who_may_change_what(people: AccessPolicy) -> None:
@@ -69,7 +72,7 @@ def test_a_job_uses_only_its_namespaces_and_global(
 def test_refusals_raise_and_are_audited(people: AccessPolicy, store: SecretStore) -> None:
     personal, _ = store.set("TOKEN", "user:alice", Secret(VALUE), actor="alice")
     with pytest.raises(PermissionDeniedError) as info:
-        people.check_manage("bob", "org:acme", name="DEPLOY_KEY", scope="batches")
+        people.check_manage("bob", org("acme"), name="DEPLOY_KEY", scope="batches")
     assert (
         str(info.value)
         == "bob may not change secrets in org:acme — ask a member of acme or an admin to do it"
@@ -77,7 +80,7 @@ def test_refusals_raise_and_are_audited(people: AccessPolicy, store: SecretStore
     with pytest.raises(PermissionDeniedError, match="global"):
         people.check_run_in("alice", "global")
     with pytest.raises(PermissionDeniedError):
-        people.check_view("bob", "user:alice")
+        people.check_view("bob", user("alice"))
     with pytest.raises(PermissionDeniedError, match="may not use secret TOKEN in user:alice"):
         people.check_use("org:acme", personal, actor="alice", job="job-9", step=2)
 
@@ -86,7 +89,7 @@ def test_refusals_raise_and_are_audited(people: AccessPolicy, store: SecretStore
     assert (denied[0].name, denied[0].namespace) == ("DEPLOY_KEY", "org:acme")
     assert (denied[3].secret_id, denied[3].job, denied[3].step) == (personal.id, "job-9", 2)
     # Allowed checks pass silently and write nothing.
-    people.check_manage("alice", "user:alice")
+    people.check_manage("alice", user("alice"))
     people.check_run_in("alice", "org:acme")
     people.check_use("user:alice", personal, actor="alice")
     assert len([e for e in store.log() if e.event == "denied"]) == 4

@@ -5,17 +5,19 @@ from __future__ import annotations
 import pytest
 
 from runner.errors import (
-    RunnerError,
     SecretNotFoundError,
     SecretValidationError,
+    StaleSecretError,
     UsageError,
 )
-from runner.secrets.models import AuditEvent, StaleSecretError
+from runner.secrets.models import AuditEvent
 from runner.secrets.store import SecretStore
 from runner.secrets.value import Secret
+from runner.users.directory import UserDirectory
 from tests import test_secrets_support as support
 
 store = support.store
+users = support.users
 
 VALUE = "s3cr3t-value-1"
 OTHER = "an0ther-value-2"
@@ -202,8 +204,10 @@ def test_namespaced_secret_is_preferred_over_the_global_one(store: SecretStore) 
     assert {e.event for e in store.log()} == {"created"}
 
 
-def test_a_users_secrets_are_not_visible_to_an_orgs_jobs(store: SecretStore) -> None:
-    store.add_member("acme", "alice")
+def test_a_users_secrets_are_not_visible_to_an_orgs_jobs(
+    store: SecretStore, users: UserDirectory
+) -> None:
+    users.add_member("acme", "alice")
     store.set("PERSONAL", "user:alice", Secret(VALUE), actor="alice")
     assert store.resolve("PERSONAL", "org:acme") is None
     assert store.resolve("PERSONAL", "user:bob") is None
@@ -294,34 +298,3 @@ def test_other_components_record_events(store: SecretStore) -> None:
     assert (last.event, last.count, last.actor) == ("cache_invalidated", 4, "cache")
     with pytest.raises(ValueError, match="unknown audit event"):
         store.record(AuditEvent(event="viewed", actor="x"))
-
-
-def test_users_and_orgs(store: SecretStore) -> None:
-    assert store.add_user("alice") is True
-    assert store.add_user("alice") is False
-    assert store.is_admin("alice") is False
-    assert store.add_user("alice", admin=True) is False
-    assert store.is_admin("alice") is True
-    assert store.add_user("alice") is False
-    assert store.is_admin("alice") is True, "adding again never demotes"
-    assert store.is_admin("nobody") is False
-
-    assert store.add_org("acme") is True
-    assert store.add_org("acme") is False
-    assert store.add_member("acme", "bob") is True
-    assert store.add_member("acme", "bob") is False
-    assert store.add_member("beta", "bob") is True
-    assert store.orgs_of("bob") == ["acme", "beta"]
-    assert store.org_members("acme") == ["bob"]
-    assert [u.name for u in store.users()] == ["alice", "bob"]
-    assert [o.name for o in store.orgs()] == ["acme", "beta"]
-    assert store.remove_member("acme", "bob") is True
-    assert store.remove_member("acme", "bob") is False
-    assert store.orgs_of("bob") == ["beta"]
-    assert store.org_members("acme") == []
-    assert store.get_user("zed") is None
-    assert store.get_org("zed") is None
-    with pytest.raises(RunnerError):
-        store.add_user("not a name")
-    with pytest.raises(RunnerError):
-        store.add_org("org:acme")

@@ -1,8 +1,10 @@
 """Fixtures shared by the secret-store and database tests (no tests of its own).
 
 ``store`` runs a contract test against the in-memory fake, SQLite and
-PostgreSQL; ``backend``/``sql_store`` against the two real databases only.
-Every PostgreSQL test gets a database of its own, dropped afterwards.
+PostgreSQL, and ``users`` is the user directory beside that store (same
+database); ``directory`` runs one against a user directory alone;
+``backend``/``sql_store`` against the two real databases only. Every
+PostgreSQL test gets a database of its own, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import pytest
 from runner.config import Settings
 from runner.db import Database, connect
 from runner.secrets.crypto import Keyring, new_master_key
-from runner.secrets.fake import FakeSecretStore
 from runner.secrets.store import SecretStore, SqlSecretStore
+from runner.testing import FakeSecretStore, FakeUserDirectory
+from runner.users.directory import UserDirectory
+from runner.users.sql import SqlUserDirectory
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 STORES = ["fake", *BACKENDS]
@@ -103,3 +107,23 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SecretStor
         opened = made.open(Keyring([new_master_key()]))
         yield opened
         opened.close()
+
+
+@pytest.fixture
+def users(store: SecretStore) -> UserDirectory:
+    """The user directory beside ``store``: on its database, or in memory with the fake."""
+    if isinstance(store, SqlSecretStore):
+        return SqlUserDirectory(store.db)
+    return FakeUserDirectory()
+
+
+@pytest.fixture(params=STORES)
+def directory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UserDirectory]:
+    """A user directory alone: no secret store, no master key."""
+    if request.param == "fake":
+        yield FakeUserDirectory()
+        return
+    with make_backend(request.param, request, tmp_path) as made:
+        db = made.connect()
+        yield SqlUserDirectory(db)
+        db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,21 @@ from runner.spec.loader import load_spec_text
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "batch-change-examples"
 CORPUS_SPECS = sorted(p for p in CORPUS.rglob("*") if p.suffix in (".yaml", ".yml"))
+# Specs that mount files the corpus does not ship, each with the entry that names them.
+MOUNTED_NOT_SHIPPED = {
+    "utils/add-file/mount-file.batch.yaml": ("utils/add-file/apache.txt", 24, 9),
+    "yaml/modify-yaml-mount-file.batch.yaml": ("yaml/update-yaml.rb", 17, 9),
+}
+
+
+@pytest.fixture
+def corpus_with_mounted_files(tmp_path: Path) -> Path:
+    """A copy of the corpus with the mounted files created empty, as a user would have them."""
+    copy = tmp_path / "corpus"
+    shutil.copytree(CORPUS, copy)
+    for mounted, _, _ in MOUNTED_NOT_SHIPPED.values():
+        (copy / mounted).touch()
+    return copy
 
 
 def test_the_corpus_is_there() -> None:
@@ -28,11 +44,27 @@ def test_corpus_spec_is_valid(path: Path) -> None:
     assert spec.name
 
 
-def test_runner_validate_accepts_the_whole_corpus(capsys: pytest.CaptureFixture[str]) -> None:
-    code = run_cli(["validate", *map(str, CORPUS_SPECS)])
+def test_runner_validate_accepts_the_whole_corpus(
+    corpus_with_mounted_files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    specs = [corpus_with_mounted_files / p.relative_to(CORPUS) for p in CORPUS_SPECS]
+    code = run_cli(["validate", *map(str, specs)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.out.count("ok ") == 52
+
+
+def test_runner_validate_refuses_the_corpus_specs_whose_mounted_files_are_missing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = run_cli(["validate", *map(str, CORPUS_SPECS)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out.count("ok ") == 50
+    for spec, (mounted, line, column) in MOUNTED_NOT_SHIPPED.items():
+        assert f"{CORPUS / spec}:{line}:{column}: steps[1].mount[1]: " in captured.err
+        assert f"create {CORPUS / mounted}" in captured.err
+    assert "2 of 52 specs invalid" in captured.err
 
 
 def test_runner_validate_reports_invalid_specs_and_exits_1(

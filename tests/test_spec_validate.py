@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -308,13 +310,17 @@ def test_unknown_root_variable(tmp_path: Path) -> None:
     assert line == 3 and "repo" in message
 
 
-def test_step_is_only_known_inside_outputs(tmp_path: Path) -> None:
+def test_step_is_known_in_every_step_field_as_sourcegraph_has_it(tmp_path: Path) -> None:
+    # Issue 16: Sourcegraph renders `step` before the step runs as an empty result.
     ok = (
         "name: a\nsteps:\n  - run: x\n    container: c\n    outputs:\n"
         "      o:\n        value: ${{ step.stdout }}\n" + GOOD_TAIL
     )
     load_spec(write(tmp_path, ok))
-    text = "name: a\nsteps:\n  - run: echo ${{ step.stdout }}\n    container: c\n" + GOOD_TAIL
+    ok = "name: a\nsteps:\n  - run: echo ${{ step.stdout }}\n    container: c\n" + GOOD_TAIL
+    load_spec(write(tmp_path, ok))
+    # batch_change_link is a changeset template name only; src-cli cannot render it in a step.
+    text = "name: a\nsteps:\n  - run: echo ${{ batch_change_link }}\n    container: c\n" + GOOD_TAIL
     line, _ = only_problem(tmp_path, text)
     assert line == 3
 
@@ -357,3 +363,191 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     text = "name: bomb\n" + "\n".join(lines) + "\n"
     found = problems(tmp_path, text)
     assert "alias" in found[0][1]
+
+
+# Mounts through the CLI ------------------------------------------------------------------------
+
+BAD_MOUNTS = """\
+name: mounts
+steps:
+  - run: x
+    container: c
+    mount:
+      - path: ./data.txt
+        mountpoint: /in/data.txt
+      - path: ./missing.txt
+        mountpoint: /in/missing.txt
+      - path: ../outside.txt
+        mountpoint: /in/outside.txt
+  - run: y
+    container: c
+    mount:
+      - path: ./link
+        mountpoint: /in/link
+      - path: ../specs-other/x.txt
+        mountpoint: /in/x.txt
+      - path: ./tools/
+        mountpoint: /tools
+"""
+# line, column and message of each bad entry above
+BAD_MOUNT_PROBLEMS = [
+    (8, 9, "steps[1].mount[2]: mount path './missing.txt' does not exist next to the spec"),
+    (10, 9, "steps[1].mount[3]: mount path '../outside.txt' leaves the spec's folder"),
+    (15, 9, "steps[2].mount[1]: mount path './link' leaves the spec's folder"),
+    (17, 9, "steps[2].mount[2]: mount path '../specs-other/x.txt' leaves the spec's folder"),
+]
+
+
+def bad_mounts_spec(tmp_path: Path) -> Path:
+    """A spec in ``specs/`` with one good mount and four bad ones; ``specs-other`` shares its prefix."""
+    folder = tmp_path / "specs"
+    (folder / "tools").mkdir(parents=True)
+    (folder / "data.txt").write_text("data\n")
+    (tmp_path / "outside.txt").write_text("outside\n")
+    (tmp_path / "specs-other").mkdir()
+    (tmp_path / "specs-other" / "x.txt").write_text("x\n")
+    (folder / "link").symlink_to(tmp_path / "outside.txt")
+    spec = folder / "batch.yaml"
+    spec.write_text(BAD_MOUNTS + GOOD_TAIL)
+    return spec
+
+
+def test_runner_validate_refuses_each_bad_mount_at_its_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runner.cli import run_cli
+
+    spec = bad_mounts_spec(tmp_path)
+    assert run_cli(["validate", str(spec)]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith(str(spec))]
+    assert len(lines) == len(BAD_MOUNT_PROBLEMS), captured.err
+    for got, (line, column, message) in zip(lines, BAD_MOUNT_PROBLEMS, strict=True):
+        assert got.startswith(f"{spec}:{line}:{column}: {message}"), got
+    assert "create " + str(spec.parent / "missing.txt") in captured.err
+    assert captured.out == ""
+    assert run_cli(["validate", "--json", str(spec)]) == 1
+    (result,) = json.loads(capsys.readouterr().out)
+    assert [(p["line"], p["column"]) for p in result["problems"]] == [
+        (line, column) for line, column, _ in BAD_MOUNT_PROBLEMS
+    ]
+    # With the files where they belong the same spec is fine.
+    fixed = BAD_MOUNTS.replace("../outside.txt", "./data.txt").replace("./link", "./data.txt")
+    spec.write_text(fixed.replace("../specs-other/x.txt", "./tools") + GOOD_TAIL)
+    (spec.parent / "missing.txt").touch()
+    assert run_cli(["validate", str(spec)]) == 0
+    assert capsys.readouterr().out.startswith(f"ok {spec} (mounts: 2 steps)")
+
+
+def test_library_loading_leaves_mounts_to_the_step_loop(tmp_path: Path) -> None:
+    spec = bad_mounts_spec(tmp_path)
+    assert len(load_spec(spec).steps[1].mounts) == 3
+    with pytest.raises(SpecError) as info:
+        load_spec(spec, check_mounts=True)
+    assert [(p.line, p.column) for p in info.value.problems] == [
+        (line, column) for line, column, _ in BAD_MOUNT_PROBLEMS
+    ]
+
+
+def test_runner_validate_reads_stdin_with_mounts_relative_to_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import sys
+
+    from runner.cli import run_cli
+
+    spec = bad_mounts_spec(tmp_path)
+    monkeypatch.chdir(spec.parent)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(spec.read_bytes())))
+    assert run_cli(["validate", "-"]) == 1
+    err = capsys.readouterr().err
+    assert f"mount paths are relative to the current folder, {spec.parent}" in err
+    for line, column, message in BAD_MOUNT_PROBLEMS:
+        assert f"<stdin>:{line}:{column}: {message}" in err
+    # From another folder the good mount is missing too: it is the current folder that counts.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(spec.read_bytes())))
+    assert run_cli(["validate", "-"]) == 1
+    err = capsys.readouterr().err
+    assert "<stdin>:6:9: steps[1].mount[1]: mount path './data.txt' does not exist" in err
+
+
+def test_runner_validate_refuses_an_invalid_glob_with_its_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runner.cli import run_cli
+
+    text = (
+        "name: a\nworkspaces:\n  - rootAtLocationOf: go.mod\n    in: github.com/[z-a]\n"
+        + GOOD_TAIL
+        + "  published:\n    - github.com/{a,b}/*: draft\n    - 'github.com/[': true\n"
+    )
+    spec = write(tmp_path, text)
+    assert run_cli(["validate", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert f"{spec}:4:9: workspaces[1].in: 'github.com/[z-a]' is not a valid glob pattern" in err
+    assert (
+        f"{spec}:13:7: changesetTemplate.published[2]: 'github.com/[' is not a valid glob pattern"
+        in err
+    )
+    assert "published[1]" not in err
+
+
+@pytest.fixture
+def coordinator_url(tmp_path: Path) -> Iterator[tuple[dict[str, str], str, Path]]:
+    """A coordinator in a subprocess, a client environment and alice's token file."""
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    from tests.helpers import RUNNER, run_runner, runner_env
+    from tests.test_queue_support import free_port
+
+    server_env = runner_env(tmp_path / "server-home")
+    made = run_runner(["token", "create", "--user", "alice"], server_env)
+    assert made.returncode == 0, made.stderr
+    token = tmp_path / "alice.token"
+    token.write_text(made.stdout.strip() + "\n")
+    token.chmod(0o600)
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [RUNNER, "server", "--listen", url.removeprefix("http://")],
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                httpx.get(url + "/openapi.json", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield runner_env(tmp_path / "client-home"), url, token
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+
+def test_runner_submit_refuses_each_bad_mount_before_uploading(
+    tmp_path: Path, coordinator_url: tuple[dict[str, str], str, Path]
+) -> None:
+    from tests.helpers import run_runner
+
+    env, url, token = coordinator_url
+    spec = bad_mounts_spec(tmp_path)
+    remote = ["--url", url, "--token-file", str(token)]
+    proc = run_runner(["submit", str(spec), *remote], env)
+    assert proc.returncode == 1, proc.stderr
+    for line, column, message in BAD_MOUNT_PROBLEMS:
+        assert f"{spec}:{line}:{column}: {message}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    listed = run_runner(["jobs", "list", "--json", *remote], env)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []

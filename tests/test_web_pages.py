@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from runner.errors import SecretValidationError
 from runner.secrets.names import check_scope, check_value, normalize_name
 from runner.secrets.value import Secret
-from runner.web.routes import safe_next
+from runner.web.account import safe_next
 from runner.web.session import COOKIE_NAME, SessionStore
 from tests.test_queue_support import fresh_postgres_database, leaks
 from tests.web_support import (

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from runner.namespaces import parse_namespace
 from runner.queue.bundle import Bundle
 from runner.queue.service import ClaimedJob, Coordinator
 from runner.queue.tokens import Principal
@@ -70,13 +71,13 @@ class WebWorld:
 
     def __init__(self, db_url: str, root: Path, *, poll_interval_s: float = 0.2) -> None:
         from runner.db import connect
-        from runner.queue.api import create_app
+        from runner.queue.server import create_app
         from runner.queue.service import CoordinatorSettings
         from runner.queue.store import SqlJobStore
         from runner.queue.tokens import SqlTokenStore
         from runner.secrets.crypto import Keyring, new_master_key
         from runner.secrets.store import SqlSecretStore
-        from runner.web import mount_web
+        from runner.users.sql import SqlUserDirectory
 
         self.root = root
         self.repos_root = make_repos(root / "repos")
@@ -85,12 +86,13 @@ class WebWorld:
         self.secrets = SqlSecretStore(self.db, Keyring([new_master_key()]))
         self.jobs = SqlJobStore(self.db)
         self.tokens = SqlTokenStore(self.db)
-        self.secrets.add_user("carol", admin=True)
-        self.secrets.add_user("alice")
-        self.secrets.add_user("bob")
-        self.secrets.add_user("dave")
-        self.secrets.add_member("acme", "alice")
-        self.secrets.add_member("acme", "dave")
+        self.users = SqlUserDirectory(self.db)
+        self.users.add_user("carol", admin=True)
+        self.users.add_user("alice")
+        self.users.add_user("bob")
+        self.users.add_user("dave")
+        self.users.add_member("acme", "alice")
+        self.users.add_member("acme", "dave")
         self.token = {
             who: self.tokens.create("user", who)[1] for who in ("carol", "alice", "bob", "dave")
         }
@@ -100,12 +102,12 @@ class WebWorld:
             jobs=self.jobs,
             tokens=self.tokens,
             secrets=self.secrets,
+            users=self.users,
             settings=CoordinatorSettings(repos_root=self.repos_root),
             cache=None,
             on_secret_change=lambda before, actor: self.changes.append((before, actor)),
         )
-        self.app = create_app(self.coordinator)
-        mount_web(self.app, self.coordinator, poll_interval_s=poll_interval_s)
+        self.app = create_app(self.coordinator, poll_interval_s=poll_interval_s)
         self._clients: list[TestClient] = []
 
     def principal(self, who: str) -> Principal:
@@ -128,7 +130,11 @@ class WebWorld:
 
     def set_secret(self, who: str, name: str, namespace: str, value: str) -> SecretMeta:
         meta, _ = self.coordinator.set_secret(
-            self.principal(who), name=name, namespace=namespace, value=Secret(value), scope=None
+            self.principal(who),
+            name=name,
+            namespace=parse_namespace(namespace),
+            value=Secret(value),
+            scope=None,
         )
         return meta
 
@@ -138,7 +144,7 @@ class WebWorld:
         folder = self.root / f"spec-{time.monotonic_ns()}"
         bundle = Bundle.from_spec_file(write_spec(folder, spec))
         _, records = self.coordinator.submit(
-            self.principal(who), bundle=bundle.to_json(), namespace=namespace
+            self.principal(who), bundle=bundle.to_json(), namespace=parse_namespace(namespace)
         )
         return records[0].id
 

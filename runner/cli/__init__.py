@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 import click
 
-from runner import __version__
-from runner.cli._app import App
-from runner.config import settings_from_env
+from runner.cli._app import cli
+from runner.cli.commands import register_commands
 from runner.errors import RunnerError
+
+register_commands()
 
 
 def _redact_text(text: str) -> str:
@@ -20,19 +20,6 @@ def _redact_text(text: str) -> str:
     from runner.redact import active
 
     return active().redact(text)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="runner")
-@click.pass_context
-def cli(ctx: click.Context) -> None:
-    """Run Sourcegraph-style batch specs in containers, with layered secrets.
-
-    Results go to stdout; logs, progress and errors to stderr.
-    Exit codes: 0 success, 1 the command could not do its work, 2 usage error,
-    3 some workspaces failed, 130 interrupted.
-    """
-    ctx.obj = App(settings=settings_from_env(os.environ), env=os.environ)
 
 
 def _fail(message: str, code: int) -> int:
@@ -75,6 +62,3 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
 
 def main() -> None:
     sys.exit(run_cli())
-
-
-from runner.cli import commands as _commands  # noqa: E402,F401  (registers commands)

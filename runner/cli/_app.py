@@ -16,11 +16,25 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from runner import __version__
 from runner.config import LogFormat, Settings, settings_from_env
 from runner.errors import UsageError
 from runner.log import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="runner")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Run Sourcegraph-style batch specs in containers, with layered secrets.
+
+    Results go to stdout; logs, progress and errors to stderr.
+    Exit codes: 0 success, 1 the command could not do its work, 2 usage error,
+    3 some workspaces failed, 130 interrupted.
+    """
+    ctx.obj = App(settings=settings_from_env(os.environ), env=os.environ)
 
 
 @dataclass(frozen=True)

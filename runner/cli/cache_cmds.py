@@ -13,10 +13,9 @@ from typing import Any
 
 import click
 
-from runner.cache import EntryInfo
-from runner.cache_store import SqlStepCache, parse_ref
-from runner.cli import cli
-from runner.cli._app import app, common_options, table
+from runner.cache import EntryInfo, parse_ref
+from runner.cache.sql import SqlStepCache
+from runner.cli._app import app, cli, common_options, table
 from runner.config import MIB
 from runner.db import connect
 from runner.namespaces import parse_namespace

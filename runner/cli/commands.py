@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from runner.cli import cache_cmds as cache_cmds
-from runner.cli import env_cmds as env_cmds
-from runner.cli import run_cmds as run_cmds
-from runner.cli import secret_cmds as secret_cmds
-from runner.cli import server_cmds as server_cmds
-from runner.cli import spec_cmds as spec_cmds
+
+def register_commands() -> None:
+    """Import each command module: its decorators add its commands to ``cli``."""
+    from runner.cli import (  # noqa: F401
+        cache_cmds,
+        env_cmds,
+        run_cmds,
+        secret_cmds,
+        server_cmds,
+        spec_cmds,
+    )

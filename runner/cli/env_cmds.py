@@ -7,8 +7,14 @@ from pathlib import Path
 
 import click
 
-from runner.cli import cli
-from runner.cli._app import app, common_options, remote_client, remote_options, spec_input_options
+from runner.cli._app import (
+    app,
+    cli,
+    common_options,
+    remote_client,
+    remote_options,
+    spec_input_options,
+)
 from runner.env import HostEnv, plan_env
 from runner.explain import explain, render_text
 from runner.plan import discover, plan_workspaces
@@ -46,7 +52,7 @@ def explain_cmd(
     from runner.secrets import open_store
 
     ctx = app()
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, check_mounts=True)
     ns = namespace or ctx.default_namespace()
     if url:
         return _explain_remote(spec_path, ns, as_json, url, token_file, ca_cert)

@@ -15,18 +15,11 @@ from typing import Any
 
 import click
 
-from runner.cli import cli
-from runner.cli._app import App, app, common_options, login_name, spec_input_options, table
+from runner.cli._app import App, app, cli, common_options, login_name, spec_input_options, table
 from runner.env import HostEnv, plan_env
 from runner.errors import RunnerError, UsageError
-from runner.execute.run import (
-    RunPlan,
-    execute,
-    new_run_id,
-    resolve_images,
-    reveal_secrets,
-    sweep_leftovers,
-)
+from runner.execute.job import register_values, resolve_images
+from runner.execute.run import RunPlan, execute, new_run_id, sweep_leftovers
 from runner.execute.steps import RUN_LABEL, RunLimits
 from runner.log import get_logger
 from runner.plan import discover, plan_workspaces, require_repositories
@@ -156,12 +149,11 @@ def run_cmd(
     ctx = app()
     settings = ctx.settings
     require_repositories(repos_root, repos)
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, check_mounts=True)
     ns = namespace or ctx.default_namespace()
     actor = login_name(ctx.env)
     host = HostEnv.from_environ(allow_host, ctx.env)
-    for name, value in host.values.items():
-        active().register(name, value)  # redacted even if a failure comes first
+    register_values(active(), host=host)  # redacted even if a failure comes first
 
     store = open_store(settings)
     env_plan = plan_env(spec, ns, store, host)
@@ -205,17 +197,14 @@ def run_cmd(
     reporter = _reporter(as_json, len(workspaces))
     try:
         with interrupt_handling(cancel, interrupted):
-            secrets = reveal_secrets(
-                plan,
-                lambda ref, step: store.reveal(
-                    ref, version=ref.version, actor=actor, run_id=run_id, step=step
-                ),
-            )
             outcome = execute(
                 plan,
-                secrets=secrets,
+                reveal=lambda ref, step: store.reveal(
+                    ref.id, version=ref.version, actor=actor, run_id=run_id, step=step
+                ),
                 runtime=runtime,
                 redactor=active(),
+                registry=active(),
                 reporter=reporter,
                 limits=limits,
                 out_dir=out,
@@ -249,7 +238,7 @@ def _forget_run(runtime: Any, run_id: str, record: Path) -> None:
 
 
 def _open_cache(settings: Any, store: Any, clear: bool) -> Any:
-    from runner.cache_store import open_cache
+    from runner.cache.sql import open_cache
 
     cache = open_cache(settings, store)
     if clear:

@@ -11,24 +11,17 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol
 
 import click
 
-from runner.cli import cli
-from runner.cli._app import (
-    app,
-    common_options,
-    login_name,
-    namespace_from_flags,
-    remote_client,
-    remote_options,
-    table,
-)
+from runner.cli._app import app, cli, common_options, login_name, table
+from runner.cli._options import Remote, namespace_options, remote_flags
 from runner.errors import SecretValidationError
-from runner.namespaces import Namespace, parse_namespace
+from runner.namespaces import Namespace
 from runner.secrets.models import AuditEvent, SecretMeta, rfc3339
 from runner.secrets.names import (
     DEFAULT_SCOPE,
@@ -40,21 +33,12 @@ from runner.secrets.names import (
 from runner.secrets.opening import open_store, rotate_master_key
 from runner.secrets.store import SqlSecretStore
 from runner.secrets.value import Secret
+from runner.users.directory import ensure_owner
+from runner.users.sql import SqlUserDirectory
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-def _namespace_options(func: F) -> F:
-    for option in reversed(
-        [
-            click.option("--global", "global_", is_flag=True, help="Global secrets (admins)."),
-            click.option("--org", metavar="ORG", help="The secrets of org ORG."),
-            click.option("--user", metavar="USER", help="The secrets of user USER."),
-            click.option("--namespace", metavar="NS", help="global, org:NAME or user:NAME."),
-        ]
-    ):
-        func = option(func)
-    return func
+class _Shown(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
 
 
 _scope_option = click.option(
@@ -66,34 +50,25 @@ _scope_option = click.option(
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def _namespace(
-    *, global_: bool, org: str | None, user: str | None, namespace: str | None, required: bool
-) -> Namespace | None:
-    text = namespace_from_flags(
-        global_=global_, org=org, user=user, namespace=namespace, required=required
-    )
-    return None if text is None else parse_namespace(text)
-
-
 def _store() -> SqlSecretStore:
     return open_store(app().settings)
+
+
+@contextmanager
+def _directory() -> Iterator[SqlUserDirectory]:
+    """Users and orgs, on the secret store's database (opened as ``secret`` commands do)."""
+    with _store() as store:
+        yield SqlUserDirectory(store.db)
 
 
 def _actor() -> str:
     return login_name(app().env)
 
 
-def _ensure_owner(store: SqlSecretStore, ns: Namespace) -> None:
-    if ns.kind == "user":
-        store.add_user(ns.name)
-    elif ns.kind == "org":
-        store.add_org(ns.name)
-
-
 def _invalidate_cache(store: SqlSecretStore, before: SecretMeta | None) -> None:
     """Drop cached step results that used the value as it was; the count goes on record."""
     # Imported here: the cache is only needed once a secret actually changed.
-    from runner.cache_store import invalidate_after_secret_change
+    from runner.cache.sql import invalidate_after_secret_change
 
     dropped = invalidate_after_secret_change(store, before, _actor())
     if dropped:
@@ -106,6 +81,23 @@ def _scope_suffix(scope: str) -> str:
 
 def _print_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2))
+
+
+def _show(
+    items: Sequence[_Shown],
+    rows: list[list[str]],
+    headers: list[str],
+    *,
+    as_json: bool,
+    empty: str,
+) -> None:
+    """``items`` as JSON, or their ``rows`` as a table, or a note on stderr that there are none."""
+    if as_json:
+        _print_json([item.to_json() for item in items])
+    elif items:
+        click.echo(table(headers, rows))
+    else:
+        click.echo(empty, err=True)
 
 
 # Reading a value ----------------------------------------------------------------
@@ -186,134 +178,91 @@ def secret_group() -> None:
 
 @secret_group.command("set")
 @click.argument("name")
-@_namespace_options
+@namespace_options(required=True)
 @_scope_option
 @click.option(
     "--from-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the value from this file instead of stdin or a prompt.",
 )
-@remote_options(required=False)
+@remote_flags(required=False)
 @common_options
 def secret_set(
-    name: str,
-    global_: bool,
-    org: str | None,
-    user: str | None,
-    namespace: str | None,
-    scope: str | None,
-    from_file: Path | None,
-    url: str | None,
-    token_file: Path | None,
-    ca_cert: Path | None,
+    name: str, ns: Namespace, scope: str | None, from_file: Path | None, remote: Remote | None
 ) -> None:
     """Create or update secret NAME; the value comes from stdin, a prompt or a file.
 
     With --url, the coordinator stores it (with your token's permissions).
     """
-    ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=True)
-    assert ns is not None
     # Refuse a bad name before asking for the value.
     value = read_value(normalize_name(name), from_file)
     check_value(value)
-    if url:
-        with remote_client(url, token_file, ca_cert) as client:
+    if remote:
+        with remote.client() as client:
             meta, created = client.secret_set(name, str(ns), value, scope=scope)
-        verb = "created" if created else "updated"
-        click.echo(
-            f"{verb} {meta.name} v{meta.version} in {meta.namespace}{_scope_suffix(meta.scope)}"
-        )
-        return
-    with _store() as store:
-        _ensure_owner(store, ns)
-        before = store.get(name, ns, scope=scope or DEFAULT_SCOPE)
-        meta, created = store.set(name, ns, value, scope=scope or DEFAULT_SCOPE, actor=_actor())
-        _invalidate_cache(store, before)
+    else:
+        with _store() as store:
+            ensure_owner(SqlUserDirectory(store.db), ns)
+            chosen = scope or DEFAULT_SCOPE
+            before = store.get(name, ns, scope=chosen)
+            meta, created = store.set(name, ns, value, scope=chosen, actor=_actor())
+            _invalidate_cache(store, before)
     verb = "created" if created else "updated"
     click.echo(f"{verb} {meta.name} v{meta.version} in {meta.namespace}{_scope_suffix(meta.scope)}")
 
 
 @secret_group.command("list")
-@_namespace_options
+@namespace_options(required=False)
 @_scope_option
 @_json_option
-@remote_options(required=False)
+@remote_flags(required=False)
 @common_options
 def secret_list(
-    global_: bool,
-    org: str | None,
-    user: str | None,
-    namespace: str | None,
-    scope: str | None,
-    as_json: bool,
-    url: str | None,
-    token_file: Path | None,
-    ca_cert: Path | None,
+    ns: Namespace | None, scope: str | None, as_json: bool, remote: Remote | None
 ) -> None:
     """List secrets (never values): all, or what a user's or org's jobs see."""
-    ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=False)
-    if url:
-        with remote_client(url, token_file, ca_cert) as client:
+    if remote:
+        with remote.client() as client:
             metas = client.secrets_list(namespace=None if ns is None else str(ns), scope=scope)
-        _show_metas(metas, as_json)
-        return
-    with _store() as store:
-        if ns is None:
-            metas = store.list(scope=scope)
-        elif ns.is_global:
-            metas = store.list(namespace=ns, scope=scope)
-        else:
-            metas = store.list(visible_from=ns, scope=scope)
+    else:
+        with _store() as store:
+            if ns is None:
+                metas = store.list(scope=scope)
+            elif ns.is_global:
+                metas = store.list(namespace=ns, scope=scope)
+            else:
+                metas = store.list(visible_from=ns, scope=scope)
     _show_metas(metas, as_json)
 
 
 def _show_metas(metas: Sequence[SecretMeta], as_json: bool) -> None:
-    if as_json:
-        _print_json([m.to_json() for m in metas])
-        return
-    if not metas:
-        click.echo("no secrets", err=True)
-        return
-    click.echo(table(["NAME", "NAMESPACE", "SCOPE", "VERSION", "UPDATED", "BY", ""], _rows(metas)))
+    headers = ["NAME", "NAMESPACE", "SCOPE", "VERSION", "UPDATED", "BY", ""]
+    rows = [_meta_row(m) for m in metas]
+    _show(metas, rows, headers, as_json=as_json, empty="no secrets")
 
 
-def _rows(metas: Sequence[SecretMeta]) -> list[list[str]]:
+def _meta_row(m: SecretMeta) -> list[str]:
     return [
-        [
-            m.name,
-            m.namespace,
-            m.scope,
-            f"v{m.version}",
-            rfc3339(m.updated_at.replace(microsecond=0)),
-            m.updated_by,
-            "overrides global" if m.overrides_global else "",
-        ]
-        for m in metas
+        m.name,
+        m.namespace,
+        m.scope,
+        f"v{m.version}",
+        rfc3339(m.updated_at.replace(microsecond=0)),
+        m.updated_by,
+        "overrides global" if m.overrides_global else "",
     ]
 
 
 @secret_group.command("rm")
 @click.argument("name")
-@_namespace_options
+@namespace_options(required=True)
 @_scope_option
-@remote_options(required=False)
+@remote_flags(required=False)
 @common_options
-def secret_rm(
-    name: str,
-    global_: bool,
-    org: str | None,
-    user: str | None,
-    namespace: str | None,
-    scope: str | None,
-    url: str | None,
-    token_file: Path | None,
-    ca_cert: Path | None,
-) -> None:
+def secret_rm(name: str, ns: Namespace, scope: str | None, remote: Remote | None) -> None:
     """Remove secret NAME; its values are destroyed, its audit log stays."""
-    ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=True)
-    assert ns is not None
-    if url:
-        with remote_client(url, token_file, ca_cert) as client:
+    if remote:
+        with remote.client() as client:
             meta = client.secret_remove(name, str(ns), scope=scope)
     else:
         with _store() as store:
@@ -326,41 +275,23 @@ def secret_rm(
 
 @secret_group.command("log")
 @click.argument("name", required=False)
-@_namespace_options
+@namespace_options(required=False)
 @_json_option
-@remote_options(required=False)
+@remote_flags(required=False)
 @common_options
 def secret_log(
-    name: str | None,
-    global_: bool,
-    org: str | None,
-    user: str | None,
-    namespace: str | None,
-    as_json: bool,
-    url: str | None,
-    token_file: Path | None,
-    ca_cert: Path | None,
+    name: str | None, ns: Namespace | None, as_json: bool, remote: Remote | None
 ) -> None:
     """The audit log: changes, uses, refusals and key rotations (oldest first)."""
-    ns = _namespace(global_=global_, org=org, user=user, namespace=namespace, required=False)
-    if url:
-        with remote_client(url, token_file, ca_cert) as client:
+    if remote:
+        with remote.client() as client:
             events = client.secret_log(name, namespace=None if ns is None else str(ns))
     else:
         with _store() as store:
             events = store.log(name, namespace=ns)
-    if as_json:
-        _print_json([e.to_json() for e in events])
-        return
-    if not events:
-        click.echo("no audit events", err=True)
-        return
-    click.echo(
-        table(
-            ["AT", "EVENT", "ACTOR", "NAMESPACE", "NAME", "SCOPE", "VERSION", "DETAIL"],
-            [_event_row(e) for e in events],
-        )
-    )
+    headers = ["AT", "EVENT", "ACTOR", "NAMESPACE", "NAME", "SCOPE", "VERSION", "DETAIL"]
+    rows = [_event_row(e) for e in events]
+    _show(events, rows, headers, as_json=as_json, empty="no audit events")
 
 
 def _event_row(event: AuditEvent) -> list[str]:
@@ -422,9 +353,9 @@ def user_group() -> None:
 @common_options
 def user_add(name: str, admin: bool) -> None:
     """Add user NAME (an existing user is kept; --admin makes them an admin)."""
-    with _store() as store:
-        created = store.add_user(name, admin=admin)
-        record = store.get_user(name)
+    with _directory() as users:
+        created = users.add_user(name, admin=admin)
+        record = users.get_user(name)
     role = " (admin)" if record is not None and record.admin else ""
     click.echo(f"{'added' if created else 'kept'} user {name}{role}")
 
@@ -433,17 +364,14 @@ def user_add(name: str, admin: bool) -> None:
 @_json_option
 @common_options
 def user_list(as_json: bool) -> None:
-    """List users, their orgs and whether they are admins."""
-    with _store() as store:
-        users = store.users()
-    if as_json:
-        _print_json([u.to_json() for u in users])
-        return
-    rows = [[u.name, "yes" if u.admin else "", ", ".join(u.orgs)] for u in users]
-    if rows:
-        click.echo(table(["NAME", "ADMIN", "ORGS"], rows))
-    else:
-        click.echo("no users", err=True)
+    """List users, their orgs and whether they are admins.
+
+    With --json, each user's name, admin flag, creation time and orgs.
+    """
+    with _directory() as users:
+        records = users.users()
+    rows = [[u.name, "yes" if u.admin else "", ", ".join(u.orgs)] for u in records]
+    _show(records, rows, ["NAME", "ADMIN", "ORGS"], as_json=as_json, empty="no users")
 
 
 @cli.group("org")
@@ -456,8 +384,8 @@ def org_group() -> None:
 @common_options
 def org_add(name: str) -> None:
     """Add org NAME (an existing org is kept)."""
-    with _store() as store:
-        created = store.add_org(name)
+    with _directory() as users:
+        created = users.add_org(name)
     click.echo(f"{'added' if created else 'kept'} org {name}")
 
 
@@ -466,9 +394,12 @@ def org_add(name: str) -> None:
 @click.argument("user")
 @common_options
 def org_add_member(org: str, user: str) -> None:
-    """Make USER a member of ORG (creating either record if missing)."""
-    with _store() as store:
-        added = store.add_member(org, user)
+    """Make USER a member of ORG (creating either record if missing).
+
+    Members manage the org's secrets and run jobs in org:ORG.
+    """
+    with _directory() as users:
+        added = users.add_member(org, user)
     click.echo(f"{'added' if added else 'kept'} {user} in org {org}")
 
 
@@ -478,8 +409,8 @@ def org_add_member(org: str, user: str) -> None:
 @common_options
 def org_remove_member(org: str, user: str) -> None:
     """Remove USER from ORG."""
-    with _store() as store:
-        removed = store.remove_member(org, user)
+    with _directory() as users:
+        removed = users.remove_member(org, user)
     if removed:
         click.echo(f"removed {user} from org {org}")
     else:
@@ -491,13 +422,7 @@ def org_remove_member(org: str, user: str) -> None:
 @common_options
 def org_list(as_json: bool) -> None:
     """List orgs and their members."""
-    with _store() as store:
-        orgs = store.orgs()
-    if as_json:
-        _print_json([o.to_json() for o in orgs])
-        return
+    with _directory() as users:
+        orgs = users.orgs()
     rows = [[o.name, ", ".join(o.members)] for o in orgs]
-    if rows:
-        click.echo(table(["NAME", "MEMBERS"], rows))
-    else:
-        click.echo("no orgs", err=True)
+    _show(orgs, rows, ["NAME", "MEMBERS"], as_json=as_json, empty="no orgs")

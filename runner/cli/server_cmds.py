@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import click
 
-from runner.cli import cli
-from runner.cli._app import app, common_options, remote_client, remote_options, table
+from runner.cli._app import app, cli, common_options, table
+from runner.cli._options import Remote, remote_flags
 from runner.errors import RunnerError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +77,7 @@ def server_cmd(
     from runner.queue.store import SqlJobStore
     from runner.queue.tokens import SqlTokenStore
     from runner.secrets import open_store
+    from runner.users.sql import SqlUserDirectory
 
     settings = app().settings
     host, port = parse_listen(listen)
@@ -97,6 +98,7 @@ def server_cmd(
         jobs=SqlJobStore(store.db),
         tokens=SqlTokenStore(store.db),
         secrets=store,
+        users=SqlUserDirectory(store.db),
         settings=CoordinatorSettings(
             repos_root=repos_root.resolve() if repos_root else None,
             clone_url_template=clone_url_template,
@@ -116,7 +118,7 @@ def server_cmd(
 
 def _cache(settings: Any, store: Any) -> tuple[Any, Any]:
     try:
-        from runner.cache_store import invalidate_after_secret_change, open_cache
+        from runner.cache.sql import invalidate_after_secret_change, open_cache
     except ImportError:  # the SQL cache is optional: without it there is no cache
         return None, None
     return (
@@ -166,7 +168,7 @@ def staged_signals(executor: Any, name: str) -> Iterator[list[int]]:
 
 
 @cli.command("executor")
-@remote_options()
+@remote_flags()
 @click.option("--name", help="Name in job records and audit events (default: HOST-PID).")
 @click.option(
     "--max-jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Jobs at once."
@@ -179,9 +181,7 @@ def staged_signals(executor: Any, name: str) -> Iterator[list[int]]:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the coordinator's cache.")
 @common_options
 def executor_cmd(
-    url: str,
-    token_file: Path,
-    ca_cert: Path | None,
+    remote: Remote,
     name: str | None,
     max_jobs: int,
     poll_interval: float | None,
@@ -201,7 +201,7 @@ def executor_cmd(
     ctx = app()
     settings = ctx.settings
     chosen = check_principal_name(name or _default_name(), "executor name")
-    client = remote_client(url, token_file, ca_cert)
+    client = remote.client()
     runtime = DockerRuntime.from_environ(ctx.env, max_pool_size=max(32, max_jobs * 4 + 4))
     executor = Executor(
         api=client,
@@ -251,12 +251,13 @@ def token_create(user: str | None, executor: str | None, as_json: bool) -> None:
     from runner.errors import UsageError
     from runner.queue.tokens import SqlTokenStore
     from runner.secrets import open_store
+    from runner.users.sql import SqlUserDirectory
 
     if bool(user) == bool(executor):
         raise UsageError("give exactly one owner", hint="use --user NAME or --executor NAME")
     with open_store(app().settings) as store:
         if user:
-            store.add_user(user)
+            SqlUserDirectory(store.db).add_user(user)
         record, token = SqlTokenStore(store.db).create(
             "user" if user else "executor", user or executor or ""
         )
@@ -323,15 +324,13 @@ def token_revoke(token_id: str) -> None:
 
 @cli.command("submit")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@remote_options()
+@remote_flags()
 @click.option("--namespace", help="Namespace of the jobs (default: user:YOU).")
 @click.option("--json", "as_json", is_flag=True, help="Print the queued jobs as JSON.")
 @common_options
 def submit_cmd(
     spec_path: str,
-    url: str,
-    token_file: Path,
-    ca_cert: Path | None,
+    remote: Remote,
     namespace: str | None,
     as_json: bool,
 ) -> None:
@@ -340,10 +339,18 @@ def submit_cmd(
     Uploads the spec and the files its steps mount. The coordinator checks the
     spec, the repositories and that every secret resolves before queuing.
     """
+    from runner.errors import SpecError
     from runner.queue.bundle import Bundle
+    from runner.spec import load_spec
 
+    try:  # bad mounts are refused at their entries before anything is uploaded
+        load_spec(spec_path, check_mounts=True)
+    except SpecError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"{problem}\n")
+        raise
     bundle = Bundle.from_spec_file(spec_path)
-    with remote_client(url, token_file, ca_cert) as client:
+    with remote.client() as client:
         ns = namespace or f"user:{client.whoami()['name']}"
         answer = client.submit(bundle, ns)
     if as_json:
@@ -367,12 +374,12 @@ def jobs_group() -> None:
 
 
 @jobs_group.command("list")
-@remote_options()
+@remote_flags()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common_options
-def jobs_list(url: str, token_file: Path, ca_cert: Path | None, as_json: bool) -> None:
+def jobs_list(remote: Remote, as_json: bool) -> None:
     """Jobs of the namespaces you may act in, oldest first."""
-    with remote_client(url, token_file, ca_cert) as client:
+    with remote.client() as client:
         jobs = client.jobs_list()
     if as_json:
         _echo_json(jobs)
@@ -403,14 +410,12 @@ def jobs_list(url: str, token_file: Path, ca_cert: Path | None, as_json: bool) -
 
 @jobs_group.command("show")
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
-@remote_options()
+@remote_flags()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common_options
-def jobs_show(
-    job_ids: tuple[str, ...], url: str, token_file: Path, ca_cert: Path | None, as_json: bool
-) -> None:
+def jobs_show(job_ids: tuple[str, ...], remote: Remote, as_json: bool) -> None:
     """A job's state, error, steps and result (its changeset specs)."""
-    with remote_client(url, token_file, ca_cert) as client:
+    with remote.client() as client:
         shown = [client.job_show(job_id) for job_id in job_ids]
     if as_json:
         _echo_json(shown[0] if len(shown) == 1 else shown)
@@ -461,15 +466,13 @@ def _render_line(line: str, prefix: str) -> str:
 
 @jobs_group.command("logs")
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
-@remote_options()
+@remote_flags()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the jobs end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the events as JSON lines.")
 @common_options
 def jobs_logs(
     job_ids: tuple[str, ...],
-    url: str,
-    token_file: Path,
-    ca_cert: Path | None,
+    remote: Remote,
     follow: bool,
     as_json: bool,
 ) -> None:
@@ -477,7 +480,7 @@ def jobs_logs(
     interval = app().settings.poll_interval_s
     cursors = dict.fromkeys(job_ids, 0)
     done: set[str] = set()
-    with remote_client(url, token_file, ca_cert) as client:
+    with remote.client() as client:
         while True:
             for job_id in job_ids:
                 if job_id in done:
@@ -500,12 +503,12 @@ def jobs_logs(
 
 @jobs_group.command("cancel")
 @click.argument("job_ids", metavar="ID...", nargs=-1, required=True)
-@remote_options()
+@remote_flags()
 @common_options
-def jobs_cancel(job_ids: tuple[str, ...], url: str, token_file: Path, ca_cert: Path | None) -> int:
+def jobs_cancel(job_ids: tuple[str, ...], remote: Remote) -> int:
     """Cancel jobs: a waiting one at once, a running one within one heartbeat."""
     failed = 0
-    with remote_client(url, token_file, ca_cert) as client:
+    with remote.client() as client:
         for job_id in job_ids:
             try:
                 job = client.job_cancel(job_id)

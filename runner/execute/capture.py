@@ -8,15 +8,11 @@ bounded) and the first ``limit`` bytes are kept for templates and the cache.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+
+from runner.redact.protocol import StreamRedacting
 
 TRUNCATION_MARKER = "\n[runner: output truncated here; the whole stream was shown and logged]\n"
 MAX_LINE = 64 * 1024
-
-
-class StreamRedactor(Protocol):
-    def feed(self, chunk: bytes) -> bytes: ...
-    def flush(self) -> bytes: ...
 
 
 class OutputSink:
@@ -24,7 +20,7 @@ class OutputSink:
 
     def __init__(
         self,
-        redactor: StreamRedactor,
+        redactor: StreamRedacting,
         on_line: Callable[[str], None],
         *,
         limit: int,

@@ -33,7 +33,6 @@ import ssl
 import struct
 import tempfile
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -46,13 +45,15 @@ from docker.types import LogConfig
 from docker.types import Mount as DockerMount
 from docker.utils import kwargs_from_env
 
-from runner.errors import ContainerRuntimeError, ExecutionError, ImageNotFoundError
+from runner.clock import SYSTEM_CLOCK, Clock
+from runner.errors import ContainerRuntimeError, ImageNotFoundError
 from runner.execute.runtime import (
     KILLED_EXIT_CODE,
     OutputCallback,
     OutputStream,
     StepContainer,
     StepExit,
+    missing_image,
 )
 from runner.secrets.value import Secret
 
@@ -166,11 +167,13 @@ class DockerRuntime:
         scratch_dir: Path | None = None,
         poll_interval_s: float = 0.1,
         pull_timeout_s: float = 600.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._api = api
         self._scratch_dir = scratch_dir
         self._poll_interval_s = poll_interval_s
         self._pull_timeout_s = pull_timeout_s
+        self._clock = clock
 
     @classmethod
     def from_environ(
@@ -253,24 +256,16 @@ class DockerRuntime:
         if worker.is_alive():
             failure.append(f"no answer within {self._pull_timeout_s:g}s")
         if failure:
-            raise ImageNotFoundError(
-                f"image {image} is not present locally and could not be pulled ({failure[0]})",
-                hint=f"check the image name, or build or `docker pull {image}` it first",
-            )
+            raise missing_image(image, failure[0])
 
     # -- steps ---------------------------------------------------------------
 
     def run_step(
         self, step: StepContainer, *, on_output: OutputCallback, cancel: threading.Event
     ) -> StepExit:
-        for mount in step.mounts:
-            if not mount.source.exists():
-                raise ExecutionError(
-                    f"cannot mount {mount.source} at {mount.target}: it does not exist",
-                    hint="create it, or fix the path in the spec",
-                )
-        if cancel.is_set():
-            return StepExit(exit_code=KILLED_EXIT_CODE, canceled=True)
+        early = step.before_start(cancel)
+        if early is not None:
+            return early
         payload = env_payload(step.secret_env)
         with tempfile.TemporaryDirectory(prefix="runner-step-", dir=self._scratch_dir) as tmp:
             script = Path(tmp) / "step.sh"
@@ -342,7 +337,7 @@ class DockerRuntime:
         try:
             with _engine("start the step's container"):
                 self._api.start(container_id)
-            deadline = time.monotonic() + step.timeout_s
+            deadline = self._clock.monotonic() + step.timeout_s
             try:
                 raw.settimeout(30.0)
                 raw.sendall(payload)
@@ -359,7 +354,7 @@ class DockerRuntime:
                 if cancel.is_set():
                     self._detach(raw, handle)
                     return self._kill(container_id, canceled=True)
-                if time.monotonic() >= deadline:
+                if self._clock.monotonic() >= deadline:
                     self._detach(raw, handle)
                     return self._kill(container_id, timed_out=True)
                 try:
@@ -389,7 +384,7 @@ class DockerRuntime:
         while True:
             if cancel.is_set():
                 return self._kill(container_id, canceled=True)
-            if time.monotonic() >= deadline:
+            if self._clock.monotonic() >= deadline:
                 return self._kill(container_id, timed_out=True)
             with _engine("wait for the step's container"):
                 try:

@@ -3,7 +3,8 @@
 ``ContainerRuntime`` is all the step loop knows of Docker: resolve an image to
 its content-addressed ID, run one step in a fresh container, and sweep what an
 interrupted run left behind. ``docker_runtime.DockerRuntime`` is the real one,
-``fake_runtime.FakeRuntime`` the one unit tests drive.
+``runner.testing.FakeRuntime`` the one unit tests drive; one contract suite
+(tests/test_runtime_contract.py) holds both to the same behaviour.
 
 A ``StepContainer`` keeps secret values apart from ordinary variables so that
 no implementation can put them where ordinary ones go (``Config.Env``, argv,
@@ -19,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from threading import Event
 from typing import Literal, Protocol
 
-from runner.errors import ExecutionError
+from runner.errors import ExecutionError, ImageNotFoundError
 from runner.secrets.value import Secret
 
 OutputStream = Literal["stdout", "stderr"]
@@ -100,6 +101,21 @@ class StepContainer:
         if self.cpus is not None and self.cpus <= 0:
             raise ExecutionError("the CPU limit must be positive", hint="raise the limit")
 
+    def before_start(self, cancel: Event) -> StepExit | None:
+        """What every runtime checks before it creates the step's container.
+
+        Raises ``ExecutionError`` naming a mount whose source does not exist
+        (an engine would make an empty folder there instead). Returns the exit
+        of a step canceled before it started, or ``None`` to go on.
+        """
+        for mount in self.mounts:
+            if not mount.source.exists():
+                raise ExecutionError(
+                    f"cannot mount {mount.source} at {mount.target}: it does not exist",
+                    hint="create it, or fix the path in the spec",
+                )
+        return StepExit.killed(canceled=True) if cancel.is_set() else None
+
 
 @dataclass(frozen=True, kw_only=True)
 class StepExit:
@@ -119,6 +135,11 @@ class StepExit:
     @property
     def succeeded(self) -> bool:
         return self.exit_code == 0 and not (self.timed_out or self.canceled or self.oom_killed)
+
+    @classmethod
+    def killed(cls, *, timed_out: bool = False, canceled: bool = False) -> StepExit:
+        """How a step ends that runner killed, for a timeout or a cancel."""
+        return cls(exit_code=KILLED_EXIT_CODE, timed_out=timed_out, canceled=canceled)
 
 
 class ContainerRuntime(Protocol):
@@ -147,3 +168,12 @@ class ContainerRuntime(Protocol):
     def sweep(self, label_key: str, label_value: str | None = None) -> int:
         """Kill and remove every container carrying the label; return how many."""
         ...
+
+
+def missing_image(image: str, why: str | None = None) -> ImageNotFoundError:
+    """What every runtime raises for an image that is neither present nor pullable."""
+    detail = f" ({why})" if why else ""
+    return ImageNotFoundError(
+        f"image {image} is not present locally and could not be pulled{detail}",
+        hint=f"check the image name, or build or `docker pull {image}` it first",
+    )

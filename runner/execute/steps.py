@@ -26,18 +26,27 @@ from runner.cache import (
     sha256_hex,
     step_keys,
 )
+from runner.changeset import FileChanges
 from runner.env import EnvPlan, HostEnv, materialize
-from runner.errors import ContainerRuntimeError, RunnerError, TemplateError
+from runner.errors import (
+    CacheError,
+    ContainerRuntimeError,
+    MountPathError,
+    RunnerError,
+    StepFailed,
+    TemplateError,
+)
 from runner.execute.capture import OutputSink
-from runner.execute.runtime import ContainerRuntime, Mount, OutputStream, StepContainer
-from runner.execute.workspace import FileChanges, LocalWorkspace
+from runner.execute.runtime import ContainerRuntime, Mount, OutputStream, StepContainer, StepExit
+from runner.execute.workspace import LocalWorkspace
 from runner.log import get_logger
 from runner.plan import Workspace
+from runner.redact.protocol import Redacts
 from runner.report import Reporter
 from runner.secrets.value import Secret
 from runner.spec import template as tmpl
 from runner.spec.models import BatchSpec, Step
-from runner.spec.mounts import MountPathError, resolve_mount
+from runner.spec.mounts import resolve_mount
 from runner.spec.yamlpos import YamlError, load_yaml
 
 Status = Literal["changed", "unchanged", "failed", "canceled"]
@@ -70,7 +79,7 @@ class RunContext:
     host_macs: Mapping[str, str]
     images: Mapping[str, str]  # `container` as written -> image ID
     runtime: ContainerRuntime
-    redactor: Any  # has .stream(), .redact(str), .redact_bytes(bytes)
+    redactor: Redacts
     reporter: Reporter
     limits: RunLimits
     cancel: threading.Event
@@ -92,10 +101,6 @@ class WorkspaceResult:
     steps_run: int = 0
     steps_cached: int = 0
     infrastructure_failure: bool = False
-
-
-class StepFailed(RunnerError):
-    """A step failed: its exit code, a timeout, or an error before it ran."""
 
 
 class _StepStop(threading.Event):
@@ -306,12 +311,9 @@ class WorkspaceRunner:
 
     def _lookup(self, keys: Sequence[str]) -> tuple[int, CacheEntry] | None:
         assert self.ctx.cache is not None
+        # A StepCache's get never fails: an unreadable entry or store is a logged miss.
         for index in range(len(keys) - 1, -1, -1):
-            try:
-                entry = self.ctx.cache.get(keys[index])
-            except Exception as exc:  # a corrupt entry is a miss, never a failure
-                log.warning("cache entry unreadable; running the step", error=str(exc))
-                entry = None
+            entry = self.ctx.cache.get(keys[index])
             if entry is not None:
                 return index, entry
         return None
@@ -339,21 +341,21 @@ class WorkspaceRunner:
             stderr=str(previous.get("stderr", "")),
             skipped=skipped,
         )
-        blob = entry.to_bytes()
-        # The blob re-encodes the diff, so check the diff's own bytes as well.
-        redact = self.ctx.redactor.redact_bytes
-        if redact(blob) != blob or redact(diff) != diff:
-            log.warning("not caching a step whose result holds a secret value", step=index + 1)
-            return
         try:
+            blob = entry.to_bytes()
+            # The blob re-encodes the diff, so check the diff's own bytes as well.
+            redact = self.ctx.redactor.redact_bytes
+            if redact(blob) != blob or redact(diff) != diff:
+                log.warning("not caching a step whose result holds a secret value", step=index + 1)
+                return
             self.ctx.cache.put(
                 keys[index],
                 entry,
                 namespace=self.ctx.namespace,
                 secret_refs=prefix_secret_refs(inputs, index + 1),
             )
-        except Exception as exc:
-            log.warning("could not write the cache entry", error=str(exc))
+        except CacheError as exc:  # a cache that cannot store is no reason to fail the step
+            log.warning("could not write the cache entry", step=index + 1, error=exc.message)
 
     def _context(
         self,
@@ -371,6 +373,7 @@ class WorkspaceRunner:
             },
             "batch_change": {"name": self.spec.name, "description": self.spec.description},
             "previous_step": dict(previous),
+            "step": _empty_step(),  # Sourcegraph's: empty until the step has run
             "steps": {**acc.as_template(), "path": self.ws.path},
             "outputs": dict(outputs),
         }
@@ -385,7 +388,7 @@ class WorkspaceRunner:
             rendered = tmpl.render_template(cond, context)
         except TemplateError as exc:
             raise StepFailed(f"step {step.number}: `if` failed to render: {exc.message}") from None
-        return str(rendered).strip() == "true"
+        return tmpl.condition_holds(rendered)
 
     def _render(self, step: Step, what: str, text: str, context: Mapping[str, Any]) -> str:
         try:
@@ -504,7 +507,7 @@ class WorkspaceRunner:
 
         return emit
 
-    def _failure_message(self, step: Step, result: Any, stderr: str) -> str:
+    def _failure_message(self, step: Step, result: StepExit, stderr: str) -> str:
         if result.canceled:
             return f"step {step.number} was canceled"
         if result.timed_out:
@@ -570,7 +573,7 @@ def _size(n: int) -> str:
 _MARKER = re.compile(rb"\[REDACTED:([A-Za-z0-9_]+)\]")
 
 
-def _leaked_names(redactor: Any, data: bytes) -> list[str]:
+def _leaked_names(redactor: Redacts, data: bytes) -> list[str]:
     redacted = redactor.redact_bytes(data)
     if redacted == data:
         return []

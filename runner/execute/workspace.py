@@ -16,44 +16,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.execute.git import git, git_text
+from runner.changeset import FileChanges
+from runner.git import git, git_text
 from runner.plan import Workspace
 
 TEMP_PREFIX = "runner-ws-"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-
-
-@dataclass(frozen=True)
-class FileChanges:
-    modified: tuple[str, ...] = ()
-    added: tuple[str, ...] = ()
-    deleted: tuple[str, ...] = ()
-    renamed: tuple[str, ...] = ()
-
-    def as_template(self) -> dict[str, list[str]]:
-        return {
-            "modified_files": list(self.modified),
-            "added_files": list(self.added),
-            "deleted_files": list(self.deleted),
-            "renamed_files": list(self.renamed),
-        }
-
-    def as_json(self) -> dict[str, list[str]]:
-        return {
-            "modified": list(self.modified),
-            "added": list(self.added),
-            "deleted": list(self.deleted),
-            "renamed": list(self.renamed),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, list[str]]) -> FileChanges:
-        return cls(
-            tuple(data.get("modified", [])),
-            tuple(data.get("added", [])),
-            tuple(data.get("deleted", [])),
-            tuple(data.get("renamed", [])),
-        )
 
 
 @dataclass

@@ -4,7 +4,8 @@ Modules follow the flow of a job:
 
 - ``bundle``: a spec and the files its ``mount`` entries name, with content hashes;
 - ``jobs``: a job's payload (workspace, clone URL, env plan as provenance only);
-- ``models``, ``schema``, ``store``, ``fake``: the job store (SQLite, PostgreSQL, memory);
+- ``models``, ``schema``, ``store``: the job store (SQLite and PostgreSQL, the same SQL);
+- ``states``: the job state machine, pure functions both job stores decide by;
 - ``tokens``: API tokens, stored as hashes;
 - ``service``: the coordinator's rules (permissions, submit checks, claim-time decryption);
 - ``api``: the FastAPI application over the service; ``server``: uvicorn, TLS, the resetter;

@@ -2,7 +2,9 @@
 
 Every answer is JSON; every error is ``{"error": {"type", "message", "hint"}}``
 with a 4xx status when the request was at fault (a 5xx only for the
-coordinator's own failures). Messages pass through the process's redactor.
+coordinator's own failures). A ``RunnerError`` adds its declared ``fields`` and
+answers with its class's ``http_status``. Every string of an error passes
+through the process's redactor.
 Request bodies are never logged: a secret's value arrives in one.
 """
 
@@ -19,62 +21,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from runner import __version__
-from runner.errors import (
-    ConfigError,
-    CoordinatorError,
-    MissingSecretsError,
-    PermissionDeniedError,
-    RepositoryNotFoundError,
-    RunnerError,
-    SecretError,
-    SecretNotFoundError,
-    SpecError,
-    StoreError,
-    TemplateError,
-    UsageError,
-)
+from runner.errors import RunnerError, error_to_json
+from runner.execute.job import register_values
 from runner.log import get_logger
-from runner.queue.bundle import BundleError
-from runner.queue.models import JobNotFoundError, LeaseLostError
+from runner.namespaces import parse_namespace, parse_optional
 from runner.queue.service import Coordinator
-from runner.queue.tokens import NotAuthenticatedError, Principal, TokenNotFoundError
+from runner.queue.tokens import Principal
 from runner.redact import active
-from runner.secrets.models import StaleSecretError
 from runner.secrets.value import Secret
-from runner.web import mount_web
 
 log = get_logger("runner.queue.api")
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `runner token create`.")
-
-# Most specific first: the first matching class decides the status.
-_STATUS: tuple[tuple[type[RunnerError], int], ...] = (
-    (NotAuthenticatedError, 401),
-    (PermissionDeniedError, 403),
-    (JobNotFoundError, 404),
-    (TokenNotFoundError, 404),
-    (SecretNotFoundError, 404),
-    (RepositoryNotFoundError, 404),
-    (LeaseLostError, 409),
-    (StaleSecretError, 409),
-    (MissingSecretsError, 422),
-    (SpecError, 422),
-    (TemplateError, 422),
-    (BundleError, 422),
-    (SecretError, 422),
-    (UsageError, 400),
-    (StoreError, 503),
-    (ConfigError, 500),
-    (CoordinatorError, 409),
-)
-
-
-def status_for(exc: RunnerError) -> int:
-    for kind, status in _STATUS:
-        if isinstance(exc, kind):
-            return status
-    return 400
 
 
 def error_body(kind: str, message: str, hint: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -171,17 +129,11 @@ Who = Annotated[Principal, Depends(principal)]
 # The application ----------------------------------------------------------------------
 
 
-def create_app(coordinator: Coordinator) -> FastAPI:
-    app = FastAPI(
-        title="runner coordinator",
-        version=__version__,
-        description=(
-            "Queue batch-spec jobs, run them on executors, manage secrets. "
-            "Authenticate with `Authorization: Bearer TOKEN`."
-        ),
-        docs_url=None,
-        redoc_url=None,
-    )
+def add_api(app: FastAPI, coordinator: Coordinator) -> None:
+    """Serve the JSON API (``/api/…``) of ``coordinator`` and its error answers on ``app``.
+
+    Namespaces are parsed here, once; the service takes ``Namespace`` values.
+    """
     _install_error_handlers(app)
 
     app.state.coordinator = coordinator
@@ -197,19 +149,21 @@ def create_app(coordinator: Coordinator) -> FastAPI:
     def list_secrets(
         who: Who, namespace: str | None = None, scope: str | None = None
     ) -> list[dict[str, Any]]:
-        return [m.to_json() for m in c.list_secrets(who, namespace=namespace, scope=scope)]
+        metas = c.list_secrets(who, namespace=parse_optional(namespace), scope=scope)
+        return [m.to_json() for m in metas]
 
     @app.get("/api/secrets/log", tags=["secrets"])
     def secret_log(
         who: Who, name: str | None = None, namespace: str | None = None
     ) -> list[dict[str, Any]]:
-        return [e.to_json() for e in c.secret_log(who, name=name, namespace=namespace)]
+        events = c.secret_log(who, name=name, namespace=parse_optional(namespace))
+        return [e.to_json() for e in events]
 
     @app.put("/api/secrets/{namespace}/{name}", tags=["secrets"])
     def set_secret(who: Who, namespace: str, name: str, body: SecretSetBody) -> dict[str, Any]:
         value = Secret(body.value.get_secret_value())
         meta, created = c.set_secret(
-            who, name=name, namespace=namespace, value=value, scope=body.scope
+            who, name=name, namespace=parse_namespace(namespace), value=value, scope=body.scope
         )
         return {"created": created, "secret": meta.to_json()}
 
@@ -217,15 +171,17 @@ def create_app(coordinator: Coordinator) -> FastAPI:
     def remove_secret(
         who: Who, namespace: str, name: str, scope: str | None = None
     ) -> dict[str, Any]:
-        return c.remove_secret(who, name=name, namespace=namespace, scope=scope).to_json()
+        ns = parse_namespace(namespace)
+        return c.remove_secret(who, name=name, namespace=ns, scope=scope).to_json()
 
     @app.post("/api/env/explain", tags=["specs"])
     def env_explain(who: Who, body: BundleBody) -> dict[str, Any]:
-        return c.explain(who, bundle=body.bundle, namespace=body.namespace)
+        return c.explain(who, bundle=body.bundle, namespace=parse_namespace(body.namespace))
 
     @app.post("/api/submissions", tags=["jobs"], status_code=201)
     def submit(who: Who, body: BundleBody) -> dict[str, Any]:
-        submission, jobs = c.submit(who, bundle=body.bundle, namespace=body.namespace)
+        ns = parse_namespace(body.namespace)
+        submission, jobs = c.submit(who, bundle=body.bundle, namespace=ns)
         return {
             "submission_id": submission.id,
             "namespace": submission.namespace,
@@ -275,7 +231,7 @@ def create_app(coordinator: Coordinator) -> FastAPI:
         # Values are revealed here, into the response body only. While they are in plain
         # text in this process, whatever it logs (a traceback's locals) is redacted too.
         with active().scoped(f"claim:{claimed.lease.job.id}:{claimed.lease.attempt}") as scope:
-            scope.register_many(claimed.named_values())
+            register_values(scope, plan=claimed.plan, secrets=claimed.secrets)
             return JSONResponse(claimed.to_json(), headers={"Cache-Control": "no-store"})
 
     @app.post("/api/executor/heartbeat", tags=["executors"])
@@ -324,24 +280,18 @@ def create_app(coordinator: Coordinator) -> FastAPI:
         )
         return {"ok": True}
 
-    mount_web(app, coordinator)
-    return app
-
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RunnerError)
     async def runner_error(request: Request, exc: RunnerError) -> JSONResponse:
-        status = status_for(exc)
-        extra: dict[str, Any] = {}
-        if isinstance(exc, SpecError):
-            extra["problems"] = [str(p) for p in exc.problems]
+        # The class, message, hint and declared fields, every string redacted: the client
+        # raises the same class again from them.
+        status = exc.http_status
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         if status >= 500:
             log.error("request failed", path=request.url.path, error=str(exc))
         return JSONResponse(
-            error_body(type(exc).__name__, exc.message, exc.hint, **extra),
-            status_code=status,
-            headers=headers,
+            {"error": error_to_json(exc, active().redact)}, status_code=status, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)
@@ -362,7 +312,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body("HTTPError", str(exc.detail)),
             status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            headers=exc.headers,
         )
 
     @app.exception_handler(Exception)

@@ -16,17 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from runner.errors import RunnerError
+from runner.errors import BundleError, MountPathError
 from runner.spec import load_spec
 from runner.spec.models import BatchSpec
-from runner.spec.mounts import MountPathError, resolve_mount
+from runner.spec.mounts import resolve_mount
 
 MAX_BUNDLE_BYTES: Final = 16 * 1024 * 1024
 MAX_FILES: Final = 2000
-
-
-class BundleError(RunnerError):
-    """A bundle is malformed, too large, or does not hold what its spec mounts."""
 
 
 def sha256_hex(data: bytes) -> str:

@@ -4,7 +4,8 @@ One ``httpx.Client`` underneath (pass ``http=`` to use another transport,
 such as FastAPI's ``TestClient`` in tests). Transport failures become
 ``CoordinatorUnavailableError``; error answers become the error class the
 coordinator named (``PermissionDeniedError``, ``LeaseLostError``, ...) with
-its message and hint, so the CLI prints them as if they happened locally.
+its message, hint and fields (``runner.errors.error_from_json``), so the CLI
+prints them as if they happened locally.
 Secret values arrive only from ``claim`` and are wrapped in ``Secret`` at once.
 """
 
@@ -25,43 +26,15 @@ from runner.env import EnvPlan
 from runner.errors import (
     ConfigError,
     CoordinatorError,
-    MissingSecretsError,
-    PermissionDeniedError,
-    RepositoryNotFoundError,
+    CoordinatorUnavailableError,
     RunnerError,
-    SecretError,
-    SecretNotFoundError,
-    SecretValidationError,
+    error_from_json,
 )
-from runner.queue.bundle import Bundle, BundleError
+from runner.queue.bundle import Bundle
 from runner.queue.jobs import env_plan_from_json
-from runner.queue.models import HeartbeatAnswer, JobNotFoundError, LeaseLostError
-from runner.queue.tokens import NotAuthenticatedError, TokenNotFoundError
-from runner.secrets.models import AuditEvent, SecretMeta, StaleSecretError
+from runner.queue.models import HeartbeatAnswer
+from runner.secrets.models import AuditEvent, SecretMeta
 from runner.secrets.value import Secret
-
-
-class CoordinatorUnavailableError(CoordinatorError):
-    """No answer: connection refused, timeout, TLS failure."""
-
-
-_ERRORS: dict[str, type[RunnerError]] = {
-    cls.__name__: cls
-    for cls in (
-        NotAuthenticatedError,
-        PermissionDeniedError,
-        JobNotFoundError,
-        TokenNotFoundError,
-        SecretNotFoundError,
-        SecretValidationError,
-        MissingSecretsError,
-        StaleSecretError,
-        SecretError,
-        RepositoryNotFoundError,
-        LeaseLostError,
-        BundleError,
-    )
-}
 
 
 def read_token_file(path: Path) -> str:
@@ -84,38 +57,6 @@ def read_token_file(path: Path) -> str:
 
 def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
-
-
-def parse_meta(data: Mapping[str, Any]) -> SecretMeta:
-    return SecretMeta(
-        id=data["id"],
-        name=data["name"],
-        namespace=data["namespace"],
-        scope=data["scope"],
-        version=int(data["version"]),
-        created_at=datetime.fromisoformat(data["created_at"]),
-        created_by=data["created_by"],
-        updated_at=datetime.fromisoformat(data["updated_at"]),
-        updated_by=data["updated_by"],
-        overrides_global=bool(data.get("overrides_global", False)),
-    )
-
-
-def parse_event(data: Mapping[str, Any]) -> AuditEvent:
-    return AuditEvent(
-        event=data["event"],
-        at=datetime.fromisoformat(data["at"]),
-        actor=data["actor"],
-        secret_id=data.get("secret_id"),
-        name=data.get("name"),
-        namespace=data.get("namespace"),
-        scope=data.get("scope"),
-        version=data.get("version"),
-        job=data.get("job"),
-        step=data.get("step"),
-        count=data.get("count"),
-        detail=data.get("detail"),
-    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,17 +190,12 @@ class CoordinatorClient:
 
     def _error(self, response: httpx.Response) -> RunnerError:
         try:
-            error = response.json()["error"]
-            kind = str(error.get("type") or "")
-            message = str(error["message"])
-            hint = error.get("hint")
-        except (ValueError, KeyError, TypeError):
+            return error_from_json(response.json()["error"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             return CoordinatorError(
                 f"the coordinator at {self.url} answered HTTP {response.status_code}",
                 hint="check that --url points at `runner server`, and its log",
             )
-        cls = _ERRORS.get(kind, CoordinatorError)
-        return cls(message, hint=str(hint) if hint else None)
 
     # Users ----------------------------------------------------------------------
 
@@ -271,7 +207,7 @@ class CoordinatorClient:
         self, *, namespace: str | None = None, scope: str | None = None
     ) -> list[SecretMeta]:
         data = self._json("GET", "/api/secrets", params={"namespace": namespace, "scope": scope})
-        return [parse_meta(item) for item in data]
+        return [SecretMeta.from_json(item) for item in data]
 
     def secret_set(
         self, name: str, namespace: str, value: Secret, *, scope: str | None = None
@@ -281,17 +217,17 @@ class CoordinatorClient:
             f"/api/secrets/{namespace}/{name}",
             body={"value": value.reveal(), "scope": scope},
         )
-        return parse_meta(data["secret"]), bool(data["created"])
+        return SecretMeta.from_json(data["secret"]), bool(data["created"])
 
     def secret_remove(self, name: str, namespace: str, *, scope: str | None = None) -> SecretMeta:
         data = self._json("DELETE", f"/api/secrets/{namespace}/{name}", params={"scope": scope})
-        return parse_meta(data)
+        return SecretMeta.from_json(data)
 
     def secret_log(
         self, name: str | None = None, *, namespace: str | None = None
     ) -> list[AuditEvent]:
         data = self._json("GET", "/api/secrets/log", params={"name": name, "namespace": namespace})
-        return [parse_event(item) for item in data]
+        return [AuditEvent.from_json(item) for item in data]
 
     def env_explain(self, bundle: Bundle, namespace: str) -> dict[str, Any]:
         """``{"variables": [...], "text": "..."}``, as `runner env explain` prints them."""
@@ -399,18 +335,3 @@ class CoordinatorClient:
                 "entry": base64.b64encode(entry.to_bytes()).decode("ascii"),
             },
         )
-
-
-class RemoteStepCache:
-    """``runner.cache.StepCache`` through the coordinator (executors keep no cache)."""
-
-    def __init__(self, client: CoordinatorClient) -> None:
-        self._client = client
-
-    def get(self, key: str) -> CacheEntry | None:
-        return self._client.cache_get(key)
-
-    def put(
-        self, key: str, entry: CacheEntry, *, namespace: str, secret_refs: Sequence[str]
-    ) -> None:
-        self._client.cache_put(key, entry, namespace=namespace, secret_refs=secret_refs)

@@ -22,42 +22,49 @@ import random
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from runner.backoff import Backoff, Retry, jittered
 from runner.cache import CacheEntry
-from runner.changeset import ChangesetError, build_changesets
-from runner.env import HostEnv
+from runner.cache.remote import CoordinatorStepCache
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import (
     ContainerRuntimeError,
     ExecutionError,
+    GitError,
     ImageNotFoundError,
+    LeaseLostError,
+    NotAuthenticatedError,
     PermissionDeniedError,
     RunnerError,
 )
-from runner.execute.git import GitError, git, git_text
-from runner.execute.run import resolve_images, split_diff
+from runner.execute.job import (
+    CheckedChangeset,
+    Job,
+    JobServices,
+    ValueRegistry,
+    WorkspaceOutcome,
+    register_values,
+    resolve_images,
+    run_job,
+)
 from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import (
     RUN_LABEL,
-    RunContext,
     RunLimits,
     WorkspaceResult,
-    WorkspaceRunner,
 )
+from runner.git import git, git_text
 from runner.log import get_logger
-from runner.plan import Workspace
 from runner.queue.client import Claim
 from runner.queue.jobs import workspace_from_json
-from runner.queue.models import HeartbeatAnswer, LeaseLostError
-from runner.queue.tokens import NotAuthenticatedError
-from runner.redact import ActiveRedactor, active
+from runner.queue.models import HeartbeatAnswer
+from runner.redact import ActiveRedactor, Redacts, active
 from runner.report import now_rfc3339
 from runner.spec import load_spec_text
-from runner.spec.models import BatchSpec
 
 log = get_logger("runner.executor")
 
@@ -97,23 +104,9 @@ class ExecutorSettings:
     use_cache: bool = True
 
 
-def jittered(seconds: float, rng: random.Random) -> float:
-    return seconds * rng.uniform(0.75, 1.25)
-
-
-class _ApiCache:
-    """The step cache through the coordinator; a failure is a miss, never a job failure."""
-
-    def __init__(self, api: ExecutorApi) -> None:
-        self._api = api
-
-    def get(self, key: str) -> CacheEntry | None:
-        return self._api.cache_get(key)
-
-    def put(
-        self, key: str, entry: CacheEntry, *, namespace: str, secret_refs: Sequence[str]
-    ) -> None:
-        self._api.cache_put(key, entry, namespace=namespace, secret_refs=secret_refs)
+# Resending the log and the result: quick at first, never more than a few seconds apart.
+LOG_BACKOFF = Backoff(first_s=0.2, cap_s=5.0, jitter=0)
+REPORT_BACKOFF = Backoff(first_s=0.5, cap_s=10.0, jitter=0)
 
 
 # The job's log: a Reporter that ships events ---------------------------------------------------
@@ -139,10 +132,11 @@ class JobLog:
         self,
         api: ExecutorApi,
         claim: Claim,
-        redactor: Any,
+        redactor: Redacts,
         *,
         interval_s: float,
         on_lost: Callable[[], None],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._api = api
         self._claim = claim
@@ -156,7 +150,7 @@ class JobLog:
         self._inflight: tuple[int, str] | None = None
         self._wake = threading.Event()
         self._closing = threading.Event()
-        self._deadline: float | None = None
+        self._retry = Retry(LOG_BACKOFF, clock=clock)
         self.lost = False
         self._thread = threading.Thread(target=self._loop, name=f"log-{claim.job_id}", daemon=True)
 
@@ -178,7 +172,7 @@ class JobLog:
 
     def finish(self, timeout_s: float) -> bool:
         """Send everything left; True when all of it reached the coordinator."""
-        self._deadline = time.monotonic() + timeout_s
+        self._retry.give_up_after(timeout_s)
         self._closing.set()
         self._wake.set()
         self._thread.join(timeout_s + 5)
@@ -186,33 +180,28 @@ class JobLog:
             return not self.lost and not self._lines and not self._steps and not self._inflight
 
     def _loop(self) -> None:
-        backoff = 0.2
         while True:
             self._wake.wait(self._interval)
             self._wake.clear()
             try:
                 while self._send_one():
-                    backoff = 0.2
+                    self._retry.reset()
             except LeaseLostError:
                 self.lost = True
                 self._on_lost()
                 return
             except RunnerError as exc:
-                if self._closing.is_set() and self._past_deadline():
+                # Only ``finish`` sets a deadline: until then a failed chunk waits and goes again.
+                log.warning("could not send log lines; retrying", error=str(exc))
+                if not self._retry.wait():
                     log.error(
                         "giving up sending the job's log", job=self._claim.job_id, error=str(exc)
                     )
                     return
-                log.warning("could not send log lines; retrying", error=str(exc))
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
                 self._wake.set()
                 continue
             if self._closing.is_set():
                 return
-
-    def _past_deadline(self) -> bool:
-        return self._deadline is not None and time.monotonic() > self._deadline
 
     def _send_one(self) -> bool:
         """Send the next chunk or step result; False when there is nothing to send."""
@@ -267,6 +256,7 @@ class JobRunner:
         settings: ExecutorSettings,
         redactor: ActiveRedactor,
         on_done: Callable[[JobRunner], None],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.claim = claim
         self._api = api
@@ -274,6 +264,7 @@ class JobRunner:
         self._settings = settings
         self._redactor = redactor
         self._on_done = on_done
+        self._clock = clock
         self.cancel_event = threading.Event()
         self.cancel_reason: str | None = None
         self.canceled_by_user = False
@@ -312,19 +303,11 @@ class JobRunner:
                     self._redactor,
                     interval_s=self._settings.log_flush_interval_s,
                     on_lost=self.lose,
+                    clock=self._clock,
                 )
                 job_log.start()
                 try:
-                    # Before anything can print: every value is redacted from the first line.
-                    registry.register_many(
-                        [
-                            (var.name, self.claim.secrets[var.secret.id])
-                            for planned in self.claim.env.steps.values()
-                            for var in planned
-                            if var.secret is not None
-                        ]
-                    )
-                    outcome = self._execute(job_log)
+                    outcome = self._execute(job_log, registry)
                 except RunnerError as exc:
                     outcome = Outcome("failed", error=str(exc))
                 except Exception as exc:  # a bug here must not leave the job hanging
@@ -341,7 +324,7 @@ class JobRunner:
         finally:
             self._sweep()
             # The values go with the claim; nothing else kept them.
-            self.claim = _forget_secrets(self.claim)
+            self.claim = replace(self.claim, secrets={})
             self._on_done(self)
 
     def _sweep(self) -> None:
@@ -357,8 +340,7 @@ class JobRunner:
 
     def _report(self, outcome: Outcome) -> None:
         claim = self.claim
-        deadline = time.monotonic() + self._settings.report_timeout_s
-        backoff = 0.5
+        retry = Retry(REPORT_BACKOFF, clock=self._clock, timeout_s=self._settings.report_timeout_s)
         while True:
             try:
                 if outcome.state == "completed":
@@ -378,16 +360,17 @@ class JobRunner:
                 )
                 return
             except RunnerError as exc:
-                if time.monotonic() > deadline:
+                log.warning("could not report the job's end; retrying", error=str(exc))
+                if not retry.wait():
                     log.error("could not report the job's end", job=claim.job_id, error=str(exc))
                     return
-                log.warning("could not report the job's end; retrying", error=str(exc))
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
 
-    def _execute(self, job_log: JobLog) -> Outcome:
+    def _execute(self, job_log: JobLog, registry: ValueRegistry) -> Outcome:
         claim = self.claim
         settings = self._settings
+        # Before anything can print: every value the claim carried is redacted from the
+        # first line (``run_job`` registers them again, by variable name, as it starts).
+        register_values(registry, plan=claim.env, secrets=claim.secrets)
         root = Path(tempfile.mkdtemp(prefix=f"runner-job-{claim.job_id}-", dir=settings.temp_root))
         job_log.event(
             "run.started",
@@ -411,35 +394,28 @@ class JobRunner:
                 return Outcome("failed", error=str(exc))
             except ContainerRuntimeError as exc:
                 return Outcome("errored", error=str(exc))
-            ctx = RunContext(
-                run_id=claim.job_id,
+            job = Job(
+                id=claim.job_id,
                 spec=spec,
                 spec_dir=spec_path.parent,
                 namespace=claim.namespace,
                 env_plan=claim.env,
-                secrets=claim.secrets,
-                host=HostEnv(),
-                host_macs={},
+                workspaces=[workspace],
                 images=images,
+            )
+            services = JobServices(
                 runtime=self._runtime,
+                registry=registry,
                 redactor=self._redactor,
                 reporter=job_log,
+                sink=_ResultSink(),
                 limits=settings.limits,
                 cancel=self.cancel_event,
-                cache=_ApiCache(self._api) if settings.use_cache else None,
+                cache=CoordinatorStepCache(self._api) if settings.use_cache else None,
                 temp_root=settings.temp_root,
             )
-            result = WorkspaceRunner(ctx, workspace).run()
-            outcome = self._outcome(spec, workspace, result)
-            job_log.event(
-                "workspace.finished",
-                run_id=claim.job_id,
-                repository=workspace.repository,
-                path=workspace.path,
-                status=outcome.result.get("status", result.status),
-                changeset=len(outcome.result.get("changesets", [])) or None,
-                error=outcome.error,
-            )
+            (done,) = run_job(job, lambda ref, step: claim.secrets[ref.id], services)
+            outcome = self._outcome(done)
             job_log.event("run.finished", run_id=claim.job_id, state=outcome.state)
             return outcome
         except ExecutionError as exc:
@@ -457,7 +433,9 @@ class JobRunner:
             git(["fetch", "--quiet", "origin", commit], cwd=target)
         return target
 
-    def _outcome(self, spec: BatchSpec, ws: Workspace, result: WorkspaceResult) -> Outcome:
+    def _outcome(self, done: WorkspaceOutcome) -> Outcome:
+        """The job's end state: what only an executor decides (retry, cancel, lost)."""
+        result, ws = done.result, done.workspace
         if result.status == "canceled":
             detail = f" ({result.error})" if result.error else ""
             if self.canceled_by_user or self.cancel_reason is None:
@@ -466,29 +444,6 @@ class JobRunner:
         if result.status == "failed":
             state: EndState = "errored" if result.infrastructure_failure else "failed"
             return Outcome(state, error=result.error or "the workspace failed")
-        try:
-            specs = build_changesets(
-                spec,
-                ws,
-                diff=result.diff,
-                changes=result.changes,
-                outputs=result.outputs,
-                diff_for=lambda paths: split_diff(result.diff, paths),
-            )
-        except ChangesetError as exc:
-            return Outcome("failed", error=str(exc))
-        bodies = []
-        for cs in specs:
-            body = dict(cs.body)
-            body["outputs"] = result.outputs
-            text = json.dumps(body, ensure_ascii=False)
-            if self._redactor.redact(text) != text:
-                return Outcome(
-                    "failed",
-                    error=f"the changeset for {ws.repository} would hold a secret value; "
-                    "nothing was kept",
-                )
-            bodies.append(body)
         return Outcome(
             "completed",
             result={
@@ -497,7 +452,7 @@ class JobRunner:
                 "path": ws.path,
                 "branch": ws.branch,
                 "commit": ws.commit,
-                "changesets": bodies,
+                "changesets": [dict(cs.body) for cs in done.changesets],
                 "outputs": result.outputs,
                 "steps_run": result.steps_run,
                 "steps_cached": result.steps_cached,
@@ -505,10 +460,11 @@ class JobRunner:
         )
 
 
-def _forget_secrets(claim: Claim) -> Claim:
-    from dataclasses import replace
+class _ResultSink:
+    """An executor keeps changesets in the job result it sends; the event names their branches."""
 
-    return replace(claim, secrets={})
+    def keep(self, result: WorkspaceResult, changesets: Sequence[CheckedChangeset]) -> list[str]:
+        return [cs.branch for cs in changesets]
 
 
 # The daemon -----------------------------------------------------------------------------------
@@ -523,12 +479,14 @@ class Executor:
         settings: ExecutorSettings,
         redactor: ActiveRedactor | None = None,
         rng: random.Random | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._api = api
         self._runtime = runtime
         self.settings = settings
         self._redactor = redactor or active()
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not security)
+        self._clock = clock
         self._lock = threading.Lock()
         self._running: dict[str, JobRunner] = {}
         self._stop_claiming = threading.Event()
@@ -564,7 +522,12 @@ class Executor:
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         log.info("executor started", name=settings.name, max_jobs=settings.max_jobs)
-        backoff = 0.0
+        # The first failed claim waits one poll interval, later ones longer.
+        backoff = Backoff(
+            first_s=settings.poll_interval_s,
+            cap_s=max(settings.max_backoff_s, settings.poll_interval_s),
+        )
+        retry = Retry(backoff, clock=self._clock, stop=self._stop_claiming, rng=self._rng)
         try:
             while not self._stop_claiming.is_set():
                 if len(self.running) >= settings.max_jobs:
@@ -578,15 +541,13 @@ class Executor:
                     self.exit_code = 1
                     break
                 except RunnerError as exc:
-                    backoff = min(
-                        settings.max_backoff_s, max(settings.poll_interval_s, backoff * 2)
-                    )
-                    log.warning("cannot claim a job", error=str(exc), retry_in_s=round(backoff, 1))
-                    self._stop_claiming.wait(jittered(backoff, self._rng))
+                    log.warning("cannot claim a job", error=str(exc), retry_in_s=retry.delay)
+                    retry.wait()
                     continue
-                backoff = 0.0
+                retry.reset()
                 if claim is None:
-                    self._stop_claiming.wait(jittered(settings.poll_interval_s, self._rng))
+                    pause = jittered(settings.poll_interval_s, self._rng)
+                    self._clock.wait(self._stop_claiming, pause)
                     continue
                 self._start(claim)
             self._drain()
@@ -604,6 +565,7 @@ class Executor:
             settings=self.settings,
             redactor=self._redactor,
             on_done=self._done,
+            clock=self._clock,
         )
         with self._lock:
             self._running[claim.job_id] = runner

@@ -9,9 +9,9 @@ whose secret refs are ``SecretHandle``s, the lightweight ref the engine needs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast, get_args
 from urllib.parse import quote
 
 from runner.env import EnvPlan, PlannedVar, Provenance, Source
@@ -19,7 +19,7 @@ from runner.errors import CoordinatorError
 from runner.plan import Workspace
 
 PAYLOAD_VERSION: Final = 1
-_SOURCES: Final[tuple[str, ...]] = ("literal", "template", "secret", "host")
+_SOURCES: Final[tuple[str, ...]] = get_args(Source)
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,7 @@ class SecretHandle:
     overrides_global: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "namespace": self.namespace,
-            "version": self.version,
-            "overrides_global": self.overrides_global,
-        }
+        return asdict(self)
 
 
 def malformed(what: str) -> CoordinatorError:
@@ -71,15 +65,9 @@ def env_plan_to_json(plan: EnvPlan) -> dict[str, Any]:
 
 
 def _source(text: Any) -> Source:
-    if text == "literal":
-        return "literal"
-    if text == "template":
-        return "template"
-    if text == "secret":
-        return "secret"
-    if text == "host":
-        return "host"
-    raise malformed(f"unknown env source {text!r}")
+    if text not in _SOURCES:
+        raise malformed(f"unknown env source {text!r}")
+    return cast(Source, text)
 
 
 def env_plan_from_json(data: Mapping[str, Any]) -> EnvPlan:

@@ -5,43 +5,28 @@ conventions: ``queued`` → ``processing`` → ``completed`` / ``failed`` /
 ``canceled``; ``errored`` marks an infrastructure failure waiting to be
 claimed again. A claim hands out a *lease*: a random token that every later
 write of the executor must present, so a write from an executor presumed
-dead (its job reset and claimed again since) is refused.
+dead (its job reset and claimed again since) is refused. ``runner.queue.states``
+decides every change of state.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets as _random
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
-from runner.errors import CoordinatorError
 from runner.secrets.models import rfc3339
 
 JobState = Literal["queued", "processing", "completed", "errored", "failed", "canceled"]
-JOB_STATES: Final[tuple[str, ...]] = (
-    "queued",
-    "processing",
-    "completed",
-    "errored",
-    "failed",
-    "canceled",
-)
+JOB_STATES: Final[tuple[str, ...]] = get_args(JobState)
 TERMINAL_STATES: Final[frozenset[str]] = frozenset({"completed", "failed", "canceled"})
 CLAIMABLE_STATES: Final[tuple[str, ...]] = ("queued", "errored")
 # What an executor may report instead of completing.
 FailState = Literal["failed", "errored", "canceled"]
-FAIL_STATES: Final[tuple[str, ...]] = ("failed", "errored", "canceled")
-
-
-class LeaseLostError(CoordinatorError):
-    """The job is no longer held under this lease: reset, canceled, or claimed again."""
-
-
-class JobNotFoundError(CoordinatorError):
-    pass
+FAIL_STATES: Final[tuple[str, ...]] = get_args(FailState)
 
 
 def new_id(prefix: str) -> str:
@@ -57,8 +42,23 @@ def lease_hash(lease: str) -> str:
     return hashlib.sha256(lease.encode()).hexdigest()
 
 
-def _time(moment: datetime | None) -> str | None:
-    return rfc3339(moment) if moment is not None else None
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def fields_to_json(value: Any, *, leave_out: Collection[str] = ()) -> dict[str, Any]:
+    """A dataclass's fields in their order, as JSON values (times in RFC 3339)."""
+    return {
+        f.name: _json_value(getattr(value, f.name))
+        for f in fields(value)
+        if f.name not in leave_out
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,54 +86,45 @@ class NewJob:
 
 @dataclass(frozen=True, kw_only=True)
 class JobRecord:
+    # In the order of its JSON form; what only a claim or an end sets starts unset.
     id: str
-    submission_id: str
-    namespace: str
-    submitter: str
     state: JobState
     repository: str
+    path: str
     branch: str
     commit: str
-    path: str
-    executor: str | None
-    attempts: int
-    resets: int
-    cancel_requested: bool
-    error: str | None
+    namespace: str
+    submitter: str
+    submission_id: str
+    executor: str | None = None
+    attempts: int = 0
+    resets: int = 0
+    cancel_requested: bool = False
+    error: str | None = None
     created_at: datetime
-    started_at: datetime | None
-    heartbeat_at: datetime | None
-    finished_at: datetime | None
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    finished_at: datetime | None = None
     result: Mapping[str, Any] | None = None
+
+    @classmethod
+    def queued(cls, job_id: str, new: NewJob, submission: Submission) -> JobRecord:
+        """A job as ``add_submission`` stores it: ``new`` without its payload, unclaimed."""
+        workspace = {f.name: getattr(new, f.name) for f in fields(new) if f.name != "payload"}
+        return cls(
+            id=job_id,
+            state="queued",
+            submission_id=submission.id,
+            created_at=submission.created_at,
+            **workspace,
+        )
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
     def to_json(self, *, with_result: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "id": self.id,
-            "state": self.state,
-            "repository": self.repository,
-            "path": self.path,
-            "branch": self.branch,
-            "commit": self.commit,
-            "namespace": self.namespace,
-            "submitter": self.submitter,
-            "submission_id": self.submission_id,
-            "executor": self.executor,
-            "attempts": self.attempts,
-            "resets": self.resets,
-            "cancel_requested": self.cancel_requested,
-            "error": self.error,
-            "created_at": _time(self.created_at),
-            "started_at": _time(self.started_at),
-            "heartbeat_at": _time(self.heartbeat_at),
-            "finished_at": _time(self.finished_at),
-        }
-        if with_result:
-            data["result"] = dict(self.result) if self.result is not None else None
-        return data
+        return fields_to_json(self, leave_out=() if with_result else ("result",))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,13 +156,7 @@ class LogChunk:
     created_at: datetime
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "cursor": self.cursor,
-            "attempt": self.attempt,
-            "seq": self.seq,
-            "text": self.text,
-            "created_at": rfc3339(self.created_at),
-        }
+        return fields_to_json(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,12 +167,7 @@ class StepRecord:
     exit_code: int | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "attempt": self.attempt,
-            "step": self.step,
-            "status": self.status,
-            "exit_code": self.exit_code,
-        }
+        return fields_to_json(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,4 +178,4 @@ class HeartbeatAnswer:
     lost: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"cancel": list(self.cancel), "lost": list(self.lost)}
+        return fields_to_json(self)

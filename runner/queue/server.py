@@ -1,4 +1,7 @@
-"""Serving the coordinator: uvicorn, TLS, the listen-address rule, the resetter.
+"""Serving the coordinator: the app, uvicorn, TLS, the listen-address rule, the resetter.
+
+``create_app`` assembles the one FastAPI app: the JSON API (``runner.queue.api``)
+and the web pages (``runner.web``), both over the same ``Coordinator``.
 
 Secrets cross this API (claims carry values, `secret set` sends them), so
 the coordinator refuses to listen on a non-loopback address without TLS
@@ -14,9 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from fastapi import FastAPI
+
+from runner import __version__
 from runner.errors import ConfigError, RunnerError, UsageError
 from runner.log import get_logger
+from runner.queue.api import add_api
 from runner.queue.service import Coordinator
+from runner.web import mount_web
+from runner.web.session import SessionStore
 
 log = get_logger("runner.queue.server")
 
@@ -38,6 +47,28 @@ class ServeOptions:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+
+def create_app(
+    coordinator: Coordinator,
+    *,
+    sessions: SessionStore | None = None,
+    poll_interval_s: float = 1.0,
+) -> FastAPI:
+    """The coordinator's app: the JSON API under ``/api``, the pages everywhere else."""
+    app = FastAPI(
+        title="runner coordinator",
+        version=__version__,
+        description=(
+            "Queue batch-spec jobs, run them on executors, manage secrets. "
+            "Authenticate with `Authorization: Bearer TOKEN`."
+        ),
+        docs_url=None,
+        redoc_url=None,
+    )
+    add_api(app, coordinator)
+    mount_web(app, coordinator, sessions=sessions, poll_interval_s=poll_interval_s)
+    return app
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -110,8 +141,6 @@ def _note_signal(signum: int, frame: FrameType | None) -> None:
 def serve(coordinator: Coordinator, options: ServeOptions) -> None:
     """Run until SIGINT or SIGTERM (uvicorn stops gracefully on either)."""
     import uvicorn
-
-    from runner.queue.api import create_app
 
     check_options(options)
     config = uvicorn.Config(

@@ -20,26 +20,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.cache import CacheEntry
-from runner.db import utcnow
+from runner.cache import CacheEntry, StepCache
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.env import EnvPlan, plan_env
 from runner.errors import (
+    CacheError,
     CoordinatorError,
     MissingSecretsError,
+    NotAuthenticatedError,
     PermissionDeniedError,
     RunnerError,
+    StaleSecretError,
     StoreError,
     UsageError,
 )
+from runner.execute.job import reveal_secrets
 from runner.log import get_logger
 from runner.namespaces import Namespace, check_principal_name, parse_namespace
 from runner.queue.bundle import Bundle
 from runner.queue.jobs import build_payload, clone_url, env_plan_to_json
 from runner.queue.models import (
-    FAIL_STATES,
     FailState,
     HeartbeatAnswer,
-    JobNotFoundError,
     JobRecord,
     Lease,
     LogChunk,
@@ -47,15 +49,17 @@ from runner.queue.models import (
     Submission,
     new_id,
 )
-from runner.queue.store import JobStore
-from runner.queue.tokens import NotAuthenticatedError, Principal, TokenStore
+from runner.queue.states import fail_state
+from runner.queue.store import JobStore, not_found
+from runner.queue.tokens import Principal, TokenStore
 from runner.secrets.access import AccessPolicy
-from runner.secrets.models import AuditEvent, SecretMeta, StaleSecretError
+from runner.secrets.models import AuditEvent, SecretMeta
 from runner.secrets.names import DEFAULT_SCOPE
 from runner.secrets.store import SecretStore
 from runner.secrets.value import Secret
 from runner.spec import load_spec_text
 from runner.spec.models import BatchSpec
+from runner.users.directory import UserDirectory, ensure_owner
 
 log = get_logger("runner.queue.coordinator")
 
@@ -77,18 +81,12 @@ class ClaimedJob:
     """A claimed job with its decrypted secrets; only ``to_json`` reveals them."""
 
     lease: Lease
-    env: Mapping[str, Any]
+    plan: EnvPlan
     secrets: Mapping[str, Secret] = field(repr=False)
 
-    def named_values(self) -> list[tuple[str, Secret]]:
-        """(secret name, value) pairs, for registering with a redactor."""
-        names = {
-            item["secret"]["id"]: item["secret"]["name"]
-            for items in self.env.get("steps", {}).values()
-            for item in items
-            if item.get("secret")
-        }
-        return [(names.get(sid, "SECRET"), value) for sid, value in self.secrets.items()]
+    @property
+    def env(self) -> dict[str, Any]:
+        return env_plan_to_json(self.plan)
 
     def to_json(self) -> dict[str, Any]:
         job = self.lease.job
@@ -112,10 +110,11 @@ class Coordinator:
         jobs: JobStore,
         tokens: TokenStore,
         secrets: SecretStore,
+        users: UserDirectory,
         settings: CoordinatorSettings,
-        cache: Any = None,
+        cache: StepCache | None = None,
         on_secret_change: Callable[[SecretMeta | None, str], object] | None = None,
-        clock: Any = utcnow,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """``on_secret_change(meta_before, actor)`` runs after a secret is set or removed
         (the execution cache drops the entries of the old version)."""
@@ -123,10 +122,11 @@ class Coordinator:
         self.jobs = jobs
         self.tokens = tokens
         self.secrets = secrets
+        self.users = users
         self.settings = settings
         self.cache = cache
         self._clock = clock
-        self.policy = AccessPolicy(secrets)
+        self.policy = AccessPolicy(users, secrets)
 
     # Who is asking ---------------------------------------------------------------------------
 
@@ -166,41 +166,40 @@ class Coordinator:
         return self.policy.can_manage(actor, namespace)
 
     def whoami(self, principal: Principal) -> dict[str, Any]:
-        admin = principal.kind == "user" and self.secrets.is_admin(principal.name)
-        orgs = self.secrets.orgs_of(principal.name) if principal.kind == "user" else []
+        admin = principal.kind == "user" and self.users.is_admin(principal.name)
+        orgs = self.users.orgs_of(principal.name) if principal.kind == "user" else []
         return {"kind": principal.kind, "name": principal.name, "admin": admin, "orgs": orgs}
 
     # Secrets ----------------------------------------------------------------------
 
     def list_secrets(
-        self, principal: Principal, *, namespace: str | None, scope: str | None
+        self, principal: Principal, *, namespace: Namespace | None, scope: str | None
     ) -> list[SecretMeta]:
         actor = self.user(principal)
         if namespace is None:
             metas = self.secrets.list(scope=scope)
-            if self.secrets.is_admin(actor):
+            if self.users.is_admin(actor):
                 return metas
             return [m for m in metas if self.policy.can_view(actor, m.namespace)]
-        ns = parse_namespace(namespace)
-        self.policy.check_view(actor, ns)
-        if ns.is_global:
-            return self.secrets.list(namespace=ns, scope=scope)
-        return self.secrets.list(visible_from=ns, scope=scope)
-
-    def _ensure_owner(self, ns: Namespace) -> None:
-        if ns.kind == "user" and self.secrets.get_user(ns.name) is None:
-            self.secrets.add_user(ns.name)
-        elif ns.kind == "org" and self.secrets.get_org(ns.name) is None:
-            self.secrets.add_org(ns.name)
+        self.policy.check_view(actor, namespace)
+        if namespace.is_global:
+            return self.secrets.list(namespace=namespace, scope=scope)
+        return self.secrets.list(visible_from=namespace, scope=scope)
 
     def set_secret(
-        self, principal: Principal, *, name: str, namespace: str, value: Secret, scope: str | None
+        self,
+        principal: Principal,
+        *,
+        name: str,
+        namespace: Namespace,
+        value: Secret,
+        scope: str | None,
     ) -> tuple[SecretMeta, bool]:
         actor = self.user(principal)
-        ns = parse_namespace(namespace)
+        ns = namespace
         chosen = scope or DEFAULT_SCOPE
         self.policy.check_manage(actor, ns, name=name, scope=chosen)
-        self._ensure_owner(ns)
+        ensure_owner(self.users, ns)
         before = self.secrets.get(name, ns, scope=chosen)
         result = self.secrets.set(name, ns, value, scope=chosen, actor=actor)
         if self.on_secret_change is not None:
@@ -208,10 +207,10 @@ class Coordinator:
         return result
 
     def remove_secret(
-        self, principal: Principal, *, name: str, namespace: str, scope: str | None
+        self, principal: Principal, *, name: str, namespace: Namespace, scope: str | None
     ) -> SecretMeta:
         actor = self.user(principal)
-        ns = parse_namespace(namespace)
+        ns = namespace
         chosen = scope or DEFAULT_SCOPE
         self.policy.check_manage(actor, ns, name=name, scope=chosen)
         before = self.secrets.get(name, ns, scope=chosen)
@@ -221,15 +220,14 @@ class Coordinator:
         return removed
 
     def secret_log(
-        self, principal: Principal, *, name: str | None, namespace: str | None
+        self, principal: Principal, *, name: str | None, namespace: Namespace | None
     ) -> list[AuditEvent]:
         actor = self.user(principal)
         if namespace is not None:
-            ns = parse_namespace(namespace)
-            self.policy.check_view(actor, ns)
-            return self.secrets.log(name, namespace=ns)
+            self.policy.check_view(actor, namespace)
+            return self.secrets.log(name, namespace=namespace)
         events = self.secrets.log(name)
-        if self.secrets.is_admin(actor):
+        if self.users.is_admin(actor):
             return events
         return [
             e
@@ -254,18 +252,24 @@ class Coordinator:
             )
         return discover(self.settings.repos_root)
 
+    def _plan(
+        self, principal: Principal, bundle: Mapping[str, Any], ns: Namespace
+    ) -> tuple[str, Bundle, BatchSpec, EnvPlan]:
+        """What explain and submit check first: the actor may run in ``ns``, the bundle
+        and its spec are valid, and every env entry resolves (metadata only)."""
+        actor = self.user(principal)
+        self.policy.check_run_in(actor, ns)
+        parsed = Bundle.from_json(bundle)
+        spec = self._spec(parsed)
+        return actor, parsed, spec, plan_env(spec, str(ns), self.secrets)
+
     def explain(
-        self, principal: Principal, *, bundle: Mapping[str, Any], namespace: str
+        self, principal: Principal, *, bundle: Mapping[str, Any], namespace: Namespace
     ) -> dict[str, Any]:
         from runner.explain import explain, render_text
         from runner.plan import plan_workspaces
 
-        actor = self.user(principal)
-        ns = parse_namespace(namespace)
-        self.policy.check_run_in(actor, ns)
-        parsed = Bundle.from_json(bundle)
-        spec = self._spec(parsed)
-        plan = plan_env(spec, str(ns), self.secrets)
+        _, _, spec, plan = self._plan(principal, bundle, namespace)
         workspace = None
         if self.settings.repos_root is not None:
             found = plan_workspaces(spec, self._repositories())
@@ -277,17 +281,13 @@ class Coordinator:
         }
 
     def submit(
-        self, principal: Principal, *, bundle: Mapping[str, Any], namespace: str
+        self, principal: Principal, *, bundle: Mapping[str, Any], namespace: Namespace
     ) -> tuple[Submission, list[JobRecord]]:
         """Check everything that can be checked without decrypting, then queue the jobs."""
         from runner.plan import plan_workspaces
 
-        actor = self.user(principal)
-        ns = parse_namespace(namespace)
-        self.policy.check_run_in(actor, ns)
-        parsed = Bundle.from_json(bundle)
-        spec = self._spec(parsed)
-        env_plan = plan_env(spec, str(ns), self.secrets)
+        ns = namespace
+        actor, parsed, spec, env_plan = self._plan(principal, bundle, ns)
         for ref in env_plan.secrets():
             self.policy.check_use(ns, ref, actor=actor)
         workspaces = plan_workspaces(spec, self._repositories())
@@ -302,7 +302,7 @@ class Coordinator:
             submitter=actor,
             spec_name=parsed.spec_name,
             bundle=parsed.to_json(),
-            created_at=self._clock(),
+            created_at=self._clock.now(),
         )
         new_jobs = [
             NewJob(
@@ -337,9 +337,9 @@ class Coordinator:
     # Jobs (users) ---------------------------------------------------------------------------------
 
     def _visible_namespaces(self, actor: str) -> builtins.list[str] | None:
-        if self.secrets.is_admin(actor):
+        if self.users.is_admin(actor):
             return None
-        return [f"user:{actor}", *(f"org:{o}" for o in self.secrets.orgs_of(actor))]
+        return [f"user:{actor}", *(f"org:{o}" for o in self.users.orgs_of(actor))]
 
     def list_jobs(self, principal: Principal, *, limit: int = 1000) -> list[JobRecord]:
         actor = self.user(principal)
@@ -349,7 +349,7 @@ class Coordinator:
         actor = self.user(principal)
         job = self.jobs.get(job_id)
         if job is None:
-            raise JobNotFoundError(f"no job {job_id}", hint="see `runner jobs list` for the ids")
+            raise not_found(job_id)
         if not self._may_see(actor, job.namespace):
             raise PermissionDeniedError(
                 f"{actor} may not see jobs in {job.namespace}",
@@ -396,7 +396,7 @@ class Coordinator:
             if lease is None:
                 return None
             try:
-                env, values = self._open_secrets(lease, name)
+                plan, values = self._open_secrets(lease, name)
             except StaleSecretError as exc:
                 self._refuse(lease, "errored", f"a secret changed while the job was claimed: {exc}")
                 continue
@@ -424,7 +424,7 @@ class Coordinator:
                 attempt=lease.attempt,
                 secrets=len(values),
             )
-            return ClaimedJob(lease=lease, env=env, secrets=values)
+            return ClaimedJob(lease=lease, plan=plan, secrets=values)
         return None
 
     def _refuse(self, lease: Lease, state: FailState, error: str) -> None:
@@ -437,27 +437,20 @@ class Coordinator:
             max_attempts=self.settings.max_attempts,
         )
 
-    def _open_secrets(
-        self, lease: Lease, executor: str
-    ) -> tuple[dict[str, Any], dict[str, Secret]]:
+    def _open_secrets(self, lease: Lease, executor: str) -> tuple[EnvPlan, dict[str, Secret]]:
         job = lease.job
         self.policy.check_run_in(job.submitter, job.namespace)
         spec = self._spec(Bundle.from_json(lease.bundle))
         plan: EnvPlan = plan_env(spec, job.namespace, self.secrets)
-        first_use: dict[str, tuple[Any, int]] = {}
-        for number in sorted(plan.steps):
-            for var in plan.steps[number]:
-                if var.secret is not None and var.secret.id not in first_use:
-                    first_use[var.secret.id] = (var.secret, number)
-        for meta, _ in first_use.values():
+        for meta in plan.secrets():
             self.policy.check_use(job.namespace, meta, actor=job.submitter, job=job.id)
-        values = {
-            sid: self.secrets.reveal(
-                meta, version=meta.version, actor=f"executor:{executor}", run_id=job.id, step=step
-            )
-            for sid, (meta, step) in first_use.items()
-        }
-        return env_plan_to_json(plan), values
+        values = reveal_secrets(
+            plan,
+            lambda ref, step: self.secrets.reveal(
+                ref.id, version=ref.version, actor=f"executor:{executor}", run_id=job.id, step=step
+            ),
+        )
+        return plan, values
 
     def heartbeat(
         self, principal: Principal, *, executor: str | None, leases: Mapping[str, str]
@@ -496,14 +489,10 @@ class Coordinator:
         self, principal: Principal, job_id: str, *, lease: str, state: str, error: str
     ) -> JobRecord:
         self.executor(principal)
-        if state not in FAIL_STATES:
-            raise UsageError(
-                f"unknown end state {state!r}", hint=f"use one of {', '.join(FAIL_STATES)}"
-            )
         record = self.jobs.fail(
             job_id,
             lease,
-            state=state,  # type: ignore[arg-type]
+            state=fail_state(state),
             error=error,
             max_attempts=self.settings.max_attempts,
         )
@@ -531,7 +520,7 @@ class Coordinator:
             return
         try:
             parsed = CacheEntry.from_bytes(base64.b64decode(entry, validate=True))
-        except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        except (binascii.Error, CacheError) as exc:
             raise UsageError(
                 f"malformed cache entry ({type(exc).__name__})",
                 hint="send the entry as base64 of CacheEntry.to_bytes()",
@@ -555,8 +544,8 @@ class Coordinator:
 
 
 def _missing_at_claim(exc: MissingSecretsError, job: JobRecord) -> str:
-    names = sorted({m.name for m in getattr(exc, "missing", [])}) or ["(unknown)"]
-    searched = getattr(exc, "searched", job.namespace)
+    names = sorted({m.name for m in exc.missing}) or ["(unknown)"]
+    searched = ", ".join(exc.searched) or job.namespace
     plural = "s" if len(names) > 1 else ""
     return (
         f"secret{plural} {', '.join(names)} no longer found in {searched} when the job was "

@@ -1,47 +1,50 @@
 """The job store: one table of jobs on SQLite or PostgreSQL, the same SQL on both.
 
 ``JobStore`` is the seam; ``SqlJobStore`` implements it on ``runner.db`` and
-``runner.queue.fake.MemoryJobStore`` in memory (one contract suite runs on
-all three).
+``runner.testing.queue.MemoryJobStore`` in memory (one contract suite runs on
+all three). What an event does to a job is decided by ``runner.queue.states``;
+a store only reads the job, asks, and writes the answer back, and ``JobEvents``
+does the asking for the events both stores handle alike.
 
-Claiming is one write transaction: ``BEGIN IMMEDIATE`` on SQLite (writers
-take turns), ``FOR UPDATE OF j SKIP LOCKED`` on PostgreSQL (concurrent
-claimers pass over each other's rows). The next job comes from the namespace
-served least recently, so one namespace's hundred jobs cannot starve
-another's one. Every executor write names the job and its lease; a write
-whose lease is not the job's current one raises ``LeaseLostError``.
+Every change is one write transaction that reads the job row locked (``BEGIN
+IMMEDIATE`` on SQLite, where writers take turns; ``FOR UPDATE`` on
+PostgreSQL), so the decision is made on the row as it stands. A claim picks
+its row with ``SKIP LOCKED`` on PostgreSQL (concurrent claimers pass over
+each other's rows) from the namespace served least recently, so one
+namespace's hundred jobs cannot starve another's one.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import fields, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
-from runner.db import BusyError, Database, Transaction, db_time, parse_db_time, utcnow
-from runner.queue import schema
+from runner.clock import SYSTEM_CLOCK, Clock
+from runner.db import Database, Transaction, db_time, parse_db_time
+from runner.errors import BusyError, JobNotFoundError, LeaseLostError
+from runner.queue import schema, states
 from runner.queue.models import (
     CLAIMABLE_STATES,
     FailState,
     HeartbeatAnswer,
-    JobNotFoundError,
     JobRecord,
-    JobState,
     Lease,
-    LeaseLostError,
     LogChunk,
     NewJob,
     StepRecord,
     Submission,
-    lease_hash,
     new_id,
     new_lease,
 )
 
-Clock = Callable[[], datetime]
 MAX_LOG_PAGE = 1000
+T = TypeVar("T")
 
 
 class JobStore(Protocol):
@@ -101,75 +104,154 @@ class JobStore(Protocol):
         ...
 
 
-# Shared by every implementation ------------------------------------------------
-
-
 def not_found(job_id: str) -> JobNotFoundError:
     return JobNotFoundError(f"no job {job_id}", hint="see `runner jobs list` for the ids")
 
 
-def lease_lost(job_id: str) -> LeaseLostError:
-    return LeaseLostError(
-        f"job {job_id} is no longer held under this lease: it was reset, ended or claimed again",
-        hint="stop working on it; the coordinator has handed it on or ended it",
-    )
+Decide = Callable[[states.StoredJob], states.Move]
+# A claimed job with its payload and its submission's bundle.
+Claimed = tuple[JobRecord, Mapping[str, Any], Mapping[str, Any]]
 
 
-def gave_up(error: str, attempts: int) -> str:
-    return f"{error} (gave up after {attempts} attempts)"
+class JobEvents(ABC):
+    """The events every job store handles alike: a store supplies the time and a way
+    to apply a decision to one job at once; ``runner.queue.states`` decides."""
+
+    @abstractmethod
+    def _now(self) -> datetime: ...
+
+    @abstractmethod
+    def _change(self, job_id: str, decide: Decide) -> JobRecord:
+        """Apply ``decide`` to the job as stored, store the move, return the record."""
+
+    @abstractmethod
+    def _claim_next(self, decide: Decide) -> Claimed | None:
+        """Apply ``decide`` to the next claimable job, fairly across namespaces."""
+
+    def claim(self, executor: str) -> Lease | None:
+        token = new_lease()
+        now = self._now()
+        claimed = self._claim_next(
+            lambda job: states.claim(job, executor=executor, token=token, now=now)
+        )
+        if claimed is None:
+            return None
+        record, payload, bundle = claimed
+        return Lease(
+            job=record, token=token, attempt=record.attempts, payload=payload, bundle=bundle
+        )
+
+    def heartbeat(self, executor: str, leases: Mapping[str, str]) -> HeartbeatAnswer:
+        now = self._now()
+        cancel: list[str] = []
+        lost: list[str] = []
+        for job_id, lease in sorted(leases.items()):
+            try:
+                record = self._change(job_id, partial(states.heartbeat, lease=lease, now=now))
+            except (JobNotFoundError, LeaseLostError):
+                lost.append(job_id)
+                continue
+            if record.cancel_requested:
+                cancel.append(job_id)
+        return HeartbeatAnswer(cancel=tuple(cancel), lost=tuple(lost))
+
+    def complete(self, job_id: str, lease: str, result: Mapping[str, Any]) -> JobRecord:
+        now = self._now()
+        return self._change(job_id, lambda job: states.complete(job, lease, result=result, now=now))
+
+    def fail(
+        self, job_id: str, lease: str, *, state: FailState, error: str, max_attempts: int
+    ) -> JobRecord:
+        now = self._now()
+        return self._change(
+            job_id,
+            lambda job: states.fail(
+                job, lease, state=state, error=error, max_attempts=max_attempts, now=now
+            ),
+        )
+
+    def request_cancel(self, job_id: str) -> JobRecord:
+        now = self._now()
+        return self._change(job_id, lambda job: states.request_cancel(job, now=now))
 
 
-def stalled_message(executor: str | None, limit_s: float) -> str:
-    return f"executor {executor or '?'} sent no heartbeat for {limit_s:g} s"
-
-
-def too_many_resets(executor: str | None, limit_s: float, resets: int) -> str:
-    return (
-        f"{stalled_message(executor, limit_s)}; the job was already reset {resets} times, "
-        "so it is not retried"
-    )
-
-
-# The SQL implementation ----------------------------------------------------------------------
+# Rows and records ---------------------------------------------------------------------------
 
 
 def _opt_time(text: str | None) -> datetime | None:
     return parse_db_time(text) if text else None
 
 
-def _job(row: Mapping[str, Any]) -> JobRecord:
-    return JobRecord(
-        id=row["id"],
-        submission_id=row["submission_id"],
-        namespace=row["namespace"],
-        submitter=row["submitter"],
-        state=cast(JobState, row["state"]),
-        repository=row["repository"],
-        branch=row["branch"],
-        commit=row["commit_sha"],
-        path=row["path"],
-        executor=row["executor"],
-        attempts=int(row["attempts"]),
-        resets=int(row["resets"]),
-        cancel_requested=bool(row["cancel_requested"]),
-        error=row["error"],
-        created_at=parse_db_time(row["created_at"]),
-        started_at=_opt_time(row["started_at"]),
-        heartbeat_at=_opt_time(row["heartbeat_at"]),
-        finished_at=_opt_time(row["finished_at"]),
-        result=json.loads(row["result"]) if row["result"] else None,
-    )
+def _db_opt_time(moment: datetime | None) -> str | None:
+    return db_time(moment) if moment is not None else None
 
 
-_JOB_COLUMNS = (
-    "id, submission_id, namespace, submitter, state, repository, branch, commit_sha, path,"
-    " executor, attempts, resets, cancel_requested, error, created_at, started_at,"
-    " heartbeat_at, finished_at, result"
+def _at_db_precision(moment: datetime) -> datetime:
+    # A record handed back without reading its row must equal the row read later.
+    return parse_db_time(db_time(moment))
+
+
+def _opt_json(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def _db_opt_json(value: Mapping[str, Any] | None) -> str | None:
+    return json.dumps(value) if value is not None else None
+
+
+Codec = tuple[Callable[[Any], Any], Callable[[Any], Any]]
+_TIME: Codec = (_opt_time, _db_opt_time)
+# How a JobRecord field is read from its column and written back, where that is not
+# as it is; one table serves both directions. ``commit`` is a keyword in SQL.
+_CODECS: dict[str, Codec] = {
+    "cancel_requested": (bool, int),
+    "created_at": _TIME,
+    "started_at": _TIME,
+    "heartbeat_at": _TIME,
+    "finished_at": _TIME,
+    "result": (_opt_json, _db_opt_json),
+}
+_COLUMN = {"commit": "commit_sha"}
+_FIELDS = tuple(f.name for f in fields(JobRecord))
+# What an event may change; a move writes them all back.
+_STATE_FIELDS = (
+    "state",
+    "executor",
+    "attempts",
+    "resets",
+    "cancel_requested",
+    "error",
+    "result",
+    "started_at",
+    "heartbeat_at",
+    "finished_at",
 )
+_JOB_COLUMNS = ", ".join(f"j.{_COLUMN.get(name, name)}" for name in _FIELDS) + ", j.lease_hash"
+_STATE_COLUMNS = ", ".join(f"{name} = ?" for name in _STATE_FIELDS)
+_INSERT_COLUMNS = ", ".join(_COLUMN.get(name, name) for name in _FIELDS)
 
 
-class SqlJobStore:
-    def __init__(self, db: Database, *, clock: Clock = utcnow) -> None:
+def _job(row: Mapping[str, Any]) -> JobRecord:
+    values = {}
+    for name in _FIELDS:
+        raw = row[_COLUMN.get(name, name)]
+        values[name] = _CODECS[name][0](raw) if name in _CODECS else raw
+    return JobRecord(**values)
+
+
+def _stored(row: Mapping[str, Any]) -> states.StoredJob:
+    return states.StoredJob(_job(row), row["lease_hash"])
+
+
+def _values(job: JobRecord, names: Sequence[str]) -> list[Any]:
+    return [
+        _CODECS[name][1](getattr(job, name)) if name in _CODECS else getattr(job, name)
+        for name in names
+    ]
+
+
+class SqlJobStore(JobEvents):
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._db = db
         self._clock = clock
         db.migrate(schema.MIGRATIONS)
@@ -178,29 +260,41 @@ class SqlJobStore:
     def db(self) -> Database:
         return self._db
 
-    def _now(self) -> str:
-        return db_time(self._clock())
+    def _now(self) -> datetime:
+        return _at_db_precision(self._clock.now())
 
-    def _run(self, work: Callable[[Transaction], Any], *, write: bool = True) -> Any:
-        return self._db.run(work, write=write, retry_on=(BusyError,))
+    def _run(self, work: Callable[[Transaction], T]) -> T:
+        return self._db.run(work, write=True, retry_on=(BusyError,))
 
-    def _skip_locked(self) -> str:
-        return " FOR UPDATE OF j SKIP LOCKED" if self._db.dialect == "postgresql" else ""
+    def _lock(self, *, skip_locked: bool = False) -> str:
+        if self._db.dialect != "postgresql":
+            return ""  # BEGIN IMMEDIATE already holds the database for this writer
+        return " FOR UPDATE OF j SKIP LOCKED" if skip_locked else " FOR UPDATE OF j"
 
-    def _row(self, tx: Transaction, job_id: str) -> dict[str, Any]:
+    def _row(self, tx: Transaction, job_id: str, *, lock: bool = False) -> dict[str, Any]:
         row = tx.one(
-            f"SELECT {_JOB_COLUMNS}, lease_hash FROM runner_jobs WHERE id = ?",  # noqa: S608
+            f"SELECT {_JOB_COLUMNS} FROM runner_jobs j WHERE j.id = ?"  # noqa: S608
+            + (self._lock() if lock else ""),
             [job_id],
         )
         if row is None:
             raise not_found(job_id)
         return row
 
-    def _held(self, tx: Transaction, job_id: str, lease: str) -> dict[str, Any]:
-        row = self._row(tx, job_id)
-        if row["lease_hash"] != lease_hash(lease) or row["state"] != "processing":
-            raise lease_lost(job_id)
-        return row
+    def _write(self, tx: Transaction, move: states.Move) -> JobRecord:
+        """Write a move back (its row is locked by this transaction)."""
+        if move.changed:
+            tx.execute(
+                f"UPDATE runner_jobs SET {_STATE_COLUMNS}, lease_hash = ? WHERE id = ?",  # noqa: S608
+                [*_values(move.record, _STATE_FIELDS), move.lease_hash, move.record.id],
+            )
+        return move.record
+
+    def _change(self, job_id: str, decide: Decide) -> JobRecord:
+        def work(tx: Transaction) -> JobRecord:
+            return self._write(tx, decide(_stored(self._row(tx, job_id, lock=True))))
+
+        return self._run(work)
 
     # Submissions and reading -------------------------------------------------------------------
 
@@ -219,36 +313,24 @@ class SqlJobStore:
                     db_time(submission.created_at),
                 ],
             )
-            ids = []
-            for job in jobs:
-                job_id = new_id("job")
-                ids.append(job_id)
+            stored = replace(submission, created_at=_at_db_precision(submission.created_at))
+            records = []
+            for new in jobs:
+                job = JobRecord.queued(new_id("job"), new, stored)
                 tx.execute(
-                    "INSERT INTO runner_jobs (id, submission_id, namespace, submitter, state,"
-                    " repository, branch, commit_sha, path, payload, created_at)"
-                    " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
-                    [
-                        job_id,
-                        submission.id,
-                        job.namespace,
-                        job.submitter,
-                        job.repository,
-                        job.branch,
-                        job.commit,
-                        job.path,
-                        json.dumps(job.payload),
-                        db_time(submission.created_at),
-                    ],
+                    f"INSERT INTO runner_jobs ({_INSERT_COLUMNS}, payload)"  # noqa: S608
+                    f" VALUES ({', '.join('?' for _ in _FIELDS)}, ?)",
+                    [*_values(job, _FIELDS), json.dumps(new.payload)],
                 )
-            return [_job(self._row(tx, i)) for i in ids]
+                records.append(job)
+            return records
 
-        result: list[JobRecord] = self._run(work)
-        return result
+        return self._run(work)
 
     def get(self, job_id: str) -> JobRecord | None:
         with self._db.transaction(write=False) as tx:
             row = tx.one(
-                f"SELECT {_JOB_COLUMNS} FROM runner_jobs WHERE id = ?",  # noqa: S608
+                f"SELECT {_JOB_COLUMNS} FROM runner_jobs j WHERE j.id = ?",  # noqa: S608
                 [job_id],
             )
         return _job(row) if row is not None else None
@@ -283,104 +365,72 @@ class SqlJobStore:
         where = ""
         params: builtins.list[Any] = []
         if namespaces is not None:
-            where = f" WHERE namespace IN ({', '.join('?' for _ in namespaces)})"
+            where = f" WHERE j.namespace IN ({', '.join('?' for _ in namespaces)})"
             params.extend(sorted(namespaces))
         params.append(max(1, limit))
         with self._db.transaction(write=False) as tx:
             rows = tx.all(
-                f"SELECT {_JOB_COLUMNS} FROM runner_jobs{where}"  # noqa: S608
-                " ORDER BY seq DESC LIMIT ?",
+                f"SELECT {_JOB_COLUMNS} FROM runner_jobs j{where}"  # noqa: S608
+                " ORDER BY j.seq DESC LIMIT ?",
                 params,
             )
         return [_job(r) for r in reversed(rows)]
 
-    # Claiming ----------------------------------------------------------------------
+    # Claims, logs, steps, the resetter (JobEvents handles the rest) ------------------------
 
-    def claim(self, executor: str) -> Lease | None:
-        lease = new_lease()
-        states = ", ".join(f"'{s}'" for s in CLAIMABLE_STATES)
+    def _claim_next(self, decide: Decide) -> Claimed | None:
+        claimable = ", ".join(f"'{s}'" for s in CLAIMABLE_STATES)
 
-        def work(tx: Transaction) -> Lease | None:
-            picked = tx.one(
-                "SELECT j.id, j.namespace FROM runner_jobs j"  # noqa: S608
+        def work(tx: Transaction) -> Claimed | None:
+            # The pick sorts every waiting row, so it carries the id alone.
+            picked = tx.scalar(
+                "SELECT j.id FROM runner_jobs j"  # noqa: S608
                 " LEFT JOIN runner_job_fairness f ON f.namespace = j.namespace"
-                f" WHERE j.state IN ({states})"
-                " ORDER BY COALESCE(f.last_claim, 0), j.seq LIMIT 1" + self._skip_locked(),
+                f" WHERE j.state IN ({claimable})"
+                " ORDER BY COALESCE(f.last_claim, 0), j.seq LIMIT 1" + self._lock(skip_locked=True),
             )
             if picked is None:
                 return None
-            now = self._now()
-            changed = tx.execute(
-                "UPDATE runner_jobs SET state = 'processing', executor = ?, lease_hash = ?,"  # noqa: S608
-                " attempts = attempts + 1, started_at = ?, heartbeat_at = ?, finished_at = NULL"
-                f" WHERE id = ? AND state IN ({states})",
-                [executor, lease_hash(lease), now, now, picked["id"]],
-            )
-            if not changed:
+            move = decide(_stored(self._row(tx, picked)))
+            if not move.changed:
                 return None
+            job = self._write(tx, move)
             tx.execute(
                 "INSERT INTO runner_job_fairness (namespace, last_claim) VALUES"
                 " (?, (SELECT COALESCE(MAX(last_claim), 0) + 1 FROM runner_job_fairness))"
                 " ON CONFLICT (namespace) DO UPDATE SET last_claim = excluded.last_claim",
-                [picked["namespace"]],
+                [job.namespace],
             )
-            row = self._row(tx, picked["id"])
             extra = tx.one(
                 "SELECT j.payload, s.bundle FROM runner_jobs j"
                 " JOIN runner_submissions s ON s.id = j.submission_id WHERE j.id = ?",
-                [picked["id"]],
+                [job.id],
             )
-            assert extra is not None
-            job = _job(row)
-            return Lease(
-                job=job,
-                token=lease,
-                attempt=job.attempts,
-                payload=json.loads(extra["payload"]),
-                bundle=json.loads(extra["bundle"]),
-            )
+            if extra is None:
+                raise not_found(job.id)
+            return job, json.loads(extra["payload"]), json.loads(extra["bundle"])
 
-        result: Lease | None = self._run(work)
-        return result
+        return self._run(work)
 
-    def heartbeat(self, executor: str, leases: Mapping[str, str]) -> HeartbeatAnswer:
-        def work(tx: Transaction) -> HeartbeatAnswer:
-            now = self._now()
-            cancel: list[str] = []
-            lost: list[str] = []
-            for job_id, lease in sorted(leases.items()):
-                changed = tx.execute(
-                    "UPDATE runner_jobs SET heartbeat_at = ?"
-                    " WHERE id = ? AND lease_hash = ? AND state = 'processing'",
-                    [now, job_id, lease_hash(lease)],
-                )
-                if not changed:
-                    lost.append(job_id)
-                    continue
-                if tx.scalar("SELECT cancel_requested FROM runner_jobs WHERE id = ?", [job_id]):
-                    cancel.append(job_id)
-            return HeartbeatAnswer(cancel=tuple(cancel), lost=tuple(lost))
-
-        result: HeartbeatAnswer = self._run(work)
-        return result
-
-    # Executor writes ----------------------------------------------------------------------------
+    def _held(self, tx: Transaction, job_id: str, lease: str) -> JobRecord:
+        stored = _stored(self._row(tx, job_id))
+        states.require_held(stored, lease)
+        return stored.record
 
     def append_logs(self, job_id: str, lease: str, chunks: Sequence[tuple[int, str]]) -> int:
         def work(tx: Transaction) -> int:
-            row = self._held(tx, job_id, lease)
-            now = self._now()
+            job = self._held(tx, job_id, lease)
+            now = db_time(self._now())
             added = 0
             for seq, text in chunks:
                 added += tx.execute(
                     "INSERT INTO runner_job_logs (job_id, attempt, seq, body, created_at)"
                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id, attempt, seq) DO NOTHING",
-                    [job_id, row["attempts"], int(seq), text, now],
+                    [job_id, job.attempts, int(seq), text, now],
                 )
             return added
 
-        result: int = self._run(work)
-        return result
+        return self._run(work)
 
     def logs(self, job_id: str, *, after: int = 0, limit: int = 500) -> builtins.list[LogChunk]:
         with self._db.transaction(write=False) as tx:
@@ -406,12 +456,12 @@ class SqlJobStore:
         self, job_id: str, lease: str, *, step: int, status: str, exit_code: int | None
     ) -> None:
         def work(tx: Transaction) -> None:
-            row = self._held(tx, job_id, lease)
+            job = self._held(tx, job_id, lease)
             tx.execute(
                 "INSERT INTO runner_job_steps (job_id, attempt, step, status, exit_code, at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, attempt, step) DO UPDATE"
                 " SET status = excluded.status, exit_code = excluded.exit_code, at = excluded.at",
-                [job_id, row["attempts"], step, status, exit_code, self._now()],
+                [job_id, job.attempts, step, status, exit_code, db_time(self._now())],
             )
 
         self._run(work)
@@ -433,121 +483,20 @@ class SqlJobStore:
             for r in rows
         ]
 
-    def _repeat_or_lost(self, row: Mapping[str, Any], job_id: str, lease: str, state: str) -> bool:
-        """True when this exact end was already written under this lease (a retried call)."""
-        if row["lease_hash"] != lease_hash(lease):
-            raise lease_lost(job_id)
-        if row["state"] == "processing":
-            return False
-        if row["state"] == state:
-            return True
-        raise lease_lost(job_id)
-
-    def complete(self, job_id: str, lease: str, result: Mapping[str, Any]) -> JobRecord:
-        def work(tx: Transaction) -> JobRecord:
-            row = self._row(tx, job_id)
-            if not self._repeat_or_lost(row, job_id, lease, "completed"):
-                tx.execute(
-                    "UPDATE runner_jobs SET state = 'completed', result = ?, error = NULL,"
-                    " finished_at = ? WHERE id = ? AND lease_hash = ? AND state = 'processing'",
-                    [json.dumps(result), self._now(), job_id, lease_hash(lease)],
-                )
-            return _job(self._row(tx, job_id))
-
-        record: JobRecord = self._run(work)
-        return record
-
-    def fail(
-        self, job_id: str, lease: str, *, state: FailState, error: str, max_attempts: int
-    ) -> JobRecord:
-        def work(tx: Transaction) -> JobRecord:
-            row = self._row(tx, job_id)
-            final: str = state
-            message = error
-            if state == "errored" and int(row["attempts"]) >= max_attempts:
-                final = "failed"
-                message = gave_up(error, int(row["attempts"]))
-            if row["state"] == "failed" and state == "errored":
-                final = "failed"  # a retried report after giving up
-            if not self._repeat_or_lost(row, job_id, lease, final):
-                finished = None if final == "errored" else self._now()
-                tx.execute(
-                    "UPDATE runner_jobs SET state = ?, error = ?, finished_at = ?"
-                    " WHERE id = ? AND lease_hash = ? AND state = 'processing'",
-                    [final, message, finished, job_id, lease_hash(lease)],
-                )
-            return _job(self._row(tx, job_id))
-
-        record: JobRecord = self._run(work)
-        return record
-
-    def request_cancel(self, job_id: str) -> JobRecord:
-        states = ", ".join(f"'{s}'" for s in CLAIMABLE_STATES)
-
-        def work(tx: Transaction) -> JobRecord:
-            self._row(tx, job_id)
-            now = self._now()
-            tx.execute(
-                "UPDATE runner_jobs SET state = 'canceled', finished_at = ?,"  # noqa: S608
-                " error = 'canceled before an executor claimed it'"
-                f" WHERE id = ? AND state IN ({states})",
-                [now, job_id],
-            )
-            tx.execute(
-                "UPDATE runner_jobs SET cancel_requested = 1 WHERE id = ? AND state = 'processing'",
-                [job_id],
-            )
-            return _job(self._row(tx, job_id))
-
-        record: JobRecord = self._run(work)
-        return record
-
     def reset_stalled(self, *, stall_limit_s: float, max_resets: int) -> builtins.list[JobRecord]:
         def work(tx: Transaction) -> builtins.list[JobRecord]:
-            now = self._clock()
-            threshold = db_time(now - timedelta(seconds=stall_limit_s))
+            now = self._now()
+            # The same test as states.stalled, in SQL so the index finds the rows.
             rows = tx.all(
-                "SELECT j.id, j.executor, j.resets, j.cancel_requested, j.lease_hash"  # noqa: S608
-                " FROM runner_jobs j WHERE j.state = 'processing' AND j.heartbeat_at < ?"
-                " ORDER BY j.seq" + self._skip_locked(),
-                [threshold],
+                f"SELECT {_JOB_COLUMNS} FROM runner_jobs j"  # noqa: S608
+                " WHERE j.state = 'processing' AND j.heartbeat_at < ?"
+                " ORDER BY j.seq" + self._lock(skip_locked=True),
+                [db_time(now - timedelta(seconds=stall_limit_s))],
             )
-            changed: list[str] = []
-            for row in rows:
-                guard = [row["id"], row["lease_hash"]]
-                if row["cancel_requested"]:
-                    done = tx.execute(
-                        "UPDATE runner_jobs SET state = 'canceled', finished_at = ?, error = ?"
-                        " WHERE id = ? AND lease_hash = ? AND state = 'processing'",
-                        [
-                            db_time(now),
-                            f"canceled; {stalled_message(row['executor'], stall_limit_s)}",
-                            *guard,
-                        ],
-                    )
-                elif int(row["resets"]) >= max_resets:
-                    done = tx.execute(
-                        "UPDATE runner_jobs SET state = 'failed', finished_at = ?, error = ?"
-                        " WHERE id = ? AND lease_hash = ? AND state = 'processing'",
-                        [
-                            db_time(now),
-                            too_many_resets(row["executor"], stall_limit_s, int(row["resets"])),
-                            *guard,
-                        ],
-                    )
-                else:
-                    done = tx.execute(
-                        "UPDATE runner_jobs SET state = 'queued', resets = resets + 1,"
-                        " lease_hash = NULL, executor = NULL, heartbeat_at = NULL, error = ?"
-                        " WHERE id = ? AND lease_hash = ? AND state = 'processing'",
-                        [
-                            f"{stalled_message(row['executor'], stall_limit_s)}; requeued",
-                            *guard,
-                        ],
-                    )
-                if done:
-                    changed.append(row["id"])
-            return [_job(self._row(tx, i)) for i in changed]
+            moves = [
+                states.stall(_stored(r), limit_s=stall_limit_s, max_resets=max_resets, now=now)
+                for r in rows
+            ]
+            return [self._write(tx, m) for m in moves if m.changed]
 
-        result: builtins.list[JobRecord] = self._run(work)
-        return result
+        return self._run(work)

@@ -3,7 +3,7 @@
 A token belongs to a user (acting with that user's permissions) or to an
 executor (claiming and running jobs). ``TokenStore`` is the seam;
 ``SqlTokenStore`` keeps tokens next to the jobs, and
-``runner.queue.fake.MemoryTokenStore`` in memory.
+``runner.testing.queue.MemoryTokenStore`` in memory.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import builtins
 import hashlib
 import hmac
 import secrets as _random
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal, Protocol
 
-from runner.db import BusyError, Database, Transaction, db_time, parse_db_time, utcnow
-from runner.errors import CoordinatorError, UsageError
+from runner.clock import SYSTEM_CLOCK, Clock
+from runner.db import Database, Transaction, db_time, parse_db_time
+from runner.errors import BusyError, TokenNotFoundError, UsageError
 from runner.namespaces import check_principal_name
 from runner.queue import schema
 from runner.secrets.models import rfc3339
@@ -27,16 +27,6 @@ TokenKind = Literal["user", "executor"]
 TOKEN_PREFIX: Final = "rnr_"  # noqa: S105 (a marker, not a credential)
 # A token in use is stamped at most this often: every heartbeat would otherwise write.
 LAST_USED_GRANULARITY = timedelta(seconds=30)
-
-Clock = Callable[[], datetime]
-
-
-class NotAuthenticatedError(CoordinatorError):
-    """No token, an unknown one, or a revoked one."""
-
-
-class TokenNotFoundError(CoordinatorError):
-    pass
 
 
 def new_token() -> str:
@@ -129,7 +119,7 @@ def _record(row: dict[str, Any]) -> TokenRecord:
 
 
 class SqlTokenStore:
-    def __init__(self, db: Database, *, clock: Clock = utcnow) -> None:
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._db = db
         self._clock = clock
         db.migrate(schema.MIGRATIONS)
@@ -138,7 +128,8 @@ class SqlTokenStore:
         check_kind(kind)
         check_principal_name(owner, f"{kind} name")
         token = new_token()
-        record = TokenRecord(id=new_token_id(), kind=kind, owner=owner, created_at=self._clock())
+        now = self._clock.now()
+        record = TokenRecord(id=new_token_id(), kind=kind, owner=owner, created_at=now)
 
         def work(tx: Transaction) -> None:
             tx.execute(
@@ -164,7 +155,7 @@ class SqlTokenStore:
             if row is None or not hmac.compare_digest(row["token_hash"], wanted):
                 return None
             record = _record(row)
-            now = self._clock()
+            now = self._clock.now()
             last = record.last_used_at
             if last is None or now - last >= LAST_USED_GRANULARITY:
                 tx.execute(
@@ -185,7 +176,7 @@ class SqlTokenStore:
         def work(tx: Transaction) -> TokenRecord:
             tx.execute(
                 "UPDATE runner_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                [db_time(self._clock()), token_id],
+                [db_time(self._clock.now()), token_id],
             )
             row = tx.one("SELECT * FROM runner_tokens WHERE id = ?", [token_id])
             if row is None:

@@ -2,12 +2,27 @@
 
 A reader who can undo an encoding has the secret, so each value is registered
 as itself and as each encoding a step, a library or our own renderers are
-likely to apply: base64 (standard and URL-safe, at every byte alignment,
-wrapped the way ``base64`` and ``openssl`` wrap), URL encoding, JSON, HTML and
-XML escaping, Python ``repr``, hex, and each line of a multi-line value.
+likely to apply. Two kinds of starting text:
+
+- the value, its LF and CRLF spellings, each of its lines, and what a shell or
+  a parser makes of it (one pair of surrounding quotes dropped, backslash
+  escapes read) get every encoding: base64 (standard and URL-safe, at every
+  byte alignment, wrapped the way ``base64`` and ``openssl`` wrap), URL
+  encoding, JSON, HTML and XML escaping, Python ``repr``, hex, and quoting;
+- other spellings of a multi-line value (CR line ends, lines without their
+  surrounding blanks, the words joined by single spaces as an unquoted
+  ``echo $VALUE`` prints them) get the escapes of text only: JSON, ``repr``
+  and quoting.
+
+Quoting is the value inside the quoted text of a common syntax: a single
+quote doubled (YAML, SQL, PowerShell), a double quote doubled (CSV),
+backslash escapes (C, JSON, JavaScript, Python, shell double quotes,
+``printf %q``), the shell's ``'\\''``, PowerShell's backtick. A quoted form is
+JSON-escaped once more too, as a JSON log of a shell command would show it.
 
 A form shorter than ``MIN_FORM_CHARS`` is dropped: it would turn up in
-ordinary text and redact it.
+ordinary text and redact it. Short lines of a multi-line value are caught
+next to the value's other lines instead (``runner.redact.short_lines``).
 """
 
 from __future__ import annotations
@@ -32,6 +47,32 @@ _B64_WRAP_WIDTHS = (64, 76)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _UPPER_PERCENT = re.compile(r"%[0-9A-F]{2}")
 _JSON_U_ESCAPE = re.compile(r"\\u[0-9a-f]{4}")
+# Blanks around a line, as a printer may add or drop them (no line breaks).
+LINE_BLANKS = " \t\v\f"
+_BLANKS = LINE_BLANKS + "\r\n"
+_C_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_READ_ESCAPE = re.compile(r"\\([\\'\"nrt])")
+_READ_AS = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+# How the quoted text of each syntax spells the characters it escapes.
+_QUOTINGS: tuple[dict[int, str], ...] = tuple(
+    str.maketrans(pairs)
+    for pairs in (
+        {"'": "''"},  # YAML, SQL and PowerShell single quotes
+        {'"': '""'},  # CSV, SQL identifiers, PowerShell and VB double quotes
+        {"'": "'\\''"},  # POSIX shell: close, escaped quote, reopen (bash -x, ${V@Q})
+        {"'": "'\"'\"'"},  # the same with a double-quoted quote (Python's shlex.quote)
+        {'"': '\\"'},  # a bare backslash before the quote (command lines, docker -e)
+        {"'": "\\'"},
+        {**_C_ESCAPES, '"': '\\"'},  # C, Go, Java, JavaScript double quotes
+        {**_C_ESCAPES, "'": "\\'"},  # JavaScript, PHP, Python single quotes; bash $'...'
+        {**_C_ESCAPES, "'": "\\'", '"': '\\"'},
+        {"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"},  # shell double quotes (declare -p)
+        {"`": "``", '"': '`"', "$": "`$"},  # PowerShell double quotes
+        {c: "\\" + c for c in " !\"$&'()*,;<>?[\\]^`{|}"},  # bash printf %q
+    )
+)
 
 
 def base64_forms(raw: bytes) -> set[bytes]:
@@ -102,15 +143,65 @@ def repr_forms(text: str) -> set[str]:
     return {repr(text)[1:-1], ascii(text)[1:-1]}
 
 
-def _texts(value: str) -> set[str]:
-    """The value, its other line-ending spelling, and each of its lines."""
-    texts = {value}
+def quoted_forms(text: str) -> set[str]:
+    """The text inside the quotes of each common syntax, where that changes it."""
+    return {text.translate(table) for table in _QUOTINGS} - {text}
+
+
+def split_lines(value: str) -> list[str]:
+    """The lines of ``value``, whatever ends them (LF, CRLF or CR)."""
+    return _LINE_BREAK.split(value)
+
+
+def _read_as_shell_would(value: str) -> set[str]:
+    """The value after a shell or parser has read it: quotes dropped, escapes read."""
+    texts: set[str] = set()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        texts.add(value[1:-1])
+    if "\\" in value:
+        texts.add(_READ_ESCAPE.sub(lambda m: _READ_AS.get(m.group(1), m.group(1)), value))
+    # Shorter than a value may be, it would match ordinary text.
+    return {t for t in texts if len(t) >= MIN_VALUE_CHARS}
+
+
+def _texts(value: str) -> tuple[set[str], set[str]]:
+    """(texts to encode every way, texts to escape only), as described above."""
+    full = {value} | _read_as_shell_would(value)
+    plain: set[str] = set()
     if "\n" in value or "\r" in value:
-        lf = value.replace("\r\n", "\n")
-        texts.add(lf)
-        texts.add(lf.replace("\n", "\r\n"))
-        texts.update(_LINE_BREAK.split(value))
-    return texts
+        lines = split_lines(value)
+        full.add("\n".join(lines))
+        full.add("\r\n".join(lines))
+        full.update(lines)
+        bare = [line.strip(LINE_BLANKS) for line in lines]
+        plain.add("\r".join(lines))
+        plain.update(bare)
+        plain.add("\n".join(bare))
+        plain.add("\r\n".join(bare))
+        plain.add(" ".join(value.split()))
+    return full, plain - full
+
+
+def _unpadded(text: str) -> str:
+    """The text without blanks around it, if it is still long enough to match.
+
+    The blanks carry nothing secret; matched without them, the line ends
+    around a printed value stay in place.
+    """
+    bare = text.strip(_BLANKS)
+    return bare if len(bare) >= MIN_FORM_CHARS else text
+
+
+def _escaped(text: str) -> set[str]:
+    plain = _unpadded(text)
+    found = json_forms(text) | repr_forms(text) | quoted_forms(plain)
+    # A JSON renderer escapes again what a library, `repr` or a quoting already escaped.
+    for once in set(found):
+        found |= json_forms(once)
+    # An escape that changed nothing is the padded text itself: not a form.
+    found.discard(text)
+    found.add(plain)
+    return found
 
 
 def _encode(text: str) -> bytes:
@@ -119,25 +210,23 @@ def _encode(text: str) -> bytes:
 
 def forms_of(value: str) -> set[bytes]:
     """Every registered form of ``value``, as UTF-8 bytes, each long enough to match."""
+    full, plain = _texts(value)
     found: set[str] = set()
     found_bytes: set[bytes] = set()
-    for text in _texts(value):
+    for text in full:
         if len(text) < MIN_FORM_CHARS:
             continue
-        escaped: set[str] = {text}
-        escaped |= json_forms(text)
-        escaped |= repr_forms(text)
-        escaped |= markup_forms(text)
-        escaped |= url_forms(text)
-        found |= escaped
-        # A JSON renderer escapes again what a library or `repr` already escaped.
-        for once in json_forms(text) | repr_forms(text):
-            found |= json_forms(once)
+        found |= _escaped(text)
+        found |= markup_forms(_unpadded(text))
+        found |= url_forms(text)
         raw = _encode(text)
         found_bytes |= base64_forms(raw)
         hexed = binascii.hexlify(raw)
         found_bytes.add(hexed)
         found_bytes.add(hexed.upper())
+    for text in plain:
+        if len(text) >= MIN_FORM_CHARS:
+            found |= _escaped(text)
     return _long_enough(found, found_bytes)
 
 

@@ -6,6 +6,12 @@ from typing import Protocol
 
 
 class StreamRedacting(Protocol):
+    """Redacts output that arrives in chunks (``StreamRedactor`` provides it).
+
+    ``feed`` returns what is safe to pass on so far, holding back only what
+    could be the start of a secret; ``flush`` returns the rest at the end.
+    """
+
     def feed(self, chunk: bytes) -> bytes: ...
 
     def flush(self) -> bytes: ...

@@ -13,135 +13,108 @@ The rules, in one place so the coordinator and the CLI agree:
 * **use** a secret in a job: only a secret owned by the job's namespace or
   ``global`` (``visible_namespaces``): a user's secrets never reach an org's job.
 
-Every refusal raises ``PermissionDeniedError`` and writes a ``denied`` audit
-event. The local CLI holds the key and acts with full rights; it does not
-consult this module.
+Users, orgs and membership come from the ``UserDirectory``. Every refusal
+raises ``PermissionDeniedError`` and writes a ``denied`` audit event. The
+local CLI holds the key and acts with full rights; it does not consult this
+module.
+
+Namespaces arrive parsed (``Namespace``) from the front doors; the checks
+made on stored records (a job's namespace, a secret's) also take the
+canonical text stored with them.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from typing import Protocol
 
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.errors import PermissionDeniedError
 from runner.namespaces import Namespace, parse_namespace, visible_namespaces
 from runner.secrets.models import AuditEvent, SecretMeta
-from runner.secrets.store import SecretStore
+from runner.secrets.store import secret_event
+from runner.users.directory import UserDirectory
+
+
+class AuditLog(Protocol):
+    """Where refusals go on record: the secret store's audit log."""
+
+    def record(self, event: AuditEvent) -> None: ...
 
 
 class AccessPolicy:
-    def __init__(self, store: SecretStore) -> None:
-        self._store = store
+    def __init__(
+        self,
+        users: UserDirectory,
+        audit: AuditLog,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._users = users
+        self._audit = audit
+        self._clock = clock
 
-    def _member(self, user: str, org: str) -> bool:
-        return org in self._store.orgs_of(user)
-
-    def can_manage(self, actor: str, namespace: str | Namespace) -> bool:
+    def can_run_in(self, actor: str, namespace: Namespace | str) -> bool:
         ns = parse_namespace(namespace)
-        if self._store.is_admin(actor):
-            return True
         if ns.kind == "user":
-            return ns.name == actor and self._store.get_user(actor) is not None
+            return ns.name == actor and self._users.get_user(actor) is not None
         if ns.kind == "org":
-            return self._member(actor, ns.name)
+            return ns.name in self._users.orgs_of(actor)
         return False
 
-    def can_view(self, actor: str, namespace: str | Namespace) -> bool:
+    def can_manage(self, actor: str, namespace: Namespace | str) -> bool:
+        # Where one may run jobs, one manages their secrets; admins manage everywhere.
+        return self._users.is_admin(actor) or self.can_run_in(actor, namespace)
+
+    def can_view(self, actor: str, namespace: Namespace | str) -> bool:
         ns = parse_namespace(namespace)
         return ns.is_global or self.can_manage(actor, ns)
 
-    def can_run_in(self, actor: str, namespace: str | Namespace) -> bool:
-        ns = parse_namespace(namespace)
-        if ns.kind == "user":
-            return ns.name == actor and self._store.get_user(actor) is not None
-        if ns.kind == "org":
-            return self._member(actor, ns.name)
-        return False
-
     @staticmethod
-    def can_use(job_namespace: str | Namespace, secret: SecretMeta) -> bool:
+    def can_use(job_namespace: Namespace | str, secret: SecretMeta) -> bool:
         owners = {str(ns) for ns in visible_namespaces(job_namespace)}
         return secret.namespace in owners
 
-    def _deny(
-        self,
-        *,
-        actor: str,
-        message: str,
-        hint: str,
-        namespace: str | None,
-        name: str | None = None,
-        scope: str | None = None,
-        secret: SecretMeta | None = None,
-        job: str | None = None,
-        step: int | None = None,
-    ) -> PermissionDeniedError:
-        self._store.record(
-            AuditEvent(
-                event="denied",
-                at=datetime.now(UTC),
-                actor=actor,
-                secret_id=secret.id if secret else None,
-                name=secret.name if secret else name,
-                namespace=secret.namespace if secret else namespace,
-                scope=secret.scope if secret else scope,
-                version=secret.version if secret else None,
-                job=job,
-                step=step,
-                detail=message,
-            )
-        )
-        return PermissionDeniedError(message, hint=hint)
+    def _deny(self, event: AuditEvent, *, hint: str) -> PermissionDeniedError:
+        """Put the refusal on record; its ``detail`` is the error's message."""
+        self._audit.record(event)
+        return PermissionDeniedError(event.detail or "permission denied", hint=hint)
+
+    def _refusal(self, actor: str, ns: Namespace, message: str) -> AuditEvent:
+        at = self._clock.now()
+        return AuditEvent(event="denied", at=at, actor=actor, namespace=str(ns), detail=message)
 
     def check_manage(
-        self,
-        actor: str,
-        namespace: str | Namespace,
-        *,
-        name: str | None = None,
-        scope: str | None = None,
+        self, actor: str, ns: Namespace, *, name: str | None = None, scope: str | None = None
     ) -> None:
-        ns = parse_namespace(namespace)
-        if not self.can_manage(actor, ns):
-            who = "an admin" if ns.is_global else f"{ns.name} or an admin"
-            if ns.kind == "org":
-                who = f"a member of {ns.name} or an admin"
-            raise self._deny(
-                actor=actor,
-                message=f"{actor} may not change secrets in {ns}",
-                hint=f"ask {who} to do it",
-                namespace=str(ns),
-                name=name,
-                scope=scope,
-            )
+        if self.can_manage(actor, ns):
+            return
+        who = {"global": "an admin", "org": f"a member of {ns.name} or an admin"}.get(
+            ns.kind, f"{ns.name} or an admin"
+        )
+        event = self._refusal(actor, ns, f"{actor} may not change secrets in {ns}")
+        raise self._deny(replace(event, name=name, scope=scope), hint=f"ask {who} to do it")
 
-    def check_view(self, actor: str, namespace: str | Namespace) -> None:
-        ns = parse_namespace(namespace)
-        if not self.can_view(actor, ns):
-            raise self._deny(
-                actor=actor,
-                message=f"{actor} may not list secrets in {ns}",
-                hint="list your own namespace, an org you belong to, or --global",
-                namespace=str(ns),
-            )
+    def check_view(self, actor: str, ns: Namespace) -> None:
+        if self.can_view(actor, ns):
+            return
+        event = self._refusal(actor, ns, f"{actor} may not list secrets in {ns}")
+        raise self._deny(event, hint="list your own namespace, an org you belong to, or --global")
 
-    def check_run_in(self, actor: str, namespace: str | Namespace) -> None:
+    def check_run_in(self, actor: str, namespace: Namespace | str) -> None:
         ns = parse_namespace(namespace)
-        if not self.can_run_in(actor, ns):
-            hint = (
-                "jobs run in a user or org namespace, never in global"
-                if ns.is_global
-                else f"run it in user:{actor} or in an org you belong to"
-            )
-            raise self._deny(
-                actor=actor,
-                message=f"{actor} may not run jobs in {ns}",
-                hint=hint,
-                namespace=str(ns),
-            )
+        if self.can_run_in(actor, ns):
+            return
+        hint = (
+            "jobs run in a user or org namespace, never in global"
+            if ns.is_global
+            else f"run it in user:{actor} or in an org you belong to"
+        )
+        raise self._deny(self._refusal(actor, ns, f"{actor} may not run jobs in {ns}"), hint=hint)
 
     def check_use(
         self,
-        job_namespace: str | Namespace,
+        job_namespace: Namespace | str,
         secret: SecretMeta,
         *,
         actor: str,
@@ -149,13 +122,10 @@ class AccessPolicy:
         step: int | None = None,
     ) -> None:
         ns = parse_namespace(job_namespace)
-        if not self.can_use(ns, secret):
-            raise self._deny(
-                actor=actor,
-                message=f"a job in {ns} may not use secret {secret.describe()}",
-                hint=f"set the secret in {ns} or globally",
-                namespace=str(ns),
-                secret=secret,
-                job=job,
-                step=step,
-            )
+        if self.can_use(ns, secret):
+            return
+        message = f"a job in {ns} may not use secret {secret.describe()}"
+        event = secret_event(
+            "denied", secret, actor=actor, at=self._clock.now(), job=job, step=step
+        )
+        raise self._deny(replace(event, detail=message), hint=f"set the secret in {ns} or globally")

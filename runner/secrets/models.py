@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
-
-from runner.errors import SecretError
 
 AuditEventName = Literal[
     "created", "updated", "deleted", "accessed", "denied", "key_rotated", "cache_invalidated"
@@ -20,10 +19,6 @@ AUDIT_EVENTS: Final[tuple[str, ...]] = (
     "key_rotated",
     "cache_invalidated",
 )
-
-
-class StaleSecretError(SecretError):
-    """A version was asked for that is no longer current (the secret changed or was removed)."""
 
 
 def rfc3339(moment: datetime) -> str:
@@ -50,6 +45,22 @@ class SecretMeta:
         """How messages name it: ``GITHUB_TOKEN in user:alice`` (plus a non-default scope)."""
         scope = "" if self.scope == "batches" else f" (scope {self.scope})"
         return f"{self.name} in {self.namespace}{scope}"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SecretMeta:
+        """The metadata ``to_json`` wrote; a database row with the same names reads alike."""
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            namespace=data["namespace"],
+            scope=data["scope"],
+            version=int(data["version"]),
+            created_at=datetime.fromisoformat(data["created_at"]),
+            created_by=data["created_by"],
+            updated_at=datetime.fromisoformat(data["updated_at"]),
+            updated_by=data["updated_by"],
+            overrides_global=bool(data.get("overrides_global", False)),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +98,24 @@ class AuditEvent:
     count: int | None = None
     detail: str | None = None
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditEvent:
+        """The event ``to_json`` wrote; a database row with the same names reads alike."""
+        return cls(
+            event=data["event"],
+            at=datetime.fromisoformat(data["at"]),
+            actor=data["actor"],
+            secret_id=data.get("secret_id"),
+            name=data.get("name"),
+            namespace=data.get("namespace"),
+            scope=data.get("scope"),
+            version=data.get("version"),
+            job=data.get("job"),
+            step=data.get("step"),
+            count=data.get("count"),
+            detail=data.get("detail"),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "event": self.event,
@@ -101,34 +130,4 @@ class AuditEvent:
             "step": self.step,
             "count": self.count,
             "detail": self.detail,
-        }
-
-
-@dataclass(frozen=True, kw_only=True)
-class UserRecord:
-    name: str
-    admin: bool
-    created_at: datetime
-    orgs: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "admin": self.admin,
-            "created_at": rfc3339(self.created_at),
-            "orgs": list(self.orgs),
-        }
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrgRecord:
-    name: str
-    created_at: datetime
-    members: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "created_at": rfc3339(self.created_at),
-            "members": list(self.members),
         }

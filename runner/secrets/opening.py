@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from runner.clock import SYSTEM_CLOCK, Clock
 from runner.config import Settings
-from runner.db import Database, connect, utcnow
+from runner.db import Database, connect
 from runner.errors import MasterKeyError
 from runner.log import get_logger
 from runner.secrets import schema
@@ -27,7 +28,7 @@ from runner.secrets.crypto import (
     new_master_key,
     write_key_file,
 )
-from runner.secrets.store import Clock, RotationReport, SqlSecretStore
+from runner.secrets.store import RotationReport, SqlSecretStore
 
 _log = get_logger("runner.secrets")
 
@@ -69,7 +70,7 @@ def _keyring(path: Path, *, may_create: bool, db: Database) -> Keyring:
     return keyring
 
 
-def open_store(settings: Settings, *, clock: Clock = utcnow) -> SqlSecretStore:
+def open_store(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> SqlSecretStore:
     """The secret store of these settings, with its schema applied and its keys checked."""
     if settings.master_key_file is None or settings.database_url is None:
         _ensure_home(settings.home)

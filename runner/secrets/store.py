@@ -1,7 +1,7 @@
 """The secret store: layered by namespace, encrypted, versioned, audited.
 
 ``SecretStore`` is the seam; ``SqlSecretStore`` keeps everything in SQLite or
-PostgreSQL through ``runner.db``, and ``runner.secrets.fake.FakeSecretStore``
+PostgreSQL through ``runner.db``, and ``runner.testing.FakeSecretStore``
 keeps it in memory with the same behaviour.
 
 Rules every implementation keeps:
@@ -20,22 +20,24 @@ from __future__ import annotations
 
 import builtins
 import secrets as _random
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
-from runner.db import (
+from runner.clock import SYSTEM_CLOCK, Clock
+from runner.db import Database, Transaction, db_time
+from runner.errors import (
     BusyError,
-    Database,
+    DecryptionError,
     IntegrityError,
-    Transaction,
-    db_time,
-    parse_db_time,
-    utcnow,
+    MasterKeyError,
+    SecretError,
+    SecretNotFoundError,
+    StaleSecretError,
 )
-from runner.errors import DecryptionError, MasterKeyError, SecretError, SecretNotFoundError
-from runner.namespaces import GLOBAL, Namespace, check_principal_name, parse_namespace
+from runner.namespaces import GLOBAL, Namespace, parse_namespace, visible_namespaces
 from runner.secrets import schema
 from runner.secrets.crypto import (
     Binding,
@@ -50,106 +52,11 @@ from runner.secrets.crypto import (
     seal,
     unseal,
 )
-from runner.secrets.models import (
-    AUDIT_EVENTS,
-    AuditEvent,
-    OrgRecord,
-    SecretMeta,
-    StaleSecretError,
-    UserRecord,
-)
+from runner.secrets.models import AUDIT_EVENTS, AuditEvent, SecretMeta
 from runner.secrets.names import DEFAULT_SCOPE, check_scope, check_value, normalize_name
 from runner.secrets.value import Secret
 
-Clock = Callable[[], datetime]
-
-
-class SecretStore(Protocol):
-    """What the CLI, the env resolver and the coordinator need from a secret store."""
-
-    def set(
-        self,
-        name: str,
-        namespace: str | Namespace,
-        value: Secret,
-        *,
-        scope: str = DEFAULT_SCOPE,
-        actor: str,
-    ) -> tuple[SecretMeta, bool]:
-        """Create or update; returns the new version's metadata and whether it was created."""
-        ...
-
-    def remove(
-        self, name: str, namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE, actor: str
-    ) -> SecretMeta: ...
-
-    def get(
-        self, name: str, namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE
-    ) -> SecretMeta | None:
-        """The secret owned by exactly ``namespace``, if any."""
-        ...
-
-    def list(
-        self,
-        *,
-        namespace: str | Namespace | None = None,
-        scope: str | None = None,
-        visible_from: str | Namespace | None = None,
-    ) -> builtins.list[SecretMeta]:
-        """Every live secret; or one namespace's; or what a job in ``visible_from`` resolves."""
-        ...
-
-    def resolve(
-        self, name: str, from_namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE
-    ) -> SecretMeta | None:
-        """Metadata of what ``name`` resolves to for a job in ``from_namespace``. No audit."""
-        ...
-
-    def reveal(
-        self,
-        secret: SecretMeta | str,
-        *,
-        version: int,
-        actor: str,
-        run_id: str | None = None,
-        step: int | None = None,
-    ) -> Secret:
-        """Decrypt ``version`` (which must be current) and record one ``accessed`` event."""
-        ...
-
-    def log(
-        self, name: str | None = None, *, namespace: str | Namespace | None = None
-    ) -> builtins.list[AuditEvent]: ...
-
-    def record(self, event: AuditEvent) -> None:
-        """Append an event written by another component (``cache_invalidated``, ``denied``)."""
-        ...
-
-    def add_user(self, name: str, *, admin: bool = False) -> bool:
-        """True when created; an existing user is kept (and made admin if asked)."""
-        ...
-
-    def add_org(self, name: str) -> bool: ...
-
-    def add_member(self, org: str, user: str) -> bool:
-        """True when added; creates a missing org or user record."""
-        ...
-
-    def remove_member(self, org: str, user: str) -> bool: ...
-
-    def is_admin(self, user: str) -> bool: ...
-
-    def get_user(self, name: str) -> UserRecord | None: ...
-
-    def get_org(self, name: str) -> OrgRecord | None: ...
-
-    def users(self) -> builtins.list[UserRecord]: ...
-
-    def orgs(self) -> builtins.list[OrgRecord]: ...
-
-    def org_members(self, org: str) -> builtins.list[str]: ...
-
-    def orgs_of(self, user: str) -> builtins.list[str]: ...
+T = TypeVar("T")
 
 
 # Shared by every implementation -----------------------------------------------
@@ -172,6 +79,55 @@ def secret_key(name: str, namespace: str | Namespace, scope: str) -> SecretKey:
     return SecretKey(normalize_name(name), str(parse_namespace(namespace)), check_scope(scope))
 
 
+@dataclass(frozen=True, kw_only=True)
+class Access:
+    """One ``reveal``: which version, who asks, and for which job and step."""
+
+    secret_id: str
+    version: int
+    actor: str
+    job: str | None = None
+    step: int | None = None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What ``list`` was asked for, checked: the owners and scope to keep, whose view."""
+
+    owners: tuple[str, ...] | None
+    scope: str | None
+    viewer: Namespace | None
+
+    def pick(self, rows: Sequence[SecretMeta]) -> builtins.list[SecretMeta]:
+        """Of the matching rows, sorted by name, namespace and scope, those to answer."""
+        if self.viewer is None:
+            return builtins.list(rows)
+        # A job sees its own namespace's secret where one hides a global of the same name.
+        own = {(m.name, m.scope) for m in rows if m.namespace == str(self.viewer)}
+        picked = [
+            m
+            for m in rows
+            if m.namespace == str(self.viewer)
+            or (m.namespace == str(GLOBAL) and (m.name, m.scope) not in own)
+        ]
+        return sorted(picked, key=lambda m: (m.name, m.scope))
+
+
+def listing(
+    namespace: str | Namespace | None, scope: str | None, visible_from: str | Namespace | None
+) -> Listing:
+    if namespace is not None and visible_from is not None:
+        raise ValueError("give namespace or visible_from, not both")
+    chosen = check_scope(scope) if scope is not None else None
+    viewer = parse_namespace(visible_from) if visible_from is not None else None
+    owners: tuple[str, ...] | None = None
+    if namespace is not None:
+        owners = (str(parse_namespace(namespace)),)
+    elif viewer is not None:
+        owners = tuple(str(ns) for ns in visible_namespaces(viewer))
+    return Listing(owners, chosen, viewer)
+
+
 def new_secret_id() -> str:
     return f"sec_{_random.token_hex(12)}"
 
@@ -180,6 +136,13 @@ def not_found(key: SecretKey) -> SecretNotFoundError:
     return SecretNotFoundError(
         f"no secret {key.describe()}",
         hint=f"see `runner secret list --namespace {key.namespace}`",
+    )
+
+
+def unknown_id(secret_id: str) -> SecretNotFoundError:
+    return SecretNotFoundError(
+        f"no secret with id {secret_id}",
+        hint="resolve the secret by name again; it may have been removed",
     )
 
 
@@ -213,21 +176,153 @@ def key_not_loaded(key_id: str, source: object) -> MasterKeyError:
     )
 
 
+def accessed(meta: SecretMeta, access: Access, at: datetime) -> AuditEvent:
+    return secret_event(
+        "accessed", meta, actor=access.actor, at=at, job=access.job, step=access.step
+    )
+
+
+def secret_event(
+    event: str,
+    meta: SecretMeta,
+    *,
+    actor: str,
+    at: datetime,
+    job: str | None = None,
+    step: int | None = None,
+) -> AuditEvent:
+    """An audit event about one version of one secret."""
+    return AuditEvent(
+        event=event,
+        at=at,
+        actor=actor,
+        secret_id=meta.id,
+        name=meta.name,
+        namespace=meta.namespace,
+        scope=meta.scope,
+        version=meta.version,
+        job=job,
+        step=step,
+    )
+
+
+# The seam ---------------------------------------------------------------------
+
+
+class SecretStore(ABC):
+    """What the CLI, the env resolver and the coordinator need from a secret store.
+
+    The public methods check their arguments here, once, for every
+    implementation; an implementation keeps and finds rows through the
+    underscored methods, which take checked values.
+    """
+
+    def set(
+        self,
+        name: str,
+        namespace: str | Namespace,
+        value: Secret,
+        *,
+        scope: str = DEFAULT_SCOPE,
+        actor: str,
+    ) -> tuple[SecretMeta, bool]:
+        """Create or update; returns the new version's metadata and whether it was created."""
+        key = secret_key(name, namespace, scope)
+        check_value(value)
+        return self._put(key, value, actor)
+
+    def remove(
+        self, name: str, namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE, actor: str
+    ) -> SecretMeta:
+        return self._delete(secret_key(name, namespace, scope), actor)
+
+    def get(
+        self, name: str, namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE
+    ) -> SecretMeta | None:
+        """The secret owned by exactly ``namespace``, if any."""
+        return self._find(secret_key(name, namespace, scope))
+
+    def list(
+        self,
+        *,
+        namespace: str | Namespace | None = None,
+        scope: str | None = None,
+        visible_from: str | Namespace | None = None,
+    ) -> builtins.list[SecretMeta]:
+        """Every live secret; or one namespace's; or what a job in ``visible_from`` resolves."""
+        asked = listing(namespace, scope, visible_from)
+        return asked.pick(self._select(asked))
+
+    def resolve(
+        self, name: str, from_namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE
+    ) -> SecretMeta | None:
+        """Metadata of what ``name`` resolves to for a job in ``from_namespace``. No audit."""
+        for owner in visible_namespaces(from_namespace):
+            found = self.get(name, owner, scope=scope)
+            if found is not None:
+                return found
+        return None
+
+    def reveal(
+        self,
+        secret: SecretMeta | str,
+        *,
+        version: int,
+        actor: str,
+        run_id: str | None = None,
+        step: int | None = None,
+    ) -> Secret:
+        """Decrypt ``version`` (which must be current) and record one ``accessed`` event."""
+        secret_id = secret.id if isinstance(secret, SecretMeta) else secret
+        return self._open(
+            Access(secret_id=secret_id, version=version, actor=actor, job=run_id, step=step)
+        )
+
+    def log(
+        self, name: str | None = None, *, namespace: str | Namespace | None = None
+    ) -> builtins.list[AuditEvent]:
+        """The audit log, oldest first: all of it, or one name's, or one namespace's."""
+        return self._events(
+            normalize_name(name) if name is not None else None,
+            str(parse_namespace(namespace)) if namespace is not None else None,
+        )
+
+    def record(self, event: AuditEvent) -> None:
+        """Append an event written by another component (``cache_invalidated``, ``denied``)."""
+        check_event(event)
+        self._append(event)
+
+    @abstractmethod
+    def _put(self, key: SecretKey, value: Secret, actor: str) -> tuple[SecretMeta, bool]:
+        """Write a new version (version 1 of a new secret when none is live)."""
+
+    @abstractmethod
+    def _delete(self, key: SecretKey, actor: str) -> SecretMeta:
+        """Remove the live secret, destroying its values; ``not_found`` when there is none."""
+
+    @abstractmethod
+    def _find(self, key: SecretKey) -> SecretMeta | None: ...
+
+    @abstractmethod
+    def _select(self, asked: Listing) -> builtins.list[SecretMeta]:
+        """Live secrets of ``asked.owners`` and ``asked.scope``, by name, namespace, scope."""
+
+    @abstractmethod
+    def _open(self, access: Access) -> Secret:
+        """The value of a current version, with its ``accessed`` event written."""
+
+    @abstractmethod
+    def _events(self, name: str | None, namespace: str | None) -> builtins.list[AuditEvent]:
+        """Audit events, oldest first; None matches every name or namespace."""
+
+    @abstractmethod
+    def _append(self, event: AuditEvent) -> None:
+        """Append a checked event."""
+
+
 def check_event(event: AuditEvent) -> None:
     if event.event not in AUDIT_EVENTS:
         raise ValueError(f"unknown audit event {event.event!r}")
-
-
-def pick_visible(rows: Sequence[SecretMeta], visible_from: Namespace) -> builtins.list[SecretMeta]:
-    """Of the rows owned by ``visible_from`` and global, those a job there resolves."""
-    own = {(m.name, m.scope) for m in rows if m.namespace == str(visible_from)}
-    picked = [
-        m
-        for m in rows
-        if m.namespace == str(visible_from)
-        or (m.namespace == str(GLOBAL) and (m.name, m.scope) not in own)
-    ]
-    return sorted(picked, key=lambda m: (m.name, m.scope))
 
 
 @dataclass(frozen=True)
@@ -242,7 +337,7 @@ class RotationReport:
 _KEYS_LOCK = "runner:master-keys"
 
 _META_COLUMNS = """
-    s.id, s.name, s.namespace, s.scope, s.current_version, s.created_at, s.created_by,
+    s.id, s.name, s.namespace, s.scope, s.current_version AS version, s.created_at, s.created_by,
     s.updated_at, s.updated_by, s.deleted_at,
     CASE WHEN s.namespace <> 'global' AND EXISTS (
         SELECT 1 FROM secrets g
@@ -252,50 +347,25 @@ _META_COLUMNS = """
 """
 
 
-def _meta(row: dict[str, Any]) -> SecretMeta:
-    return SecretMeta(
-        id=row["id"],
-        name=row["name"],
-        namespace=row["namespace"],
-        scope=row["scope"],
-        version=int(row["current_version"]),
-        created_at=parse_db_time(row["created_at"]),
-        created_by=row["created_by"],
-        updated_at=parse_db_time(row["updated_at"]),
-        updated_by=row["updated_by"],
-        overrides_global=bool(row["overrides_global"]),
-    )
-
-
-def _event(row: dict[str, Any]) -> AuditEvent:
-    return AuditEvent(
-        event=row["event"],
-        at=parse_db_time(row["at"]),
-        actor=row["actor"],
-        secret_id=row["secret_id"],
-        name=row["name"],
-        namespace=row["namespace"],
-        scope=row["scope"],
-        version=row["version"],
-        job=row["job"],
-        step=row["step"],
-        count=row["item_count"],
-        detail=row["detail"],
-    )
+# The audit log's columns under the names of ``AuditEvent.to_json``.
+_EVENT_COLUMNS = """
+    at, event, actor, secret_id, name, namespace, scope, version, job, step,
+    item_count AS count, detail
+"""
 
 
 def _secret_lock(key: SecretKey) -> str:
     return f"runner:secret:{key.namespace}:{key.scope}:{key.name}"
 
 
-class SqlSecretStore:
+class SqlSecretStore(SecretStore):
     """The secret store on a ``runner.db.Database``; safe for concurrent processes.
 
     Opening it applies the schema and refuses a store whose rows name a master
     key the keyring lacks.
     """
 
-    def __init__(self, db: Database, keyring: Keyring, *, clock: Clock = utcnow) -> None:
+    def __init__(self, db: Database, keyring: Keyring, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._db = db
         self.keyring = keyring
         self._clock = clock
@@ -316,10 +386,10 @@ class SqlSecretStore:
         self.close()
 
     def _now(self) -> str:
-        return db_time(self._clock())
+        return db_time(self._clock.now())
 
-    def _run(self, work: Callable[[Transaction], Any], *, write: bool = True) -> Any:
-        return self._db.run(work, write=write, retry_on=(BusyError, IntegrityError))
+    def _run(self, work: Callable[[Transaction], T]) -> T:
+        return self._db.run(work, retry_on=(BusyError, IntegrityError))
 
     # Keys -----------------------------------------------------------------------
 
@@ -467,14 +537,14 @@ class SqlSecretStore:
                 AuditEvent(
                     event="key_rotated",
                     actor=actor,
-                    at=self._clock(),
+                    at=self._clock.now(),
                     count=len(rows),
                     detail=detail,
                 ),
             )
             return RotationReport(new.key_id, tuple(old_ids), len(rows))
 
-        report: RotationReport = self._run(work)
+        report = self._run(work)
         self.keyring = keyring
         return report
 
@@ -488,7 +558,6 @@ class SqlSecretStore:
         )
 
     def _audit(self, tx: Transaction, event: AuditEvent) -> None:
-        check_event(event)
         tx.execute(
             "INSERT INTO secret_audit (at, event, actor, secret_id, name, namespace, scope,"
             " version, job, step, item_count, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -516,22 +585,11 @@ class SqlSecretStore:
             [now, secret_id, below],
         )
 
-    def set(
-        self,
-        name: str,
-        namespace: str | Namespace,
-        value: Secret,
-        *,
-        scope: str = DEFAULT_SCOPE,
-        actor: str,
-    ) -> tuple[SecretMeta, bool]:
-        key = secret_key(name, namespace, scope)
-        check_value(value)
-
+    def _put(self, key: SecretKey, value: Secret, actor: str) -> tuple[SecretMeta, bool]:
         def work(tx: Transaction) -> tuple[SecretMeta, bool]:
             master = self._wrapping_key(tx)
             tx.lock(_secret_lock(key))
-            moment = self._clock()
+            moment = self._clock.now()
             now = db_time(moment)
             row = self._live_row(tx, key)
             created = row is None
@@ -546,7 +604,7 @@ class SqlSecretStore:
                 )
             else:
                 secret_id = row["id"]
-                version = int(row["current_version"]) + 1
+                version = int(row["version"]) + 1
                 tx.execute(
                     "UPDATE secrets SET current_version = ?, updated_at = ?, updated_by = ?"
                     " WHERE id = ?",
@@ -569,132 +627,67 @@ class SqlSecretStore:
                     sealed.ciphertext,
                 ],
             )
-            self._audit(
-                tx,
-                AuditEvent(
-                    event="created" if created else "updated",
-                    at=moment,
-                    actor=actor,
-                    secret_id=secret_id,
-                    name=key.name,
-                    namespace=key.namespace,
-                    scope=key.scope,
-                    version=version,
-                ),
-            )
             fresh = self._live_row(tx, key)
             assert fresh is not None
-            return _meta(fresh), created
+            meta = SecretMeta.from_json(fresh)
+            event = "created" if created else "updated"
+            self._audit(tx, secret_event(event, meta, actor=actor, at=moment))
+            return meta, created
 
-        result: tuple[SecretMeta, bool] = self._run(work)
-        return result
+        return self._run(work)
 
-    def remove(
-        self, name: str, namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE, actor: str
-    ) -> SecretMeta:
-        key = secret_key(name, namespace, scope)
-
+    def _delete(self, key: SecretKey, actor: str) -> SecretMeta:
         def work(tx: Transaction) -> SecretMeta:
             tx.lock(_secret_lock(key))
             row = self._live_row(tx, key)
             if row is None:
                 raise not_found(key)
-            moment = self._clock()
+            moment = self._clock.now()
             now = db_time(moment)
-            meta = _meta(row)
+            meta = SecretMeta.from_json(row)
             tx.execute(
                 "UPDATE secrets SET deleted_at = ?, deleted_by = ? WHERE id = ?",
                 [now, actor, meta.id],
             )
             self._destroy_versions(tx, meta.id, meta.version + 1, now)
-            self._audit(
-                tx,
-                AuditEvent(
-                    event="deleted",
-                    at=moment,
-                    actor=actor,
-                    secret_id=meta.id,
-                    name=meta.name,
-                    namespace=meta.namespace,
-                    scope=meta.scope,
-                    version=meta.version,
-                ),
-            )
+            self._audit(tx, secret_event("deleted", meta, actor=actor, at=moment))
             return meta
 
-        result: SecretMeta = self._run(work)
-        return result
+        return self._run(work)
 
-    def get(
-        self, name: str, namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE
-    ) -> SecretMeta | None:
-        key = secret_key(name, namespace, scope)
+    def _find(self, key: SecretKey) -> SecretMeta | None:
         with self._db.transaction(write=False) as tx:
             row = self._live_row(tx, key)
-        return None if row is None else _meta(row)
+        return None if row is None else SecretMeta.from_json(row)
 
-    def list(
-        self,
-        *,
-        namespace: str | Namespace | None = None,
-        scope: str | None = None,
-        visible_from: str | Namespace | None = None,
-    ) -> builtins.list[SecretMeta]:
-        if namespace is not None and visible_from is not None:
-            raise ValueError("give namespace or visible_from, not both")
+    def _select(self, asked: Listing) -> builtins.list[SecretMeta]:
         where = ["s.deleted_at IS NULL"]
         params: builtins.list[Any] = []
-        if scope is not None:
+        if asked.scope is not None:
             where.append("s.scope = ?")
-            params.append(check_scope(scope))
-        viewer = parse_namespace(visible_from) if visible_from is not None else None
-        if namespace is not None:
-            where.append("s.namespace = ?")
-            params.append(str(parse_namespace(namespace)))
-        elif viewer is not None:
-            where.append("s.namespace IN (?, ?)")
-            params.extend([str(viewer), str(GLOBAL)])
+            params.append(asked.scope)
+        if asked.owners is not None:
+            where.append(f"s.namespace IN ({', '.join('?' for _ in asked.owners)})")
+            params.extend(asked.owners)
         with self._db.transaction(write=False) as tx:
             rows = tx.all(
                 f"SELECT {_META_COLUMNS} FROM secrets s WHERE {' AND '.join(where)}"  # noqa: S608
                 " ORDER BY s.name, s.namespace, s.scope",
                 params,
             )
-        metas = [_meta(r) for r in rows]
-        return pick_visible(metas, viewer) if viewer is not None else metas
+        return [SecretMeta.from_json(r) for r in rows]
 
-    def resolve(
-        self, name: str, from_namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE
-    ) -> SecretMeta | None:
-        viewer = parse_namespace(from_namespace)
-        for owner in [viewer] if viewer.is_global else [viewer, GLOBAL]:
-            found = self.get(name, owner, scope=scope)
-            if found is not None:
-                return found
-        return None
-
-    def reveal(
-        self,
-        secret: SecretMeta | str,
-        *,
-        version: int,
-        actor: str,
-        run_id: str | None = None,
-        step: int | None = None,
-    ) -> Secret:
-        secret_id = secret.id if isinstance(secret, SecretMeta) else secret
+    def _open(self, access: Access) -> Secret:
+        version = access.version
 
         def work(tx: Transaction) -> Secret:
             row = tx.one(
                 f"SELECT {_META_COLUMNS} FROM secrets s WHERE s.id = ?",  # noqa: S608
-                [secret_id],
+                [access.secret_id],
             )
             if row is None:
-                raise SecretNotFoundError(
-                    f"no secret with id {secret_id}",
-                    hint="resolve the secret by name again; it may have been removed",
-                )
-            meta = _meta(row)
+                raise unknown_id(access.secret_id)
+            meta = SecretMeta.from_json(row)
             key = SecretKey(meta.name, meta.namespace, meta.scope)
             tx.lock(_secret_lock(key), shared=True)
             if row["deleted_at"] is not None or meta.version != version:
@@ -716,184 +709,25 @@ class SqlSecretStore:
                 raise key_not_loaded(exc.key_id, self.keyring.source) from None
             except Undecryptable:
                 raise undecryptable(meta, version) from None
-            self._audit(
-                tx,
-                AuditEvent(
-                    event="accessed",
-                    at=self._clock(),
-                    actor=actor,
-                    secret_id=meta.id,
-                    name=meta.name,
-                    namespace=meta.namespace,
-                    scope=meta.scope,
-                    version=version,
-                    job=run_id,
-                    step=step,
-                ),
-            )
+            self._audit(tx, accessed(meta, access, self._clock.now()))
             return value
 
-        result: Secret = self._run(work)
-        return result
+        return self._run(work)
 
-    def log(
-        self, name: str | None = None, *, namespace: str | Namespace | None = None
-    ) -> builtins.list[AuditEvent]:
+    def _events(self, name: str | None, namespace: str | None) -> builtins.list[AuditEvent]:
         where: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        if name is not None:
-            where.append("name = ?")
-            params.append(normalize_name(name))
-        if namespace is not None:
-            where.append("namespace = ?")
-            params.append(str(parse_namespace(namespace)))
+        params: builtins.list[str] = []
+        for column, value in (("name", name), ("namespace", namespace)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         with self._db.transaction(write=False) as tx:
-            rows = tx.all(f"SELECT * FROM secret_audit{clause} ORDER BY id", params)  # noqa: S608
-        return [_event(r) for r in rows]
-
-    def record(self, event: AuditEvent) -> None:
-        def work(tx: Transaction) -> None:
-            self._audit(tx, event)
-
-        self._run(work)
-
-    # Users and orgs -----------------------------------------------------------------
-
-    def add_user(self, name: str, *, admin: bool = False) -> bool:
-        check_principal_name(name, "user name")
-
-        def work(tx: Transaction) -> bool:
-            created = tx.execute(
-                "INSERT INTO runner_users (name, admin, created_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (name) DO NOTHING",
-                [name, 1 if admin else 0, self._now()],
-            )
-            if not created and admin:
-                tx.execute("UPDATE runner_users SET admin = 1 WHERE name = ?", [name])
-            return created > 0
-
-        result: bool = self._run(work)
-        return result
-
-    def add_org(self, name: str) -> bool:
-        check_principal_name(name, "org name")
-
-        def work(tx: Transaction) -> bool:
-            return (
-                tx.execute(
-                    "INSERT INTO runner_orgs (name, created_at) VALUES (?, ?)"
-                    " ON CONFLICT (name) DO NOTHING",
-                    [name, self._now()],
-                )
-                > 0
-            )
-
-        result: bool = self._run(work)
-        return result
-
-    def add_member(self, org: str, user: str) -> bool:
-        check_principal_name(org, "org name")
-        check_principal_name(user, "user name")
-
-        def work(tx: Transaction) -> bool:
-            now = self._now()
-            tx.execute(
-                "INSERT INTO runner_orgs (name, created_at) VALUES (?, ?)"
-                " ON CONFLICT (name) DO NOTHING",
-                [org, now],
-            )
-            tx.execute(
-                "INSERT INTO runner_users (name, admin, created_at) VALUES (?, 0, ?)"
-                " ON CONFLICT (name) DO NOTHING",
-                [user, now],
-            )
-            return (
-                tx.execute(
-                    "INSERT INTO runner_org_members (org_name, user_name, added_at)"
-                    " VALUES (?, ?, ?) ON CONFLICT (org_name, user_name) DO NOTHING",
-                    [org, user, now],
-                )
-                > 0
-            )
-
-        result: bool = self._run(work)
-        return result
-
-    def remove_member(self, org: str, user: str) -> bool:
-        def work(tx: Transaction) -> bool:
-            return (
-                tx.execute(
-                    "DELETE FROM runner_org_members WHERE org_name = ? AND user_name = ?",
-                    [org, user],
-                )
-                > 0
-            )
-
-        result: bool = self._run(work)
-        return result
-
-    def is_admin(self, user: str) -> bool:
-        record = self.get_user(user)
-        return record is not None and record.admin
-
-    def get_user(self, name: str) -> UserRecord | None:
-        return next((u for u in self._users(name) if u.name == name), None)
-
-    def users(self) -> builtins.list[UserRecord]:
-        return self._users(None)
-
-    def _users(self, only: str | None) -> builtins.list[UserRecord]:
-        clause = " WHERE u.name = ?" if only is not None else ""
-        with self._db.transaction(write=False) as tx:
             rows = tx.all(
-                "SELECT u.name, u.admin, u.created_at, m.org_name FROM runner_users u"  # noqa: S608
-                f" LEFT JOIN runner_org_members m ON m.user_name = u.name{clause}"
-                " ORDER BY u.name, m.org_name",
-                [only] if only is not None else [],
+                f"SELECT {_EVENT_COLUMNS} FROM secret_audit{clause} ORDER BY id",  # noqa: S608
+                params,
             )
-        records: dict[str, UserRecord] = {}
-        for row in rows:
-            known = records.get(row["name"])
-            orgs = (*known.orgs, row["org_name"]) if known else (row["org_name"],)
-            records[row["name"]] = UserRecord(
-                name=row["name"],
-                admin=bool(row["admin"]),
-                created_at=parse_db_time(row["created_at"]),
-                orgs=tuple(o for o in orgs if o is not None),
-            )
-        return builtins.list(records.values())
+        return [AuditEvent.from_json(r) for r in rows]
 
-    def get_org(self, name: str) -> OrgRecord | None:
-        return next((o for o in self._orgs(name) if o.name == name), None)
-
-    def orgs(self) -> builtins.list[OrgRecord]:
-        return self._orgs(None)
-
-    def _orgs(self, only: str | None) -> builtins.list[OrgRecord]:
-        clause = " WHERE o.name = ?" if only is not None else ""
-        with self._db.transaction(write=False) as tx:
-            rows = tx.all(
-                "SELECT o.name, o.created_at, m.user_name FROM runner_orgs o"  # noqa: S608
-                f" LEFT JOIN runner_org_members m ON m.org_name = o.name{clause}"
-                " ORDER BY o.name, m.user_name",
-                [only] if only is not None else [],
-            )
-        records: dict[str, OrgRecord] = {}
-        for row in rows:
-            known = records.get(row["name"])
-            members = (*known.members, row["user_name"]) if known else (row["user_name"],)
-            records[row["name"]] = OrgRecord(
-                name=row["name"],
-                created_at=parse_db_time(row["created_at"]),
-                members=tuple(m for m in members if m is not None),
-            )
-        return builtins.list(records.values())
-
-    def org_members(self, org: str) -> builtins.list[str]:
-        record = self.get_org(org)
-        return builtins.list(record.members) if record else []
-
-    def orgs_of(self, user: str) -> builtins.list[str]:
-        record = self.get_user(user)
-        return builtins.list(record.orgs) if record else []
+    def _append(self, event: AuditEvent) -> None:
+        self._run(lambda tx: self._audit(tx, event))

@@ -10,20 +10,28 @@ from runner.spec.validate import validate
 from runner.spec.yamlpos import MAX_BYTES, YamlError, load_yaml
 
 
-def load_spec_text(text: str, path: str) -> BatchSpec:
-    """Validate spec text; ``path`` is only used in messages."""
+def load_spec_text(text: str, path: str, *, mount_root: Path | None = None) -> BatchSpec:
+    """Validate spec text; ``path`` is only used in messages.
+
+    Text has no folder of its own: give ``mount_root`` (for stdin, the current
+    folder) to check `mount` paths against it; without it they are not checked.
+    """
     try:
         root = load_yaml(text, path)
     except YamlError as exc:
         raise SpecError(exc.problems) from None
-    spec, problems = validate(root, path)
+    spec, problems = validate(root, path, mount_root=mount_root)
     if problems or spec is None:
         raise SpecError(problems)
     return spec
 
 
-def load_spec(path: str | Path) -> BatchSpec:
-    """Load and validate the spec at ``path``. Raises ``SpecError`` with every problem."""
+def load_spec(path: str | Path, *, check_mounts: bool = False) -> BatchSpec:
+    """Load and validate the spec at ``path``. Raises ``SpecError`` with every problem.
+
+    ``check_mounts``: also refuse `mount` paths that are missing from the spec's
+    folder or leave it, each at its entry (otherwise the step that mounts refuses).
+    """
     name = str(path)
     try:
         with open(path, "rb") as handle:
@@ -36,6 +44,12 @@ def load_spec(path: str | Path) -> BatchSpec:
         raise SpecError([Problem(name, 1, 1, "is a folder, not a spec file")]) from None
     except OSError as exc:
         raise SpecError([Problem(name, 1, 1, f"cannot read the file: {exc.strerror}")]) from None
+    mount_root = Path(path).resolve().parent if check_mounts else None
+    return load_spec_bytes(data, name, mount_root=mount_root)
+
+
+def load_spec_bytes(data: bytes, name: str, *, mount_root: Path | None = None) -> BatchSpec:
+    """Validate a spec's bytes (a file's, or stdin's): UTF-8, an optional BOM, no NUL."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -50,4 +64,4 @@ def load_spec(path: str | Path) -> BatchSpec:
         raise SpecError(
             [Problem(name, 1, 1, "the file contains a NUL byte; it is not a YAML spec")]
         )
-    return load_spec_text(text, name)
+    return load_spec_text(text, name, mount_root=mount_root)

@@ -1,7 +1,9 @@
 """Validation of a loaded spec: the schema, the rules beyond it, templates.
 
 It walks the positioned YAML once, collects every problem (never stopping at
-the first) and builds the models when there are none.
+the first) and builds the models when there are none. Given the folder that
+`mount` paths are relative to, it also checks each one there
+(runner.spec.mounts); without it, mounts are checked later, where the files are.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Collection, Iterable
+from pathlib import Path
 from typing import Literal, cast
 
-from runner.errors import Problem, TemplateError
+from runner.errors import MountPathError, Problem, TemplateError
 from runner.spec import template as tmpl
+from runner.spec.glob import Glob, GlobError
 from runner.spec.models import (
     BatchSpec,
     ChangesetTemplate,
@@ -31,6 +35,8 @@ from runner.spec.models import (
     TransformGroup,
     WorkspaceConfig,
 )
+from runner.spec.mounts import resolve_mount
+from runner.spec.published import split_rule
 from runner.spec.yamlpos import Pos, YNode
 
 NAME_RE = re.compile(r"^[\w.-]+$", re.ASCII)
@@ -48,9 +54,9 @@ FIXED_FIELDS: dict[str, frozenset[str]] = {
     ),
     "steps": frozenset({"modified_files", "added_files", "deleted_files", "renamed_files", "path"}),
 }
-STEP_ROOTS = frozenset({"repository", "batch_change", "previous_step", "outputs", "steps"})
-OUTPUT_ROOTS = STEP_ROOTS | {"step"}
-CHANGESET_ROOTS = frozenset({"repository", "batch_change", "outputs", "steps"})
+STEP_ROOTS = tmpl.STEP_ROOTS  # Sourcegraph's: `step` too, empty before the step runs
+OUTPUT_ROOTS = tmpl.STEP_ROOTS
+CHANGESET_ROOTS = tmpl.CHANGESET_ROOTS
 RUNTIME_ROOTS = frozenset({"previous_step", "step", "steps", "outputs"})
 
 TOP_KEYS = (
@@ -83,8 +89,9 @@ def _kind_name(node: YNode) -> str:
 
 
 class _Validator:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, mount_root: Path | None) -> None:
         self.path = path
+        self.mount_root = mount_root
         self.problems: list[Problem] = []
 
     # -- reporting ---------------------------------------------------------
@@ -147,7 +154,24 @@ class _Validator:
             return []
         return cast(list[YNode], node.value)
 
+    def glob(self, node: YNode, pattern: str, where: str) -> bool:
+        """Whether ``pattern`` compiles as the glob Sourcegraph reads there."""
+        try:
+            Glob(pattern)
+        except GlobError as exc:
+            self.err(node.pos, f"{where}: {pattern!r} is not a valid glob pattern: {exc}")
+            return False
+        return True
+
     # -- templates ---------------------------------------------------------
+    def text(
+        self, node: YNode | None, where: str, roots: frozenset[str], *, allow_empty: bool = True
+    ) -> str | None:
+        """A string that may hold ``${{ }}`` templates, checked against ``roots``."""
+        value = self.string(node, where, allow_empty=allow_empty)
+        self.template(node, value, where, roots)
+        return value
+
     def template(
         self, node: YNode | None, text: str | None, where: str, roots: frozenset[str]
     ) -> None:
@@ -201,9 +225,14 @@ def _offset_pos(node: YNode, text: str, offset: int | None) -> Pos:
     return node.pos
 
 
-def validate(root: YNode | None, path: str) -> tuple[BatchSpec | None, list[Problem]]:
-    """Validate a loaded spec. Returns the model (None if invalid) and all problems."""
-    v = _Validator(path)
+def validate(
+    root: YNode | None, path: str, *, mount_root: Path | None = None
+) -> tuple[BatchSpec | None, list[Problem]]:
+    """Validate a loaded spec. Returns the model (None if invalid) and all problems.
+
+    ``mount_root``: the folder `mount` paths are relative to; None skips the check.
+    """
+    v = _Validator(path, mount_root)
     if root is None:
         v.err(Pos(1, 1), "the spec is empty; it needs at least a `name`")
         return None, v.problems
@@ -315,6 +344,8 @@ def _workspaces(v: _Validator, node: YNode | None) -> Iterable[WorkspaceConfig]:
             keys.get("rootAtLocationOf"), f"{where}.rootAtLocationOf", allow_empty=False
         )
         in_glob = v.string(keys.get("in"), f"{where}.in")
+        if in_glob is not None and not v.glob(keys["in"], in_glob, f"{where}.in"):
+            continue
         only = v.boolean(keys.get("onlyFetchWorkspace"), f"{where}.onlyFetchWorkspace")
         if root:
             yield WorkspaceConfig(root, in_glob, bool(only), item.pos)
@@ -326,8 +357,7 @@ def _steps(v: _Validator, node: YNode | None) -> Iterable[Step]:
         if not v.mapping(item, where, STEP_KEYS, required=("run", "container")):
             continue
         keys = item.value
-        run = v.string(keys.get("run"), f"{where}.run")
-        v.template(keys.get("run"), run, f"{where}.run", STEP_ROOTS)
+        run = v.text(keys.get("run"), f"{where}.run", STEP_ROOTS)
         container = v.string(keys.get("container"), f"{where}.container", allow_empty=False)
         env_form, env = _env(v, keys.get("env"), where)
         files = tuple(_files(v, keys.get("files"), where))
@@ -384,10 +414,9 @@ def _env(v: _Validator, node: YNode | None, where: str) -> tuple[EnvForm, tuple[
         seen[name] = name_pos
         value: str | None = None
         if value_node is not None:
-            value = v.string(value_node, f"{where}.env.{name}")
+            value = v.text(value_node, f"{where}.env.{name}", STEP_ROOTS)
             if value is None:
                 return
-            v.template(value_node, value, f"{where}.env.{name}", STEP_ROOTS)
         entries.append(EnvEntry(name, value, name_pos))
 
     if node.kind == "map":
@@ -424,15 +453,18 @@ def _files(v: _Validator, node: YNode | None, where: str) -> Iterable[FileDef]:
     if not v.mapping(node, f"{where}.files", None):
         return
     for target, key_node, value_node in node.items():
-        content = v.string(value_node, f"{where}.files[{target!r}]")
+        content = v.text(value_node, f"{where}.files[{target!r}]", STEP_ROOTS)
         if not target.startswith("/"):
             v.err(
                 key_node.pos,
                 f"{where}.files: the target {target!r} must be an absolute path in the container",
             )
             continue
+        if "," in target:
+            # Sourcegraph refuses it: src-cli would pass the target inside a `--mount` option.
+            v.err(key_node.pos, f"{where}.files: the target {target!r} must not contain a comma")
+            continue
         if content is not None:
-            v.template(value_node, content, f"{where}.files[{target!r}]", STEP_ROOTS)
             yield FileDef(target, content, key_node.pos)
 
 
@@ -445,7 +477,7 @@ def _outputs(v: _Validator, node: YNode | None, where: str) -> Iterable[OutputDe
         w = f"{where}.outputs.{name}"
         if not v.mapping(item, w, ("value", "format"), required=("value",)):
             continue
-        value = v.string(item.value.get("value"), f"{w}.value")
+        value = v.text(item.value.get("value"), f"{w}.value", OUTPUT_ROOTS)
         fmt: OutputFormat = "text"
         if "format" in item.value:
             raw = item.value["format"].value
@@ -456,7 +488,6 @@ def _outputs(v: _Validator, node: YNode | None, where: str) -> Iterable[OutputDe
             else:
                 fmt = cast(OutputFormat, raw)
         if value is not None:
-            v.template(item.value["value"], value, f"{w}.value", OUTPUT_ROOTS)
             yield OutputDef(name, value, fmt, key_node.pos)
 
 
@@ -471,8 +502,15 @@ def _mounts(v: _Validator, node: YNode | None, where: str) -> Iterable[MountDef]
             if text and "," in text:
                 v.err(item.value[key].pos, f"{w}.{key} must not contain a comma")
                 text = None
-        if path and mountpoint and "," not in path + mountpoint:
-            yield MountDef(path, mountpoint, item.pos)
+        if not path or not mountpoint or "," in path + mountpoint:
+            continue
+        if v.mount_root is not None:
+            try:
+                resolve_mount(v.mount_root, path)
+            except MountPathError as exc:
+                v.err(item.pos, f"{w}: {exc}")
+                continue
+        yield MountDef(path, mountpoint, item.pos)
 
 
 def _transform(v: _Validator, node: YNode | None) -> Iterable[TransformGroup]:
@@ -540,62 +578,14 @@ def _changeset_template(v: _Validator, node: YNode | None) -> ChangesetTemplate 
     keys = node.value
 
     def text(key: str, *, required: bool) -> str | None:
-        value = v.string(keys.get(key), f"{where}.{key}", allow_empty=not required)
-        v.template(keys.get(key), value, f"{where}.{key}", CHANGESET_ROOTS)
-        return value
+        return v.text(keys.get(key), f"{where}.{key}", CHANGESET_ROOTS, allow_empty=not required)
 
     title = text("title", required=True)
     body = text("body", required=False) or ""
     branch = text("branch", required=True)
     fork = v.boolean(keys.get("fork"), f"{where}.fork")
-
-    message: str | None = None
-    author_name: str | None = None
-    author_email: str | None = None
-    commit = keys.get("commit")
-    if commit is not None and v.mapping(
-        commit, f"{where}.commit", ("message", "author"), required=("message",)
-    ):
-        msg_node = commit.value.get("message")
-        message = v.string(msg_node, f"{where}.commit.message", allow_empty=False)
-        v.template(msg_node, message, f"{where}.commit.message", CHANGESET_ROOTS)
-        author = commit.value.get("author")
-        if author is not None and v.mapping(
-            author, f"{where}.commit.author", ("name", "email"), required=("name", "email")
-        ):
-            author_name = v.string(author.value.get("name"), f"{where}.commit.author.name")
-            author_email = v.string(author.value.get("email"), f"{where}.commit.author.email")
-            v.template(
-                author.value.get("name"),
-                author_name,
-                f"{where}.commit.author.name",
-                CHANGESET_ROOTS,
-            )
-            v.template(
-                author.value.get("email"),
-                author_email,
-                f"{where}.commit.author.email",
-                CHANGESET_ROOTS,
-            )
-
-    published: Published | tuple[PublishedRule, ...] = None
-    pub = keys.get("published")
-    if pub is not None and not (pub.kind == "scalar" and pub.value is None):
-        if pub.kind == "seq":
-            rules: list[PublishedRule] = []
-            for i, item in enumerate(pub.value, start=1):
-                w = f"{where}.published[{i}]"
-                if item.kind != "map" or len(item.value) != 1:
-                    v.err(item.pos, f"{w} must be a mapping with one PATTERN: value")
-                    continue
-                ((pattern, _, value_node),) = list(item.items())
-                value = _published_value(v, value_node, w)
-                if value is not None:
-                    rules.append(PublishedRule(pattern, value))
-            published = tuple(rules)
-        else:
-            published = _published_value(v, pub, f"{where}.published")
-
+    message, author_name, author_email = _commit(v, keys.get("commit"), f"{where}.commit")
+    published = _published(v, keys.get("published"), f"{where}.published")
     if title is None or branch is None or message is None:
         return None
     return ChangesetTemplate(
@@ -609,6 +599,46 @@ def _changeset_template(v: _Validator, node: YNode | None) -> ChangesetTemplate 
         published=published,
         pos=node.pos,
     )
+
+
+def _commit(
+    v: _Validator, node: YNode | None, where: str
+) -> tuple[str | None, str | None, str | None]:
+    """The commit's message, author name and author email."""
+    if node is None or not v.mapping(node, where, ("message", "author"), required=("message",)):
+        return None, None, None
+    message = v.text(
+        node.value.get("message"), f"{where}.message", CHANGESET_ROOTS, allow_empty=False
+    )
+    author = node.value.get("author")
+    if author is None or not v.mapping(
+        author, f"{where}.author", ("name", "email"), required=("name", "email")
+    ):
+        return message, None, None
+    name = v.text(author.value.get("name"), f"{where}.author.name", CHANGESET_ROOTS)
+    email = v.text(author.value.get("email"), f"{where}.author.email", CHANGESET_ROOTS)
+    return message, name, email
+
+
+def _published(
+    v: _Validator, node: YNode | None, where: str
+) -> Published | tuple[PublishedRule, ...]:
+    """A single value, or the rules: each ``PATTERN[@BRANCH]: value`` with a valid glob."""
+    if node is None or (node.kind == "scalar" and node.value is None):
+        return None
+    if node.kind != "seq":
+        return _published_value(v, node, where)
+    rules: list[PublishedRule] = []
+    for i, item in enumerate(node.value, start=1):
+        w = f"{where}[{i}]"
+        if item.kind != "map" or len(item.value) != 1:
+            v.err(item.pos, f"{w} must be a mapping with one PATTERN: value")
+            continue
+        ((pattern, key_node, value_node),) = list(item.items())
+        value = _published_value(v, value_node, w)
+        if v.glob(key_node, split_rule(pattern)[0], w) and value is not None:
+            rules.append(PublishedRule(pattern, value))
+    return tuple(rules)
 
 
 def uses_runtime_values(text: str, roots: frozenset[str] = OUTPUT_ROOTS) -> bool:

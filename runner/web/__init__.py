@@ -1,25 +1,27 @@
 """Web pages of the coordinator: executor secrets per namespace, jobs and their logs.
 
 ``mount_web(app, coordinator)`` adds the pages to the coordinator's FastAPI
-app (``runner.queue.api.create_app``). They act through the same
+app (``runner.queue.server.create_app`` calls it). They act through the same
 ``Coordinator`` service as the JSON API and the CLI, so the same permission
 rules apply; see ``docs/web.md``.
 
 - ``session``: server-side sessions (the browser holds a random id, never the token);
 - ``csrf``: the form-post checks;
 - ``render``: templates, log-line rendering, URLs;
-- ``routes``: the pages.
+- ``context``: the viewer, rendering and error pages every page shares;
+- ``deps``: the pages' dependencies (viewer, CSRF, managed namespace) and route class;
+- ``routes``: every page, from ``account``, ``secret_pages`` and ``job_pages``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from fastapi import FastAPI
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from runner.queue.service import Coordinator
-    from runner.web.session import SessionStore
+from runner.queue.service import Coordinator
+from runner.web.context import WebContext
+from runner.web.render import STATIC_DIR, HardenedStaticFiles
+from runner.web.routes import router
+from runner.web.session import SessionStore
 
 
 def mount_web(
@@ -33,21 +35,18 @@ def mount_web(
 
     Mounting twice keeps the first routes and updates their settings.
     """
-    from runner.web.render import STATIC_DIR, HardenedStaticFiles
-    from runner.web.routes import WebPages
-    from runner.web.session import SessionStore
-
     existing = getattr(app.state, "web", None)
-    if isinstance(existing, WebPages):
+    if isinstance(existing, WebContext):
         existing.poll_interval_s = poll_interval_s
         if sessions is not None:
             existing.sessions = sessions
         return
-    pages = WebPages(
-        coordinator, sessions=sessions or SessionStore(), poll_interval_s=poll_interval_s
+    app.state.web = WebContext(
+        coordinator=coordinator,
+        sessions=sessions or SessionStore(),
+        poll_interval_s=poll_interval_s,
     )
-    app.state.web = pages
-    app.include_router(pages.router())
+    app.include_router(router)
     app.mount("/static", HardenedStaticFiles(directory=STATIC_DIR), name="web-static")
 
 

@@ -22,14 +22,10 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from runner.errors import PermissionDeniedError
+from runner.errors import CsrfError
 
 FIELD: Final = "csrf_token"
 SIGN_IN_COOKIE: Final = "runner_sign_in"
-
-
-class CsrfError(PermissionDeniedError):
-    """A form post without a matching CSRF token, or sent from another origin."""
 
 
 def new_token() -> str:

@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import Scope
 
+from runner.namespaces import Namespace, parse_namespace
 from runner.redact import active
 from runner.secrets.names import DEFAULT_SCOPE
 
@@ -76,8 +77,8 @@ def _scope_query(scope: str | None) -> str:
     return "" if not scope or scope == DEFAULT_SCOPE else "?" + urlencode({"scope": scope})
 
 
-def namespace_url(namespace: str) -> str:
-    return "/secrets/" + quote(namespace, safe=":")
+def namespace_url(namespace: str | Namespace) -> str:
+    return "/secrets/" + quote(str(namespace), safe=":")
 
 
 def secret_url(namespace: str, name: str, action: str, scope: str | None = None) -> str:
@@ -88,14 +89,14 @@ def job_url(job_id: str, suffix: str = "") -> str:
     return "/jobs/" + quote(job_id, safe="") + suffix
 
 
-def namespace_title(namespace: str, viewer: str | None = None) -> str:
+def namespace_title(namespace: str | Namespace, viewer: str | None = None) -> str:
     """How page headings name a namespace, after the product's pages."""
-    if namespace == "global":
+    ns = parse_namespace(namespace)
+    if ns.is_global:
         return "Site admin"
-    kind, _, name = namespace.partition(":")
-    if kind == "user" and name == viewer:
+    if ns.kind == "user" and ns.name == viewer:
         return "Your settings"
-    return f"{'Organization' if kind == 'org' else 'User'} {name}"
+    return f"{'Organization' if ns.kind == 'org' else 'User'} {ns.name}"
 
 
 # Job logs --------------------------------------------------------------------------

@@ -1,0 +1,169 @@
+"""A ``ContainerRuntime`` that runs nothing, for unit tests of the step loop.
+
+It records every step it is asked to run and hands each to a handler the test
+supplies. The handler sees the step through a ``FakeStepRun``: it can write
+output, read and change files in the mounts (read-only ones refuse writes),
+read the step's environment, sleep on the runtime's clock (which honours the
+step's timeout and the cancel event), and returns an exit code (or a whole
+``StepExit``), or raises ``ContainerRuntimeError`` to play an engine failure.
+
+Before the handler, the same checks as the real runtime: a missing mount
+source is refused, and a step canceled before it starts does not run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from runner.clock import Clock
+from runner.execute.runtime import (
+    Mount,
+    OutputCallback,
+    OutputStream,
+    StepContainer,
+    StepExit,
+    missing_image,
+)
+from runner.testing.clock import FakeClock
+
+
+class _Killed(Exception):
+    """Ends a handler the way a kill ends a container."""
+
+    def __init__(self, result: StepExit) -> None:
+        super().__init__("the step was killed")
+        self.result = result
+
+
+@dataclass
+class FakeStepRun:
+    """One step as its handler sees it."""
+
+    step: StepContainer
+    cancel: threading.Event
+    _on_output: OutputCallback
+    _clock: Clock
+    _deadline: float
+    stdin: bytes = b""  # a step's stdin is empty, as in the real runtime
+
+    def stdout(self, data: bytes | str) -> None:
+        self.emit("stdout", data)
+
+    def stderr(self, data: bytes | str) -> None:
+        self.emit("stderr", data)
+
+    def emit(self, stream: OutputStream, data: bytes | str) -> None:
+        self._on_output(stream, data.encode() if isinstance(data, str) else data)
+
+    def getenv(self, name: str) -> str | None:
+        """The variable as the step's shell sees it (secrets included)."""
+        if name in self.step.secret_env:
+            return self.step.secret_env[name].reveal()
+        return self.step.env.get(name)
+
+    def host_path(self, container_path: str) -> Path:
+        """Where ``container_path`` (absolute, or relative to the workdir) lives on the host."""
+        mount, path = self._mount_of(container_path)
+        return mount.source.joinpath(*path.relative_to(mount.target).parts)
+
+    def write(self, container_path: str, data: str) -> bool:
+        """Write a file as the step would; False (nothing written) on a read-only mount."""
+        mount, _ = self._mount_of(container_path)
+        if mount.read_only:
+            return False
+        self.host_path(container_path).write_text(data)
+        return True
+
+    def sleep(self, seconds: float) -> None:
+        """Pass time on the runtime's clock; a timeout or cancel kills the step meanwhile."""
+        if self.cancel.is_set():
+            raise _Killed(StepExit.killed(canceled=True))
+        left = self._deadline - self._clock.monotonic()
+        if seconds >= left:
+            self._clock.sleep(max(left, 0.0))
+            raise _Killed(StepExit.killed(timed_out=True))
+        self._clock.sleep(seconds)
+
+    def _mount_of(self, container_path: str) -> tuple[Mount, PurePosixPath]:
+        path = PurePosixPath(self.step.workdir, container_path)
+        # The deepest mount wins, as in a real container.
+        for mount in sorted(self.step.mounts, key=lambda m: len(m.target), reverse=True):
+            target = PurePosixPath(mount.target)
+            if path == target or target in path.parents:
+                return mount, path
+        raise ValueError(f"{container_path} is not under any mount of the step")
+
+
+StepHandler = Callable[[FakeStepRun], int | StepExit]
+
+
+def succeed(run: FakeStepRun) -> int:
+    return 0
+
+
+@dataclass
+class FakeRuntime:
+    """Records steps and plays them with ``handler``; thread-safe like the real one.
+
+    ``images`` maps every name ``image_id`` knows to its ID; any other name is
+    missing. ``leftovers`` are label sets of containers an earlier run left
+    behind, for ``sweep`` to remove. ``clock`` is what ``FakeStepRun.sleep``
+    passes time on (a ``FakeClock`` of its own unless given).
+    """
+
+    handler: StepHandler = succeed
+    images: Mapping[str, str] = field(default_factory=dict)
+    leftovers: list[Mapping[str, str]] = field(default_factory=list)
+    clock: Clock = field(default_factory=FakeClock)
+    steps: list[StepContainer] = field(default_factory=list)
+    image_lookups: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def image_id(self, image: str) -> str:
+        with self._lock:
+            self.image_lookups.append(image)
+        if image in self.images:
+            return self.images[image]
+        if image in self.images.values():
+            return image
+        raise missing_image(image)
+
+    def run_step(
+        self, step: StepContainer, *, on_output: OutputCallback, cancel: threading.Event
+    ) -> StepExit:
+        with self._lock:
+            self.steps.append(step)
+        early = step.before_start(cancel)
+        if early is not None:
+            return early
+        run = FakeStepRun(
+            step=step,
+            cancel=cancel,
+            _on_output=on_output,
+            _clock=self.clock,
+            _deadline=self.clock.monotonic() + step.timeout_s,
+        )
+        try:
+            result = self.handler(run)
+        except _Killed as killed:
+            return killed.result
+        if isinstance(result, StepExit):
+            return result
+        if cancel.is_set():
+            return StepExit.killed(canceled=True)
+        return StepExit(exit_code=result)
+
+    def sweep(self, label_key: str, label_value: str | None = None) -> int:
+        def matches(labels: Mapping[str, str]) -> bool:
+            if label_key not in labels:
+                return False
+            return label_value is None or labels[label_key] == label_value
+
+        with self._lock:
+            keep = [labels for labels in self.leftovers if not matches(labels)]
+            removed = len(self.leftovers) - len(keep)
+            self.leftovers[:] = keep
+        return removed

@@ -1,0 +1,357 @@
+"""One contract for every ``ContainerRuntime``: the fake and Docker run the same cases.
+
+A case writes its step once as a ``Program``: Docker runs it as a shell
+script in ``runner-test/busybox``, the fake plays it through ``FakeStepRun``.
+Both must give the same exit, the same output and the same errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from runner.errors import ExecutionError, ImageNotFoundError
+from runner.execute.docker_runtime import shell_quote
+from runner.execute.runtime import (
+    KILLED_EXIT_CODE,
+    ContainerRuntime,
+    Mount,
+    OutputStream,
+    StepContainer,
+    StepExit,
+)
+from runner.secrets.value import Secret
+from runner.testing import FakeRuntime, FakeStepRun
+from tests.conftest import TEST_IMAGE
+
+LABEL = "runner.test-contract"
+FAKE_IMAGE_ID = "sha256:" + "f" * 64
+
+Act = Callable[[FakeStepRun], int | None]
+
+
+class Program:
+    """A step written once: ``script`` for a shell, ``play`` for the fake."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._acts: list[Act] = []
+
+    def _add(self, line: str, act: Act) -> Program:
+        self._lines.append(line)
+        self._acts.append(act)
+        return self
+
+    @property
+    def script(self) -> str:
+        return "\n".join(self._lines) + "\n"
+
+    def play(self, run: FakeStepRun) -> int:
+        for act in self._acts:
+            code = act(run)
+            if code is not None:
+                return code
+        return 0
+
+    def out(self, text: str) -> Program:
+        return self._add(f"printf %s {shell_quote(text)}", lambda run: run.stdout(text))
+
+    def err(self, text: str) -> Program:
+        return self._add(f"printf %s {shell_quote(text)} >&2", lambda run: run.stderr(text))
+
+    def env(self, name: str) -> Program:
+        return self._add(
+            f'printf "%s\\n" "${{{name}-}}"',
+            lambda run: run.stdout((run.getenv(name) or "") + "\n"),
+        )
+
+    def stdin(self) -> Program:
+        return self._add("cat", lambda run: run.stdout(run.stdin))
+
+    def pwd(self) -> Program:
+        return self._add("pwd", lambda run: run.stdout(run.step.workdir + "\n"))
+
+    def read(self, path: str) -> Program:
+        return self._add(f"cat {path}", lambda run: run.stdout(run.host_path(path).read_text()))
+
+    def write(self, path: str, text: str) -> Program:
+        def act(run: FakeStepRun) -> None:
+            if not run.write(path, text):
+                run.stderr(f"refused {path}\n")
+
+        line = f"{{ printf %s {shell_quote(text)} > {path}; }} 2>/dev/null || echo 'refused {path}' >&2"
+        return self._add(line, act)
+
+    def sleep(self, seconds: int) -> Program:
+        return self._add(f"sleep {seconds}", lambda run: run.sleep(seconds))
+
+    def exit(self, code: int) -> Program:
+        return self._add(f"exit {code}", lambda run: code)
+
+
+class Output:
+    """What a step printed, per stream; ``on_chunk`` may react to it (say, cancel)."""
+
+    def __init__(self, on_chunk: Callable[[OutputStream, bytes], None] | None = None) -> None:
+        self.chunks: list[tuple[OutputStream, bytes]] = []
+        self._on_chunk = on_chunk
+
+    def __call__(self, stream: OutputStream, data: bytes) -> None:
+        self.chunks.append((stream, data))
+        if self._on_chunk is not None:
+            self._on_chunk(stream, data)
+
+    def text(self, stream: OutputStream) -> str:
+        return b"".join(d for s, d in self.chunks if s == stream).decode()
+
+
+@dataclass
+class Engine:
+    """One runtime under contract, with what a case needs to drive it."""
+
+    kind: str
+    runtime: ContainerRuntime
+    image: str  # the ID of TEST_IMAGE on this runtime
+    # Make a container an earlier run left behind (running, or created only).
+    leftover: Callable[[dict[str, str], bool], None]
+    labels: dict[str, str] = field(default_factory=lambda: {LABEL: uuid.uuid4().hex})
+    programs: dict[str, Program] = field(default_factory=dict)
+
+    def step(self, program: Program, **fields: Any) -> StepContainer:
+        self.programs[program.script] = program
+        fields.setdefault("workdir", "/work")
+        return StepContainer(image=self.image, script=program.script, labels=self.labels, **fields)
+
+    def run(
+        self,
+        program: Program,
+        out: Output | None = None,
+        cancel: threading.Event | None = None,
+        **fields: Any,
+    ) -> tuple[StepExit, Output]:
+        out = out or Output()
+        result = self.runtime.run_step(
+            self.step(program, **fields), on_output=out, cancel=cancel or threading.Event()
+        )
+        return result, out
+
+
+def _fake_engine() -> Engine:
+    programs: dict[str, Program] = {}
+    runtime = FakeRuntime(
+        handler=lambda run: programs[run.step.script].play(run),
+        images={TEST_IMAGE: FAKE_IMAGE_ID},
+    )
+    return Engine(
+        kind="fake",
+        runtime=runtime,
+        image=FAKE_IMAGE_ID,
+        leftover=lambda labels, running: runtime.leftovers.append(labels),
+        programs=programs,
+    )
+
+
+@contextlib.contextmanager
+def _docker_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    import docker
+
+    from runner.execute.docker_runtime import DockerRuntime
+
+    client = cast(docker.DockerClient, request.getfixturevalue("docker_client"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    made: list[str] = []
+
+    def leftover(labels: dict[str, str], running: bool) -> None:
+        created = client.api.create_container(image, command=["sleep", "60"], labels=labels)
+        made.append(created["Id"])
+        if running:
+            client.api.start(created["Id"])
+
+    image = str(client.images.get(TEST_IMAGE).id)
+    engine = Engine(
+        kind="docker",
+        runtime=DockerRuntime(client.api, scratch_dir=scratch),
+        image=image,
+        leftover=leftover,
+    )
+    try:
+        yield engine
+    finally:
+        for container_id in made:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(container_id, force=True)
+        # Every case leaves no step container behind, whatever happened in it.
+        label = f"{LABEL}={engine.labels[LABEL]}"
+        left = client.api.containers(all=True, filters={"label": label})
+        for container in left:
+            client.api.remove_container(container["Id"], force=True)
+        assert left == []
+
+
+@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "fake":
+        yield _fake_engine()
+        return
+    with _docker_engine(request, tmp_path) as docker_engine:
+        yield docker_engine
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    path = tmp_path / "ws"
+    path.mkdir()
+    return path
+
+
+def _ws(workspace: Path) -> list[Mount]:
+    return [Mount(source=workspace, target="/work", read_only=False)]
+
+
+# Images ------------------------------------------------------------------------------------
+
+
+def test_image_id_of_a_present_image(engine: Engine) -> None:
+    assert engine.image.startswith("sha256:")
+    assert engine.runtime.image_id(TEST_IMAGE) == engine.image
+    assert engine.runtime.image_id(engine.image) == engine.image
+
+
+def test_a_missing_image_is_named_and_fails_fast(engine: Engine) -> None:
+    name = f"runner-test/missing-{uuid.uuid4().hex[:8]}:latest"
+    started = time.monotonic()
+    with pytest.raises(ImageNotFoundError, match=name):
+        engine.runtime.image_id(name)
+    assert time.monotonic() - started < 30
+    with pytest.raises(ImageNotFoundError, match="sha256:0000"):
+        engine.runtime.image_id("sha256:" + "0" * 64)
+
+
+# Exit codes and output ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [0, 1, 42])
+def test_the_exit_code_is_the_steps(engine: Engine, code: int) -> None:
+    result, _ = engine.run(Program().out("ran\n").exit(code))
+    assert result == StepExit(exit_code=code)
+    assert result.succeeded == (code == 0)
+
+
+def test_stdout_and_stderr_arrive_apart(engine: Engine) -> None:
+    program = Program().out("first\n").err("warn\n").out("second\n").err("done\n")
+    result, out = engine.run(program)
+    assert result == StepExit(exit_code=0)
+    assert out.text("stdout") == "first\nsecond\n"
+    assert out.text("stderr") == "warn\ndone\n"
+
+
+def test_env_and_workdir_reach_the_step(engine: Engine, workspace: Path) -> None:
+    (workspace / "sub" / "dir").mkdir(parents=True)
+    program = Program().env("PLAIN").env("SPACED").env("UNSET").pwd()
+    result, out = engine.run(
+        program,
+        workdir="/work/sub/dir",
+        mounts=_ws(workspace),
+        env={"PLAIN": "value", "SPACED": "a b  c"},
+    )
+    assert result.succeeded
+    assert out.text("stdout") == "value\na b  c\n\n/work/sub/dir\n"
+
+
+def test_secrets_arrive_as_env_and_the_steps_stdin_is_empty(engine: Engine) -> None:
+    # The payload that carries the secrets is read before the script starts:
+    # the script itself reads nothing from stdin, and does not hang on it.
+    secrets = {"TOKEN": "tok-" + uuid.uuid4().hex, "QUOTED": 'it\'s "quoted" $HOME'}
+    program = Program().env("TOKEN").env("QUOTED").stdin().out("end\n")
+    result, out = engine.run(
+        program, secret_env={name: Secret(value) for name, value in secrets.items()}
+    )
+    assert result.succeeded
+    assert out.text("stdout") == f"{secrets['TOKEN']}\n{secrets['QUOTED']}\nend\n"
+
+
+# Mounts -----------------------------------------------------------------------------------------
+
+
+def test_mounts_are_read_only_unless_said(engine: Engine, workspace: Path, tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "config.yml").write_text("key: 1\n")
+    program = (
+        Program()
+        .read("/etc/runner/config.yml")
+        .write("/etc/runner/config.yml", "changed")
+        .write("/work/ok.txt", "made")
+    )
+    mounts = [*_ws(workspace), Mount(source=files / "config.yml", target="/etc/runner/config.yml")]
+    result, out = engine.run(program, mounts=mounts)
+    assert result.succeeded
+    assert out.text("stdout") == "key: 1\n"
+    assert out.text("stderr") == "refused /etc/runner/config.yml\n"
+    assert (files / "config.yml").read_text() == "key: 1\n"
+    assert (workspace / "ok.txt").read_text() == "made"
+
+
+def test_a_missing_mount_source_is_refused_by_name(engine: Engine, tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(ExecutionError, match="nope") as info:
+        engine.run(Program().out("never\n"), mounts=[Mount(source=missing, target="/x")])
+    assert type(info.value) is ExecutionError
+    assert info.value.hint
+
+
+# Timeout and cancel ------------------------------------------------------------------------------
+
+
+def test_a_step_over_its_timeout_is_killed(engine: Engine) -> None:
+    started = time.monotonic()
+    result, out = engine.run(Program().out("start\n").sleep(60).out("never\n"), timeout_s=1)
+    assert result.timed_out
+    assert not result.succeeded
+    assert result.exit_code == KILLED_EXIT_CODE
+    assert out.text("stdout") == "start\n"
+    assert time.monotonic() - started < 10
+
+
+def test_cancel_kills_a_running_step(engine: Engine) -> None:
+    cancel = threading.Event()
+    out = Output(on_chunk=lambda stream, data: cancel.set())
+    started = time.monotonic()
+    result, _ = engine.run(Program().out("ready\n").sleep(60).out("never\n"), out, cancel)
+    assert result.canceled
+    assert not result.succeeded
+    assert out.text("stdout") == "ready\n"
+    assert time.monotonic() - started < 10
+
+
+def test_a_step_canceled_before_it_starts_does_not_run(engine: Engine) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    result, out = engine.run(Program().out("ran\n"), cancel=cancel)
+    assert result.canceled
+    assert not result.succeeded
+    assert out.chunks == []
+
+
+# Sweeping -----------------------------------------------------------------------------------------
+
+
+def test_sweep_removes_exactly_the_leftovers_carrying_the_label(engine: Engine) -> None:
+    mine, other = uuid.uuid4().hex, uuid.uuid4().hex
+    engine.leftover({LABEL: mine}, True)
+    engine.leftover({LABEL: mine}, False)
+    engine.leftover({LABEL: other}, False)
+    assert engine.runtime.sweep(LABEL, mine) == 2
+    assert engine.runtime.sweep(LABEL, mine) == 0
+    # The other run's container is still there, for a sweep by the label's key alone.
+    assert engine.runtime.sweep(LABEL) == 1
+    assert engine.runtime.sweep(LABEL) == 0
