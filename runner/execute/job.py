@@ -39,6 +39,7 @@ from runner.log import get_logger
 from runner.plan import Workspace
 from runner.redact.protocol import Redacts
 from runner.report import Reporter
+from runner.sandbox import SandboxPolicy
 from runner.secrets.value import Secret
 from runner.spec.models import BatchSpec
 
@@ -204,6 +205,7 @@ class JobServices:
     temp_root: Path | None = None
     parallelism: int = 1
     fail_fast: bool = False
+    sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
 
 
 def run_job(
@@ -250,6 +252,7 @@ def _context(job: Job, secrets: Mapping[str, Secret], services: JobServices) -> 
         cancel=services.cancel,
         cache=services.cache,
         temp_root=services.temp_root,
+        sandbox=services.sandbox,
     )
     if services.cache is not None:
         # The same for every workspace, and it reads every mounted file: once per job.

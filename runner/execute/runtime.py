@@ -21,6 +21,7 @@ from threading import Event
 from typing import Literal, Protocol
 
 from runner.errors import ExecutionError, ImageNotFoundError
+from runner.sandbox import StepSandbox
 from runner.secrets.value import Secret
 
 OutputStream = Literal["stdout", "stderr"]
@@ -61,6 +62,7 @@ class StepContainer:
     timeout_s: float = 30 * 60
     memory_bytes: int | None = None
     cpus: float | None = None
+    sandbox: StepSandbox = field(default_factory=StepSandbox)
 
     def __post_init__(self) -> None:
         if not PurePosixPath(self.workdir).is_absolute():

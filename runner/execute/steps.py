@@ -43,6 +43,7 @@ from runner.log import get_logger
 from runner.plan import Workspace
 from runner.redact.protocol import Redacts
 from runner.report import Reporter
+from runner.sandbox import SandboxPolicy, StepSandbox
 from runner.secrets.value import Secret
 from runner.spec import template as tmpl
 from runner.spec.models import BatchSpec, Step
@@ -85,6 +86,7 @@ class RunContext:
     cancel: threading.Event
     cache: StepCache | None = None
     temp_root: Path | None = None
+    sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
     # What each step adds to cache keys; the same for every workspace of a run,
     # so a run computes it once (it reads every mounted file).
     step_key_inputs: Sequence[StepKeyInput] | None = None
@@ -443,6 +445,7 @@ class WorkspaceRunner:
             timeout_s=ctx.limits.timeout_s,
             memory_bytes=ctx.limits.memory_bytes,
             cpus=ctx.limits.cpus,
+            sandbox=StepSandbox(isolation=ctx.sandbox.isolation, hardening=ctx.sandbox.hardening),
         )
         self.emit("step.started", step=step.number, steps=self.total, container=step.container)
         sinks = {
