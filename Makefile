@@ -13,6 +13,8 @@ install:
 
 services: install
 	@scripts/ensure-docker.sh
+	@scripts/ensure-proxy.sh
+	@scripts/ensure-runsc.sh
 	@scripts/ensure-images.sh
 	@scripts/ensure-go.sh
 	@scripts/ensure-browser.sh
@@ -23,6 +25,7 @@ test: services
 
 demo: install
 	@scripts/ensure-docker.sh
+	@scripts/ensure-runsc.sh
 	@scripts/ensure-images.sh
 	@scripts/demo.sh
 

@@ -30,10 +30,12 @@ from bench.common import BenchError, progress, require_image
 MODULES: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "redaction": ("bench.bench_redaction", ("redaction_mib_s", "processor_us_per_event"), False),
     "overhead": ("bench.run_overhead", ("step_overhead_ratio", "fixed_overhead_runs"), True),
+    "gvisor": ("bench.gvisor", ("gvisor_step_overhead_ratio",), True),
     "cache": ("bench.cache_rerun", ("cached_rerun_vs_validate", "cached_rerun_containers"), True),
     "parallel": ("bench.parallel", ("parallel_efficiency",), True),
     "memory": ("bench.memory", ("stream_1gib_rss_growth_mib",), True),
     "coordinator": ("bench.coordinator", ("coordinator_claims_per_s",), False),
+    "interrupts": ("bench.interrupts", ("interrupt_latency_s",), True),
 }
 
 

@@ -47,6 +47,7 @@ class Goal:
 
 GOALS: tuple[Goal, ...] = (
     Goal("step_overhead_ratio", None, "<=", 1.10, ""),
+    Goal("gvisor_step_overhead_ratio", None, "<=", 2.0, ""),
     Goal("fixed_overhead_runs", None, "<=", 3, ""),
     Goal("cached_rerun_vs_validate", None, "<=", 2.0, ""),
     Goal("cached_rerun_containers", None, "<=", 0, ""),
@@ -58,6 +59,9 @@ GOALS: tuple[Goal, ...] = (
     Goal("stream_1gib_rss_growth_mib", None, "<=", 64, ""),
     Goal("coordinator_claims_per_s", "sqlite", ">=", 200, ""),
     Goal("coordinator_claims_per_s", "postgresql", ">=", 150, ""),
+    # No goal: lower is better.
+    Goal("interrupt_latency_s", "preparing", None, None, ""),
+    Goal("interrupt_latency_s", "cleaning", None, None, ""),
 )
 KEYS: tuple[str, ...] = tuple(dict.fromkeys(g.key for g in GOALS))
 
@@ -175,8 +179,8 @@ It starts Docker, builds the test image and a private PostgreSQL (as
 `make test` does), then runs `.venv/bin/python -m bench`, which writes
 `bench/results.json`, prints the table and regenerates this file.
 `python -m bench --quick` is a faster, rougher pass; `--only NAME` re-runs one
-module (`redaction`, `overhead`, `cache`, `parallel`, `memory`,
-`coordinator`) and keeps the other figures; `--render` only rewrites this
+module (`redaction`, `overhead`, `gvisor`, `cache`, `parallel`, `memory`,
+`coordinator`, `interrupts`) and keeps the other figures; `--render` only rewrites this
 file from `results.json`.
 """
 
@@ -197,7 +201,12 @@ is what a burst of load from elsewhere looks like.
   `docker run --rm IMAGE true` (10 sequential runs of the docker CLI, divided
   by 10). `fixed_overhead_runs`: the 10-step run minus 10 marginal steps, in
   `docker run` durations. 7 to 11 rounds, until the middle ones agree
-  within 10 %.
+  within 10 %. Steps run with runner's hardening (no new privileges, fewer
+  capabilities, a pids limit, `init`); the `docker run` has none of it.
+- `gvisor_step_overhead_ratio`: the same marginal step with
+  `--isolation gvisor` (gVisor's runsc, registered with `--network=host`),
+  over the same plain `docker run --rm IMAGE true` under runc: what choosing
+  gVisor costs a step, all told. Same rounds and agreement rule.
 - `cached_rerun_vs_validate`: 8 workspaces × 3 file-changing steps; after one
   cold run, a fully cached `runner run` against `runner validate` of the same
   spec, 5 to 9 rounds. `cached_rerun_containers`: the most containers any re-run
@@ -220,6 +229,13 @@ is what a burst of load from elsewhere looks like.
   8 executor threads, each with its own httpx client, loop claim → complete
   over HTTP until the queue is empty; completed jobs over the wall time.
   600 jobs a round, 3 to 5 rounds, the backends alternating.
+- `interrupt_latency_s` (seconds, lower is better, no goal): one generated
+  repository of 20,000 small files; `runner run --json --no-cache` of one
+  `true` step on it, SIGINT as soon as the run reports the phase
+  (`workspace.phase` `preparing`, or `cleaning`); the time from the signal to
+  runner's exit, which includes removing what was written. A round counts only
+  if runner exits 130 and leaves no workspace folder. Median of 3 rounds, the
+  two phases alternating.
 """
 
 # Maintained by hand: profiles, causes, fixes, before and after.
@@ -310,6 +326,23 @@ within 10 %. Removing the finished container off the critical path (a
 background thread; `runner cleanup` already sweeps what a crash leaves) would
 save another 10–40 ms a step.
 
+### Sandboxed steps: hardening is free, the job network is not, gVisor doubles a step
+
+With issue 18 every step is hardened and joins a network of its job's own,
+and the figure rose to 1.22 (cross-check 1.24) in the first full run after
+it. Timed apart with the docker CLI (16 rounds, rotating, load 2–3): `docker
+run --rm --init IMAGE true` 0.37 s (median), with `no-new-privileges`, four
+capabilities dropped and `--pids-limit 1024` 0.37 s: the hardening costs
+nothing measurable. On a user-defined bridge network instead of the default
+one, 0.37 s against 0.31 s (8 rounds): the engine sets up the network's
+embedded DNS in every container, about 0.06 s a step, which is most of the
+rise. Not changed here: the job network is what keeps jobs apart.
+
+`gvisor_step_overhead_ratio` came out at 1.72 (cross-check 1.73): a trivial
+step under gVisor (ptrace platform; the KVM platform hangs at start on this
+machine) costs 0.61 s against 0.35 s for a plain `docker run`, the sandbox's
+start (the sentry, the gofer and the first exec) being the difference.
+
 ### `coordinator_claims_per_s`: PostgreSQL on the goal's edge
 
 Profile of `runner server` under 8 claiming clients: 31 % of samples wait on
@@ -334,6 +367,21 @@ Changed: `runner/db.py` now gives each thread its own PostgreSQL connection
 161 claims/s in a quiet run and 147–161 in full `make bench` runs at load 3–5,
 so the PostgreSQL figure now sits on the goal's edge on this 2-core machine,
 where server, clients and PostgreSQL share the cores.
+
+### `interrupt_latency_s`: Ctrl-C in a large workspace
+
+Before, a workspace was made with `git archive` read whole into memory and
+unpacked by Python's `tarfile`, then `git add -A -f` wrote one loose object
+per file; none of it looked at the cancel event, and removal was one
+`shutil.rmtree`. With 20,000 files, Ctrl-C as the workspace started
+preparing took 17–45 s (median 33.4 s) to exit, and Ctrl-C once its step had
+finished 8–14 s (median 9.7 s), at load 3–5 (the old code reports no phase:
+the signal went at `workspace.started` and `step.finished`). Now the files
+are written from one `git cat-file --batch` with the cancel event checked
+between files, every git is killed when it is set, the baseline's objects
+arrive as one pack instead of 20,000 loose objects, and removal unlinks with
+8 threads (the file system's latency, not the CPU, bounds it): medians of
+0.41–0.48 s and 0.9–2.0 s over three runs at load 1.6–4.5.
 
 ### Streaming: memory flat; short lines are slow without `--json`
 
@@ -374,6 +422,12 @@ def _notes(results: Mapping[str, Any]) -> str:
             f"One more step: {overhead['marginal_step_s']} s; one `docker run --rm IMAGE true`: "
             f"{overhead['docker_run_s']} s; fixed part of the 10-step run: "
             f"{overhead['fixed_overhead_s']} s (from the medians of the raw times)."
+        )
+    gvisor = details.get("gvisor") or {}
+    if "marginal_step_s" in gvisor:
+        lines.append(
+            f"One more step under gVisor: {gvisor['marginal_step_s']} s; one "
+            f"`docker run --rm IMAGE true` meanwhile: {gvisor['docker_run_s']} s."
         )
     parallel = details.get("parallel") or {}
     if "docker_cli_efficiency" in parallel:

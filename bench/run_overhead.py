@@ -12,6 +12,9 @@ elsewhere on the machine looks like. As a cross-check that needs no
 subtraction, the details also give the median interval between consecutive
 ``step.started`` events of the 20-step runs over the median single
 ``docker run``.
+
+Steps run hardened (runner's defaults); ``bench.gvisor`` measures the same
+way with ``--isolation gvisor`` (``measure``'s ``flags``).
 """
 
 from __future__ import annotations
@@ -37,16 +40,38 @@ SHORT, LONG, DOCKER_RUNS = 10, 20, 10
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    raw, docker_each, intervals, loads = measure(quick)
+    result = figures(*raw)
+    result["details"].update(
+        {
+            "step_interval_s": round(median(intervals), 4),
+            "docker_run_median_s": round(median(docker_each), 4),
+            "interval_vs_docker_run": round(median(intervals) / median(docker_each), 3),
+            "load_before": loads[0],
+            "load_after": loads[1],
+        }
+    )
+    return result
+
+
+def measure(
+    quick: bool, *flags: str, name: str = "overhead"
+) -> tuple[list[list[float]], list[float], list[float], tuple[Any, Any]]:
+    """Rounds of (10-step run, 20-step run, 10 docker runs), each `runner run` with ``flags``.
+
+    Returns the raw times per measurement, every single ``docker run``'s time,
+    the intervals between steps of the 20-step runs, and the load before and after.
+    """
     min_rounds, max_rounds = (3, 3) if quick else (7, 11)
     raw: list[list[float]] = [[], [], []]
     docker_each: list[float] = []
     intervals: list[float] = []
-    with Sandbox("overhead") as box:
+    with Sandbox(name) as box:
         repo = box.repo("github.com/bench/app")
         short = box.spec("steps-10", [repo], ["true"] * SHORT)
         long = box.spec("steps-20", [repo], ["true"] * LONG)
-        args_short = box.run_args(short, "--no-cache", "--json")
-        args_long = box.run_args(long, "--no-cache", "--json")
+        args_short = box.run_args(short, "--no-cache", "--json", *flags)
+        args_long = box.run_args(long, "--no-cache", "--json", *flags)
         # Warm-up: creates the master key and database, pages in runner and the image.
         box.runner(args_short)
         docker_run_true(2)
@@ -66,21 +91,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             one_round(index, (lambda: box.runner(args_short).seconds, run_long, run_docker), raw)
             return per_round(raw[0][-1], raw[1][-1], raw[2][-1])[0]
 
-        progress(f"step overhead: rounds of {SHORT} steps, {LONG} steps, 10 docker runs")
+        shown = " ".join(flags) or "defaults"
+        progress(f"{name} ({shown}): rounds of {SHORT} steps, {LONG} steps, 10 docker runs")
         load = load_average()
         # A difference of two runs is noisier than a ratio: more rounds, a tighter agreement.
         steady_rounds(measure_round, min_rounds=min_rounds, max_rounds=max_rounds, spread=0.10)
-    result = figures(*raw)
-    result["details"].update(
-        {
-            "step_interval_s": round(median(intervals), 4),
-            "docker_run_median_s": round(median(docker_each), 4),
-            "interval_vs_docker_run": round(median(intervals) / median(docker_each), 3),
-            "load_before": load,
-            "load_after": load_average(),
-        }
-    )
-    return result
+    return raw, docker_each, intervals, (load, load_average())
 
 
 def per_round(short: float, long: float, docker_x10: float) -> tuple[float, float]:

@@ -7,16 +7,22 @@ never reads ``os.environ`` itself, so tests can shorten every interval.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, UsageError
 
 LogFormat = Literal["auto", "text", "json"]
 
 MIB = 1024 * 1024
+
+# Runner's own address pool for job networks: one small subnet per network, so
+# that far more fit than Docker's default pools allow (about 31 bridges).
+DEFAULT_NETWORK_POOL = "10.213.0.0/16"
+NETWORK_POLICIES = ("open", "none", "allow")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +44,21 @@ class Settings:
     job_log_cap_bytes: int = 100 * MIB
     step_memory_bytes: int | None = None
     step_cpus: float | None = None
+    # Limits on a whole workspace job (unset: none)
+    job_timeout_s: float | None = None
+    disk_cap_bytes: int | None = None
+
+    # Sandbox: the isolation level and hardening every step gets (runner.sandbox)
+    isolation: str = "runc"  # runc | gvisor
+    pids_limit: int = 1024
+    step_user: str | None = None  # UID[:GID]; None keeps each image's own user
+
+    # Egress (runner.egress): a network per workspace job and what it may reach
+    network: str = "open"
+    allow_hosts: tuple[str, ...] = ()  # HOST[:PORT] entries, parsed by the CLI
+    add_hosts: tuple[str, ...] = ()  # NAME:ADDRESS entries, an operator's setting
+    network_pool: str = DEFAULT_NETWORK_POOL
+    proxy_bin: Path | None = None  # mitmdump; None: the one `make services` installs
 
     # Cache
     cache_max_mb: int = 1024
@@ -91,6 +112,75 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``512m``, ``2g``, ``1.5GiB``, ``4096`` (bytes) into bytes; ``UsageError`` otherwise."""
+    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = raw[-1:] if raw[-1:] in SIZE_UNITS else ""
+    number = raw[:-1] if unit else raw
+    try:
+        value = int(float(number) * SIZE_UNITS[unit])
+    except ValueError:
+        raise UsageError(f"{text!r} is not a size", hint="write it like 512m or 2g") from None
+    if value <= 0:
+        raise UsageError(f"{text!r} is not a positive size", hint="write it like 512m or 2g")
+    return value
+
+
+def _size(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_size(raw)
+    except UsageError as exc:
+        raise ConfigError(f"{name}: {exc.message}", hint=f"set {name} like 512m or 2g") from None
+
+
+ISOLATIONS = ("runc", "gvisor")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], what: str) -> str:
+    """One of ``choices`` (the first when unset)."""
+    raw = env.get(name) or choices[0]
+    if raw not in choices:
+        raise ConfigError(
+            f"{name}={raw!r} is not {what}", hint=f"set {name} to one of {', '.join(choices)}"
+        )
+    return raw
+
+
+def _isolation(env: Mapping[str, str]) -> str:
+    return _choice(env, "RUNNER_ISOLATION", ISOLATIONS, "an isolation level")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A list setting: entries separated by commas or white space."""
+    return tuple(part for part in re.split(r"[,\s]+", env.get(name) or "") if part)
+
+
+class _Egress(TypedDict):
+    network: str
+    allow_hosts: tuple[str, ...]
+    add_hosts: tuple[str, ...]
+    network_pool: str
+    proxy_bin: Path | None
+
+
+def _egress(env: Mapping[str, str]) -> _Egress:
+    network = _choice(env, "RUNNER_NETWORK", NETWORK_POLICIES, "a network policy")
+    proxy_bin = env.get("RUNNER_PROXY_BIN")
+    return {
+        "network": network,
+        "allow_hosts": _list(env, "RUNNER_ALLOW_HOSTS"),
+        "add_hosts": _list(env, "RUNNER_ADD_HOSTS"),
+        "network_pool": env.get("RUNNER_NETWORK_POOL") or DEFAULT_NETWORK_POOL,
+        "proxy_bin": Path(proxy_bin).expanduser() if proxy_bin else None,
+    }
+
+
 def default_home(env: Mapping[str, str]) -> Path:
     if env.get("RUNNER_HOME"):
         return Path(env["RUNNER_HOME"]).expanduser()
@@ -117,6 +207,14 @@ def settings_from_env(env: Mapping[str, str], **overrides: object) -> Settings:
             else None
         ),
         step_cpus=_float(env, "RUNNER_STEP_CPUS", 1.0) if env.get("RUNNER_STEP_CPUS") else None,
+        job_timeout_s=(
+            _float(env, "RUNNER_JOB_TIMEOUT", 1.0) if env.get("RUNNER_JOB_TIMEOUT") else None
+        ),
+        disk_cap_bytes=_size(env, "RUNNER_DISK_CAP"),
+        isolation=_isolation(env),
+        pids_limit=_int(env, "RUNNER_PIDS_LIMIT", 1024),
+        step_user=env.get("RUNNER_STEP_USER") or None,
+        **_egress(env),
         poll_interval_s=_float(env, "RUNNER_POLL_INTERVAL", 1.0),
         heartbeat_interval_s=_float(env, "RUNNER_HEARTBEAT_INTERVAL", 5.0),
         stall_limit_s=_float(env, "RUNNER_STALL_LIMIT", 30.0),

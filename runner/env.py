@@ -197,7 +197,8 @@ def plan_env(
         for entry in step.env:
             var = _plan_entry(step, entry, ns, store, host)
             if var is None:
-                command = f"runner secret set {entry.name} {_create_flag(ns)}"
+                # Secret names are upper case; `github_token` finds GITHUB_TOKEN.
+                command = f"runner secret set {entry.name.upper()} {_create_flag(ns)}"
                 missing.append(MissingSecret(step.number, entry.name, entry.pos.line, command))
             else:
                 planned.append(var)
@@ -229,7 +230,7 @@ def _plan_entry(
             raise SecretValidationError(
                 f"the host variable {entry.name} (step {step.number}) is shorter than "
                 f"{MIN_VALUE_CHARS} characters, so it cannot be redacted safely",
-                hint=f"store it as a secret with `runner secret set {entry.name} "
+                hint=f"store it as a secret with `runner secret set {entry.name.upper()} "
                 f"--namespace {ns}` or use a longer value",
             )
         return PlannedVar(step.number, entry.name, Provenance("host"))

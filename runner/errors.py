@@ -2,7 +2,9 @@
 
 Every message says what went wrong and what to do next; the CLI prints it as
 ``error: WHAT — WHAT TO DO`` after passing it through the redactor, and exits
-with ``exit_code``. The coordinator answers with ``http_status`` and the
+with ``exit_code``. An error too long for one line is printed as its message,
+then its ``details()`` (the hint spelled out one line per item, where a class
+has them) or else its hint, indented below. The coordinator answers with ``http_status`` and the
 error as JSON (``error_to_json``); its client raises the same class again
 (``error_from_json``), so a remote command fails exactly as a local one.
 Exceptions from docker, sqlite, psycopg or httpx are translated into these at
@@ -23,7 +25,8 @@ fields in brackets travel with the error.
     │   └── ChangesetError           changesetTemplate could not be rendered or applied
     ├── MountPathError               a step's `mount` leaves the spec's folder or is absent
     ├── BundleError                  HTTP 422: a submitted bundle is malformed or too big
-    ├── QueryError                   repositoriesMatchingQuery runner cannot evaluate [what]
+    ├── QueryError                   a repositoriesMatchingQuery runner cannot evaluate
+    │                                [what, offset, unsupported]
     ├── SecretError                  HTTP 422: secret names, values, lookups
     │   ├── SecretValidationError    a name or value the store refuses
     │   ├── SecretNotFoundError      HTTP 404: no such secret in that namespace
@@ -100,6 +103,13 @@ class RunnerError(Exception):
     def fields(self) -> dict[str, Any]:
         """What ``_declare`` recorded: it travels with the error, beside message and hint."""
         return dict(self._fields)
+
+    def details(self) -> tuple[str, ...]:
+        """The hint spelled out one item per line, for a display with room; () when it has none.
+
+        A display that shows the details leaves the hint out: they say the same.
+        """
+        return ()
 
     @classmethod
     def from_fields(cls, message: str, *, hint: str | None, fields: Mapping[str, Any]) -> Self:
@@ -184,15 +194,28 @@ class QueryError(RunnerError):
     """A query runner cannot evaluate.
 
     ``what`` names the construct at fault, like ``patterntype:structural``,
-    ``repo:has.topic`` or ``rev:`` (None when the query is merely empty).
+    ``repo:has.topic`` or ``rev:`` (None when the query is merely empty);
+    ``offset`` is where it starts in the query (0-based, None when unknown).
+    ``unsupported`` is True when Sourcegraph would accept the query and only
+    runner cannot evaluate it locally; False when the query is malformed.
     """
 
     default_hint = QUERY_DOCS_HINT
 
-    def __init__(self, message: str, *, what: str | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        what: str | None = None,
+        hint: str | None = None,
+        offset: int | None = None,
+        unsupported: bool = False,
+    ) -> None:
         super().__init__(message, hint=hint)
         self.what = what
-        self._declare(what=what)
+        self.offset = offset
+        self.unsupported = unsupported
+        self._declare(what=what, offset=offset, unsupported=unsupported)
 
 
 class SecretError(RunnerError):
@@ -232,6 +255,13 @@ class MissingSecretsError(SecretError):
         self.missing = tuple(missing)
         self.searched = tuple(searched)
         self._declare(missing=[asdict(m) for m in self.missing], searched=list(self.searched))
+
+    def details(self) -> tuple[str, ...]:
+        """One line per missing name: its step, its spec line, the command that creates it."""
+        return tuple(
+            f"step {m.step} (line {m.line}): {m.name} — create it with `{m.command}`"
+            for m in self.missing
+        )
 
     @classmethod
     def from_fields(cls, message: str, *, hint: str | None, fields: Mapping[str, Any]) -> Self:

@@ -6,13 +6,21 @@ never taken from the process: no user or system config, no hooks, no prompts,
 no pager, a fixed locale and identity. So a user's ``~/.gitconfig`` or a stray
 ``GIT_DIR`` cannot change what runner computes, nothing blocks on a terminal,
 and no variable of the process (a secret among them) reaches git.
+
+A git that can take seconds (over a large tree) is given the run's cancel
+event: it is killed as soon as the event is set, and a ``GitError`` whose
+detail is ``CANCELED`` raised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from runner.errors import GitError
 
@@ -53,36 +61,175 @@ def _cannot_start(args: Sequence[str], where: Path | None, exc: OSError) -> GitE
     return GitError(f"git {args[0]} could not start in {where}: {detail}", detail=detail)
 
 
+# What a git's stdin, stdout or stderr may be given as.
+_Stream = int | IO[bytes] | None
+
+# How often a cancellable git looks at its cancel event while git runs.
+CANCEL_POLL_S = 0.05
+# The ``detail`` of the GitError a canceled git raises.
+CANCELED = "canceled"
+
+
+def _canceled(args: Sequence[str], where: Path | None) -> GitError:
+    return GitError(
+        f"git {args[0]} in {where} was stopped: the run was canceled",
+        detail=CANCELED,
+        hint="run again to do the work that was stopped",
+    )
+
+
 def git(
     args: Sequence[str],
     *,
     cwd: Path | None = None,
     git_dir: Path | None = None,
     input: bytes | None = None,
+    cancel: threading.Event | None = None,
 ) -> bytes:
-    """Run git and return its stdout. Raises ``GitError`` with git's message."""
+    """Run git and return its stdout. Raises ``GitError`` with git's message.
+
+    With ``cancel``, git is killed as soon as the event is set (checked every
+    ``CANCEL_POLL_S`` while it runs, and before it starts) and a ``GitError``
+    with detail ``CANCELED`` is raised.
+    """
     where = cwd or git_dir
+    if cancel is not None and cancel.is_set():
+        raise _canceled(args, where)
+    stdin = subprocess.DEVNULL if input is None else subprocess.PIPE
+    proc = _start(args, cwd=cwd, git_dir=git_dir, stdin=stdin)
+    stdout, stderr = _communicate(proc, input, cancel, args, where)
+    _check(args, where, proc.returncode, stderr)
+    return stdout
+
+
+def _start(
+    args: Sequence[str],
+    *,
+    cwd: Path | None,
+    git_dir: Path | None = None,
+    stdin: _Stream,
+    stdout: _Stream = subprocess.PIPE,
+    stderr: _Stream = subprocess.PIPE,
+) -> subprocess.Popen[bytes]:
+    """git started in the isolated environment; ``GitError`` when it cannot start."""
     try:
-        proc = subprocess.run(
+        return subprocess.Popen(
             _command(args, git_dir),
             cwd=cwd,
             env=dict(_ENV),
-            input=input,
-            capture_output=True,
-            check=False,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
         )
     except OSError as exc:
-        raise _cannot_start(args, where, exc) from exc
-    if proc.returncode != 0:
-        message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = message[-1] if message else f"exit code {proc.returncode}"
+        raise _cannot_start(args, cwd or git_dir, exc) from exc
+
+
+def _check(args: Sequence[str], where: Path | None, code: int, stderr: bytes) -> None:
+    """A ``GitError`` with git's last line of stderr, unless git succeeded."""
+    if code != 0:
+        message = stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = message[-1] if message else f"exit code {code}"
         raise GitError(f"git {args[0]} failed in {where}: {detail}", detail=detail)
-    return proc.stdout
 
 
-def git_text(args: Sequence[str], *, cwd: Path | None = None, git_dir: Path | None = None) -> str:
+def _communicate(
+    proc: subprocess.Popen[bytes],
+    input: bytes | None,
+    cancel: threading.Event | None,
+    args: Sequence[str],
+    where: Path | None,
+) -> tuple[bytes, bytes]:
+    """git's stdout and stderr; on cancel, git is killed first."""
+    with proc:
+        try:
+            if cancel is None:
+                return proc.communicate(input)
+            while True:
+                try:
+                    # communicate may be called again after a timeout: nothing is lost.
+                    return proc.communicate(input, timeout=CANCEL_POLL_S)
+                except subprocess.TimeoutExpired:
+                    if cancel.is_set():
+                        break
+        except BaseException:  # KeyboardInterrupt or the like: leave no git behind
+            proc.kill()
+            raise
+        proc.kill()
+        proc.communicate()
+    raise _canceled(args, where)
+
+
+def git_pipe(
+    first: Sequence[str],
+    second: Sequence[str],
+    *,
+    first_cwd: Path,
+    second_cwd: Path,
+    input: bytes = b"",
+    cancel: threading.Event | None = None,
+) -> bytes:
+    """``git FIRST | git SECOND``, each in its own folder; SECOND's stdout.
+
+    For moving objects between repositories (``pack-objects --stdout`` into
+    ``index-pack --stdin``) without holding them in memory or writing into
+    the first one. ``input`` goes to FIRST and must be small (it is written
+    before SECOND starts reading). Either failing raises ``GitError``;
+    ``cancel`` kills both.
+    """
+    if cancel is not None and cancel.is_set():
+        raise _canceled(first, first_cwd)
+    # The producer's stderr goes to a file: a pipe nobody reads until the end could fill.
+    with tempfile.TemporaryFile() as errors:
+        producer = _start(first, cwd=first_cwd, stdin=subprocess.PIPE, stderr=errors)
+        with producer:
+            out, err, code = _feed_and_consume(producer, second, second_cwd, input, cancel)
+        errors.seek(0)
+        # The producer first: when it fails, the consumer's complaint is only the echo.
+        _check(first, first_cwd, producer.returncode, errors.read())
+    _check(second, second_cwd, code, err)
+    return out
+
+
+def _feed_and_consume(
+    producer: subprocess.Popen[bytes],
+    second: Sequence[str],
+    second_cwd: Path,
+    input: bytes,
+    cancel: threading.Event | None,
+) -> tuple[bytes, bytes, int]:
+    """The consumer's stdout, stderr and exit code."""
+    assert producer.stdin is not None
+    assert producer.stdout is not None
+    try:
+        # A producer that failed at once has closed its stdin: its stderr says why.
+        with contextlib.suppress(BrokenPipeError):
+            producer.stdin.write(input)
+            producer.stdin.close()
+        consumer = _start(second, cwd=second_cwd, stdin=producer.stdout)
+    except BaseException:
+        producer.kill()
+        raise
+    finally:
+        producer.stdout.close()  # the consumer holds its own copy
+    try:
+        out, err = _communicate(consumer, None, cancel, second, second_cwd)
+    except BaseException:
+        producer.kill()
+        raise
+    producer.wait()
+    return out, err, consumer.returncode
+
+
+def git_text(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    git_dir: Path | None = None,
+    cancel: threading.Event | None = None,
+) -> str:
     """``git`` with its output decoded and stripped."""
-    return git(args, cwd=cwd, git_dir=git_dir).decode("utf-8", "replace").strip()
+    return git(args, cwd=cwd, git_dir=git_dir, cancel=cancel).decode("utf-8", "replace").strip()
 
 
 def git_process(args: Sequence[str], *, cwd: Path) -> subprocess.Popen[bytes]:
@@ -90,17 +237,7 @@ def git_process(args: Sequence[str], *, cwd: Path) -> subprocess.Popen[bytes]:
 
     Its stderr is dropped; the caller owns the process and must close it.
     """
-    try:
-        return subprocess.Popen(
-            _command(args, None),
-            cwd=cwd,
-            env=dict(_ENV),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-    except OSError as exc:
-        raise _cannot_start(args, cwd, exc) from exc
+    return _start(args, cwd=cwd, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
 
 def is_repository(path: Path) -> bool:

@@ -6,24 +6,61 @@ log lines to stderr when there is no terminal; ``LiveReporter`` draws a live
 display on a terminal (rich, on stderr). Events never carry a resolved value:
 output lines arrive already redacted, and the JSON writer redacts once more as
 a last line of defence.
+
+``PhaseEvents`` paces one workspace's ``workspace.phase`` events (preparing,
+diffing, cleaning): each change of phase at once, file counts at most every
+quarter of a second, so a 38,000-file repository does not flood ``--json``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, Protocol
-
-from rich.markup import escape
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from runner.log import get_logger
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+Clock = Callable[[], float]
+STATUSES = ("changed", "unchanged", "failed", "canceled")
+STATUS_STYLE = {"changed": "green", "unchanged": "dim", "failed": "red", "canceled": "yellow"}
+PHASE_INTERVAL_S = 0.25
 
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def workspace_label(repository: str, path: str | None) -> str:
+    """How a workspace is named on screen: ``repository``, or ``repository:path``."""
+    return f"{repository}:{path}" if path else repository
+
+
+def one_line(text: str, width: int) -> str:
+    """The first non-empty line of ``text``, cut with an ellipsis to ``width`` characters."""
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first if len(first) <= width else first[: max(0, width - 1)] + "…"
+
+
+# C0 and C1 control characters (but tab) shown as `^X` or `\x9b`, so that
+# what a step prints cannot move the cursor, clear the screen or retitle
+# the terminal: it is data, never terminal commands.
+_VISIBLE = {
+    **{c: f"^{chr(c + 64)}" for c in range(32) if c != 9},
+    127: "^?",
+    **{c: f"\\x{c:02x}" for c in range(128, 160)},
+}
+
+
+def visible(text: str) -> str:
+    return text.translate(_VISIBLE)
 
 
 class Reporter(Protocol):
@@ -54,6 +91,55 @@ class RecordingReporter:
         pass
 
 
+class PhaseEvents:
+    """One workspace's ``workspace.phase`` events, paced.
+
+    ``enter`` reports a new phase at once; ``progress`` reports files done
+    (and the total when known) at most every ``interval`` seconds after the
+    last event, so a workspace that is quick to prepare sends none, plus the
+    last file of a phase whose counts were being sent.
+    ``files`` is the workspace's own progress listener (phase, done, total).
+    """
+
+    def __init__(
+        self,
+        emit: Callable[..., None],
+        *,
+        interval: float = PHASE_INTERVAL_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._emit = emit
+        self._interval = interval
+        self._clock = clock
+        self._phase = ""
+        self._fields: dict[str, Any] = {}
+        self._last = float("-inf")
+        self._counted: int | None = None  # the files count last sent in this phase
+
+    def enter(self, phase: str, **fields: Any) -> None:
+        self._phase, self._fields, self._counted = phase, fields, None
+        self._last = self._clock()
+        self._emit("workspace.phase", phase=phase, **fields)
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        now = self._clock()
+        # The last file's count is sent too once counts are being sent, so a slow
+        # phase does not look stuck short of its total while it finishes.
+        last = done == total and self._counted not in (None, done)
+        if now - self._last < self._interval and not last:
+            return
+        self._last, self._counted = now, done
+        counts: dict[str, int] = {"files": done}
+        if total is not None:
+            counts["total_files"] = total
+        self._emit("workspace.phase", phase=self._phase, **self._fields, **counts)
+
+    def files(self, phase: str, done: int, total: int | None) -> None:
+        if phase != self._phase:
+            self.enter(phase)
+        self.progress(done, total)
+
+
 class JsonLinesReporter:
     def __init__(self, out: IO[str], redact: Callable[[str], str]) -> None:
         self._out = out
@@ -72,11 +158,17 @@ class JsonLinesReporter:
 
 
 class LogReporter:
-    """Plain structured log lines on stderr, for runs without a terminal."""
+    """Plain structured log lines on stderr, for runs without a terminal.
+
+    A workspace's phase is logged when it changes (its file counts only with
+    ``-v``); a failed workspace's line carries its reason as ``error``.
+    """
 
     def __init__(self, *, show_output: bool = True) -> None:
         self._log = get_logger("runner.run")
         self._show_output = show_output
+        self._phases: dict[tuple[Any, Any], Any] = {}
+        self._lock = threading.Lock()
 
     def event(self, name: str, **fields: Any) -> None:
         if name == "step.output":
@@ -89,69 +181,289 @@ class LogReporter:
                     line=fields.get("line"),
                 )
             return
+        if name == "workspace.phase":
+            where = (fields.get("repository"), fields.get("path"))
+            with self._lock:
+                changed = self._phases.get(where) != fields.get("phase")
+                self._phases[where] = fields.get("phase")
+            (self._log.info if changed else self._log.debug)(name, **fields)
+            return
         self._log.info(name, **fields)
 
     def close(self) -> None:
         pass
 
 
-class LiveReporter:
-    """A rich live display on stderr: a line per running workspace and a progress bar."""
+# The live display ---------------------------------------------------------------------------
 
-    def __init__(self, total: int, console_file: IO[str]) -> None:
+
+@dataclass
+class _Row:
+    """What one running workspace is doing, and since when."""
+
+    label: str
+    since: float
+    phase: str = "starting"
+    step: int | None = None
+    steps: int | None = None
+    files: int | None = None
+    total_files: int | None = None
+
+    def describe(self, now: float) -> str:
+        elapsed = f" · {duration(now - self.since)}"
+        if self.files is not None:  # preparing or cleaning, counting files
+            count = f"{self.files}/{self.total_files}" if self.total_files else str(self.files)
+            return f"{self.phase} {count} files{elapsed}"
+        if self.phase in ("step", "cached step", "skipped step"):
+            return f"{self.phase} {self.step}/{self.steps}{elapsed}"
+        return self.phase + elapsed
+
+
+def duration(seconds: float) -> str:
+    """``14s``, ``2m 05s``, ``1h 02m``: short enough for a row that changes every second."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+class _OutputPacer:
+    """Lets at most ``limit`` output lines a second onto the screen and counts the rest."""
+
+    def __init__(self, limit: int, clock: Clock) -> None:
+        self._limit = limit
+        self._clock = clock
+        self._window = float("-inf")
+        self._shown = 0
+        self.dropped = 0
+
+    def admit(self) -> bool:
+        now = self._clock()
+        if now - self._window >= 1.0:
+            self._window, self._shown = now, 0
+        if self._shown < self._limit:
+            self._shown += 1
+            return True
+        self.dropped += 1
+        return False
+
+    def take_dropped(self) -> int:
+        dropped, self.dropped = self.dropped, 0
+        return dropped
+
+
+class LiveReporter:
+    """A live display on stderr: a row per running workspace, the overall bar last.
+
+    Finished workspaces leave the screen (the overall line keeps a count per
+    status); each running row says what the workspace is doing and for how
+    long (times are computed at each refresh, so they move between events).
+    With ``show_output`` (``-v``) each step's output lines, already redacted,
+    are printed above the live area; when they come faster than a terminal can
+    be read, lines are dropped from the screen only and a line says how many.
+    """
+
+    OUTPUT_LINES_PER_S = 40
+    LINE_SCREENS = 4  # an output line longer than this many screen widths is cut
+
+    def __init__(
+        self,
+        total: int,
+        console_file: IO[str],
+        *,
+        show_output: bool = False,
+        clock: Clock = time.monotonic,
+        auto_refresh: bool = True,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> None:
         from rich.console import Console
         from rich.live import Live
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        self._console = Console(file=console_file, stderr=True)
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
+        self._console = Console(
+            file=console_file,
+            stderr=True,
+            width=width,
+            height=height,
+            # A fixed size (tests draw on an emulated screen) means a terminal is there.
+            force_terminal=True if width else None,
+        )
+        self._total = total
+        self._show_output = show_output
+        self._clock = clock
+        self._began = clock()
+        self._rows: dict[tuple[str, str], _Row] = {}
+        self._counts = dict.fromkeys(STATUSES, 0)
+        self._pacer = _OutputPacer(self.OUTPUT_LINES_PER_S, clock)
+        self._lock = threading.Lock()
+        self._live = Live(
             console=self._console,
+            get_renderable=self.render,
+            auto_refresh=auto_refresh,
+            refresh_per_second=4,
+            redirect_stdout=False,  # stdout carries results only
             transient=False,
         )
-        self._overall = self._progress.add_task("workspaces", total=total, detail="")
-        self._rows: dict[str, Any] = {}
-        self._started: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._live = Live(self._progress, console=self._console, refresh_per_second=8)
         self._live.start()
+        self._restore_logs = _route_logs(self._console, console_file)
 
+    # Events arrive from every workspace's thread. Nothing is printed while
+    # self._lock is held: rich calls render() under its own locks.
     def event(self, name: str, **fields: Any) -> None:
-        key = f"{fields.get('repository')}:{fields.get('path') or '.'}"
+        key = (str(fields.get("repository")), str(fields.get("path") or ""))
+        printed: list[Any] = []
         with self._lock:
+            row = self._rows.get(key)
+            now = self._clock()
             if name == "workspace.started":
-                self._started[key] = time.monotonic()
-                self._rows[key] = self._progress.add_task(
-                    escape(key), total=None, detail="starting"
-                )
-            elif name in ("step.started", "step.cached", "step.skipped") and key in self._rows:
-                verb = {
+                self._rows[key] = _Row(workspace_label(*key), since=now)
+            elif row is not None and name == "workspace.phase":
+                self._on_phase(row, fields, now)
+            elif row is not None and name in ("step.started", "step.cached", "step.skipped"):
+                row.phase = {
                     "step.started": "step",
                     "step.cached": "cached step",
                     "step.skipped": "skipped step",
                 }[name]
-                elapsed = time.monotonic() - self._started.get(key, time.monotonic())
-                self._progress.update(
-                    self._rows[key],
-                    detail=f"{verb} {fields.get('step')}/{fields.get('steps')} · {elapsed:.0f}s",
+                row.step, row.steps, row.files, row.since = (
+                    fields.get("step"),
+                    fields.get("steps"),
+                    None,
+                    now,
                 )
-            elif name == "workspace.finished" and key in self._rows:
-                self._progress.remove_task(self._rows.pop(key))
-                self._progress.advance(self._overall)
-                status = fields.get("status")
-                style = {
-                    "changed": "green",
-                    "unchanged": "dim",
-                    "failed": "red",
-                    "canceled": "yellow",
-                }.get(str(status), "")
-                line = f"[{style}]{status:9}[/{style}] {escape(key)}"
-                if fields.get("error"):
-                    line += f" — {escape(str(fields['error']))}"
-                self._console.print(line, markup=True, highlight=False)
+            elif name == "step.output" and self._show_output:
+                printed = self._output_line(key, fields)
+            elif name == "workspace.finished":
+                self._rows.pop(key, None)
+                status = str(fields.get("status"))
+                self._counts[status] = self._counts.get(status, 0) + 1
+            if name in ("step.finished", "workspace.finished") and self._show_output:
+                printed += self._dropped_note()
+        for line in printed:
+            self._console.print(line, highlight=False, soft_wrap=False)
+
+    def _on_phase(self, row: _Row, fields: dict[str, Any], now: float) -> None:
+        phase = str(fields.get("phase"))
+        if phase != row.phase:
+            row.phase, row.since, row.files, row.total_files = phase, now, None, None
+        if fields.get("files") is not None:
+            row.files, row.total_files = fields.get("files"), fields.get("total_files")
+
+    def _output_line(self, key: tuple[str, str], fields: dict[str, Any]) -> list[Any]:
+        from rich.text import Text
+
+        printed = []
+        if not self._pacer.admit():
+            return []
+        printed += self._dropped_note()
+        line = visible(str(fields.get("line", "")))
+        cut = self._console.width * self.LINE_SCREENS
+        if len(line) > cut:
+            line = line[:cut] + f"… ({len(line) - cut} more characters)"
+        prefix = f"{visible(workspace_label(*key))} · step {fields.get('step')} │ "
+        style = "dim red" if fields.get("stream") == "stderr" else "dim"
+        printed.append(Text.assemble((prefix, style), line))
+        return printed
+
+    def _dropped_note(self) -> list[Any]:
+        from rich.text import Text
+
+        dropped = self._pacer.take_dropped()
+        if not dropped:
+            return []
+        return [
+            Text(
+                f"… {dropped} output line{'s' if dropped != 1 else ''} not shown here "
+                "(runner run --json prints every line)",
+                style="yellow",
+            )
+        ]
+
+    def render(self) -> RenderableType:
+        """The live area: running rows (as many as fit), then the overall line."""
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        with self._lock:
+            now = self._clock()
+            rows = [(row.label, row.describe(now)) for row in self._rows.values()]
+            counts = dict(self._counts)
+            began = self._began
+        room = max(0, self._console.size.height - 2)
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(overflow="ellipsis", no_wrap=True)
+        grid.add_column(no_wrap=True)
+        shown = rows if len(rows) <= room else rows[: max(0, room - 1)]
+        for label, detail in shown:
+            grid.add_row(Text("  " + visible(label)), Text(detail, style="cyan"))
+        parts: list[RenderableType] = [grid] if shown else []
+        if len(shown) < len(rows) and room:
+            parts.append(Text(f"  … and {len(rows) - len(shown)} more running", style="dim"))
+        parts.append(self._overall(len(rows), counts, now - began))
+        return Group(*parts)
+
+    def _overall(self, running: int, counts: dict[str, int], elapsed: float) -> RenderableType:
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        done = sum(counts.values())
+        parts = [Text(f"{running} running")] if running else []
+        parts += [
+            Text(f"{n} {status}", style=STATUS_STYLE.get(status, ""))
+            for status, n in counts.items()
+            if n
+        ]
+        tally = Text("· ") + Text(" · ").join([*parts, Text(duration(elapsed))])
+        line = Table.grid(padding=(0, 1))
+        line.add_column(no_wrap=True)
+        line.add_column(no_wrap=True)
+        line.add_column(no_wrap=True)
+        line.add_column(no_wrap=True, overflow="ellipsis")
+        width = max(10, min(30, self._console.width // 4))
+        line.add_row(
+            Text("workspaces", style="bold"),
+            ProgressBar(total=max(1, self._total), completed=done, width=width),
+            Text(f"{done}/{self._total}"),
+            tally,
+        )
+        return line
+
+    def refresh(self) -> None:
+        self._live.refresh()
 
     def close(self) -> None:
+        with self._lock:
+            self._rows.clear()  # what is left at the end is the overall line
+            printed = self._dropped_note()
+        for line in printed:
+            self._console.print(line, highlight=False)
+        self._restore_logs()
         self._live.stop()
+
+
+def _route_logs(console: Console, stream: IO[str]) -> Callable[[], None]:
+    """While the display lives, log lines bound for its stream print above it.
+
+    Without this a log line written straight to the terminal would tear the
+    live area apart. Returns what puts the handlers back.
+    """
+    from rich.file_proxy import FileProxy
+
+    proxy = FileProxy(console, stream)
+    moved = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.StreamHandler) and handler.stream is stream
+    ]
+    for handler in moved:
+        handler.setStream(proxy)
+
+    def restore() -> None:
+        for handler in moved:
+            handler.setStream(stream)
+
+    return restore

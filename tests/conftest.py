@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 
@@ -48,3 +49,13 @@ def postgres_url() -> str:
         _unavailable("PostgreSQL", "RUNNER_TEST_POSTGRES_URL is not set")
         raise AssertionError("unreachable")
     return url
+
+
+@pytest.fixture(scope="session")
+def gvisor(docker_client: object) -> None:
+    """The engine can run steps under gVisor: `make test` registers runsc with it."""
+    import docker
+
+    runtimes = cast(docker.DockerClient, docker_client).info().get("Runtimes") or {}
+    if "runsc" not in runtimes:
+        _unavailable("gVisor's runsc runtime", "run scripts/ensure-runsc.sh as root")

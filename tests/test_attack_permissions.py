@@ -146,6 +146,7 @@ class Matrix:
         from fastapi.testclient import TestClient
 
         from runner.db import connect
+        from runner.queue.policies import SqlPolicyStore
         from runner.queue.server import create_app
         from runner.queue.service import Coordinator, CoordinatorSettings
         from runner.queue.store import SqlJobStore
@@ -183,6 +184,7 @@ class Matrix:
             secrets=self.secrets,
             users=users,
             settings=CoordinatorSettings(repos_root=root / "repos"),
+            policies=SqlPolicyStore(self.db),
         )
         self.http = TestClient(create_app(self.coordinator), base_url="http://testserver")
         self._specs = 0

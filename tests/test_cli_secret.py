@@ -89,7 +89,7 @@ def no_value_in(*texts: str) -> bool:
 
 def test_set_reads_stdin_and_reports_versions(cli: Cli, env: Backend) -> None:
     code, out, err = cli(
-        "secret", "set", "gh_token", "--user", "alice", stdin=f"{VALUE}\n".encode()
+        "secret", "set", "GH_TOKEN", "--user", "alice", stdin=f"{VALUE}\n".encode()
     )
     assert (code, out) == (0, "created GH_TOKEN v1 in user:alice\n")
     code, out, err2 = cli(
@@ -135,14 +135,14 @@ def test_set_prompts_without_echo_on_a_terminal(
         return VALUE
 
     monkeypatch.setattr("getpass.getpass", fake_getpass)
-    code, out, err = cli("secret", "set", "token", "--user", "alice", tty=True)
+    code, out, err = cli("secret", "set", "TOKEN", "--user", "alice", tty=True)
     assert (code, out) == (0, "created TOKEN v1 in user:alice\n")
     assert prompts == ["Value for TOKEN: ", "Repeat the value for TOKEN: "]
     assert stored(env, "TOKEN", "user:alice") == Secret(VALUE)
 
     answers = iter([VALUE, OTHER])
     monkeypatch.setattr("getpass.getpass", lambda prompt, stream=None: next(answers))
-    code, out, err = cli("secret", "set", "token", "--user", "alice", tty=True)
+    code, out, err = cli("secret", "set", "TOKEN", "--user", "alice", tty=True)
     assert (code, out) == (1, "")
     assert "differ" in err
     assert no_value_in(out, err)
@@ -265,7 +265,7 @@ def test_list_for_a_namespace_shows_what_its_jobs_see(cli: Cli) -> None:
 def test_rm_removes_and_says_so(cli: Cli) -> None:
     cli("secret", "set", "TOKEN", "--org", "acme", stdin=VALUE.encode())
     cli("secret", "set", "TOKEN", "--org", "acme", stdin=OTHER.encode())
-    code, out, _ = cli("secret", "rm", "token", "--org", "acme")
+    code, out, _ = cli("secret", "rm", "TOKEN", "--org", "acme")
     assert (code, out) == (0, "removed TOKEN v2 from org:acme\n")
     code, out, err = cli("secret", "rm", "TOKEN", "--org", "acme")
     assert (code, out) == (1, "")
@@ -282,7 +282,7 @@ def test_log_json_lists_changes_with_actor_and_version(cli: Cli, env: Backend) -
     cli("secret", "rm", "TOKEN", "--user", "alice")
     cli("secret", "set", "OTHER_TOKEN", "--global", stdin=VALUE.encode())
 
-    code, out, err = cli("secret", "log", "token", "--json")
+    code, out, err = cli("secret", "log", "TOKEN", "--json")
     assert code == 0
     logged = json.loads(out)
     # Nothing was cached with it, so no invalidation is recorded.

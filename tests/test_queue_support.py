@@ -123,6 +123,7 @@ class World:
         from fastapi.testclient import TestClient
 
         from runner.db import connect
+        from runner.queue.policies import SqlPolicyStore
         from runner.queue.server import create_app
         from runner.queue.service import Coordinator, CoordinatorSettings
         from runner.queue.store import SqlJobStore
@@ -157,6 +158,7 @@ class World:
             settings=CoordinatorSettings(repos_root=repos_root, stall_limit_s=30, max_resets=3),
             cache=None,
             clock=clock,
+            policies=SqlPolicyStore(self.db, clock=clock),
         )
         self.app = create_app(self.coordinator)
         self.http = TestClient(self.app, base_url="http://testserver")

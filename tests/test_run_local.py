@@ -201,7 +201,9 @@ def test_missing_image_stops_before_any_container(
     proc, events, _ = run(tmp_path, env, spec, repos)
     assert proc.returncode == 1
     assert "runner-test/does-not-exist:1.0" in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    lines = proc.stderr.strip().splitlines()
+    last_error = max(i for i, line in enumerate(lines) if line.startswith("error: "))
+    assert all(line.startswith("  ") for line in lines[last_error + 1 :])  # the error's details
     assert events == []
 
 

@@ -8,17 +8,20 @@ Both must give the same exit, the same output and the same errors.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
-from runner.errors import ExecutionError, ImageNotFoundError
+from runner.config import DEFAULT_NETWORK_POOL
+from runner.errors import ContainerRuntimeError, ExecutionError, ImageNotFoundError
 from runner.execute.docker_runtime import shell_quote
 from runner.execute.runtime import (
     KILLED_EXIT_CODE,
@@ -28,6 +31,7 @@ from runner.execute.runtime import (
     StepContainer,
     StepExit,
 )
+from runner.sandbox import Isolation, StepSandbox
 from runner.secrets.value import Secret
 from runner.testing import FakeRuntime, FakeStepRun
 from tests.conftest import TEST_IMAGE
@@ -36,6 +40,7 @@ LABEL = "runner.test-contract"
 FAKE_IMAGE_ID = "sha256:" + "f" * 64
 
 Act = Callable[[FakeStepRun], int | None]
+ONLY_RUNC: tuple[Isolation, ...] = ("runc",)
 
 
 class Program:
@@ -93,6 +98,14 @@ class Program:
     def sleep(self, seconds: int) -> Program:
         return self._add(f"sleep {seconds}", lambda run: run.sleep(seconds))
 
+    def fill(self, kib: int) -> Program:
+        """Write ``kib`` KiB outside every mount: into the container's own layer."""
+
+        def act(run: FakeStepRun) -> None:
+            run.written += kib * 1024
+
+        return self._add(f"dd if=/dev/zero of=/fill.bin bs=1024 count={kib} 2>/dev/null", act)
+
     def exit(self, code: int) -> Program:
         return self._add(f"exit {code}", lambda run: code)
 
@@ -122,12 +135,17 @@ class Engine:
     image: str  # the ID of TEST_IMAGE on this runtime
     # Make a container an earlier run left behind (running, or created only).
     leftover: Callable[[dict[str, str], bool], None]
+    # The same runtime's kind on an engine without gVisor's runtime.
+    without_gvisor: Callable[[], ContainerRuntime]
     labels: dict[str, str] = field(default_factory=lambda: {LABEL: uuid.uuid4().hex})
     programs: dict[str, Program] = field(default_factory=dict)
+    # What every case's step gets unless it says otherwise (the gVisor run of the contract).
+    sandbox: StepSandbox = field(default_factory=StepSandbox)
 
     def step(self, program: Program, **fields: Any) -> StepContainer:
         self.programs[program.script] = program
         fields.setdefault("workdir", "/work")
+        fields.setdefault("sandbox", self.sandbox)
         return StepContainer(image=self.image, script=program.script, labels=self.labels, **fields)
 
     def run(
@@ -155,12 +173,15 @@ def _fake_engine() -> Engine:
         runtime=runtime,
         image=FAKE_IMAGE_ID,
         leftover=lambda labels, running: runtime.leftovers.append(labels),
+        without_gvisor=lambda: FakeRuntime(isolations=ONLY_RUNC),
         programs=programs,
     )
 
 
 @contextlib.contextmanager
-def _docker_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+def _docker_engine(
+    request: pytest.FixtureRequest, tmp_path: Path, sandbox: StepSandbox
+) -> Iterator[Engine]:
     import docker
 
     from runner.execute.docker_runtime import DockerRuntime
@@ -177,11 +198,18 @@ def _docker_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[E
             client.api.start(created["Id"])
 
     image = str(client.images.get(TEST_IMAGE).id)
+    # An engine without gVisor: the same one, asked for a runtime it does not have.
+    no_runsc: dict[Isolation, str | None] = {
+        "runc": None,
+        "gvisor": f"runsc-missing-{uuid.uuid4().hex[:6]}",
+    }
     engine = Engine(
         kind="docker",
         runtime=DockerRuntime(client.api, scratch_dir=scratch),
         image=image,
         leftover=leftover,
+        without_gvisor=lambda: DockerRuntime(client.api, scratch_dir=scratch, runtimes=no_runsc),
+        sandbox=sandbox,
     )
     try:
         yield engine
@@ -197,12 +225,23 @@ def _docker_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[E
         assert left == []
 
 
-@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("docker", marks=pytest.mark.docker),
+        # The whole contract again with every step under gVisor.
+        pytest.param("docker-gvisor", marks=[pytest.mark.docker, pytest.mark.slow]),
+    ]
+)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "fake":
         yield _fake_engine()
         return
-    with _docker_engine(request, tmp_path) as docker_engine:
+    sandbox = StepSandbox()
+    if request.param == "docker-gvisor":
+        request.getfixturevalue("gvisor")
+        sandbox = StepSandbox(isolation="gvisor")
+    with _docker_engine(request, tmp_path, sandbox) as docker_engine:
         yield docker_engine
 
 
@@ -355,3 +394,82 @@ def test_sweep_removes_exactly_the_leftovers_carrying_the_label(engine: Engine) 
     # The other run's container is still there, for a sweep by the label's key alone.
     assert engine.runtime.sweep(LABEL) == 1
     assert engine.runtime.sweep(LABEL) == 0
+
+
+# Isolation levels ---------------------------------------------------------------------------------
+
+
+def test_both_levels_are_there_where_the_engine_runs_gvisor(
+    engine: Engine, request: pytest.FixtureRequest
+) -> None:
+    if engine.kind != "fake":
+        request.getfixturevalue("gvisor")
+    engine.runtime.check_isolation("runc")
+    engine.runtime.check_isolation("gvisor")
+
+
+def test_a_level_the_engine_lacks_is_refused_with_what_to_do(engine: Engine) -> None:
+    runtime = engine.without_gvisor()
+    runtime.check_isolation("runc")
+    with pytest.raises(ContainerRuntimeError, match="runsc") as info:
+        runtime.check_isolation("gvisor")
+    assert "--isolation gvisor" in info.value.message
+    assert "ensure-runsc.sh" in (info.value.hint or "")
+    # A step at that level fails as an engine failure, and leaves no container behind
+    # (the Docker fixture checks that at the end).
+    step = engine.step(Program().out("never\n"), sandbox=StepSandbox(isolation="gvisor"))
+    out = Output()
+    with pytest.raises(ContainerRuntimeError, match="runsc"):
+        runtime.run_step(step, on_output=out, cancel=threading.Event())
+    assert out.chunks == []
+
+
+# Job networks -------------------------------------------------------------------------------------
+
+
+def test_job_networks_get_their_own_subnets_from_the_pool_and_go_by_job(engine: Engine) -> None:
+    job_a, job_b = f"contract-{uuid.uuid4().hex[:8]}", f"contract-{uuid.uuid4().hex[:8]}"
+    made = []
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            futures = [
+                pool.submit(engine.runtime.create_network, job, internal=internal)
+                for job, internal in ((job_a, False), (job_a, True), (job_b, False))
+            ]
+            made = [f.result() for f in futures]
+        subnets = [ipaddress.IPv4Network(n.subnet) for n in made]
+        assert len(set(subnets)) == 3
+        assert all(s.subnet_of(ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)) for s in subnets)
+        assert all(ipaddress.ip_address(n.gateway) in s for n, s in zip(made, subnets, strict=True))
+        assert [n.internal for n in made] == [False, True, False]
+        assert engine.runtime.sweep_networks(job_a) == 2
+        assert engine.runtime.sweep_networks(job_a) == 0
+        engine.runtime.remove_network(made[2].name)
+        engine.runtime.remove_network(made[2].name)  # already gone: fine
+        assert engine.runtime.sweep_networks(job_b) == 0
+    finally:
+        for job in (job_a, job_b):
+            engine.runtime.sweep_networks(job)
+
+
+# Measuring ----------------------------------------------------------------------------------------
+
+
+def test_writable_bytes_counts_what_a_running_step_wrote_outside_its_mounts(
+    engine: Engine,
+) -> None:
+    seen: list[int | None] = []
+    cancel = threading.Event()
+
+    def measure(stream: OutputStream, data: bytes) -> None:
+        seen.append(engine.runtime.writable_bytes(LABEL, engine.labels[LABEL]))
+        cancel.set()
+
+    program = Program().fill(2048).out("filled\n").sleep(60)
+    result, _ = engine.run(program, Output(on_chunk=measure), cancel)
+    assert result.canceled
+    (measured,) = seen
+    assert measured is not None and measured >= 2048 * 1024
+    # Gone with its container; a label no container carries has nothing to measure.
+    assert engine.runtime.writable_bytes(LABEL, engine.labels[LABEL]) is None
+    assert engine.runtime.writable_bytes(LABEL, uuid.uuid4().hex) is None

@@ -45,10 +45,18 @@ def test_first_write_creates_version_1_and_later_writes_add_versions(store: Secr
     assert third.updated_at >= second.updated_at >= first.updated_at
 
 
-def test_lower_case_names_are_upper_cased(store: SecretStore) -> None:
-    meta, _ = store.set("gh_token", "global", Secret(VALUE), actor="root")
-    assert meta.name == "GH_TOKEN"
-    assert store.get("Gh_Token", "global") == meta
+def test_a_name_not_in_upper_case_is_refused_with_the_upper_case_suggestion(
+    store: SecretStore,
+) -> None:
+    for typed in ("gh_token", "Gh_Token"):
+        with pytest.raises(SecretValidationError, match="did you mean GH_TOKEN"):
+            store.set(typed, "global", Secret(VALUE), actor="root")
+    assert store.list() == []  # nothing stored under a changed name
+    meta, _ = store.set("GH_TOKEN", "global", Secret(VALUE), actor="root")
+    with pytest.raises(SecretValidationError, match="did you mean GH_TOKEN"):
+        store.get("gh_token", "global")
+    # A step's env name is looked up in upper case: `gh_token` uses GH_TOKEN.
+    assert store.resolve("gh_token", "user:alice") == meta
 
 
 @pytest.mark.parametrize(
@@ -136,7 +144,7 @@ def test_unique_per_name_namespace_and_scope(store: SecretStore) -> None:
 def test_removed_secret_is_gone_and_its_id_is_never_reused(store: SecretStore) -> None:
     first, _ = store.set("TOKEN", "org:acme", Secret(VALUE), actor="root")
     store.set("TOKEN", "org:acme", Secret(OTHER), actor="root")
-    removed = store.remove("token", "org:acme", actor="bob")
+    removed = store.remove("TOKEN", "org:acme", actor="bob")
     assert (removed.id, removed.version) == (first.id, 2)
     assert store.get("TOKEN", "org:acme") is None
     assert store.resolve("TOKEN", "org:acme") is None
@@ -266,7 +274,7 @@ def test_audit_log_records_every_change_and_outlives_the_secret(store: SecretSto
     store.remove("TOKEN", "user:alice", actor="admin")
     store.set("OTHER", "global", Secret(VALUE), actor="root")
 
-    log = store.log("token")
+    log = store.log("TOKEN")
     assert [(e.event, e.actor, e.version) for e in log] == [
         ("created", "alice", 1),
         ("updated", "alice", 2),

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from runner.errors import SecretValidationError
-from runner.secrets.names import check_scope, check_value, normalize_name
+from runner.secrets.names import check_name, check_scope, check_value, normalize_name
 from runner.secrets.value import Secret
 from runner.web.account import safe_next
 from runner.web.session import COOKIE_NAME, SessionStore
@@ -313,7 +313,7 @@ def test_the_admin_manages_global_secrets(sqlite_world: WebWorld) -> None:
     carol = world.signed_in("carol")
     token = csrf_of(carol.get("/secrets/global").text)
     added = carol.post(
-        "/secrets/global", data={"csrf_token": token, "name": "github_token", "value": GLOBAL_VALUE}
+        "/secrets/global", data={"csrf_token": token, "name": "GITHUB_TOKEN", "value": GLOBAL_VALUE}
     )
     assert added.status_code == 303 and added.headers["location"] == "/secrets/global"
     page = carol.get("/secrets/global")
@@ -369,6 +369,7 @@ def test_validation_errors_use_the_clis_words(sqlite_world: WebWorld) -> None:
         ("RUNNER_X", cli_words(normalize_name, "RUNNER_X")),
         ("LD_PRELOAD", cli_words(normalize_name, "LD_PRELOAD")),
         ("", cli_words(normalize_name, "")),
+        ("lower_case", cli_words(check_name, "lower_case")),  # never upper-cased silently
     ):
         answer = alice.post(
             "/secrets/user:alice", data={"csrf_token": token, "name": name, "value": ALICE_VALUE}
@@ -383,7 +384,7 @@ def test_validation_errors_use_the_clis_words(sqlite_world: WebWorld) -> None:
     assert field_error(answer.text, "secret-value") == cli_words(check_value, Secret(big))
     world.set_secret("alice", "TOKEN", "user:alice", ALICE_VALUE)
     answer = alice.post(
-        "/secrets/user:alice", data={"csrf_token": token, "name": "token", "value": NEW_VALUE}
+        "/secrets/user:alice", data={"csrf_token": token, "name": "TOKEN", "value": NEW_VALUE}
     )
     assert answer.status_code == 422
     assert "secret TOKEN already exists in user:alice — use Update" in field_error(

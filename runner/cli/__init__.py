@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import click
 
 from runner.cli._app import cli
+from runner.cli._text import format_error, stderr_width
 from runner.cli.commands import register_commands
 from runner.errors import RunnerError
 
@@ -22,8 +23,15 @@ def _redact_text(text: str) -> str:
     return active().redact(text)
 
 
-def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"error: {_redact_text(message)}\n")
+def _fail(message: str, code: int, *, hint: str | None = None, details: Sequence[str] = ()) -> int:
+    # Redacted before wrapping: a value split over two lines would escape the redactor.
+    text = format_error(
+        _redact_text(message),
+        _redact_text(hint) if hint else None,
+        [_redact_text(d) for d in details],
+        width=stderr_width(),
+    )
+    sys.stderr.write(text + "\n")
     sys.stderr.flush()
     return code
 
@@ -37,10 +45,10 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.UsageError as exc:
-        hint = ""
+        usage_hint = None
         if exc.ctx is not None:
-            hint = f" — see `{exc.ctx.command_path} --help`"
-        return _fail(f"{exc.format_message()}{hint}", 2)
+            usage_hint = f"see `{exc.ctx.command_path} --help`"
+        return _fail(exc.format_message(), 2, hint=usage_hint)
     except click.exceptions.Abort:
         return _fail("interrupted", 130)
     except KeyboardInterrupt:
@@ -48,14 +56,16 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except RunnerError as exc:
         if debug:
             sys.stderr.write(_redact_text(traceback.format_exc()))
-        return _fail(str(exc), exc.exit_code)
+        return _fail(exc.message, exc.exit_code, hint=exc.hint, details=exc.details())
     except click.exceptions.ClickException as exc:
         return _fail(exc.format_message(), exc.exit_code)
     except Exception as exc:
         if debug:
             sys.stderr.write(_redact_text(traceback.format_exc()))
         return _fail(
-            f"internal error: {type(exc).__name__}: {exc} — rerun with --debug and report it", 1
+            f"internal error: {type(exc).__name__}: {exc}",
+            1,
+            hint="rerun with --debug and report it",
         )
     return rv if isinstance(rv, int) else 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,12 @@ from typing import Any, TypeVar, cast
 import click
 
 from runner import __version__
+from runner.cli._text import headline_and_details, stderr_width
 from runner.config import LogFormat, Settings, settings_from_env
 from runner.errors import UsageError
 from runner.log import configure_logging
+from runner.plan import NoMatch, RepoArg, Workspace, discover, parse_repo_arg, plan_workspaces
+from runner.spec import BatchSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -130,6 +134,22 @@ def namespace_from_flags(
     return given[0]
 
 
+class RepoArgType(click.ParamType[RepoArg, "str | RepoArg"]):
+    """``--repo [NAME=]PATH`` into a ``RepoArg`` (see ``runner.plan.parse_repo_arg``)."""
+
+    name = "[NAME=]PATH"
+
+    def convert(
+        self, value: str | RepoArg, param: click.Parameter | None, ctx: click.Context | None
+    ) -> RepoArg:
+        if isinstance(value, RepoArg):
+            return value
+        try:
+            return parse_repo_arg(value)
+        except UsageError as exc:
+            self.fail(exc.message, param, ctx)
+
+
 def spec_input_options(func: F) -> F:
     """SPEC, --namespace, --repos-root, --repo and --allow-host-env (run and explain)."""
     for option in reversed(
@@ -141,14 +161,19 @@ def spec_input_options(func: F) -> F:
             click.option(
                 "--repos-root",
                 type=click.Path(file_okay=False, path_type=Path),
-                help="Folder of local git repositories, named by their path below it.",
+                help="Folder of local git repositories, each named by its path below it: "
+                "DIR/github.com/org/repo is github.com/org/repo.",
             ),
             click.option(
                 "--repo",
                 "repos",
                 multiple=True,
-                type=click.Path(file_okay=False, path_type=Path),
-                help="A local repository by path (repeatable).",
+                type=RepoArgType(),
+                help="A local repository (repeatable). PATH is named by its path below "
+                "--repos-root if it lies there, else by its origin remote "
+                "(https://github.com/org/repo.git and git@github.com:org/repo.git are "
+                "github.com/org/repo), else by its folder. NAME=PATH names it yourself; a "
+                "PATH holding = is read whole when it starts with / or ./.",
             ),
             click.option(
                 "--allow-host-env",
@@ -162,6 +187,29 @@ def spec_input_options(func: F) -> F:
     ):
         func = option(func)
     return func
+
+
+def plan_local(
+    spec: BatchSpec, repos_root: Path | None, repos: Sequence[Path | RepoArg]
+) -> list[Workspace]:
+    """The spec's workspaces over local repositories, warning of each query that matched nothing.
+
+    A warning is one line on stderr, then the likely reasons indented below it.
+    """
+    from runner.redact import active
+
+    no_match: list[NoMatch] = []
+    workspaces = plan_workspaces(spec, discover(repos_root, repos), no_match=no_match)
+    redact = active().redact
+    for item in no_match:
+        text = headline_and_details(
+            "warning: ",
+            redact(item.headline()),
+            [redact(reason) for reason in item.reasons],
+            width=stderr_width(),
+        )
+        sys.stderr.write(text + "\n")
+    return workspaces
 
 
 def remote_options(*, required: bool = True) -> Callable[[F], F]:

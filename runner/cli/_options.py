@@ -80,3 +80,23 @@ def remote_flags(*, required: bool = True) -> Callable[[F], F]:
         return remote_options(required=required)(cast(F, packed))
 
     return decorate
+
+
+def option_group(
+    options: dict[str, Callable[[Any], Any]], into: str, pack: Callable[..., Any]
+) -> Callable[[F], F]:
+    """Options (by the parameter each sets) that reach the command as one value:
+    ``into=pack(**their values)``."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def packed(*args: Any, **kwargs: Any) -> Any:
+            mine = {name: kwargs.pop(name) for name in options}
+            return func(*args, **{into: pack(**mine)}, **kwargs)
+
+        command: Any = packed
+        for option in reversed(list(options.values())):
+            command = option(command)
+        return cast(F, command)
+
+    return decorate

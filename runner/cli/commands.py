@@ -8,6 +8,7 @@ def register_commands() -> None:
     from runner.cli import (  # noqa: F401
         cache_cmds,
         env_cmds,
+        namespace_cmds,
         run_cmds,
         secret_cmds,
         server_cmds,

@@ -11,13 +11,14 @@ from runner.cli._app import (
     app,
     cli,
     common_options,
+    plan_local,
     remote_client,
     remote_options,
     spec_input_options,
 )
 from runner.env import HostEnv, plan_env
 from runner.explain import explain, render_text
-from runner.plan import discover, plan_workspaces
+from runner.plan import RepoArg
 from runner.spec import load_spec
 
 
@@ -35,7 +36,7 @@ def explain_cmd(
     spec_path: str,
     namespace: str | None,
     repos_root: Path | None,
-    repos: tuple[Path, ...],
+    repos: tuple[RepoArg, ...],
     allow_host: tuple[str, ...],
     as_json: bool,
     url: str | None,
@@ -48,6 +49,9 @@ def explain_cmd(
     the spec selects (or a placeholder); secrets as their namespace and
     version, never their value; allowed host variables as `host`. With --url,
     the coordinator resolves against its store, with your token's permissions.
+    Given repositories, the spec's queries are evaluated as `runner run` does:
+    one runner cannot evaluate is refused, and one that matches nothing gets a
+    warning saying why.
     """
     from runner.secrets import open_store
 
@@ -61,7 +65,7 @@ def explain_cmd(
     plan = plan_env(spec, ns, store, host)
     workspace = None
     if repos_root is not None or repos:
-        found = plan_workspaces(spec, discover(repos_root, repos))
+        found = plan_local(spec, repos_root, repos)
         workspace = found[0] if found else None
     explained = explain(spec, plan, workspace)
     if as_json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -15,33 +16,32 @@ from typing import Any
 
 import click
 
-from runner.cli._app import App, app, cli, common_options, login_name, spec_input_options, table
+from runner.cli._app import (
+    App,
+    app,
+    cli,
+    common_options,
+    login_name,
+    plan_local,
+    spec_input_options,
+    table,
+)
+from runner.cli._limits import JobLimits, limit_options
+from runner.cli._network import NetworkChoice, job_networks, network_options
+from runner.cli._sandbox import Confinement, isolation_options
+from runner.config import parse_size
 from runner.env import HostEnv, plan_env
-from runner.errors import RunnerError, UsageError
+from runner.errors import RunnerError
 from runner.execute.job import register_values, resolve_images
 from runner.execute.run import RunPlan, execute, new_run_id, sweep_leftovers
 from runner.execute.steps import RUN_LABEL, RunLimits
 from runner.log import get_logger
-from runner.plan import discover, plan_workspaces, require_repositories
-from runner.report import JsonLinesReporter, LiveReporter, LogReporter, Reporter
+from runner.plan import RepoArg, require_repositories
+from runner.report import JsonLinesReporter, LiveReporter, LogReporter, Reporter, one_line
+from runner.sandbox import SandboxPolicy
 from runner.spec import load_spec
 
 log = get_logger("runner.cli.run")
-
-SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def parse_size(text: str) -> int:
-    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = raw[-1:] if raw[-1:] in SIZE_UNITS else ""
-    number = raw[:-1] if unit else raw
-    try:
-        value = int(float(number) * SIZE_UNITS[unit])
-    except ValueError:
-        raise UsageError(f"{text!r} is not a size", hint="write it like 512m or 2g") from None
-    if value <= 0:
-        raise UsageError(f"{text!r} is not a positive size", hint="write it like 512m or 2g")
-    return value
 
 
 @contextmanager
@@ -72,16 +72,21 @@ def interrupt_handling(cancel: threading.Event, interrupted: threading.Event) ->
 def _runtime(ctx: App, parallelism: int) -> Any:
     from runner.execute.docker_runtime import DockerRuntime
 
-    return DockerRuntime.from_environ(ctx.env, max_pool_size=max(32, parallelism * 2 + 4))
+    return DockerRuntime.from_environ(
+        ctx.env,
+        max_pool_size=max(32, parallelism * 2 + 4),
+        network_pool=ctx.settings.network_pool,
+    )
 
 
-def _reporter(as_json: bool, total: int) -> Reporter:
+def _reporter(as_json: bool, total: int, *, verbose: bool) -> Reporter:
+    """JSON lines with --json; a live display on a terminal (step output with -v); else logs."""
     from runner.redact import active
 
     if as_json:
         return JsonLinesReporter(sys.stdout, active().redact)
     if sys.stderr.isatty():
-        return LiveReporter(total, sys.stderr)
+        return LiveReporter(total, sys.stderr, show_output=verbose)
     return LogReporter()
 
 
@@ -112,17 +117,20 @@ def _reporter(as_json: bool, total: int) -> Reporter:
     "--cpus", type=click.FloatRange(min=0, min_open=True), help="CPU limit per step container."
 )
 @click.option("--log-cap", help="Fail a workspace whose steps print more than this (default 100m).")
+@limit_options("workspace")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the execution cache.")
 @click.option("--clear-cache", is_flag=True, help="Empty the execution cache before running.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the event stream as JSON lines on stdout."
 )
+@isolation_options
+@network_options
 @common_options
 def run_cmd(
     spec_path: str,
     namespace: str | None,
     repos_root: Path | None,
-    repos: tuple[Path, ...],
+    repos: tuple[RepoArg, ...],
     out_dir: Path | None,
     parallelism: int | None,
     fail_fast: bool,
@@ -130,10 +138,13 @@ def run_cmd(
     memory: str | None,
     cpus: float | None,
     log_cap: str | None,
+    job_limits: JobLimits,
     allow_host: tuple[str, ...],
     no_cache: bool,
     clear_cache: bool,
     as_json: bool,
+    confinement: Confinement,
+    network_choice: NetworkChoice,
 ) -> int:
     """Run a batch spec locally: each step in a container, changes as patches.
 
@@ -157,12 +168,14 @@ def run_cmd(
 
     store = open_store(settings)
     env_plan = plan_env(spec, ns, store, host)
-    workspaces = plan_workspaces(spec, discover(repos_root, repos))
+    workspaces = plan_local(spec, repos_root, repos)  # warns of queries that match nothing
     jobs = parallelism or settings.parallelism
     runtime = _runtime(ctx, jobs)
+    confinement.check(runtime)
     temp_root = Path(tempfile.gettempdir())
     runs_dir = settings.home / "runs"
-    swept = sweep_leftovers(runtime, runs_dir, temp_root, RUN_LABEL)
+    networks = job_networks(settings, runtime)
+    swept = sweep_leftovers(runtime, runs_dir, temp_root, RUN_LABEL, networks)
     if swept:
         log.info("swept what interrupted runs left behind", count=swept)
     images = resolve_images(spec, runtime)
@@ -185,6 +198,13 @@ def run_cmd(
         cpus=cpus or settings.step_cpus,
         log_cap_bytes=parse_size(log_cap) if log_cap else settings.job_log_cap_bytes,
     )
+    sandbox = SandboxPolicy(
+        isolation=confinement.isolation,
+        hardening=confinement.hardening,
+    )
+    sandbox = job_limits.apply(sandbox)
+    sandbox = network_choice.apply(sandbox)
+    networks.preflight(sandbox)
     out = out_dir or Path("runner-out") / spec.name
     cache = None
     if not no_cache:
@@ -194,7 +214,7 @@ def run_cmd(
     record = runs_dir / run_id
     runs_dir.mkdir(parents=True, exist_ok=True)
     record.write_text(str(os.getpid()))
-    reporter = _reporter(as_json, len(workspaces))
+    reporter = _reporter(as_json, len(workspaces), verbose=settings.verbose > 0)
     try:
         with interrupt_handling(cancel, interrupted):
             outcome = execute(
@@ -214,6 +234,8 @@ def run_cmd(
                 cache=cache,
                 host_mac_key=_host_mac_key(store),
                 temp_root=temp_root,
+                sandbox=sandbox,
+                networks=networks,
             )
     finally:
         reporter.close()
@@ -231,6 +253,7 @@ def _forget_run(runtime: Any, run_id: str, record: Path) -> None:
     """
     try:
         runtime.sweep(RUN_LABEL, run_id)
+        runtime.sweep_networks(run_id)
     except RunnerError as exc:
         log.warning("could not check for leftover containers; the next run will", error=str(exc))
         return
@@ -252,7 +275,11 @@ def _host_mac_key(store: Any) -> bytes:
 
 
 def _print_summary(outcome: Any, out: Path) -> None:
+    """The workspace table on stdout; under a failed workspace's row, its reason."""
+    from runner.redact import active
+
     rows = []
+    reasons = []
     for result in outcome.results:
         ws = result.workspace
         paths = [p for p in outcome.changeset_paths.get(ws.key, []) if p.endswith(".json")]
@@ -264,9 +291,26 @@ def _print_summary(outcome: Any, out: Path) -> None:
                 ", ".join(str(out / p) for p in paths) or "-",
             )
         )
-    click.echo(table(["STATUS", "REPOSITORY", "PATH", "CHANGESET"], rows))
+        failed = result.status in ("failed", "canceled") and result.error
+        reasons.append(active().redact(result.error) if failed else "")
+    lines = table(["STATUS", "REPOSITORY", "PATH", "CHANGESET"], rows).splitlines()
+    click.echo(lines[0])
+    for line, reason in zip(lines[1:], reasons, strict=True):
+        click.echo(line)
+        if reason:
+            click.echo(REASON_INDENT + one_line(reason, _stdout_width() - len(REASON_INDENT)))
     counts = ", ".join(f"{n} {s}" for s, n in outcome.counts.items() if n)
     click.echo(f"{counts or 'no workspaces'}; summary: {outcome.summary_path}")
+
+
+REASON_INDENT = "  └ "
+
+
+def _stdout_width() -> int:
+    """The terminal's width; a file or pipe keeps first lines up to 200 characters."""
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return 200
 
 
 @cli.command("cleanup")
@@ -276,7 +320,11 @@ def cleanup_cmd() -> int:
     ctx = app()
     runtime = _runtime(ctx, 1)
     swept = sweep_leftovers(
-        runtime, ctx.settings.home / "runs", Path(tempfile.gettempdir()), RUN_LABEL
+        runtime,
+        ctx.settings.home / "runs",
+        Path(tempfile.gettempdir()),
+        RUN_LABEL,
+        job_networks(ctx.settings, runtime),
     )
     click.echo(f"swept {swept} leftover{'s' if swept != 1 else ''}")
     return 0

@@ -27,8 +27,8 @@ from runner.secrets.names import (
     DEFAULT_SCOPE,
     SCOPES,
     VALUE_MAX_BYTES,
+    check_name,
     check_value,
-    normalize_name,
 )
 from runner.secrets.opening import open_store, rotate_master_key
 from runner.secrets.store import SqlSecretStore
@@ -195,7 +195,7 @@ def secret_set(
     With --url, the coordinator stores it (with your token's permissions).
     """
     # Refuse a bad name before asking for the value.
-    value = read_value(normalize_name(name), from_file)
+    value = read_value(check_name(name), from_file)
     check_value(value)
     if remote:
         with remote.client() as client:
@@ -297,7 +297,7 @@ def secret_log(
 def _event_row(event: AuditEvent) -> list[str]:
     detail = []
     if event.job is not None:
-        detail.append(f"job {event.job}")
+        detail.append(f"{_run_or_job(event.actor)} {event.job}")
     if event.step is not None:
         detail.append(f"step {event.step}")
     if event.count is not None:
@@ -314,6 +314,15 @@ def _event_row(event: AuditEvent) -> list[str]:
         f"v{event.version}" if event.version is not None else "",
         ", ".join(detail),
     ]
+
+
+def _run_or_job(actor: str) -> str:
+    """An executor reveals for a coordinator's job; anyone else for a local `runner run`.
+
+    The audit row keeps one ``job`` field for both (older rows stay readable);
+    the actor tells them apart: executors reveal as ``executor:NAME``.
+    """
+    return "job" if actor == "executor" or actor.startswith("executor:") else "run"
 
 
 # runner keys ------------------------------------------------------------------------

@@ -24,8 +24,13 @@ from typing import Any, TypeVar
 import click
 
 from runner.cli._app import app, cli, common_options, table
+from runner.cli._limits import JobLimits, limit_options
+from runner.cli._network import job_networks, network_options
 from runner.cli._options import Remote, remote_flags
+from runner.cli._sandbox import Confinement, isolation_options
+from runner.egress import NetworkChoice
 from runner.errors import RunnerError
+from runner.sandbox.tighten import describe
 
 F = TypeVar("F", bound=Callable[..., Any])
 TERMINAL = ("completed", "failed", "canceled")
@@ -72,6 +77,7 @@ def server_cmd(
     RUNNER_DATABASE_URL, with the master key of RUNNER_MASTER_KEY_FILE. Secrets
     are decrypted only when an executor claims a job that uses them.
     """
+    from runner.queue.policies import SqlPolicyStore
     from runner.queue.server import ServeOptions, check_options, parse_listen, serve
     from runner.queue.service import Coordinator, CoordinatorSettings
     from runner.queue.store import SqlJobStore
@@ -108,6 +114,7 @@ def server_cmd(
         ),
         cache=cache,
         on_secret_change=on_change,
+        policies=SqlPolicyStore(store.db),
     )
     try:
         serve(coordinator, options)
@@ -179,6 +186,9 @@ def staged_signals(executor: Any, name: str) -> Iterator[list[int]]:
     help="Seconds between claims when idle (default: RUNNER_POLL_INTERVAL or 1).",
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the coordinator's cache.")
+@limit_options("job (a namespace's policy may set less)")
+@network_options
+@isolation_options
 @common_options
 def executor_cmd(
     remote: Remote,
@@ -186,6 +196,9 @@ def executor_cmd(
     max_jobs: int,
     poll_interval: float | None,
     no_cache: bool,
+    job_limits: JobLimits,
+    network_choice: NetworkChoice,
+    confinement: Confinement,
 ) -> int:
     """Claim jobs from a coordinator and run them in containers.
 
@@ -197,12 +210,26 @@ def executor_cmd(
     from runner.execute.steps import RunLimits
     from runner.namespaces import check_principal_name
     from runner.queue.executor import Executor, ExecutorSettings
+    from runner.sandbox import SandboxPolicy
 
     ctx = app()
     settings = ctx.settings
     chosen = check_principal_name(name or _default_name(), "executor name")
+    sandbox = SandboxPolicy(
+        isolation=confinement.isolation,
+        hardening=confinement.hardening,
+    )
+    sandbox = job_limits.apply(sandbox)
+    # --add-host is the operator's alone: a submitted job never sets it.
+    sandbox = network_choice.apply(sandbox)
     client = remote.client()
-    runtime = DockerRuntime.from_environ(ctx.env, max_pool_size=max(32, max_jobs * 4 + 4))
+    runtime = DockerRuntime.from_environ(
+        ctx.env, max_pool_size=max(32, max_jobs * 4 + 4), network_pool=settings.network_pool
+    )
+    # An executor told to use gVisor refuses to start on an engine without it.
+    confinement.check(runtime)
+    networks = job_networks(settings, runtime)
+    networks.preflight(sandbox)
     executor = Executor(
         api=client,
         runtime=runtime,
@@ -220,6 +247,8 @@ def executor_cmd(
             heartbeat_interval_s=settings.heartbeat_interval_s,
             temp_root=Path(tempfile.gettempdir()),
             use_cache=not no_cache,
+            sandbox=sandbox,
+            networks=networks,
         ),
     )
     try:
@@ -441,6 +470,8 @@ def _describe_job(job: Mapping[str, Any]) -> str:
         code = f" exit {step['exit_code']}" if step["exit_code"] is not None else ""
         lines.append(f"  step {step['step']}      {step['status']}{code}")
     result = job.get("result")
+    if result and result.get("sandbox"):
+        lines.append(f"  sandbox     {describe(result['sandbox'])}")
     if result:
         lines.append(f"  status      {result.get('status')}")
         for changeset in result.get("changesets", []):
@@ -458,7 +489,10 @@ def _render_line(line: str, prefix: str) -> str:
         return f"{prefix}step {event.get('step')} {event.get('stream')}: {event.get('line')}"
     details = [
         f"{key}={event[key]}"
-        for key in ("step", "exit_code", "status", "state", "executor", "attempt", "error")
+        for key in (
+            *("step", "exit_code", "status", "state", "executor", "attempt", "error"),
+            *("host", "port"),  # step.egress_denied
+        )
         if event.get(key) is not None
     ]
     return f"{prefix}{name} {' '.join(details)}".rstrip()

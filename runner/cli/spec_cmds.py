@@ -9,21 +9,32 @@ from pathlib import Path
 import click
 
 from runner.cli._app import cli, common_options
-from runner.errors import SpecError
-from runner.spec import BatchSpec, load_spec
-from runner.spec.loader import load_spec_bytes
+from runner.errors import Problem
+from runner.spec.loader import check_spec_bytes, check_spec_file
+from runner.spec.validate import SpecCheck
 
 
-def _load(path: str) -> BatchSpec:
-    """The spec with its mounts checked; ``-`` is stdin, whose mounts are relative to the cwd."""
+def _check(path: str) -> SpecCheck:
+    """The spec checked with its mounts; ``-`` is stdin, whose mounts are relative to the cwd."""
     if path != "-":
-        return load_spec(path, check_mounts=True)
+        return check_spec_file(path, check_mounts=True)
     cwd = Path.cwd()
     sys.stderr.write(
         f"note: the spec comes from stdin, so its mount paths are relative to the current "
         f"folder, {cwd}\n"
     )
-    return load_spec_bytes(sys.stdin.buffer.read(), "<stdin>", mount_root=cwd)
+    return check_spec_bytes(sys.stdin.buffer.read(), "<stdin>", mount_root=cwd)
+
+
+def _report(check: SpecCheck) -> None:
+    """Problems and warnings on stderr, in file order; a warning's line says so."""
+    lines = [(p, "") for p in check.problems] + [(w, "warning: ") for w in check.warnings]
+    for problem, prefix in sorted(lines, key=lambda x: (x[0].path, x[0].line, x[0].column)):
+        sys.stderr.write(f"{prefix}{problem}\n")
+
+
+def _as_json(problems: list[Problem]) -> list[dict[str, object]]:
+    return [{"line": p.line, "column": p.column, "message": p.message} for p in problems]
 
 
 @cli.command("validate")
@@ -31,33 +42,37 @@ def _load(path: str) -> BatchSpec:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON document.")
 @common_options
 def validate_cmd(specs: tuple[str, ...], as_json: bool) -> int:
-    """Check batch specs: schema, rules, templates and mounts, every problem at once.
+    """Check batch specs: schema, rules, templates, mounts and queries, every problem at once.
 
     Problems go to stderr as FILE:LINE:COL: message; an OK line per valid spec
     goes to stdout. Exits 1 when any spec is invalid. `-` reads a spec from
     stdin; its mount paths are then relative to the current folder.
+
+    Each repositoriesMatchingQuery is parsed as `runner run` parses it: a
+    malformed query is a problem; one that Sourcegraph accepts but runner
+    cannot evaluate locally (patterntype:structural, repo:has.file(...)) is a
+    `warning: FILE:LINE:COL:` line, and the spec stays valid.
     """
     results = []
     failed = False
     for path in specs:
-        try:
-            spec = _load(path)
-        except SpecError as exc:
+        check = _check(path)
+        _report(check)
+        spec = check.spec
+        if check.problems or spec is None:
             failed = True
             results.append(
                 {
                     "path": path,
                     "valid": False,
-                    "problems": [
-                        {"line": p.line, "column": p.column, "message": p.message}
-                        for p in exc.problems
-                    ],
+                    "problems": _as_json(check.problems),
+                    "warnings": _as_json(check.warnings),
                 }
             )
-            for problem in exc.problems:
-                sys.stderr.write(f"{problem}\n")
             continue
-        results.append({"path": path, "valid": True, "problems": []})
+        results.append(
+            {"path": path, "valid": True, "problems": [], "warnings": _as_json(check.warnings)}
+        )
         if not as_json:
             steps = len(spec.steps)
             click.echo(f"ok {path} ({spec.name}: {steps} step{'s' if steps != 1 else ''})")

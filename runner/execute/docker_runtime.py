@@ -13,6 +13,9 @@ wait, remove. How secrets get in without being seen:
 * The script is written to a per-step host folder and bind-mounted read-only;
   it holds template output but no secret value.
 
+Every container also gets its step's sandbox: the isolation level's runtime
+and the hardening, as ``runner.execute.docker_sandbox`` spells them.
+
 The engine must share the host's filesystem (bind mounts) and be reached over
 a unix socket or plain TCP: half-closing a TLS connection would end it.
 
@@ -28,11 +31,13 @@ streams through without being held back until a frame or the step completes.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import ssl
 import struct
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -41,20 +46,32 @@ import docker
 import docker.errors
 import requests.exceptions
 import structlog
-from docker.types import LogConfig
+from docker.types import IPAMConfig, IPAMPool, LogConfig
 from docker.types import Mount as DockerMount
 from docker.utils import kwargs_from_env
 
 from runner.clock import SYSTEM_CLOCK, Clock
-from runner.errors import ContainerRuntimeError, ImageNotFoundError
+from runner.config import DEFAULT_NETWORK_POOL
+from runner.errors import ConfigError, ContainerRuntimeError, ImageNotFoundError
+from runner.execute.docker_sandbox import (
+    RUNTIMES,
+    check_runtimes,
+    hand_over_workspace,
+    hardening_options,
+    isolation_options,
+)
 from runner.execute.runtime import (
     KILLED_EXIT_CODE,
+    NETWORK_LABEL,
+    NETWORK_PREFIX,
+    NetworkInfo,
     OutputCallback,
     OutputStream,
     StepContainer,
     StepExit,
     missing_image,
 )
+from runner.sandbox import Isolation
 from runner.secrets.value import Secret
 
 log = structlog.stdlib.get_logger("runner.execute.docker")
@@ -168,8 +185,13 @@ class DockerRuntime:
         poll_interval_s: float = 0.1,
         pull_timeout_s: float = 600.0,
         clock: Clock = SYSTEM_CLOCK,
+        network_pool: str = DEFAULT_NETWORK_POOL,
+        runtimes: Mapping[Isolation, str | None] = RUNTIMES,
     ) -> None:
         self._api = api
+        self._runtimes = runtimes
+        self._network_pool = _pool(network_pool)
+        self._network_lock = threading.Lock()
         self._scratch_dir = scratch_dir
         self._poll_interval_s = poll_interval_s
         self._pull_timeout_s = pull_timeout_s
@@ -183,6 +205,7 @@ class DockerRuntime:
         max_pool_size: int = 32,
         timeout_s: float = 60.0,
         scratch_dir: Path | None = None,
+        network_pool: str = DEFAULT_NETWORK_POOL,
     ) -> DockerRuntime:
         """Connect as the docker CLI would with ``DOCKER_HOST``/``DOCKER_TLS_VERIFY``/...
 
@@ -202,7 +225,7 @@ class DockerRuntime:
                 f"cannot reach the Docker engine: {_reason(exc)}",
                 hint="start Docker, or point DOCKER_HOST at a running engine",
             ) from exc
-        return cls(api, scratch_dir=scratch_dir)
+        return cls(api, scratch_dir=scratch_dir, network_pool=network_pool)
 
     def close(self) -> None:
         self._api.close()
@@ -258,6 +281,13 @@ class DockerRuntime:
         if failure:
             raise missing_image(image, failure[0])
 
+    # -- isolation -----------------------------------------------------------
+
+    def check_isolation(self, isolation: Isolation) -> None:
+        with _engine("list its runtimes"):
+            info = self._api.info()
+        check_runtimes(isolation, info.get("Runtimes") or {}, self._runtimes)
+
     # -- steps ---------------------------------------------------------------
 
     def run_step(
@@ -267,6 +297,7 @@ class DockerRuntime:
         if early is not None:
             return early
         payload = env_payload(step.secret_env)
+        hand_over_workspace(step)
         with tempfile.TemporaryDirectory(prefix="runner-step-", dir=self._scratch_dir) as tmp:
             script = Path(tmp) / "step.sh"
             script.write_text(step.script, encoding="utf-8")
@@ -289,10 +320,12 @@ class DockerRuntime:
         with _engine("create the step's container"):
             host_config = self._api.create_host_config(
                 mounts=mounts,
-                init=True,
                 log_config=LogConfig(type=LogConfig.types.NONE),
                 mem_limit=step.memory_bytes,
                 nano_cpus=round(step.cpus * 1e9) if step.cpus is not None else None,
+                **isolation_options(step, self._runtimes),
+                **hardening_options(step),
+                **_network_options(step),
             )
             created = self._api.create_container(
                 step.image,
@@ -300,6 +333,8 @@ class DockerRuntime:
                 environment=[f"{k}={v}" for k, v in step.env.items()],
                 working_dir=step.workdir,
                 labels=dict(step.labels),
+                # Empty: the image's own user, as Sourcegraph runs steps.
+                user=step.sandbox.hardening.user or "",
                 stdin_open=True,
                 tty=False,
                 host_config=host_config,
@@ -434,6 +469,19 @@ class DockerRuntime:
                 reason=_reason(exc),
             )
 
+    # -- measuring -----------------------------------------------------------
+
+    def writable_bytes(self, label_key: str, label_value: str) -> int | None:
+        # The engine's SizeRw: it sums the apparent sizes of the files in the
+        # container's upper layer. Asking the engine rather than walking
+        # /var/lib/docker ourselves needs no root and no knowledge of the storage
+        # driver; filtered to one container, it costs one walk of that layer.
+        with _engine("measure the step container's writable layer"):
+            found = self._api.containers(filters={"label": f"{label_key}={label_value}"}, size=True)
+        if not found:
+            return None
+        return sum(int(c.get("SizeRw") or 0) for c in found)
+
     # -- clean-up ------------------------------------------------------------
 
     def sweep(self, label_key: str, label_value: str | None = None) -> int:
@@ -454,3 +502,119 @@ class DockerRuntime:
                     raise
             removed += 1
         return removed
+
+    # -- job networks --------------------------------------------------------
+
+    def create_network(self, job_id: str, *, internal: bool) -> NetworkInfo:
+        # The lock keeps this process's threads from picking the same subnet;
+        # another process that does is refused by the engine ("overlaps"), and
+        # the next free subnet is tried.
+        with self._network_lock:
+            taken = self._subnets_in_use()
+            for subnet in self._network_pool.subnets(new_prefix=NETWORK_PREFIX):
+                if any(subnet.overlaps(other) for other in taken):
+                    continue
+                info = self._try_network(job_id, subnet, internal=internal)
+                if info is not None:
+                    return info
+                taken.append(subnet)
+        raise ContainerRuntimeError(
+            f"no free subnet is left in runner's network pool {self._network_pool}",
+            hint="remove leftover job networks with `runner cleanup`, or give "
+            "RUNNER_NETWORK_POOL a larger range",
+        )
+
+    def _subnets_in_use(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        with _engine("list networks"):
+            networks = self._api.networks()
+        taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for network in networks:
+            for config in (network.get("IPAM") or {}).get("Config") or []:
+                with contextlib.suppress(ValueError, TypeError):
+                    taken.append(ipaddress.ip_network(config.get("Subnet"), strict=False))
+        return taken
+
+    def _try_network(
+        self, job_id: str, subnet: ipaddress.IPv4Network, *, internal: bool
+    ) -> NetworkInfo | None:
+        token = uuid.uuid4().hex[:12]
+        # A bridge name of our own (at most 15 characters) lets firewall rules name it.
+        bridge = f"rnr{token}"
+        gateway = str(next(subnet.hosts()))
+        name = f"runner-{token}"
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet), gateway=gateway)])
+        try:
+            self._api.create_network(
+                name,
+                driver="bridge",
+                options={"com.docker.network.bridge.name": bridge},
+                ipam=ipam,
+                internal=internal,
+                labels={NETWORK_LABEL: job_id},
+            )
+        except docker.errors.APIError as exc:
+            if "overlap" in _reason(exc).lower():
+                return None  # another run took it meanwhile
+            _engine_failure("create the job's network", exc)
+        except _ENGINE_ERRORS as exc:
+            _engine_failure("create the job's network", exc)
+        return NetworkInfo(
+            name=name, subnet=str(subnet), gateway=gateway, bridge=bridge, internal=internal
+        )
+
+    def remove_network(self, name: str) -> None:
+        try:
+            self._api.remove_network(name)
+        except docker.errors.NotFound:
+            pass
+        except _ENGINE_ERRORS as exc:
+            # Its label lets the next run, `runner cleanup` or the executor sweep it.
+            log.warning(
+                "could not remove a job network; it will be swept later",
+                network=name,
+                reason=_reason(exc),
+            )
+
+    def sweep_networks(self, job_id: str | None = None) -> int:
+        label = NETWORK_LABEL if job_id is None else f"{NETWORK_LABEL}={job_id}"
+        with _engine("list leftover networks"):
+            leftovers = self._api.networks(filters={"label": label})
+        removed = 0
+        for network in leftovers:
+            try:
+                self._api.remove_network(network["Id"])
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.APIError as exc:
+                # In use by a container not yet swept, or removed by another sweep.
+                log.info(
+                    "left a job network in place", network=network.get("Name"), reason=_reason(exc)
+                )
+                continue
+            except _ENGINE_ERRORS as exc:
+                _engine_failure("remove a leftover network", exc)
+            removed += 1
+        return removed
+
+
+def _pool(text: str) -> ipaddress.IPv4Network:
+    try:
+        pool = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        pool = None
+    if not isinstance(pool, ipaddress.IPv4Network) or pool.prefixlen > NETWORK_PREFIX:
+        raise ConfigError(
+            f"the network pool {text!r} is not an IPv4 range of /{NETWORK_PREFIX} or larger",
+            hint="set RUNNER_NETWORK_POOL to a range such as 10.213.0.0/16",
+        )
+    return pool
+
+
+def _network_options(step: StepContainer) -> dict[str, Any]:
+    """The host config's network part: the job's network (or none) and /etc/hosts entries."""
+    options: dict[str, Any] = {}
+    if step.sandbox.network is not None:
+        options["network_mode"] = step.sandbox.network
+    if step.sandbox.extra_hosts:
+        options["extra_hosts"] = dict(step.sandbox.extra_hosts)
+    return options

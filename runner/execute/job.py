@@ -31,8 +31,9 @@ from typing import Any, Protocol
 
 from runner.cache import StepCache, host_mac
 from runner.changeset import build_changesets
+from runner.egress import JobNetworkSeam, NoJobNetworks
 from runner.env import EnvPlan, HostEnv, SecretRef
-from runner.errors import ChangesetError
+from runner.errors import ChangesetError, ContainerRuntimeError, RunnerError
 from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import RunContext, RunLimits, WorkspaceResult, WorkspaceRunner, key_inputs
 from runner.log import get_logger
@@ -206,6 +207,8 @@ class JobServices:
     parallelism: int = 1
     fail_fast: bool = False
     sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    # A network per workspace job (runner.egress); without one, steps use the engine's default.
+    networks: JobNetworkSeam = field(default_factory=NoJobNetworks)
 
 
 def run_job(
@@ -260,12 +263,53 @@ def _context(job: Job, secrets: Mapping[str, Secret], services: JobServices) -> 
     return ctx
 
 
-def run_workspace(ctx: RunContext, ws: Workspace, sink: ResultSink) -> WorkspaceOutcome:
-    """One workspace: its steps, its changesets checked and kept, then ``workspace.finished``."""
-    outcome = WorkspaceOutcome(WorkspaceRunner(ctx, ws).run())
+def run_workspace(
+    ctx: RunContext,
+    ws: Workspace,
+    sink: ResultSink,
+    *,
+    networks: JobNetworkSeam | None = None,
+) -> WorkspaceOutcome:
+    """One workspace: its steps, its changesets checked and kept, then ``workspace.finished``.
+
+    The steps run on a network of the workspace job's own (``networks``),
+    taken down when they end, failed or canceled too.
+    """
+    outcome = WorkspaceOutcome(_run_steps(ctx, ws, networks or NoJobNetworks()))
     _keep(ctx, outcome, sink)
     _finished(ctx, outcome)
     return outcome
+
+
+def _run_steps(ctx: RunContext, ws: Workspace, networks: JobNetworkSeam) -> WorkspaceResult:
+    runner: list[WorkspaceRunner] = []
+    denied = [0]
+
+    def on_denied(host: str, port: int) -> None:
+        denied[0] += 1
+        ctx.reporter.event(
+            "step.egress_denied",
+            run_id=ctx.run_id,
+            repository=ws.repository,
+            path=ws.path,
+            step=runner[0].current_step if runner else None,
+            host=ctx.redactor.redact(host),
+            port=port,
+        )
+
+    try:
+        with networks.open(ctx.run_id, ctx.sandbox, on_denied) as network:
+            runner.append(WorkspaceRunner(replace(ctx, network=network), ws))
+            result = runner[0].run()
+    except RunnerError as exc:  # the network could not be made: the engine's failure
+        result = WorkspaceResult(
+            ws,
+            "failed",
+            error=ctx.redactor.redact(str(exc)),
+            infrastructure_failure=isinstance(exc, ContainerRuntimeError),
+        )
+    result.egress_denied = denied[0]
+    return result
 
 
 def _keep(ctx: RunContext, outcome: WorkspaceOutcome, sink: ResultSink) -> None:
@@ -307,7 +351,10 @@ def _run_all(
         while queue or pending:
             while queue and len(pending) < width and not ctx.cancel.is_set():
                 index, ws = queue.pop(0)
-                pending[pool.submit(run_workspace, ctx, ws, services.sink)] = index
+                future = pool.submit(
+                    run_workspace, ctx, ws, services.sink, networks=services.networks
+                )
+                pending[future] = index
             if not pending:
                 break
             done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

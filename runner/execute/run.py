@@ -21,6 +21,7 @@ from typing import Any
 
 from runner.cache import StepCache
 from runner.changeset import import_records
+from runner.egress import JobNetworkSeam, NoJobNetworks
 from runner.env import EnvPlan, HostEnv
 from runner.execute.job import (
     CheckedChangeset,
@@ -37,6 +38,7 @@ from runner.output import changeset_base, prepare_out_dir, write_file, write_sum
 from runner.plan import Workspace
 from runner.redact.protocol import Redacts
 from runner.report import Reporter, now_rfc3339
+from runner.sandbox import SandboxPolicy
 from runner.spec.models import BatchSpec
 
 
@@ -108,6 +110,8 @@ def execute(
     cache: StepCache | None = None,
     host_mac_key: bytes,
     temp_root: Path | None = None,
+    sandbox: SandboxPolicy | None = None,
+    networks: JobNetworkSeam | None = None,
 ) -> RunOutcome:
     prepare_out_dir(out_dir)
     job = Job(
@@ -133,6 +137,8 @@ def execute(
         temp_root=temp_root,
         parallelism=parallelism,
         fail_fast=fail_fast,
+        sandbox=sandbox or SandboxPolicy(),
+        networks=networks or NoJobNetworks(),
     )
     started = now_rfc3339()
 
@@ -143,16 +149,21 @@ def execute(
             batch_change=plan.spec.name,
             namespace=plan.namespace,
             workspaces=len(plan.workspaces),
+            isolation=services.sandbox.isolation,
         )
 
     outcomes = run_job(job, reveal, services, on_open=announce)
-    outcome = _write_summary(plan, outcomes, out_dir, started)
+    outcome = _write_summary(plan, outcomes, out_dir, started, services.sandbox)
     reporter.event("run.finished", run_id=plan.run_id, counts=outcome.counts)
     return outcome
 
 
 def _write_summary(
-    plan: RunPlan, outcomes: list[WorkspaceOutcome], out_dir: Path, started: str
+    plan: RunPlan,
+    outcomes: list[WorkspaceOutcome],
+    out_dir: Path,
+    started: str,
+    sandbox: SandboxPolicy,
 ) -> RunOutcome:
     files: list[str] = []
     entries: list[dict[str, Any]] = []
@@ -173,6 +184,7 @@ def _write_summary(
                 "patches": [w for w in outcome.kept if w.endswith(".patch")],
                 "steps_run": result.steps_run,
                 "steps_cached": result.steps_cached,
+                "egress_denied": result.egress_denied,
             }
         )
     imports = import_records(plan.spec)
@@ -186,7 +198,9 @@ def _write_summary(
         "spec": plan.spec.path,
         "started_at": started,
         "finished_at": now_rfc3339(),
+        "isolation": sandbox.isolation,  # the level every step of the run ran at
         "counts": counts,
+        "egress_denied": sum(o.result.egress_denied for o in outcomes),
         "workspaces": entries,
         "imports": imports,
     }
@@ -200,8 +214,14 @@ def _write_summary(
     )
 
 
-def sweep_leftovers(runtime: ContainerRuntime, runs_dir: Path, temp_root: Path, label: str) -> int:
-    """Remove what interrupted runs left: their containers and temporary folders.
+def sweep_leftovers(
+    runtime: ContainerRuntime,
+    runs_dir: Path,
+    temp_root: Path,
+    label: str,
+    networks: JobNetworkSeam | None = None,
+) -> int:
+    """Remove what interrupted runs left: containers, job networks, temporary folders.
 
     A run records itself in ``runs_dir/<run_id>`` with its pid; a run whose
     process is gone is swept. Runs still alive (another terminal) are left alone.
@@ -217,6 +237,8 @@ def sweep_leftovers(runtime: ContainerRuntime, runs_dir: Path, temp_root: Path, 
             continue
         run_id = record.name
         swept += runtime.sweep(label, run_id)
+        # After the containers: a network still in use cannot go.
+        swept += networks.sweep(run_id) if networks else runtime.sweep_networks(run_id)
         for leftover in temp_root.glob(f"runner-ws-{run_id}-*"):
             shutil.rmtree(leftover, ignore_errors=True)
             swept += 1

@@ -21,7 +21,7 @@ from threading import Event
 from typing import Literal, Protocol
 
 from runner.errors import ExecutionError, ImageNotFoundError
-from runner.sandbox import StepSandbox
+from runner.sandbox import Isolation, StepSandbox
 from runner.secrets.value import Secret
 
 OutputStream = Literal["stdout", "stderr"]
@@ -32,6 +32,11 @@ _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # What a container killed with SIGKILL (timeout, cancel, out of memory) exits with.
 KILLED_EXIT_CODE = 137
+
+# The label on every network runner makes for a job; its value is the job's id.
+NETWORK_LABEL = "org.runner.network"
+# Each job network's subnet: 14 addresses, a job needs two or three.
+NETWORK_PREFIX = 28
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +125,21 @@ class StepContainer:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NetworkInfo:
+    """A job's network: the name containers join, and where it sits on the host.
+
+    ``bridge`` is the host's interface for it (None where a runtime has none,
+    as the fake's), ``gateway`` the host's own address on it.
+    """
+
+    name: str
+    subnet: str
+    gateway: str
+    bridge: str | None = None
+    internal: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class StepExit:
     """How a step's container ended.
 
@@ -155,6 +175,15 @@ class ContainerRuntime(Protocol):
         """
         ...
 
+    def check_isolation(self, isolation: Isolation) -> None:
+        """Check that steps can run at ``isolation``, before any container starts.
+
+        Raises ``ContainerRuntimeError`` naming the missing runtime (gVisor's
+        ``runsc``) and how to install it, or if the engine fails. Asks the
+        engine each time: call it once per run or executor start.
+        """
+        ...
+
     def run_step(
         self, step: StepContainer, *, on_output: OutputCallback, cancel: Event
     ) -> StepExit:
@@ -169,6 +198,35 @@ class ContainerRuntime(Protocol):
 
     def sweep(self, label_key: str, label_value: str | None = None) -> int:
         """Kill and remove every container carrying the label; return how many."""
+        ...
+
+    def writable_bytes(self, label_key: str, label_value: str) -> int | None:
+        """Bytes the running container labelled so has written to its writable layer.
+
+        That is what a step writes outside its mounts (its image's folders,
+        ``/tmp`` under runc). None when no such container runs (not started
+        yet, or gone). Raises ``ContainerRuntimeError`` if the engine fails.
+        """
+        ...
+
+    def create_network(self, job_id: str, *, internal: bool) -> NetworkInfo:
+        """Make a network for one job, labelled ``NETWORK_LABEL=job_id``.
+
+        Its subnet comes from the runtime's pool, never one another network
+        holds (concurrent runs included). ``internal``: no route out of it.
+        Raises ``ContainerRuntimeError`` if the engine fails or the pool is full.
+        """
+        ...
+
+    def remove_network(self, name: str) -> None:
+        """Remove a job's network; one already gone is fine. Never raises."""
+        ...
+
+    def sweep_networks(self, job_id: str | None = None) -> int:
+        """Remove the job networks of ``job_id`` (of every job if None); return how many.
+
+        Sweep the containers first: a network still in use stays.
+        """
         ...
 
 

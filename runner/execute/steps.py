@@ -27,6 +27,7 @@ from runner.cache import (
     step_keys,
 )
 from runner.changeset import FileChanges
+from runner.egress import StepNetwork
 from runner.env import EnvPlan, HostEnv, materialize
 from runner.errors import (
     CacheError,
@@ -37,12 +38,13 @@ from runner.errors import (
     TemplateError,
 )
 from runner.execute.capture import OutputSink
+from runner.execute.limits import DiskWatcher, JobDeadline
 from runner.execute.runtime import ContainerRuntime, Mount, OutputStream, StepContainer, StepExit
 from runner.execute.workspace import LocalWorkspace
 from runner.log import get_logger
 from runner.plan import Workspace
 from runner.redact.protocol import Redacts
-from runner.report import Reporter
+from runner.report import PhaseEvents, Reporter
 from runner.sandbox import SandboxPolicy, StepSandbox
 from runner.secrets.value import Secret
 from runner.spec import template as tmpl
@@ -87,6 +89,8 @@ class RunContext:
     cache: StepCache | None = None
     temp_root: Path | None = None
     sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    # The workspace job's network (run_workspace opens one per workspace).
+    network: StepNetwork = field(default_factory=StepNetwork)
     # What each step adds to cache keys; the same for every workspace of a run,
     # so a run computes it once (it reads every mounted file).
     step_key_inputs: Sequence[StepKeyInput] | None = None
@@ -103,6 +107,7 @@ class WorkspaceResult:
     steps_run: int = 0
     steps_cached: int = 0
     infrastructure_failure: bool = False
+    egress_denied: int = 0  # connections the job's network refused (step.egress_denied)
 
 
 class _StepStop(threading.Event):
@@ -184,11 +189,14 @@ class WorkspaceRunner:
         self.spec = ctx.spec
         self.total = len(self.spec.steps)
         self.log_volume = 0  # bytes the workspace's steps printed, against the log cap
+        self.current_step: int | None = None
         self.fields = {
             "run_id": ctx.run_id,
             "repository": workspace.repository,
             "path": workspace.path,
         }
+        # preparing, diffing, cleaning: so a large workspace's slow parts show
+        self.phases = PhaseEvents(self.emit)
 
     def emit(self, name: str, **extra: Any) -> None:
         self.ctx.reporter.event(name, **self.fields, **extra)
@@ -197,8 +205,13 @@ class WorkspaceRunner:
         self.emit("workspace.started", branch=self.ws.branch, steps=self.total)
         local: LocalWorkspace | None = None
         try:
+            self.phases.enter("preparing")
             local = LocalWorkspace.create(
-                self.ws, run_id=self.ctx.run_id, temp_root=self.ctx.temp_root
+                self.ws,
+                run_id=self.ctx.run_id,
+                temp_root=self.ctx.temp_root,
+                cancel=self.ctx.cancel,  # every slow part of it stops on Ctrl-C
+                progress=self.phases.files,  # removal reports through it too
             )
             result = self._run_steps(local)
         except StepFailed as exc:
@@ -219,6 +232,7 @@ class WorkspaceRunner:
             )
         finally:
             if local is not None:
+                self.phases.enter("cleaning")
                 local.remove()
         if (
             self.ctx.cancel.is_set()
@@ -267,6 +281,8 @@ class WorkspaceRunner:
                 for step in steps[:start]:
                     self.emit("step.cached", step=step.number, steps=self.total)
         ran = 0
+        # The job timeout counts from the first step this workspace runs.
+        self.deadline = JobDeadline(ctx.sandbox.job_timeout_s)
         for step in steps[start:]:
             if ctx.cancel.is_set():
                 return WorkspaceResult(
@@ -297,6 +313,7 @@ class WorkspaceRunner:
                 self._store(
                     keys, inputs, step.number - 1, local, tree, previous, outputs, skipped=False
                 )
+        self.phases.enter("diffing")
         diff = local.diff(local.baseline, tree)
         changes = local.changes(local.baseline, tree)
         self._check_for_secrets(local, diff, changes)
@@ -434,19 +451,31 @@ class WorkspaceRunner:
                 Mount(source=_mount_source(ctx.spec_dir, m.path, step), target=m.mountpoint)
             )
 
+        timeout_s, job_bound = self.deadline.step_timeout(step.number, ctx.limits.timeout_s)
+        stop = _StepStop(ctx.cancel)
+        disk = DiskWatcher(
+            cap=ctx.sandbox.disk_cap_bytes, workspace=local.tree_dir, runtime=ctx.runtime, stop=stop
+        )
         container = StepContainer(
             image=ctx.images[step.container],
             script=script,
             workdir=local.workdir_in_container,
             mounts=mounts,
-            env=env,
+            env={**env, **ctx.network.proxy_env},
             secret_env=secret_env,
-            labels={RUN_LABEL: ctx.run_id},
-            timeout_s=ctx.limits.timeout_s,
+            labels={RUN_LABEL: ctx.run_id, **disk.labels},
+            timeout_s=timeout_s,
             memory_bytes=ctx.limits.memory_bytes,
             cpus=ctx.limits.cpus,
-            sandbox=StepSandbox(isolation=ctx.sandbox.isolation, hardening=ctx.sandbox.hardening),
+            sandbox=StepSandbox(
+                isolation=ctx.sandbox.isolation,
+                hardening=ctx.sandbox.hardening,
+                network=ctx.network.network,
+                extra_hosts=ctx.network.extra_hosts,
+                proxy_env=ctx.network.proxy_env,
+            ),
         )
+        self.current_step = step.number  # what a refused connection is reported under
         self.emit("step.started", step=step.number, steps=self.total, container=step.container)
         sinks = {
             name: OutputSink(
@@ -457,7 +486,6 @@ class WorkspaceRunner:
             for name in ("stdout", "stderr")
         }
         cap = ctx.limits.log_cap_bytes
-        stop = _StepStop(ctx.cancel)
 
         def on_output(stream: OutputStream, chunk: bytes) -> None:
             if stop.over_cap:
@@ -469,7 +497,8 @@ class WorkspaceRunner:
                 return
             sinks[stream].feed(chunk)
 
-        result = ctx.runtime.run_step(container, on_output=on_output, cancel=stop)
+        with disk:
+            result = ctx.runtime.run_step(container, on_output=on_output, cancel=stop)
         for sink in sinks.values():
             sink.close()
         self.emit("step.finished", step=step.number, steps=self.total, exit_code=result.exit_code)
@@ -480,8 +509,14 @@ class WorkspaceRunner:
                 hint="make the steps print less, or raise the cap (runner run --log-cap, "
                 "RUNNER_JOB_LOG_CAP_MB)",
             )
+        if disk.over:
+            raise disk.failure(step.number)
+        if result.timed_out and job_bound:
+            raise self.deadline.timed_out(step.number)
         if not result.succeeded:
             raise StepFailed(self._failure_message(step, result, sinks["stderr"].captured))
+        # Recording what the step changed reads the whole tree: slow on a large one.
+        self.phases.enter("diffing", step=step.number)
         new_tree = local.snapshot()
         changes = local.changes(tree, new_tree)
         step_result = {

@@ -14,7 +14,12 @@ The modules follow the data flow:
 - ``parse``: the three above in a row, ``parse_query``;
 - ``model``: what a parsed query is made of (``QueryError`` is in ``runner.errors``);
 - ``evaluate``: a ``Query`` over repositories → matches, reading files
-  through the ``TreeReader`` seam of ``trees`` (git, or memory).
+  through the ``TreeReader`` seam of ``trees`` (git, or memory);
+- ``hints``: why a query matched nothing, for the warning that says so.
+
+A ``QueryError``'s ``unsupported`` tells a query Sourcegraph would accept
+(runner alone cannot evaluate it: a warning at validation) from a malformed
+one (an error everywhere).
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ _SUPPORTED_REPO_PREDICATES: dict[str, Literal["has_path", "has_content"]] = {
 _SUPPORTED_FILE_PREDICATES = frozenset({"has.content", "contains.content"})
 # Sourcegraph's predicate names; a value like ``foo(bar)`` is a plain regexp.
 _PREDICATE = re.compile(r"(has|contains)(\.[A-Za-z]+)*\((.*)\)\Z", re.DOTALL)
+_PREDICATE_OPEN = re.compile(r"(has|contains)(\.[A-Za-z]+)*\(")
 
 _Filter = RepoFilter | FileFilter
 _Alternative = tuple[tuple[_Filter, ...], tuple[ContentExpr, ...]]
@@ -56,7 +57,10 @@ def refuse_field(token: Token) -> QueryError:
     """The error for a field Sourcegraph knows but runner does not evaluate."""
     name = token.text.split(":", 1)[0].lstrip("-")
     return QueryError(
-        f"the filter {name}: is not supported locally (in {token.text})", what=f"{name}:"
+        f"the filter {name}: is not supported locally (in {token.text})",
+        what=f"{name}:",
+        offset=token.pos,
+        unsupported=True,
     )
 
 
@@ -65,7 +69,7 @@ def _unquote(value: str) -> str:
     return re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), m.group(1)), value)
 
 
-def _compile(source: str, text: str, flags: int) -> re.Pattern[str]:
+def _compile(source: str, text: str, flags: int, offset: int | None = None) -> re.Pattern[str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Python's "possible nested set" notes
@@ -75,7 +79,21 @@ def _compile(source: str, text: str, flags: int) -> re.Pattern[str]:
             f"{text} is not a valid regular expression ({exc})",
             what=text,
             hint="fix the regular expression (RE2 syntax, as in Sourcegraph)",
+            offset=offset,
         ) from None
+
+
+def _unclosed_predicate(token: Token) -> QueryError | None:
+    """The error for ``has.path(…`` never closed, which Sourcegraph cannot read as a predicate."""
+    if _PREDICATE_OPEN.match(token.value) is None:
+        return None
+    name = token.value[: token.value.index("(")]
+    return QueryError(
+        f"the predicate {token.field}:{name}( in {token.text} is never closed",
+        what=f"{token.field}:{name}",
+        hint="close its parenthesis, like repo:has.path(README)",
+        offset=token.pos,
+    )
 
 
 def _predicate(token: Token) -> tuple[str, str] | None:
@@ -99,8 +117,8 @@ class _Builder:
             else "content"
         )
 
-    def term(self, source: str, text: str) -> Term:
-        regex = _compile(source, text, re.MULTILINE | self.case_flags)
+    def term(self, source: str, text: str, offset: int | None = None) -> Term:
+        regex = _compile(source, text, re.MULTILINE | self.case_flags, offset)
         return Term(text, regex, self.target)
 
     # Patterns ---------------------------------------------------------------
@@ -115,27 +133,28 @@ class _Builder:
     def run_term(self, tokens: list[Token]) -> Term:
         """One term from adjacent pattern tokens, joined as the pattern type says."""
         text = " ".join(t.text for t in tokens)
+        at = tokens[0].pos
         if self.mode is PatternType.REGEXP:
             pieces = [t.text if t.kind == "word" else re.escape(_unquote(t.value)) for t in tokens]
             if len(pieces) == 1:
-                return self.term(pieces[0], text)
+                return self.term(pieces[0], text, at)
             # Sourcegraph's regexp mode: a space between patterns matches anything.
-            return self.term("(?:.*?)".join(f"(?:{p})" for p in pieces), text)
+            return self.term("(?:.*?)".join(f"(?:{p})" for p in pieces), text, at)
         if self.mode is PatternType.KEYWORD:
             (token,) = tokens
             if token.kind == "slash":
-                return self.term(token.value, token.text)
+                return self.term(token.value, token.text, at)
             if token.kind == "quoted":
                 return self.term(re.escape(_unquote(token.value)), token.text)
             return self.term(re.escape(token.text), token.text)
         if len(tokens) == 1 and tokens[0].kind == "slash":
-            return self.term(tokens[0].value, tokens[0].text)
+            return self.term(tokens[0].value, tokens[0].text, at)
         # standard and literal: the words as written, quotes included, one space apart
         return self.term(re.escape(text), text)
 
     def content_field(self, token: Token) -> ContentExpr:
         if self.mode is PatternType.REGEXP:
-            term = self.term(token.value, token.text)
+            term = self.term(token.value, token.text, token.pos)
         else:
             term = self.term(re.escape(token.value), token.text)
         return Negation(term) if token.negated else term
@@ -178,7 +197,12 @@ class _Builder:
     def filter(self, token: Token, negated: bool) -> _Filter:
         name, value = token.field, token.value
         if not value:
-            raise QueryError(f"{token.text} needs a value", what=token.text)
+            raise QueryError(
+                f"{token.text} needs a value",
+                what=token.text,
+                hint=f"write {token.text}VALUE, or remove it",
+                offset=token.pos,
+            )
         if name in REPO_FIELDS:
             return self.repo_filter(token, negated)
         if name in FILE_FIELDS:
@@ -186,11 +210,15 @@ class _Builder:
         if name in LANG_FIELDS:
             language = find_language(value)
             if language is None:
+                # Sourcegraph knows hundreds of languages (go-enry); runner knows fewer,
+                # so an unknown name may be valid there.
                 known = ", ".join(lang.name for lang in LANGUAGES)
                 raise QueryError(
                     f"unknown language in {token.text}",
                     what=token.text,
                     hint=f"use one of: {known}",
+                    offset=token.pos,
+                    unsupported=True,
                 )
             regex = _compile(language_path_regex(language), token.text, 0)
             return FileFilter("path", regex, negated, token.text)
@@ -205,19 +233,25 @@ class _Builder:
                 raise QueryError(
                     f"the predicate repo:{name}(…) is not supported locally (in {token.text})",
                     what=f"repo:{name}",
+                    offset=token.pos,
+                    unsupported=True,
                 )
             flags = self.case_flags | (re.MULTILINE if kind == "has_content" else 0)
-            regex = _compile(argument, token.text, flags)
+            regex = _compile(argument, token.text, flags, token.pos)
             return RepoFilter(kind, regex, negated, token.text)
+        if (unclosed := _unclosed_predicate(token)) is not None:
+            raise unclosed
         if re.search(r"(?<!\\)@", token.value):
             raise QueryError(
                 f"searching another revision with repo:…@revision ({token.text}) "
                 "is not supported locally",
                 what="repo:…@revision",
                 hint="runner searches the revision it checked out; drop the @revision",
+                offset=token.pos,
+                unsupported=True,
             )
         # Repository names compare case-insensitively, as in Sourcegraph.
-        regex = _compile(token.value, token.text, re.IGNORECASE)
+        regex = _compile(token.value, token.text, re.IGNORECASE, token.pos)
         return RepoFilter("name", regex, negated, token.text)
 
     def file_filter(self, token: Token, negated: bool) -> FileFilter:
@@ -228,10 +262,14 @@ class _Builder:
                 raise QueryError(
                     f"the predicate file:{name}(…) is not supported locally (in {token.text})",
                     what=f"file:{name}",
+                    offset=token.pos,
+                    unsupported=True,
                 )
-            regex = _compile(argument, token.text, self.case_flags | re.MULTILINE)
+            regex = _compile(argument, token.text, self.case_flags | re.MULTILINE, token.pos)
             return FileFilter("has_content", regex, negated, token.text)
-        regex = _compile(token.value, token.text, self.case_flags)
+        if (unclosed := _unclosed_predicate(token)) is not None:
+            raise unclosed
+        regex = _compile(token.value, token.text, self.case_flags, token.pos)
         return FileFilter("path", regex, negated, token.text)
 
     # Expansion into basic queries -------------------------------------------
@@ -247,8 +285,9 @@ class _Builder:
             case Not(node=Not(node=inner)):
                 return self.expand(inner)
             case Not():
+                # Sourcegraph refuses any expression after NOT.
                 raise QueryError(
-                    "NOT (…) around a group that holds filters is not supported locally",
+                    "NOT (…) around a group that holds filters cannot be evaluated",
                     what="NOT (…)",
                     hint="negate each filter instead, like -repo:NAME or -file:PATH",
                 )
@@ -278,6 +317,7 @@ def _product(choices: list[list[_Alternative]]) -> list[_Alternative]:
             f"the query expands to {total} alternatives (at most {MAX_ALTERNATIVES})",
             what="OR",
             hint="simplify the OR groups that hold filters",
+            unsupported=True,
         )
     combined: list[_Alternative] = []
     for picks in product(*choices):

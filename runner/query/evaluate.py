@@ -44,7 +44,8 @@ def _matches(expr: ContentExpr, path: str, text: Callable[[], str | None]) -> bo
             return not _matches(part, path, text)
 
 
-def _name_passes(basic: BasicQuery, name: str) -> bool:
+def name_passes(basic: BasicQuery, name: str) -> bool:
+    """Whether a repository called ``name`` passes the basic query's ``repo:`` name filters."""
     return all(
         bool(f.regex.search(name)) != f.negated for f in basic.repo_filters if f.kind == "name"
     )
@@ -114,7 +115,7 @@ def _file_basic_matches(
 
 def _evaluate_repo(query: Query, repo: _Repo, limit: int | None) -> QueryMatch | None:
     select_repo = query.options.select_repo
-    candidates = [b for b in query.basics if _name_passes(b, repo.repository.name)]
+    candidates = [b for b in query.basics if name_passes(b, repo.repository.name)]
     candidates = [
         b for b in candidates if all(repo.predicate(f) for f in b.repo_filters if f.kind != "name")
     ]

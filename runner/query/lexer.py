@@ -13,7 +13,9 @@ literally rather than refused. Heuristics, each mirroring Sourcegraph:
   parenthesis closes before the run ends, like ``(\\w+/)?\\w+:latest``: that
   run is a pattern. Parentheses inside a word belong to the word.
 - ``)`` closes a group only when one is open and the word it ends has no
-  unclosed ``(`` of its own.
+  unclosed ``(`` of its own. A ``)`` that closes no parenthesis before it
+  stays in its word here, but Sourcegraph's parser rejects the query;
+  ``unmatched_close`` finds it.
 """
 
 from __future__ import annotations
@@ -199,3 +201,33 @@ class _Scanner:
 def tokenize(text: str, *, slash_regexps: bool) -> list[Token]:
     """Tokens of ``text``; ``slash_regexps`` makes ``/…/`` a regexp pattern."""
     return _Scanner(text, slash_regexps=slash_regexps).run()
+
+
+def unmatched_close(tokens: list[Token]) -> int | None:
+    """Offset of the first ``)`` that closes no ``(`` before it, or None.
+
+    Parentheses count across the whole query, groups and patterns alike, as
+    Sourcegraph balances them (``foo(a, b)`` is one pattern there); quoted
+    and ``/slash/`` patterns, quoted field values and escaped characters do
+    not count.
+    """
+    depth = 0
+    for token in tokens:
+        if token.kind in ("quoted", "slash"):
+            continue
+        text, start = token.text, token.pos
+        if token.kind == "field":
+            colon = text.index(":") + 1
+            if text[colon : colon + 1] in ("'", '"') and token.value != text[colon:]:
+                continue  # a delimited value
+        j = 0
+        while j < len(text):
+            c = text[j]
+            if c == "\\":
+                j += 2
+                continue
+            depth += {"(": 1, ")": -1}.get(c, 0)
+            if depth < 0:
+                return start + j
+            j += 1
+    return None

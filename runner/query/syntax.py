@@ -128,18 +128,32 @@ class _Parser:
     def _peek(self) -> Token | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
 
-    def _error(self, token: Token, problem: str) -> QueryError:
+    def _error(
+        self, token: Token, problem: str, *, unsupported: bool = False, hint: str | None = None
+    ) -> QueryError:
         return QueryError(
             f"{token.text} at column {token.pos + 1} {problem}",
             what=token.text,
-            hint="check the query's operators and parentheses — " + DOCS_HINT,
+            hint=hint or "check the query's operators and parentheses — " + DOCS_HINT,
+            offset=token.pos,
+            unsupported=unsupported,
         )
+
+    def _operand_error(self, token: Token) -> QueryError:
+        # Sourcegraph reads an operator at either end of the query as a word
+        # (AND, OR and NOT need a space on both sides), so only runner refuses
+        # it there; between two operators it is an error in Sourcegraph too.
+        at_an_end = token is self.tokens[0] or token is self.tokens[-1]
+        problem = "needs a search term or filter on each side"
+        if token.kind == "not":
+            problem = "must be followed by a search term, filter or group"
+        return self._error(token, problem, unsupported=at_an_end)
 
     def parse(self) -> Node:
         node = self._binary("or")
         token = self._peek()
         if token is not None:  # only an unmatched operator can be left here
-            raise self._error(token, "needs a search term or filter on each side")
+            raise self._operand_error(token)
         return node
 
     def _binary(self, kind: Literal["and", "or"]) -> Node:
@@ -152,7 +166,7 @@ class _Parser:
         while (token := self._peek()) is not None and token.kind == kind:
             self.i += 1
             if (nxt := self._peek()) is None or nxt.kind in ("and", "or", "rparen"):
-                raise self._error(token, "needs a search term or filter on each side")
+                raise self._operand_error(token)
             parts.append(parse())
         return parts[0] if len(parts) == 1 else Op(kind, tuple(parts))
 
@@ -164,7 +178,7 @@ class _Parser:
             token = self._peek() or (self.tokens[self.i - 1] if self.i else None)
             if token is None:
                 raise QueryError("the query is empty", hint="write a search pattern or filter")
-            raise self._error(token, "needs a search term or filter on each side")
+            raise self._operand_error(token)
         return parts[0] if len(parts) == 1 else Op("concat", tuple(parts))
 
     def _unit(self) -> Node:
@@ -176,7 +190,7 @@ class _Parser:
                 negations += 1
                 self.i += 1
             if nxt is None or nxt.kind in ("and", "or", "rparen"):
-                raise self._error(token, "must be followed by a search term, filter or group")
+                raise self._operand_error(token)
             inner = self._unit()
             return Not(inner) if negations % 2 else inner
         if token.kind == "lparen":
@@ -186,20 +200,30 @@ class _Parser:
         return Pattern(token)
 
     def _group(self, lparen: Token) -> Node:
+        # Sourcegraph reads an unclosed or empty group's parentheses as
+        # characters to search for; runner refuses to guess what was meant.
         if (nxt := self._peek()) is None:
-            raise self._error(lparen, "is never closed")
+            raise self._unclosed(lparen)
         if nxt.kind == "rparen":
-            raise self._error(lparen, "opens an empty group")
+            raise self._error(lparen, "opens an empty group", unsupported=True)
         self.depth += 1
         if self.depth > MAX_NESTING:
-            raise self._error(lparen, f"nests groups deeper than {MAX_NESTING}")
+            raise self._error(lparen, f"nests groups deeper than {MAX_NESTING}", unsupported=True)
         node = self._binary("or")
         self.depth -= 1
         close = self._peek()
         if close is None or close.kind != "rparen":
-            raise self._error(lparen, "is never closed")
+            raise self._unclosed(lparen)
         self.i += 1
         return node
+
+    def _unclosed(self, lparen: Token) -> QueryError:
+        return self._error(
+            lparen,
+            "is never closed",
+            unsupported=True,
+            hint="close the group, or write \\( (or quote the pattern) to search for a parenthesis",
+        )
 
 
 def parse_tree(tokens: list[Token]) -> Node:

@@ -28,6 +28,7 @@ from runner.namespaces import parse_namespace, parse_optional
 from runner.queue.service import Coordinator
 from runner.queue.tokens import Principal
 from runner.redact import active
+from runner.sandbox.tighten import NamespacePolicy
 from runner.secrets.value import Secret
 
 log = get_logger("runner.queue.api")
@@ -106,6 +107,16 @@ class FailBody(BaseModel):
     lease: str
     state: Literal["failed", "errored", "canceled"]
     error: str
+
+
+class PolicyBody(BaseModel):
+    """A namespace's sandbox requirement; what is left out is not required."""
+
+    isolation: Literal["runc", "gvisor"] | None = None
+    network: Literal["open", "none", "allow"] | None = None
+    allow_hosts: list[str] = Field(default_factory=list, max_length=1000)
+    job_timeout_s: float | None = Field(default=None, gt=0, le=MAX_INT)
+    disk_cap_bytes: int | None = Field(default=None, gt=0, le=MAX_INT)
 
 
 class CachePutBody(BaseModel):
@@ -220,6 +231,22 @@ def add_api(app: FastAPI, coordinator: Coordinator) -> None:
     @app.get("/api/jobs/{job_id}/result", tags=["jobs"])
     def job_result(who: Who, job_id: str) -> dict[str, Any]:
         return dict(c.job_result(who, job_id))
+
+    # Namespaces ----------------------------------------------------------------------
+
+    @app.get("/api/namespaces/{namespace}/policy", tags=["namespaces"])
+    def namespace_policy(who: Who, namespace: str) -> dict[str, Any]:
+        return c.namespace_policy(who, parse_namespace(namespace)).to_json()
+
+    @app.put("/api/namespaces/{namespace}/policy", tags=["namespaces"])
+    def set_namespace_policy(who: Who, namespace: str, body: PolicyBody) -> dict[str, Any]:
+        policy = NamespacePolicy.from_json(body.model_dump())
+        return c.set_namespace_policy(who, parse_namespace(namespace), policy).to_json()
+
+    @app.delete("/api/namespaces/{namespace}/policy", tags=["namespaces"])
+    def clear_namespace_policy(who: Who, namespace: str) -> dict[str, Any]:
+        ns = parse_namespace(namespace)
+        return {"namespace": str(ns), "cleared": c.clear_namespace_policy(who, ns)}
 
     # Executors ----------------------------------------------------------------------
 

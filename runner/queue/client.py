@@ -28,11 +28,13 @@ from runner.errors import (
     CoordinatorError,
     CoordinatorUnavailableError,
     RunnerError,
+    UsageError,
     error_from_json,
 )
 from runner.queue.bundle import Bundle
 from runner.queue.jobs import env_plan_from_json
 from runner.queue.models import HeartbeatAnswer
+from runner.sandbox.tighten import NamespacePolicy
 from runner.secrets.models import AuditEvent, SecretMeta
 from runner.secrets.value import Secret
 
@@ -73,6 +75,8 @@ class Claim:
     env: EnvPlan
     secrets: Mapping[str, Secret] = field(repr=False)
     job: Mapping[str, Any] = field(default_factory=dict)
+    # What the coordinator requires of the job's sandbox (its namespace's policy).
+    policy: NamespacePolicy = field(default_factory=NamespacePolicy)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Claim:
@@ -89,8 +93,9 @@ class Claim:
                 env=env_plan_from_json(data["env"]),
                 secrets=secrets,
                 job=dict(data["job"]),
+                policy=NamespacePolicy.from_json(data.get("policy")),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, UsageError) as exc:
             raise CoordinatorError(
                 f"malformed claim answer ({type(exc).__name__})",
                 hint="the coordinator and this executor may run different runner versions",
@@ -262,6 +267,22 @@ class CoordinatorClient:
 
     def job_result(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._json("GET", f"/api/jobs/{job_id}/result")
+        return result
+
+    # Namespaces ----------------------------------------------------------------------
+
+    def namespace_policy(self, namespace: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/namespaces/{namespace}/policy")
+        return result
+
+    def namespace_policy_set(self, namespace: str, policy: NamespacePolicy) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "PUT", f"/api/namespaces/{namespace}/policy", body=policy.to_json()
+        )
+        return result
+
+    def namespace_policy_clear(self, namespace: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("DELETE", f"/api/namespaces/{namespace}/policy")
         return result
 
     # Executors ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ from runner.backoff import Backoff, Retry, jittered
 from runner.cache import CacheEntry
 from runner.cache.remote import CoordinatorStepCache
 from runner.clock import SYSTEM_CLOCK, Clock
+from runner.egress import JobNetworkSeam, NoJobNetworks
 from runner.errors import (
     ContainerRuntimeError,
     ExecutionError,
@@ -64,6 +65,8 @@ from runner.queue.jobs import workspace_from_json
 from runner.queue.models import HeartbeatAnswer
 from runner.redact import ActiveRedactor, Redacts, active
 from runner.report import now_rfc3339
+from runner.sandbox import SandboxPolicy
+from runner.sandbox.tighten import sandbox_summary, tighten
 from runner.spec import load_spec_text
 
 log = get_logger("runner.executor")
@@ -102,6 +105,10 @@ class ExecutorSettings:
     report_timeout_s: float = 120.0
     temp_root: Path | None = None
     use_cache: bool = True
+    # The operator's own sandbox policy; each job runs under it tightened by its claim's.
+    sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
+    # A network per job (runner.egress); without one, steps use the engine's default.
+    networks: JobNetworkSeam = field(default_factory=NoJobNetworks)
 
 
 # Resending the log and the result: quick at first, never more than a few seconds apart.
@@ -271,6 +278,7 @@ class JobRunner:
         self.reporting = False
         self.lost = False
         self.outcome: Outcome | None = None
+        self.sandbox = settings.sandbox  # what the job runs under, once claimed
         self.thread = threading.Thread(target=self.run, name=f"job-{claim.job_id}", daemon=True)
 
     @property
@@ -335,6 +343,7 @@ class JobRunner:
         """
         try:
             self._runtime.sweep(RUN_LABEL, self.job_id)
+            self._settings.networks.sweep(self.job_id)
         except RunnerError as exc:
             log.warning("could not sweep the job's containers", job=self.job_id, error=str(exc))
 
@@ -371,6 +380,8 @@ class JobRunner:
         # Before anything can print: every value the claim carried is redacted from the
         # first line (``run_job`` registers them again, by variable name, as it starts).
         register_values(registry, plan=claim.env, secrets=claim.secrets)
+        # Never looser than what the coordinator set for the job's namespace.
+        self.sandbox = tighten(settings.sandbox, claim.policy)
         root = Path(tempfile.mkdtemp(prefix=f"runner-job-{claim.job_id}-", dir=settings.temp_root))
         job_log.event(
             "run.started",
@@ -379,6 +390,7 @@ class JobRunner:
             executor=settings.name,
             attempt=claim.attempt,
             workspaces=1,
+            sandbox=sandbox_summary(self.sandbox),
         )
         try:
             spec_path = claim.bundle.write_to(root / "spec")
@@ -390,6 +402,10 @@ class JobRunner:
             workspace = workspace_from_json(claim.workspace, repo)
             try:
                 images = resolve_images(spec, self._runtime)
+                if self.sandbox.isolation != settings.sandbox.isolation:
+                    # The namespace asks for gVisor of an executor started without it:
+                    # an engine lacking runsc sends the job back for another executor.
+                    self._runtime.check_isolation(self.sandbox.isolation)
             except ImageNotFoundError as exc:
                 return Outcome("failed", error=str(exc))
             except ContainerRuntimeError as exc:
@@ -413,6 +429,8 @@ class JobRunner:
                 cancel=self.cancel_event,
                 cache=CoordinatorStepCache(self._api) if settings.use_cache else None,
                 temp_root=settings.temp_root,
+                sandbox=self.sandbox,
+                networks=settings.networks,
             )
             (done,) = run_job(job, lambda ref, step: claim.secrets[ref.id], services)
             outcome = self._outcome(done)
@@ -456,6 +474,8 @@ class JobRunner:
                 "outputs": result.outputs,
                 "steps_run": result.steps_run,
                 "steps_cached": result.steps_cached,
+                "egress_denied": result.egress_denied,
+                "sandbox": sandbox_summary(self.sandbox),
             },
         )
 

@@ -49,9 +49,11 @@ from runner.queue.models import (
     Submission,
     new_id,
 )
+from runner.queue.policies import PolicyRecord, PolicyStore, policy_namespace
 from runner.queue.states import fail_state
 from runner.queue.store import JobStore, not_found
 from runner.queue.tokens import Principal, TokenStore
+from runner.sandbox.tighten import NamespacePolicy, describe
 from runner.secrets.access import AccessPolicy
 from runner.secrets.models import AuditEvent, SecretMeta
 from runner.secrets.names import DEFAULT_SCOPE
@@ -83,6 +85,8 @@ class ClaimedJob:
     lease: Lease
     plan: EnvPlan
     secrets: Mapping[str, Secret] = field(repr=False)
+    # The namespace's sandbox requirement, as it stands at the claim.
+    policy: NamespacePolicy = field(default_factory=NamespacePolicy)
 
     @property
     def env(self) -> dict[str, Any]:
@@ -100,6 +104,7 @@ class ClaimedJob:
             "clone_url": self.lease.payload["clone_url"],
             "env": dict(self.env),
             "secrets": {sid: value.reveal() for sid, value in self.secrets.items()},
+            "policy": self.policy.to_json(),
         }
 
 
@@ -115,6 +120,7 @@ class Coordinator:
         cache: StepCache | None = None,
         on_secret_change: Callable[[SecretMeta | None, str], object] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        policies: PolicyStore | None = None,
     ) -> None:
         """``on_secret_change(meta_before, actor)`` runs after a secret is set or removed
         (the execution cache drops the entries of the old version)."""
@@ -125,6 +131,7 @@ class Coordinator:
         self.users = users
         self.settings = settings
         self.cache = cache
+        self.policies = policies
         self._clock = clock
         self.policy = AccessPolicy(users, secrets)
 
@@ -424,7 +431,8 @@ class Coordinator:
                 attempt=lease.attempt,
                 secrets=len(values),
             )
-            return ClaimedJob(lease=lease, plan=plan, secrets=values)
+            policy = self._policy_of(lease.job.namespace)
+            return ClaimedJob(lease=lease, plan=plan, secrets=values, policy=policy)
         return None
 
     def _refuse(self, lease: Lease, state: FailState, error: str) -> None:
@@ -530,6 +538,65 @@ class Coordinator:
             parsed,
             namespace=str(parse_namespace(namespace)),
             secret_refs=list(secret_refs),
+        )
+
+    # Namespace sandbox policies -------------------------------------------------------------
+
+    def namespace_policy(self, principal: Principal, namespace: Namespace) -> PolicyRecord:
+        """Admins and whoever may act in the namespace see what its jobs run under."""
+        actor = self.user(principal)
+        policy_namespace(namespace)
+        if not (self.users.is_admin(actor) or self._may_see(actor, str(namespace))):
+            raise PermissionDeniedError(
+                f"{actor} may not see the policy of {namespace}",
+                hint="ask someone who may act in that namespace, or an admin",
+            )
+        if self.policies is None:
+            return PolicyRecord(namespace=str(namespace))
+        return self.policies.get(str(namespace))
+
+    def set_namespace_policy(
+        self, principal: Principal, namespace: Namespace, policy: NamespacePolicy
+    ) -> PolicyRecord:
+        """Replace the namespace's policy (admins only); later claims carry it."""
+        actor = self._policy_admin(principal, namespace)
+        store = self._policy_store()
+        record = store.set(str(namespace), policy, actor=actor)
+        log.info(
+            "namespace policy set",
+            namespace=str(namespace),
+            by=actor,
+            policy=describe(policy.to_json()),
+        )
+        return record
+
+    def clear_namespace_policy(self, principal: Principal, namespace: Namespace) -> bool:
+        actor = self._policy_admin(principal, namespace)
+        cleared = self._policy_store().clear(str(namespace))
+        log.info("namespace policy cleared", namespace=str(namespace), by=actor, had_one=cleared)
+        return cleared
+
+    def _policy_admin(self, principal: Principal, namespace: Namespace) -> str:
+        actor = self.user(principal)
+        policy_namespace(namespace)
+        if not self.users.is_admin(actor):
+            raise PermissionDeniedError(
+                f"{actor} may not change the sandbox policy of {namespace}: only admins may",
+                hint="ask an admin to run `runner namespace set`",
+            )
+        return actor
+
+    def _policy_store(self) -> PolicyStore:
+        if self.policies is None:
+            raise CoordinatorError(
+                "this coordinator keeps no namespace policies",
+                hint="start it with `runner server`, which keeps them in its database",
+            )
+        return self.policies
+
+    def _policy_of(self, namespace: str) -> NamespacePolicy:
+        return (
+            self.policies.get(namespace).policy if self.policies is not None else NamespacePolicy()
         )
 
     # Housekeeping ----------------------------------------------------------------------

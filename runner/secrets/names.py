@@ -46,8 +46,28 @@ RESERVED_NAMES: Final[frozenset[str]] = frozenset(
 RESERVED_PREFIX: Final = "RUNNER_"
 
 
+def check_name(text: str) -> str:
+    """``text`` when it is a valid secret name as typed, else ``SecretValidationError``.
+
+    Names the user types (the CLI, the API, the web form) must already be upper
+    case: a name is never changed silently, so ``lower_case`` is refused with
+    the suggestion ``LOWER_CASE`` rather than stored under that name.
+    """
+    name = normalize_name(text)
+    if name != text:
+        raise SecretValidationError(
+            f"secret name {text!r} is not upper case", hint=f"did you mean {name}?"
+        )
+    return name
+
+
 def normalize_name(text: str) -> str:
-    """The canonical (upper-case) name, or ``SecretValidationError`` saying what to change."""
+    """The upper-case name ``text`` stands for, or ``SecretValidationError`` saying what to change.
+
+    Only where a name is looked up on the user's behalf: a step's bare env
+    NAME finds the secret NAME in upper case. Names to store go through
+    ``check_name``.
+    """
     name = text.upper()
     if not name:
         raise SecretValidationError(

@@ -53,7 +53,13 @@ from runner.secrets.crypto import (
     unseal,
 )
 from runner.secrets.models import AUDIT_EVENTS, AuditEvent, SecretMeta
-from runner.secrets.names import DEFAULT_SCOPE, check_scope, check_value, normalize_name
+from runner.secrets.names import (
+    DEFAULT_SCOPE,
+    check_name,
+    check_scope,
+    check_value,
+    normalize_name,
+)
 from runner.secrets.value import Secret
 
 T = TypeVar("T")
@@ -76,7 +82,7 @@ class SecretKey:
 
 
 def secret_key(name: str, namespace: str | Namespace, scope: str) -> SecretKey:
-    return SecretKey(normalize_name(name), str(parse_namespace(namespace)), check_scope(scope))
+    return SecretKey(check_name(name), str(parse_namespace(namespace)), check_scope(scope))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,7 +262,11 @@ class SecretStore(ABC):
     def resolve(
         self, name: str, from_namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE
     ) -> SecretMeta | None:
-        """Metadata of what ``name`` resolves to for a job in ``from_namespace``. No audit."""
+        """Metadata of what ``name`` resolves to for a job in ``from_namespace``. No audit.
+
+        ``name`` is a step's env name: ``github_token`` finds the secret GITHUB_TOKEN.
+        """
+        name = normalize_name(name)
         for owner in visible_namespaces(from_namespace):
             found = self.get(name, owner, scope=scope)
             if found is not None:
@@ -283,7 +293,7 @@ class SecretStore(ABC):
     ) -> builtins.list[AuditEvent]:
         """The audit log, oldest first: all of it, or one name's, or one namespace's."""
         return self._events(
-            normalize_name(name) if name is not None else None,
+            check_name(name) if name is not None else None,
             str(parse_namespace(namespace)) if namespace is not None else None,
         )
 

@@ -4,6 +4,12 @@ It walks the positioned YAML once, collects every problem (never stopping at
 the first) and builds the models when there are none. Given the folder that
 `mount` paths are relative to, it also checks each one there
 (runner.spec.mounts); without it, mounts are checked later, where the files are.
+
+Each `repositoriesMatchingQuery` goes through the parser `runner run` uses
+(runner.query): a malformed query is a problem at its position; a query
+Sourcegraph accepts but runner cannot evaluate locally (structural search,
+`repo:has.file(…)`) is a *warning*: the spec is valid, and `runner run` and
+`runner env explain` refuse that query.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
-from runner.errors import MountPathError, Problem, TemplateError
+from runner.errors import MountPathError, Problem, QueryError, TemplateError
+from runner.query import parse_query
 from runner.spec import template as tmpl
 from runner.spec.glob import Glob, GlobError
 from runner.spec.models import (
@@ -88,15 +96,33 @@ def _kind_name(node: YNode) -> str:
     return "a string"
 
 
+@dataclass(frozen=True)
+class SpecCheck:
+    """What checking a spec found: the model (None if invalid), problems, warnings.
+
+    ``hint`` says what to do about the problems when the generic advice
+    (fix the spec, validate again) would not help.
+    """
+
+    spec: BatchSpec | None
+    problems: list[Problem]
+    warnings: list[Problem] = field(default_factory=list)
+    hint: str | None = None
+
+
 class _Validator:
     def __init__(self, path: str, mount_root: Path | None) -> None:
         self.path = path
         self.mount_root = mount_root
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     # -- reporting ---------------------------------------------------------
     def err(self, pos: Pos, message: str) -> None:
         self.problems.append(Problem(self.path, pos.line, pos.column, message))
+
+    def warn(self, pos: Pos, message: str) -> None:
+        self.warnings.append(Problem(self.path, pos.line, pos.column, message))
 
     # -- shapes ------------------------------------------------------------
     def mapping(
@@ -225,19 +251,17 @@ def _offset_pos(node: YNode, text: str, offset: int | None) -> Pos:
     return node.pos
 
 
-def validate(
-    root: YNode | None, path: str, *, mount_root: Path | None = None
-) -> tuple[BatchSpec | None, list[Problem]]:
-    """Validate a loaded spec. Returns the model (None if invalid) and all problems.
+def validate(root: YNode | None, path: str, *, mount_root: Path | None = None) -> SpecCheck:
+    """Validate a loaded spec: the model (None if invalid), all problems, all warnings.
 
     ``mount_root``: the folder `mount` paths are relative to; None skips the check.
     """
     v = _Validator(path, mount_root)
     if root is None:
         v.err(Pos(1, 1), "the spec is empty; it needs at least a `name`")
-        return None, v.problems
+        return SpecCheck(None, v.problems)
     if not v.mapping(root, "the spec", TOP_KEYS, required=("name",)):
-        return None, v.problems
+        return SpecCheck(None, v.problems)
     doc: dict[str, YNode] = root.value
 
     version = 1
@@ -270,7 +294,7 @@ def validate(
         )
 
     if v.problems:
-        return None, v.problems
+        return SpecCheck(None, v.problems, v.warnings)
     spec = BatchSpec(
         path=path,
         version=version,
@@ -284,7 +308,7 @@ def validate(
         changeset_template=template,
         raw=root.plain(),
     )
-    return spec, []
+    return SpecCheck(spec, [], v.warnings)
 
 
 def _on_items(v: _Validator, node: YNode | None) -> Iterable[OnQuery | OnRepository]:
@@ -302,12 +326,10 @@ def _on_items(v: _Validator, node: YNode | None) -> Iterable[OnQuery | OnReposit
                     item.keys[extra[0]].pos,
                     f"{where}: {extra[0]!r} cannot go with repositoriesMatchingQuery",
                 )
-            query = v.string(
-                keys["repositoriesMatchingQuery"],
-                f"{where}.repositoriesMatchingQuery",
-                allow_empty=False,
-            )
+            query_node = keys["repositoriesMatchingQuery"]
+            query = v.string(query_node, f"{where}.repositoriesMatchingQuery", allow_empty=False)
             if query is not None:
+                _check_query(v, query_node, query, f"{where}.repositoriesMatchingQuery")
                 yield OnQuery(query, item.pos)
             continue
         if "repository" not in keys:
@@ -327,6 +349,23 @@ def _on_items(v: _Validator, node: YNode | None) -> Iterable[OnQuery | OnReposit
                     branches.append(text)
         if repo:
             yield OnRepository(repo, tuple(branches), item.pos)
+
+
+def _check_query(v: _Validator, node: YNode, text: str, where: str) -> None:
+    """Parse the query as `runner run` will: a problem if malformed, a warning if unsupported."""
+    try:
+        parse_query(text)
+    except QueryError as exc:
+        pos = _offset_pos(node, text, exc.offset)
+        hint = f" — {exc.hint}" if exc.hint else ""
+        if exc.unsupported:
+            v.warn(
+                pos,
+                f"{where}: {exc.message}; `runner run` and `runner env explain` will refuse "
+                f"this query{hint}",
+            )
+        else:
+            v.err(pos, f"{where}: {exc.message}{hint}")
 
 
 def _workspaces(v: _Validator, node: YNode | None) -> Iterable[WorkspaceConfig]:

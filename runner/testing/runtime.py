@@ -13,20 +13,27 @@ source is refused, and a step canceled before it starts does not run.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from runner.clock import Clock
+from runner.config import DEFAULT_NETWORK_POOL
+from runner.errors import ContainerRuntimeError
+from runner.execute.docker_sandbox import RUNTIMES, missing_runtime
 from runner.execute.runtime import (
+    NETWORK_PREFIX,
     Mount,
+    NetworkInfo,
     OutputCallback,
     OutputStream,
     StepContainer,
     StepExit,
     missing_image,
 )
+from runner.sandbox import Isolation
 from runner.testing.clock import FakeClock
 
 
@@ -48,6 +55,8 @@ class FakeStepRun:
     _clock: Clock
     _deadline: float
     stdin: bytes = b""  # a step's stdin is empty, as in the real runtime
+    # Bytes the step wrote outside its mounts: what ``writable_bytes`` reports while it runs.
+    written: int = 0
 
     def stdout(self, data: bytes | str) -> None:
         self.emit("stdout", data)
@@ -111,7 +120,12 @@ class FakeRuntime:
     ``images`` maps every name ``image_id`` knows to its ID; any other name is
     missing. ``leftovers`` are label sets of containers an earlier run left
     behind, for ``sweep`` to remove. ``clock`` is what ``FakeStepRun.sleep``
-    passes time on (a ``FakeClock`` of its own unless given).
+    passes time on (a ``FakeClock`` of its own unless given). ``networks``
+    holds the job networks alive now (name -> (job id, info)), each with its
+    own subnet of ``network_pool``; ``networks_made`` every one ever made.
+    ``isolations`` are the levels its engine can run (as Docker with runsc
+    registered, both); a step at another level fails as on an engine without
+    its runtime. Every step's sandbox is recorded with it in ``steps``.
     """
 
     handler: StepHandler = succeed
@@ -120,6 +134,11 @@ class FakeRuntime:
     clock: Clock = field(default_factory=FakeClock)
     steps: list[StepContainer] = field(default_factory=list)
     image_lookups: list[str] = field(default_factory=list)
+    network_pool: str = DEFAULT_NETWORK_POOL
+    isolations: Collection[Isolation] = ("runc", "gvisor")
+    networks: dict[str, tuple[str, NetworkInfo]] = field(default_factory=dict)
+    networks_made: list[NetworkInfo] = field(default_factory=list)
+    _running: list[FakeStepRun] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def image_id(self, image: str) -> str:
@@ -131,6 +150,10 @@ class FakeRuntime:
             return image
         raise missing_image(image)
 
+    def check_isolation(self, isolation: Isolation) -> None:
+        if isolation not in self.isolations:
+            raise missing_runtime(isolation, RUNTIMES[isolation] or isolation)
+
     def run_step(
         self, step: StepContainer, *, on_output: OutputCallback, cancel: threading.Event
     ) -> StepExit:
@@ -139,6 +162,7 @@ class FakeRuntime:
         early = step.before_start(cancel)
         if early is not None:
             return early
+        self.check_isolation(step.sandbox.isolation)
         run = FakeStepRun(
             step=step,
             cancel=cancel,
@@ -146,15 +170,25 @@ class FakeRuntime:
             _clock=self.clock,
             _deadline=self.clock.monotonic() + step.timeout_s,
         )
+        with self._lock:
+            self._running.append(run)
         try:
             result = self.handler(run)
         except _Killed as killed:
             return killed.result
+        finally:
+            with self._lock:
+                self._running.remove(run)
         if isinstance(result, StepExit):
             return result
         if cancel.is_set():
             return StepExit.killed(canceled=True)
         return StepExit(exit_code=result)
+
+    def writable_bytes(self, label_key: str, label_value: str) -> int | None:
+        with self._lock:
+            runs = [r for r in self._running if r.step.labels.get(label_key) == label_value]
+        return sum(r.written for r in runs) if runs else None
 
     def sweep(self, label_key: str, label_value: str | None = None) -> int:
         def matches(labels: Mapping[str, str]) -> bool:
@@ -167,3 +201,36 @@ class FakeRuntime:
             removed = len(self.leftovers) - len(keep)
             self.leftovers[:] = keep
         return removed
+
+    def create_network(self, job_id: str, *, internal: bool) -> NetworkInfo:
+        pool = ipaddress.ip_network(self.network_pool)
+        with self._lock:
+            taken = {info.subnet for _, info in self.networks.values()}
+            for subnet in pool.subnets(new_prefix=NETWORK_PREFIX):
+                if str(subnet) in taken:
+                    continue
+                number = len(self.networks_made) + 1
+                info = NetworkInfo(
+                    name=f"fake-net-{number}",
+                    subnet=str(subnet),
+                    gateway=str(next(subnet.hosts())),
+                    internal=internal,
+                )
+                self.networks[info.name] = (job_id, info)
+                self.networks_made.append(info)
+                return info
+        raise ContainerRuntimeError(
+            f"no free subnet is left in runner's network pool {pool}",
+            hint="remove leftover job networks with `runner cleanup`",
+        )
+
+    def remove_network(self, name: str) -> None:
+        with self._lock:
+            self.networks.pop(name, None)
+
+    def sweep_networks(self, job_id: str | None = None) -> int:
+        with self._lock:
+            gone = [n for n, (job, _) in self.networks.items() if job_id in (None, job)]
+            for name in gone:
+                del self.networks[name]
+        return len(gone)

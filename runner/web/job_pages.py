@@ -6,7 +6,10 @@ rest. Every line is redacted again before it is shown (``runner.web.render``).
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -55,9 +58,31 @@ def job(request: Request, web: Web, viewer: SignedIn, job_id: str) -> Response:
         lines=render_chunks(texts),
         cursor=cursor,
         changesets=changesets_of(shown.get("result")),
+        isolation=isolation_of(shown.get("result"), texts),
         poll_ms=int(web.poll_interval_s * 1000),
         error=redact(shown.get("error")),
     )
+
+
+def isolation_of(result: Mapping[str, Any] | None, texts: Sequence[str]) -> str | None:
+    """The isolation level the job ran at: its result's, else its last attempt's start.
+
+    A failed job has no result; its log's ``run.started`` says what its
+    executor ran it under. None for a job no executor has started.
+    """
+    sandbox = (result or {}).get("sandbox")
+    if isinstance(sandbox, Mapping) and sandbox.get("isolation"):
+        return str(sandbox["isolation"])
+    for text in reversed(texts):
+        for line in reversed(text.splitlines()):
+            if '"run.started"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                started = event.get("sandbox") if isinstance(event, dict) else None
+                if isinstance(started, dict) and started.get("isolation"):
+                    return str(started["isolation"])
+    return None
 
 
 def _json_error(exc: RunnerError) -> Response:

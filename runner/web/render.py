@@ -111,6 +111,21 @@ class LogLine:
         return {"text": self.text, "kind": self.kind}
 
 
+# What a job log line shows of an event, after its name.
+EVENT_DETAILS = (
+    "phase",
+    "files",
+    "total_files",
+    "step",
+    "exit_code",
+    "status",
+    "state",
+    "executor",
+    "attempt",
+    "error",
+)
+
+
 def render_line(line: str) -> LogLine:
     """One JSON-lines log event as ``runner jobs logs`` prints it, redacted again."""
     try:
@@ -124,11 +139,7 @@ def render_line(line: str) -> LogLine:
         stream = "stderr" if event.get("stream") == "stderr" else "stdout"
         text = f"step {event.get('step')} {stream}: {event.get('line', '')}"
         return LogLine(redact(text), stream)
-    details = [
-        f"{key}={event[key]}"
-        for key in ("step", "exit_code", "status", "state", "executor", "attempt", "error")
-        if event.get(key) is not None
-    ]
+    details = [f"{key}={event[key]}" for key in EVENT_DETAILS if event.get(key) is not None]
     return LogLine(redact(f"{name} {' '.join(details)}".rstrip()), "event")
 
 

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, Response
 from runner.errors import SecretNotFoundError, SecretValidationError
 from runner.namespaces import Namespace
 from runner.secrets.models import SecretMeta
-from runner.secrets.names import DEFAULT_SCOPE, SCOPES, check_scope, check_value, normalize_name
+from runner.secrets.names import DEFAULT_SCOPE, SCOPES, check_name, check_scope, check_value
 from runner.secrets.value import Secret
 from runner.web.context import Viewer, WebContext
 from runner.web.deps import FormPoster, Managed, PageRoute, SignedIn, Web, redirect
@@ -59,7 +59,7 @@ def _secrets(
 
 def secret_ref(name: str, scope: Annotated[str, Query()] = DEFAULT_SCOPE) -> tuple[str, str]:
     """The path's secret name and the ``scope`` query, checked: (name, scope)."""
-    return normalize_name(name), check_scope(scope)
+    return check_name(name), check_scope(scope)
 
 
 Ref = Annotated[tuple[str, str], Depends(secret_ref)]
@@ -133,7 +133,7 @@ def secret_add(
     secret = Secret(value)
     del value
     errors: dict[str, str] = {}
-    canonical = _checked(lambda: normalize_name(name), errors, "name")
+    canonical = _checked(lambda: check_name(name), errors, "name")
     _checked(lambda: check_value(secret), errors, "value")
     chosen = _checked(lambda: check_scope(scope), errors, "scope") or DEFAULT_SCOPE
     if canonical is not None:

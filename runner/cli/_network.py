@@ -1,0 +1,97 @@
+"""The network flags of `runner run` and `runner executor`, and the job networks they use.
+
+``network_options`` adds ``--network``, ``--allow-host`` and ``--add-host``;
+the command gets them as one ``NetworkChoice`` (flags over settings over
+defaults: ``RUNNER_NETWORK``, ``RUNNER_ALLOW_HOSTS``, ``RUNNER_ADD_HOSTS``),
+which it applies to its ``SandboxPolicy``. ``job_networks`` wires the real
+seam: the engine's networks, the host firewall and the mitmproxy proxy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runner.cli._options import option_group
+from runner.config import NETWORK_POLICIES, Settings
+from runner.egress import JobNetworks, NetworkChoice
+from runner.egress.firewall import Iptables
+from runner.egress.proxy import MitmProxy
+from runner.execute.runtime import ContainerRuntime
+
+__all__ = ["NetworkChoice", "job_networks", "network_choice", "network_options", "proxy_binary"]
+
+
+def network_choice(
+    settings: Settings,
+    network: str | None,
+    allow_hosts: tuple[str, ...],
+    add_hosts: tuple[str, ...],
+) -> NetworkChoice:
+    """Flags over settings over defaults."""
+    return NetworkChoice.parse(
+        network or settings.network,
+        allow_hosts or settings.allow_hosts,
+        add_hosts or settings.add_hosts,
+    )
+
+
+def proxy_binary(settings: Settings) -> Path:
+    """``RUNNER_PROXY_BIN``, else the proxy's own environment beside runner's, else PATH."""
+    if settings.proxy_bin is not None:
+        return settings.proxy_bin
+    beside = Path(sys.prefix) / "proxy" / "bin" / "mitmdump"
+    if beside.exists():
+        return beside
+    found = shutil.which("mitmdump")
+    return Path(found) if found else beside
+
+
+def job_networks(settings: Settings, runtime: ContainerRuntime) -> JobNetworks:
+    return JobNetworks(
+        runtime,
+        firewall=Iptables(),
+        proxy=MitmProxy(proxy_binary(settings)),
+        pool=settings.network_pool,
+    )
+
+
+def _chosen(**flags: Any) -> NetworkChoice:
+    from runner.cli._app import app
+
+    return network_choice(app().settings, **flags)
+
+
+network_options = option_group(
+    {
+        "network": click.option(
+            "--network",
+            type=click.Choice(NETWORK_POLICIES),
+            help="open (a network of the job's own), none (no network) or allow (only "
+            "--allow-host entries, through a proxy); default RUNNER_NETWORK or open.",
+        ),
+        "allow_hosts": click.option(
+            "--allow-host",
+            "allow_hosts",
+            metavar="HOST[:PORT]",
+            multiple=True,
+            help="A host steps may reach under --network allow, or a link-local or host "
+            "address they may reach under open (repeatable; default RUNNER_ALLOW_HOSTS).",
+        ),
+        "add_hosts": click.option(
+            "--add-host",
+            "add_hosts",
+            metavar="NAME:ADDRESS",
+            multiple=True,
+            help="Map NAME to ADDRESS for the steps and the proxy alike (repeatable; "
+            "default RUNNER_ADD_HOSTS).",
+        ),
+    },
+    into="network_choice",
+    pack=_chosen,
+)
+"""``--network``, ``--allow-host``, ``--add-host``; the command gets ``network_choice``."""

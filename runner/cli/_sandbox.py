@@ -1,0 +1,85 @@
+"""The isolation and hardening flags of `runner run` and `runner executor`.
+
+``isolation_options`` adds ``--isolation``, ``--pids-limit`` and ``--user``;
+the command gets them as one ``Confinement`` (flags over settings over
+defaults), which it puts into its ``SandboxPolicy``. The engine is asked
+for the level's runtime once, before any container starts
+(``check_isolation``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import click
+
+from runner.config import ISOLATIONS, Settings
+from runner.execute.docker_sandbox import parse_user
+from runner.sandbox import Hardening, Isolation
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """The isolation level and hardening the flags and settings chose."""
+
+    isolation: Isolation
+    hardening: Hardening
+
+    def check(self, runtime: Any) -> None:
+        """Refuse, before any container starts, a level the engine cannot run."""
+        runtime.check_isolation(self.isolation)
+
+
+def confinement(
+    settings: Settings, isolation: str | None, pids_limit: int | None, user: str | None
+) -> Confinement:
+    chosen = user or settings.step_user
+    if chosen is not None:
+        parse_user(chosen)  # a usage error now, not an engine error at the first step
+    return Confinement(
+        isolation=cast(Isolation, isolation or settings.isolation),
+        hardening=Hardening(pids_limit=pids_limit or settings.pids_limit, user=chosen),
+    )
+
+
+def isolation_options(func: F) -> F:
+    """The three flags; the command gets ``confinement: Confinement``."""
+
+    @functools.wraps(func)
+    def packed(
+        *args: Any, isolation: str | None, pids_limit: int | None, user: str | None, **kw: Any
+    ) -> Any:
+        from runner.cli._app import app
+
+        chosen = confinement(app().settings, isolation, pids_limit, user)
+        return func(*args, confinement=chosen, **kw)
+
+    command: Any = packed
+    for option in reversed(
+        [
+            click.option(
+                "--isolation",
+                type=click.Choice(ISOLATIONS),
+                help="runc (the engine's default runtime) or gvisor (runsc: a kernel of the "
+                "step's own); default RUNNER_ISOLATION or runc.",
+            ),
+            click.option(
+                "--pids-limit",
+                type=click.IntRange(min=1),
+                help="Processes and threads per step container (default RUNNER_PIDS_LIMIT or "
+                "1024; under gvisor the sandbox's own threads count too).",
+            ),
+            click.option(
+                "--user",
+                metavar="UID[:GID]",
+                help="Run steps as this user (default RUNNER_STEP_USER, else each image's own).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return cast(F, command)

@@ -1,0 +1,193 @@
+"""A network per workspace job: the seam the job opens around its steps.
+
+``JobNetworks.open`` gives each workspace job what its steps' containers
+join, as a ``StepNetwork``, and takes it all down when the job ends, failed
+or canceled too:
+
+* ``none``: no network at all (Docker's network mode ``none``: loopback only);
+* ``open``: a bridge network of the job's own, from runner's address pool,
+  fenced by the host firewall (``firewall.py``): no neighbour job, no host
+  service, no link-local address;
+* ``allow``: the same network made ``internal`` (no route out), and the
+  job's proxy (``proxy.py``) on its gateway as the only way out, letting
+  through the hosts ``--allow-host`` lists (``rules.py``).
+
+Refused connections reach ``on_denied(host, port)``; the caller turns them
+into ``step.egress_denied`` events. Leftovers of a killed run (networks,
+rules) are swept by the job's id; a proxy ends with its runner by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+from runner.egress.firewall import Firewall, host_addresses
+from runner.egress.proxy import PROXY_PORT, OnDenied, ProxyLauncher, RunningProxy
+from runner.egress.rules import EgressRules
+from runner.errors import ExecutionError
+from runner.execute.runtime import ContainerRuntime, NetworkInfo
+from runner.log import get_logger
+from runner.sandbox import SandboxPolicy
+
+log = get_logger("runner.egress")
+
+NO_PROXY = "localhost,127.0.0.1"
+
+
+def _no_entries() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class StepNetwork:
+    """What a workspace job's steps get: the network to join, /etc/hosts, proxy variables."""
+
+    network: str | None = None  # None: the engine's default (runtimes without job networks)
+    extra_hosts: Mapping[str, str] = field(default_factory=_no_entries)
+    proxy_env: Mapping[str, str] = field(default_factory=_no_entries)
+
+
+class JobNetworkSeam(Protocol):
+    def open(
+        self, job_id: str, policy: SandboxPolicy, on_denied: OnDenied
+    ) -> AbstractContextManager[StepNetwork]:
+        """The job's network for its steps, taken down when the block ends (never raises then)."""
+        ...
+
+    def sweep(self, job_id: str | None = None) -> int:
+        """Remove what killed runs of ``job_id`` (all if None) left; return how many."""
+        ...
+
+
+def proxy_env(gateway: str, port: int) -> dict[str, str]:
+    """Both spellings, since tools differ in which they read."""
+    url = f"http://{gateway}:{port}"
+    return {
+        "HTTP_PROXY": url,
+        "HTTPS_PROXY": url,
+        "http_proxy": url,
+        "https_proxy": url,
+        "NO_PROXY": NO_PROXY,
+        "no_proxy": NO_PROXY,
+    }
+
+
+@dataclass
+class JobNetworks:
+    """Job networks of a ``ContainerRuntime``, fenced by the firewall, proxied under ``allow``.
+
+    ``pool`` is runner's address pool (the proxy refuses it); ``addresses``
+    lists this host's own addresses (the proxy refuses them too).
+    """
+
+    runtime: ContainerRuntime
+    firewall: Firewall
+    proxy: ProxyLauncher
+    pool: str
+    addresses: Callable[[], frozenset[str]] = host_addresses
+    _warned: bool = field(default=False, init=False, repr=False)
+
+    @contextmanager
+    def open(
+        self, job_id: str, policy: SandboxPolicy, on_denied: OnDenied
+    ) -> Iterator[StepNetwork]:
+        if policy.network == "none":
+            yield _without_job_network(policy)
+            return
+        hosts = MappingProxyType(dict(policy.add_hosts))
+        self._check_firewall(policy)
+        allow = policy.network == "allow"
+        net = self.runtime.create_network(job_id, internal=allow)
+        proxy: RunningProxy | None = None
+        try:
+            self.firewall.guard(net, policy, proxy_port=PROXY_PORT if allow else None)
+            env: dict[str, str] = {}
+            if allow:
+                proxy = self.proxy.start(
+                    listen=net.gateway,
+                    port=PROXY_PORT,
+                    rules=self.rules(policy),
+                    on_denied=on_denied,
+                )
+                env = proxy_env(net.gateway, PROXY_PORT)
+            yield StepNetwork(network=net.name, extra_hosts=hosts, proxy_env=env)
+        finally:
+            if proxy is not None:
+                proxy.stop()
+            self._close(net)
+
+    def preflight(self, policy: SandboxPolicy) -> None:
+        """Refuse, before any container starts, a policy this host cannot keep."""
+        self._check_firewall(policy)
+        if policy.network == "allow":
+            self.proxy.check()
+
+    def rules(self, policy: SandboxPolicy) -> EgressRules:
+        return EgressRules(
+            allow=tuple((entry.host, entry.port) for entry in policy.allow_hosts),
+            add_hosts=dict(policy.add_hosts),
+            host_addresses=self.addresses(),
+            blocked_networks=(self.pool,),
+        )
+
+    def _check_firewall(self, policy: SandboxPolicy) -> None:
+        if self.firewall.available():
+            return
+        if policy.network == "allow":
+            raise ExecutionError(
+                "runner cannot fence the job's network here (it needs root and iptables), "
+                "so it will not pretend to enforce --network allow",
+                hint="run runner as root on a host with iptables, or use --network none",
+            )
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "runner is not root or has no iptables: steps on job networks can reach "
+                "this host's services and link-local addresses",
+            )
+
+    def _close(self, net: NetworkInfo) -> None:
+        self.firewall.release(net)
+        self.runtime.remove_network(net.name)
+
+    def sweep(self, job_id: str | None = None) -> int:
+        removed = self.runtime.sweep_networks(job_id)
+        if self.firewall.available():
+            try:
+                removed += self.firewall.sweep()
+            except ExecutionError as exc:
+                log.warning("could not sweep leftover firewall rules", error=str(exc))
+        return removed
+
+
+class NoJobNetworks:
+    """For runtimes without job networks: steps on the engine's default network.
+
+    ``none`` still takes the network away; ``allow`` cannot be kept and is refused.
+    """
+
+    @contextmanager
+    def open(
+        self, job_id: str, policy: SandboxPolicy, on_denied: OnDenied
+    ) -> Iterator[StepNetwork]:
+        if policy.network == "allow":
+            raise ExecutionError(
+                "this runner has no job networks, so it cannot enforce --network allow",
+                hint="run with the Docker engine, or use --network none",
+            )
+        yield _without_job_network(policy)
+
+    def sweep(self, job_id: str | None = None) -> int:
+        return 0
+
+
+def _without_job_network(policy: SandboxPolicy) -> StepNetwork:
+    """``none``: no network at all; otherwise the engine's default network."""
+    return StepNetwork(
+        network="none" if policy.network == "none" else None,
+        extra_hosts=MappingProxyType(dict(policy.add_hosts)),
+    )

