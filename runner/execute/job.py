@@ -25,15 +25,16 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from runner.cache import StepCache, host_mac
 from runner.changeset import build_changesets
-from runner.egress import JobNetworkSeam, NoJobNetworks
+from runner.egress import JobNetworkSeam, NoJobNetworks, StepNetwork
 from runner.env import EnvPlan, HostEnv, SecretRef
-from runner.errors import ChangesetError, ContainerRuntimeError, RunnerError
+from runner.errors import ChangesetError
 from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import RunContext, RunLimits, WorkspaceResult, WorkspaceRunner, key_inputs
 from runner.log import get_logger
@@ -297,17 +298,20 @@ def _run_steps(ctx: RunContext, ws: Workspace, networks: JobNetworkSeam) -> Work
             port=port,
         )
 
-    try:
-        with networks.open(ctx.run_id, ctx.sandbox, on_denied) as network:
-            runner.append(WorkspaceRunner(replace(ctx, network=network), ws))
-            result = runner[0].run()
-    except RunnerError as exc:  # the network could not be made: the engine's failure
-        result = WorkspaceResult(
-            ws,
-            "failed",
-            error=ctx.redactor.redact(str(exc)),
-            infrastructure_failure=isinstance(exc, ContainerRuntimeError),
-        )
+    with ExitStack() as stack:
+        opened: list[StepNetwork] = []
+
+        def network() -> StepNetwork:
+            # Made on the first step that runs a container: a fully cached workspace needs
+            # none. A network that cannot be made fails that step as an engine failure.
+            if not opened:
+                opened.append(
+                    stack.enter_context(networks.open(ctx.run_id, ctx.sandbox, on_denied))
+                )
+            return opened[0]
+
+        runner.append(WorkspaceRunner(replace(ctx, network=network), ws))
+        result = runner[0].run()
     result.egress_denied = denied[0]
     return result
 

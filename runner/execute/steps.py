@@ -89,8 +89,9 @@ class RunContext:
     cache: StepCache | None = None
     temp_root: Path | None = None
     sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
-    # The workspace job's network (run_workspace opens one per workspace).
-    network: StepNetwork = field(default_factory=StepNetwork)
+    # The workspace job's network: run_workspace passes a function that opens one for the
+    # workspace on the first step that runs a container (a fully cached workspace makes none).
+    network: Callable[[], StepNetwork] = StepNetwork
     # What each step adds to cache keys; the same for every workspace of a run,
     # so a run computes it once (it reads every mounted file).
     step_key_inputs: Sequence[StepKeyInput] | None = None
@@ -456,12 +457,13 @@ class WorkspaceRunner:
         disk = DiskWatcher(
             cap=ctx.sandbox.disk_cap_bytes, workspace=local.tree_dir, runtime=ctx.runtime, stop=stop
         )
+        network = ctx.network()
         container = StepContainer(
             image=ctx.images[step.container],
             script=script,
             workdir=local.workdir_in_container,
             mounts=mounts,
-            env={**env, **ctx.network.proxy_env},
+            env={**env, **network.proxy_env},
             secret_env=secret_env,
             labels={RUN_LABEL: ctx.run_id, **disk.labels},
             timeout_s=timeout_s,
@@ -470,9 +472,9 @@ class WorkspaceRunner:
             sandbox=StepSandbox(
                 isolation=ctx.sandbox.isolation,
                 hardening=ctx.sandbox.hardening,
-                network=ctx.network.network,
-                extra_hosts=ctx.network.extra_hosts,
-                proxy_env=ctx.network.proxy_env,
+                network=network.network,
+                extra_hosts=network.extra_hosts,
+                proxy_env=network.proxy_env,
             ),
         )
         self.current_step = step.number  # what a refused connection is reported under
