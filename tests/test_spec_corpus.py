@@ -61,9 +61,11 @@ def test_runner_validate_refuses_the_corpus_specs_whose_mounted_files_are_missin
     captured = capsys.readouterr()
     assert code == 1
     assert captured.out.count("ok ") == 50
+    # Long hints wrap at spaces (to the terminal, or 100 columns), so read them unwrapped.
+    unwrapped = " ".join(captured.err.split())
     for spec, (mounted, line, column) in MOUNTED_NOT_SHIPPED.items():
         assert f"{CORPUS / spec}:{line}:{column}: steps[1].mount[1]: " in captured.err
-        assert f"create {CORPUS / mounted}" in captured.err
+        assert f"create {CORPUS / mounted}" in unwrapped
     assert "2 of 52 specs invalid" in captured.err
 
 
