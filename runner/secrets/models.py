@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from runner.secrets.delivery import DEFAULT_DELIVERY, Delivery
+
 AuditEventName = Literal[
     "created", "updated", "deleted", "accessed", "denied", "key_rotated", "cache_invalidated"
 ]
@@ -40,6 +42,8 @@ class SecretMeta:
     updated_at: datetime
     updated_by: str
     overrides_global: bool = False
+    # How the value reaches a step (env, file, brokered); metadata, never a value.
+    delivery: Delivery = DEFAULT_DELIVERY
 
     def describe(self) -> str:
         """How messages name it: ``GITHUB_TOKEN in user:alice`` (plus a non-default scope)."""
@@ -60,6 +64,7 @@ class SecretMeta:
             updated_at=datetime.fromisoformat(data["updated_at"]),
             updated_by=data["updated_by"],
             overrides_global=bool(data.get("overrides_global", False)),
+            delivery=Delivery.from_json(data.get("delivery")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -74,6 +79,7 @@ class SecretMeta:
             "updated_at": rfc3339(self.updated_at),
             "updated_by": self.updated_by,
             "overrides_global": self.overrides_global,
+            "delivery": self.delivery.to_json(),
         }
 
 
