@@ -16,6 +16,7 @@ services: install
 	@scripts/ensure-proxy.sh
 	@scripts/ensure-runsc.sh
 	@scripts/ensure-images.sh
+	@scripts/ensure-registry.sh
 	@scripts/ensure-go.sh
 	@scripts/ensure-browser.sh
 

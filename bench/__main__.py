@@ -32,10 +32,31 @@ MODULES: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "overhead": ("bench.run_overhead", ("step_overhead_ratio", "fixed_overhead_runs"), True),
     "gvisor": ("bench.gvisor", ("gvisor_step_overhead_ratio",), True),
     "cache": ("bench.cache_rerun", ("cached_rerun_vs_validate", "cached_rerun_containers"), True),
-    "parallel": ("bench.parallel", ("parallel_efficiency",), True),
+    "parallel": ("bench.parallel", ("parallel_efficiency", "parallel_vs_docker_cli"), True),
     "memory": ("bench.memory", ("stream_1gib_rss_growth_mib",), True),
-    "coordinator": ("bench.coordinator", ("coordinator_claims_per_s",), False),
+    "logs": ("bench.logs", ("log_mib_s", "log_mib_s_docker_cli"), True),
+    "coordinator": (
+        "bench.coordinator",
+        (
+            "coordinator_claims_per_s",
+            "coordinator_http_vs_inprocess",
+            "coordinator_inprocess_vs_raw_sql",
+        ),
+        False,
+    ),
     "interrupts": ("bench.interrupts", ("interrupt_latency_s",), True),
+    "broker": ("bench.broker", ("brokered_request_overhead_ratio",), True),
+    "large_repo": (
+        "bench.large_repo",
+        (
+            "large_repo_noop_vs_floor",
+            "large_repo_sed_vs_floor",
+            "large_repo_rss_growth_mib",
+            "large_repo_cached_rerun_vs_validate",
+            "many_workspaces_vs_floor",
+        ),
+        True,
+    ),
 }
 
 

@@ -48,12 +48,15 @@ def run(quick: bool = False) -> dict[str, Any]:
         if cold_started != WORKSPACES * STEPS:
             raise BenchError(f"the cold run started {cold_started} steps, not {WORKSPACES * STEPS}")
         starts: list[int] = []
+        steps_started: list[int] = []  # a full hit runs no step: the 0-containers check
         raw: list[list[float]] = [[], []]
 
         def rerun() -> float:
             since = time.time() - 1
             result = box.runner(run_args)
-            run_id = next(e["run_id"] for e in events(result.proc) if e["event"] == "run.started")
+            seen = events(result.proc)
+            run_id = next(e["run_id"] for e in seen if e["event"] == "run.started")
+            steps_started.append(sum(1 for e in seen if e["event"] == "step.started"))
             starts.append(container_starts(run_id, since, time.time() + 1))
             return result.seconds
 
@@ -67,7 +70,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     t_rerun, t_validate = raw
     return {
         "cached_rerun_vs_validate": round(median(ratios), 3),
-        "cached_rerun_containers": max(starts),
+        # The engine's count, and the run's own: either one above 0 misses the goal.
+        "cached_rerun_containers": max(starts + steps_started),
         "details": {
             "rounds": len(ratios),
             "ratio_per_round": [round(r, 3) for r in ratios],
@@ -75,6 +79,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "cached_rerun_s": [round(t, 3) for t in t_rerun],
             "validate_s": [round(t, 3) for t in t_validate],
             "containers_per_rerun": starts,
+            "steps_started_per_rerun": steps_started,
             "load_before": load,
             "load_after": load_average(),
         },

@@ -1,13 +1,17 @@
-"""Coordinator throughput: claim-and-complete cycles per second over HTTP.
+"""Coordinator throughput: claim-and-complete cycles per second, and what they cost.
 
 A real ``runner server`` subprocess on 127.0.0.1 per backend (SQLite in its
 ``RUNNER_HOME``; PostgreSQL in a fresh database of the server named by
 ``RUNNER_TEST_POSTGRES_URL``). Each round first queues trivial jobs (a spec
-without steps over one repository with many workspaces, submitted through the
-user API), then 8 executor threads, each with its own httpx client and
-keep-alive connection, loop claim → complete until the queue answers 204.
-The figure is completed jobs over the wall time of that drain; the backends
-alternate round by round, and the median round counts.
+without steps over one repository with many workspaces), then 8 executor
+threads loop claim → complete until the queue is empty, three ways on the same
+database: over HTTP (each thread its own httpx client and keep-alive
+connection); in-process, through the same ``Coordinator`` the server runs;
+and in raw SQL (one ``UPDATE … RETURNING`` claims, one ``UPDATE``
+completes). On PostgreSQL a fourth drain spreads the HTTP clients over two
+replicas. Each figure is completed jobs over the wall time of its drain; the
+ratios are taken within a round; the backends alternate round by round, and
+the median round counts.
 """
 
 from __future__ import annotations
@@ -83,9 +87,17 @@ def postgres_database(admin_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve(box: Sandbox, backend: str, env: dict[str, str], log: Path) -> Iterator[Server]:
-    user = timed([RUNNER, "token", "create", "--user", USER], env).proc.stdout.strip()
-    executor = timed([RUNNER, "token", "create", "--executor", "bench"], env).proc.stdout.strip()
+def serve(
+    box: Sandbox, backend: str, env: dict[str, str], log: Path, *, tokens: Server | None = None
+) -> Iterator[Server]:
+    """A `runner server` on ``env``'s state; ``tokens``: a replica using that one's tokens."""
+    if tokens is not None:
+        user, executor = tokens.user_token, tokens.executor_token
+    else:
+        user = timed([RUNNER, "token", "create", "--user", USER], env).proc.stdout.strip()
+        executor = timed(
+            [RUNNER, "token", "create", "--executor", "bench"], env
+        ).proc.stdout.strip()
     port = free_port()
     with log.open("wb") as sink:
         proc = subprocess.Popen(
@@ -198,6 +210,197 @@ def drain(server: Server, clients: int = CLIENTS) -> Drain:
     return Drain(sum(done), seconds)
 
 
+# In-process and raw SQL: the floors the HTTP figure is measured against ------------------
+
+
+class InProcess:
+    """The same ``Coordinator`` class the server runs, on the server's database, in this
+    process: claim and complete called directly from ``CLIENTS`` threads (no HTTP)."""
+
+    def __init__(self, box: Sandbox, env: dict[str, str], server: Server) -> None:
+        from runner.config import Settings
+        from runner.namespaces import parse_namespace
+        from runner.queue.policies import SqlPolicyStore
+        from runner.queue.service import Coordinator, CoordinatorSettings
+        from runner.queue.store import SqlJobStore
+        from runner.queue.tokens import SqlTokenStore
+        from runner.secrets import open_store
+        from runner.users.sql import SqlUserDirectory
+
+        settings = Settings(
+            home=Path(env["RUNNER_HOME"]), database_url=env.get("RUNNER_DATABASE_URL")
+        )
+        self.store = open_store(settings)
+        db = self.store.db
+        self.db_url = settings.effective_database_url
+        self.coordinator = Coordinator(
+            jobs=SqlJobStore(db),
+            tokens=SqlTokenStore(db),
+            secrets=self.store,
+            users=SqlUserDirectory(db),
+            settings=CoordinatorSettings(repos_root=box.repos.resolve()),
+            cache=None,
+            policies=SqlPolicyStore(db),
+        )
+        self.user = self.coordinator.authenticate(server.user_token)
+        self.executor = self.coordinator.authenticate(server.executor_token)
+        self.namespace = parse_namespace(f"user:{USER}")
+
+    def close(self) -> None:
+        self.store.close()
+
+    def fill(self, spec: Path, jobs: int) -> None:
+        from runner.queue.bundle import Bundle
+
+        bundle = Bundle.from_spec_file(spec).to_json()
+        queued = 0
+        while queued < jobs:
+            _, records = self.coordinator.submit(self.user, bundle=bundle, namespace=self.namespace)
+            queued += len(records)
+
+    def drain(self) -> Drain:
+        c = self.coordinator
+
+        def cycle(name: str) -> bool:
+            claimed = c.claim(self.executor, executor=name)
+            if claimed is None:
+                return False
+            lease = claimed.lease
+            c.complete(self.executor, lease.job.id, lease=lease.token, result=RESULT)
+            return True
+
+        return _threads(cycle)
+
+    def drain_raw(self) -> Drain:
+        """The floor: one ``UPDATE … RETURNING`` claims, one ``UPDATE`` completes, each
+        thread on its own connection in autocommit, nothing else (no lease check, no
+        secrets, no plan); on SQLite with a busy timeout and runner's pragmas."""
+        return _threads(_raw_cycle(self.db_url))
+
+
+def _raw_cycle(url: str) -> Any:
+    import json
+    import sqlite3
+
+    import psycopg
+
+    from runner.db import sqlite_path
+
+    local = threading.local()
+    postgres = not url.startswith("sqlite:")
+    lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
+    mark = "%s" if postgres else "?"
+    claim = (
+        f"UPDATE runner_jobs SET state = 'processing', executor = {mark},"  # noqa: S608
+        f" attempts = attempts + 1, lease_hash = {mark}, heartbeat_at = {mark}"
+        " WHERE seq = (SELECT seq FROM runner_jobs WHERE state = 'queued'"
+        f" ORDER BY seq LIMIT 1{lock}) RETURNING id"
+    )
+    complete = (
+        f"UPDATE runner_jobs SET state = 'completed', result = {mark},"  # noqa: S608
+        f" finished_at = {mark} WHERE id = {mark}"
+    )
+    result = json.dumps(RESULT)
+
+    def connection() -> Any:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            if postgres:
+                conn = psycopg.connect(url, autocommit=True)
+            else:
+                conn = sqlite3.connect(sqlite_path(url), isolation_level=None, timeout=30)
+                # The durability runner's own connection has (db.py): the default, FULL,
+                # syncs the WAL at every commit and made this floor ten times slower.
+                conn.execute("PRAGMA synchronous = NORMAL")
+            local.conn = conn
+        return conn
+
+    def cycle(name: str) -> bool:
+        conn = connection()
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        row = conn.execute(claim, (name, uuid.uuid4().hex, now)).fetchone()
+        if row is None:
+            conn.close()
+            local.conn = None
+            return False
+        conn.execute(complete, (result, now, row[0]))
+        return True
+
+    return cycle
+
+
+def _threads(cycle: Any, clients: int = CLIENTS) -> Drain:
+    """``clients`` threads call ``cycle(name)`` until it answers False."""
+    ready = threading.Barrier(clients + 1)
+    done = [0] * clients
+    errors: list[str] = []
+
+    def worker(index: int) -> None:
+        ready.wait()
+        try:
+            while cycle(f"bench-{index}"):
+                done[index] += 1
+        except Exception as exc:  # reported as the bench's failure
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    if errors:
+        raise BenchError(f"an in-process client failed: {errors[0][:300]}")
+    return Drain(sum(done), seconds)
+
+
+@dataclass
+class Backend:
+    name: str
+    server: Server
+    local: InProcess
+    replica: Server | None = None  # a second `runner server` on the same database
+
+
+def _measure(backend: Backend, spec: Path, jobs: int) -> dict[str, Drain]:
+    """One round on one backend: HTTP, in-process, raw SQL (and two replicas)."""
+    out: dict[str, Drain] = {}
+    fill(backend.server, spec, jobs)
+    out["http"] = drain(backend.server)
+    backend.local.fill(spec, jobs)
+    out["inprocess"] = backend.local.drain()
+    backend.local.fill(spec, jobs)
+    out["raw_sql"] = backend.local.drain_raw()
+    if backend.replica is not None:
+        fill(backend.server, spec, jobs)
+        out["two_replicas"] = drain_spread([backend.server, backend.replica])
+    for what, result in out.items():
+        if result.jobs < jobs:
+            raise BenchError(f"{backend.name} {what}: {result.jobs} of {jobs} jobs were claimed")
+    return out
+
+
+def drain_spread(servers: list[Server], clients: int = CLIENTS) -> Drain:
+    """Like ``drain``, the clients spread over several replicas of one coordinator."""
+    parts: list[Drain] = []
+    lock = threading.Lock()
+    share = clients // len(servers)
+
+    def one(server: Server) -> None:
+        result = drain(server, share)
+        with lock:
+            parts.append(result)
+
+    threads = [threading.Thread(target=one, args=(s,)) for s in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Drain(sum(p.jobs for p in parts), max(p.seconds for p in parts))
+
+
 def run(
     quick: bool = False, *, postgres_url: str | None = None, require_services: bool = False
 ) -> dict[str, Any]:
@@ -210,8 +413,8 @@ def run(
         notes["coordinator_claims_per_s"] = (
             "PostgreSQL not measured: RUNNER_TEST_POSTGRES_URL was not set (make bench sets it)"
         )
-    rates: dict[str, list[float]] = {}
-    drains: dict[str, list[Drain]] = {}
+    figures: dict[str, dict[str, list[float]]] = {}
+    drains: dict[str, dict[str, list[Drain]]] = {}
     load = load_average()
     with Sandbox("coordinator") as box, contextlib.ExitStack() as stack:
         box.repo(
@@ -223,45 +426,66 @@ def run(
             "name: trivial\non:\n  - repository: github.com/bench/mono\n"
             "workspaces:\n  - rootAtLocationOf: job.txt\nsteps: []\n"
         )
-        servers: list[Server] = []
-        sqlite_home = box.root / "home-sqlite"
-        sqlite_env = runner_env(sqlite_home, TMPDIR=str(box.tmp))
-        servers.append(stack.enter_context(serve(box, "sqlite", sqlite_env, box.root / "s.log")))
+        backends: list[Backend] = []
+        sqlite_env = runner_env(box.root / "home-sqlite", TMPDIR=str(box.tmp))
+        server = stack.enter_context(serve(box, "sqlite", sqlite_env, box.root / "s.log"))
+        local = InProcess(box, sqlite_env, server)
+        stack.callback(local.close)
+        backends.append(Backend("sqlite", server, local))
         if postgres_url is not None:
             db_url = stack.enter_context(postgres_database(postgres_url))
             pg_env = runner_env(
                 box.root / "home-postgresql", TMPDIR=str(box.tmp), RUNNER_DATABASE_URL=db_url
             )
-            servers.append(
-                stack.enter_context(serve(box, "postgresql", pg_env, box.root / "p.log"))
+            server = stack.enter_context(serve(box, "postgresql", pg_env, box.root / "p.log"))
+            replica = stack.enter_context(
+                serve(box, "postgresql", pg_env, box.root / "p2.log", tokens=server)
             )
-        for server in servers:  # warm-up: imports, plans, connections
-            fill(server, spec, WORKSPACES_PER_SUBMISSION)
-            drain(server)
+            local = InProcess(box, pg_env, server)
+            stack.callback(local.close)
+            backends.append(Backend("postgresql", server, local, replica))
+        for backend in backends:  # warm-up: imports, plans, connections, prepared statements
+            _measure(backend, spec, WORKSPACES_PER_SUBMISSION)
         progress(
-            f"coordinator: rounds of {jobs} jobs, {CLIENTS} clients, "
-            f"on {', '.join(s.backend for s in servers)}"
+            f"coordinator: rounds of {jobs} jobs, {CLIENTS} clients, over HTTP, in-process and "
+            f"raw SQL on {', '.join(b.name for b in backends)}"
         )
         r = 0
         while r < max_rounds:
-            order = servers[r % len(servers) :] + servers[: r % len(servers)]
-            for server in order:
-                fill(server, spec, jobs)
-                result = drain(server)
-                if result.jobs < jobs:
-                    raise BenchError(
-                        f"{server.backend}: {result.jobs} of {jobs} queued jobs were claimed"
-                    )
-                drains.setdefault(server.backend, []).append(result)
-                rates.setdefault(server.backend, []).append(result.per_s)
+            order = backends[r % len(backends) :] + backends[: r % len(backends)]
+            for backend in order:
+                out = _measure(backend, spec, jobs)
+                kept = drains.setdefault(backend.name, {})
+                for what, result in out.items():
+                    kept.setdefault(what, []).append(result)
+                mine = figures.setdefault(backend.name, {})
+                mine.setdefault("http", []).append(out["http"].per_s)
+                mine.setdefault("http_vs_inprocess", []).append(
+                    out["http"].per_s / out["inprocess"].per_s
+                )
+                mine.setdefault("inprocess_vs_raw_sql", []).append(
+                    out["inprocess"].per_s / out["raw_sql"].per_s
+                )
+                if "two_replicas" in out:
+                    mine.setdefault("two_replicas", []).append(out["two_replicas"].per_s)
             r += 1
-            if r >= min_rounds and all(relative_spread(v) <= 0.15 for v in rates.values()):
+            if r >= min_rounds and all(
+                relative_spread(v) <= 0.15 for f in figures.values() for v in f.values()
+            ):
                 break
-    figure: dict[str, float | None] = {"sqlite": None, "postgresql": None}
-    for backend, values in rates.items():
-        figure[backend] = round(median(values), 1)
+    claims: dict[str, float | None] = {"sqlite": None, "postgresql": None}
+    http_vs: dict[str, float | None] = {"sqlite": None, "postgresql": None}
+    raw_vs: dict[str, float | None] = {"sqlite": None, "postgresql": None}
+    for name, f in figures.items():
+        claims[name] = round(median(f["http"]), 1)
+        http_vs[name] = round(median(f["http_vs_inprocess"]), 3)
+        raw_vs[name] = round(median(f["inprocess_vs_raw_sql"]), 3)
+        if "two_replicas" in f:
+            claims[f"{name}_two_replicas"] = round(median(f["two_replicas"]), 1)
     return {
-        "coordinator_claims_per_s": figure,
+        "coordinator_claims_per_s": claims,
+        "coordinator_http_vs_inprocess": http_vs,
+        "coordinator_inprocess_vs_raw_sql": raw_vs,
         "notes": notes,
         "details": {
             "load_before": load,
@@ -270,8 +494,8 @@ def run(
                 backend: {
                     "jobs": jobs,
                     "clients": CLIENTS,
-                    "wall_s": [round(d.seconds, 3) for d in values],
-                    "per_s": [round(d.per_s, 1) for d in values],
+                    "wall_s": [round(d.seconds, 3) for d in values["http"]],
+                    "per_s": {what: [round(d.per_s, 1) for d in ds] for what, ds in values.items()},
                 }
                 for backend, values in drains.items()
             },

@@ -48,17 +48,34 @@ class Goal:
 GOALS: tuple[Goal, ...] = (
     Goal("step_overhead_ratio", None, "<=", 1.10, ""),
     Goal("gvisor_step_overhead_ratio", None, "<=", 2.0, ""),
+    Goal("brokered_request_overhead_ratio", None, "<=", 1.5, ""),
     Goal("fixed_overhead_runs", None, "<=", 3, ""),
-    Goal("cached_rerun_vs_validate", None, "<=", 2.0, ""),
+    Goal("cached_rerun_vs_validate", None, "<=", 1.3, ""),
     Goal("cached_rerun_containers", None, "<=", 0, ""),
+    Goal("large_repo_noop_vs_floor", None, "<=", 1.25, ""),
+    Goal("large_repo_sed_vs_floor", None, "<=", 1.25, ""),
+    Goal("large_repo_rss_growth_mib", None, "<=", 32, ""),
+    Goal("large_repo_cached_rerun_vs_validate", None, "<=", 1.5, ""),
+    Goal("many_workspaces_vs_floor", None, "<=", 1.3, ""),
     Goal("parallel_efficiency", None, ">=", 0.80, ""),
+    Goal("parallel_vs_docker_cli", None, ">=", 1.10, ""),
     Goal("redaction_mib_s", "10", None, None, ""),
     Goal("redaction_mib_s", "100", ">=", 100, ""),
     Goal("redaction_mib_s", "1000", ">=", 50, ""),
     Goal("processor_us_per_event", None, "<=", 20, ""),
     Goal("stream_1gib_rss_growth_mib", None, "<=", 64, ""),
+    Goal("log_mib_s", "text", ">=", 20, ""),
+    Goal("log_mib_s", "json", ">=", 20, ""),
+    # The floor a user's own script pays, reported beside runner's; no goal of its own.
+    Goal("log_mib_s_docker_cli", None, None, None, ""),
     Goal("coordinator_claims_per_s", "sqlite", ">=", 200, ""),
     Goal("coordinator_claims_per_s", "postgresql", ">=", 150, ""),
+    # Reported beside the single replica's figure (issue 22); no goal of its own.
+    Goal("coordinator_claims_per_s", "postgresql_two_replicas", None, None, ""),
+    Goal("coordinator_http_vs_inprocess", "sqlite", ">=", 0.5, ""),
+    Goal("coordinator_http_vs_inprocess", "postgresql", ">=", 0.5, ""),
+    Goal("coordinator_inprocess_vs_raw_sql", "sqlite", ">=", 0.5, ""),
+    Goal("coordinator_inprocess_vs_raw_sql", "postgresql", ">=", 0.5, ""),
     # No goal: lower is better.
     Goal("interrupt_latency_s", "preparing", None, None, ""),
     Goal("interrupt_latency_s", "cleaning", None, None, ""),
@@ -179,7 +196,7 @@ It starts Docker, builds the test image and a private PostgreSQL (as
 `make test` does), then runs `.venv/bin/python -m bench`, which writes
 `bench/results.json`, prints the table and regenerates this file.
 `python -m bench --quick` is a faster, rougher pass; `--only NAME` re-runs one
-module (`redaction`, `overhead`, `gvisor`, `cache`, `parallel`, `memory`,
+module (`redaction`, `overhead`, `gvisor`, `cache`, `parallel`, `memory`, `logs`,
 `coordinator`, `interrupts`) and keeps the other figures; `--render` only rewrites this
 file from `results.json`.
 """
@@ -207,14 +224,40 @@ is what a burst of load from elsewhere looks like.
   `--isolation gvisor` (gVisor's runsc, registered with `--network=host`),
   over the same plain `docker run --rm IMAGE true` under runc: what choosing
   gVisor costs a step, all told. Same rounds and agreement rule.
+- `brokered_request_overhead_ratio`: one step in `runner-test/debian-tools`
+  makes 200 small HTTPS requests to a local server, each a new `curl`
+  process timed with `date +%s%N`; the median request with the token
+  brokered for the server's host (the job's proxy intercepts TLS and puts the
+  value in) over the median with the token bound elsewhere (the same proxy
+  tunnels the request as a plain CONNECT). 3 to 5 rounds, each run rotating
+  first, until the middle ones agree within 15 %.
 - `cached_rerun_vs_validate`: 8 workspaces × 3 file-changing steps; after one
   cold run, a fully cached `runner run` against `runner validate` of the same
   spec, 5 to 9 rounds. `cached_rerun_containers`: the most containers any re-run
   started, counted from the engine's `start` events carrying the re-run's
   run-id label.
+- `large_repo_*` and `many_workspaces_vs_floor` (bench/large_repo.py): a git
+  repository built from a copy of Python's standard library (2,450 files
+  here; `site-packages`, `dist-packages` and `__pycache__` left out), beside
+  the floor measured in the same round: `git archive | tar -x`, the same
+  `docker run` on a network created and removed for it, `git diff` of the
+  result (a scratch index read from the commit's tree), the folder removed.
+  `large_repo_noop_vs_floor` and `large_repo_sed_vs_floor`: a one-step
+  `runner run --no-cache` (`true`; a `sed` over every `.py` file) over the
+  floor doing the same, 3 to 6 rounds. `large_repo_rss_growth_mib`: runner's
+  peak RSS with its gits (`getrusage(RUSAGE_CHILDREN)` of a wrapper) on that
+  repository minus on a one-file one. `large_repo_cached_rerun_vs_validate`:
+  the `sed` run re-run fully cached over `runner validate`.
+  `many_workspaces_vs_floor`: 50 one-step workspaces at `-j 2` over the floor
+  doing the same 50 two at a time.
 - `parallel_efficiency`: 8 workspaces of one `sleep 2` step with `-j 4`; 4 s
   over the wall time, 3 to 5 rounds; each round also times the docker CLI
-  alone doing the same (8 `docker run --rm IMAGE sleep 2`, 4 at a time).
+  alone doing the same (8 `docker run --rm IMAGE sleep 2`, 4 at a time, each
+  on a bridge network created and removed for it, as runner gives each
+  workspace job its own). `parallel_vs_docker_cli`: runner's efficiency over
+  the CLI's in the same round (the CLI's wall time over runner's), the median
+  round. The CLI on the default bridge is timed too and reported in the
+  details (`vs_docker_cli_default_bridge`).
 - `redaction_mib_s`: the stream redactor over 64 MiB of log-like text fed in
   64 KiB chunks, with 10, 100 and 1,000 secrets registered (every encoding),
   median of 5, one thread. `processor_us_per_event`: the redacting structlog
@@ -224,11 +267,23 @@ is what a burst of load from elsewhere looks like.
   (`--log-cap 2g`, no `--json`, runner's stdout and stderr to /dev/null);
   the runner process's peak RSS (`VmHWM`, polled every 20 ms) minus that of
   the same run with a step that prints nothing.
+- `log_mib_s` (MiB/s, `text` and `json`): a step `cat`s a 64 MiB file of
+  100-byte log lines from its workspace; `runner run --no-cache --log-cap 1g`
+  with `--log-format text` (a log line per output line on stderr) and with
+  `--json` (a `step.output` event per line on stdout), stdout and stderr to
+  files; 64 MiB over the whole command's wall time, start-up, workspace and
+  container included. `log_mib_s_docker_cli`: `docker run --rm -v
+  FILE:/build.log IMAGE cat /build.log` into a file, the same round. 3 to 6
+  rounds, rotating first; each run is checked for one line per output line.
 - `coordinator_claims_per_s`: a `runner server` subprocess on 127.0.0.1 over
   SQLite and over PostgreSQL; trivial jobs (no containers) queued beforehand;
   8 executor threads, each with its own httpx client, loop claim → complete
   over HTTP until the queue is empty; completed jobs over the wall time.
-  600 jobs a round, 3 to 5 rounds, the backends alternating.
+  600 jobs a round, 3 to 5 rounds, the backends alternating. In the same
+  round and database the same drain runs in-process through the
+  `Coordinator` class and in raw SQL, giving `coordinator_http_vs_inprocess`
+  and `coordinator_inprocess_vs_raw_sql`; on PostgreSQL the HTTP clients are
+  also spread over two replicas (`postgresql_two_replicas`).
 - `interrupt_latency_s` (seconds, lower is better, no goal): one generated
   repository of 20,000 small files; `runner run --json --no-cache` of one
   `true` step on it, SIGINT as soon as the run reports the phase
@@ -288,6 +343,32 @@ workspace. Same `summary.json` and changesets. *Before → after:* re-run
 Making imports lazy (psycopg only for a PostgreSQL URL, structlog's dev
 renderer and rich only on a terminal) would make every command ~0.15 s faster,
 but shrinks `validate` as much as `run`, so it raises this ratio.
+
+### Workspaces whose cost follows the work (issue 21)
+
+Before: a workspace was written from the commit's blobs (already streamed, a
+piece at a time), then given a second object store (`pack-objects` of the
+whole tree into `index-pack`) and a baseline from `git add -A -f`, which
+hashes every file; a fully cached re-run still wrote, hashed, snapshotted,
+diffed and removed the whole tree (issue 21 measured sympy at 10.8 s cached
+against 11.2 s uncached, and 1.3–3.0 × the floor for a no-op step on real
+repositories). Now the workspace's git folder sits beside the files and
+borrows the user's objects (alternates: nothing copied), its index is
+written by runner from the listing and the `lstat` of each file just written
+(files dated a second before the index, so git trusts every entry and
+rehashes nothing it did not see change), the baseline is the commit's own
+tree, and the repeated diffs and change lists of one pair of trees are
+asked of git once. A `.gitattributes` that sets `text`, `eol`, `crlf` or
+`ident` keeps the old `git add -A -f` baseline, so no step is charged with a
+normalisation. A full cache hit writes no tree: the keys start from
+`COMMIT^{tree}` (one `git rev-parse`, which also names the objects folder),
+the result is the last step's entry, and the files its diff adds or changes
+are read from a scratch index (`read-tree`, `apply --cached`, `diff-index`,
+`cat-file`) for the secret check, which a binary patch would otherwise
+dodge. Removal, the sweep of interrupted runs and `runner cleanup` share one
+parallel `remove_tree`. Prepared per workspace: 3 git processes (`rev-parse`, `ls-tree`, `cat-file`) where there
+were 7 (`ls-tree`, `init`, `cat-file`, `pack-objects`, `index-pack`,
+`add`, `write-tree`).
 
 ### `parallel_efficiency`: bound by the engine on this machine
 
@@ -367,6 +448,38 @@ Changed: `runner/db.py` now gives each thread its own PostgreSQL connection
 161 claims/s in a quiet run and 147–161 in full `make bench` runs at load 3–5,
 so the PostgreSQL figure now sits on the goal's edge on this 2-core machine,
 where server, clients and PostgreSQL share the cores.
+
+### The coordinator against its own floors (issues 21 and 22): goals not met yet
+
+`coordinator_http_vs_inprocess` divides the HTTP figure by the same
+claim-and-complete through the same `Coordinator` class in the bench's
+process (8 threads, no HTTP, the token checked once per thread);
+`coordinator_inprocess_vs_raw_sql` divides that by 8 threads each claiming
+with one `UPDATE … RETURNING` and completing with one `UPDATE` on their own
+connection, on the same database. `coordinator_claims_per_s.postgresql_two_replicas`
+spreads the 8 HTTP clients over two `runner server` processes on one database.
+Changed so far: a claim is one `UPDATE … RETURNING` (picking the row,
+applying `states.claimed_fields`, returning the job, its payload and its
+submission's bundle; on PostgreSQL the namespace's fairness turn rides in
+the same statement as a CTE) where it was five statements in a transaction;
+a completion is one conditional `UPDATE … RETURNING` (held lease,
+`processing`) with the state machine deciding only the rare rest; both run
+without `BEGIN`/`COMMIT` (`Database.once`: one round trip on PostgreSQL
+instead of three); psycopg prepares repeated statements itself after five
+uses, and each server thread keeps its own connection. First figures (`make
+bench --quick`, load 8–11 on 2 cores shared with other work, so only the
+ratios mean much): SQLite 171 jobs/s over HTTP against 615–794 in-process
+(0.24) and 172–364 raw (SQLite's raw floor is low: 8 connections contend for
+its one writer lock with busy-wait back-off, where runner's shared connection
+queues them); PostgreSQL 125 over HTTP against 296–369 in-process (0.38) and
+1,001–1,432 raw (0.28); two replicas 51–132 (the replicas and their clients
+compete for the same two cores). A cProfile of `runner server` on SQLite
+under this load sees only its event loop thread (3.1 s of 5.2 s inside
+`asyncio.run`, most of it waiting), so the next step is a sampling profile
+of the worker threads: the HTTP layer (FastAPI's dependency resolution and
+validation, JSON encoding of the claim) and the claim's planning (the spec
+parsed again from the bundle, the submitter's rights, the namespace's
+policy: three more transactions) are the candidates.
 
 ### `interrupt_latency_s`: Ctrl-C in a large workspace
 

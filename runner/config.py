@@ -59,6 +59,7 @@ class Settings:
     add_hosts: tuple[str, ...] = ()  # NAME:ADDRESS entries, an operator's setting
     network_pool: str = DEFAULT_NETWORK_POOL
     proxy_bin: Path | None = None  # mitmdump; None: the one `make services` installs
+    broker_ca_file: Path | None = None  # roots the broker trusts upstream; None: the system's
 
     # Cache
     cache_max_mb: int = 1024
@@ -167,17 +168,20 @@ class _Egress(TypedDict):
     add_hosts: tuple[str, ...]
     network_pool: str
     proxy_bin: Path | None
+    broker_ca_file: Path | None
 
 
 def _egress(env: Mapping[str, str]) -> _Egress:
     network = _choice(env, "RUNNER_NETWORK", NETWORK_POLICIES, "a network policy")
     proxy_bin = env.get("RUNNER_PROXY_BIN")
+    broker_ca = env.get("RUNNER_BROKER_CA_FILE")
     return {
         "network": network,
         "allow_hosts": _list(env, "RUNNER_ALLOW_HOSTS"),
         "add_hosts": _list(env, "RUNNER_ADD_HOSTS"),
         "network_pool": env.get("RUNNER_NETWORK_POOL") or DEFAULT_NETWORK_POOL,
         "proxy_bin": Path(proxy_bin).expanduser() if proxy_bin else None,
+        "broker_ca_file": Path(broker_ca).expanduser() if broker_ca else None,
     }
 
 

@@ -10,7 +10,9 @@ Concurrency: a write transaction on SQLite is ``BEGIN IMMEDIATE`` (one writer
 at a time, others wait up to the busy timeout); on PostgreSQL it is an
 ordinary read-committed transaction, and ``Transaction.lock(key)`` takes a
 transaction-scoped advisory lock to serialise writers of one thing (a no-op
-on SQLite, where writers are serialised already).
+on SQLite, where writers are serialised already). A read-only block on
+PostgreSQL sends no ``BEGIN``/``COMMIT``: under read committed its statements
+would each see their own snapshot anyway.
 
 Driver exceptions are translated here into ``StoreError`` subclasses.
 """
@@ -177,7 +179,15 @@ class Transaction:
         try:
             if db.dialect == "postgresql":
                 adapted = [int(p) if isinstance(p, bool) else p for p in params]
-                return db._pg().execute(to_pyformat(sql), adapted)
+                conn = db._pg()
+                try:
+                    return conn.execute(to_pyformat(sql), adapted)
+                except psycopg.OperationalError:
+                    # A read runs outside any transaction (see _pg_transaction): after a
+                    # server restart it is simply asked again on a new connection.
+                    if self.write or not conn.broken:
+                        raise
+                    return db._new_pg().execute(to_pyformat(sql), adapted)
             return db._sqlite().execute(sql, tuple(params))
         except _DRIVER_ERRORS as exc:
             raise _translate(exc) from exc
@@ -203,6 +213,8 @@ class Transaction:
     def lock(self, key: str, *, shared: bool = False) -> None:
         """Serialise with other transactions locking ``key`` until this one ends."""
         if self.dialect == "postgresql":
+            if not self.write:
+                raise RuntimeError("locks are taken in write transactions")
             fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
             self._cursor_execute(f"SELECT {fn}(?)", [lock_id(key)])
 
@@ -317,6 +329,12 @@ class Database:
             self._local.tx = None
 
     def _pg_transaction(self, tx: Transaction) -> Iterator[Transaction]:
+        if not tx.write:
+            # Read committed gives each statement its own snapshot inside a transaction
+            # too, so a read-only block loses nothing without BEGIN and COMMIT, and a
+            # lone SELECT is one round trip instead of three (most of a claim's reads).
+            yield tx
+            return
         conn = self._pg()
         try:
             begin = conn.transaction()
@@ -370,6 +388,32 @@ class Database:
             except retry_on:
                 if attempt == attempts:
                     raise
+        raise AssertionError("unreachable")
+
+    def once(self, sql: str, params: Params = (), *, attempts: int = 5) -> list[Row]:
+        """Run one statement as a transaction of its own and return its rows.
+
+        No ``BEGIN`` and ``COMMIT`` around it: on PostgreSQL that is one round
+        trip instead of three, which is most of a claim's or a completion's
+        cost. Inside an open transaction it joins it. Retried on ``BusyError``.
+        """
+        outer: Transaction | None = getattr(self._local, "tx", None)
+        if outer is not None:
+            return outer.all(sql, params)
+        for attempt in range(1, attempts + 1):
+            try:
+                if self.dialect == "postgresql":
+                    adapted = [int(p) if isinstance(p, bool) else p for p in params]
+                    cursor: Any = self._pg().execute(to_pyformat(sql), adapted)
+                    return list(cursor.fetchall()) if cursor.description else []
+                with self._lock:
+                    cursor = self._sqlite().execute(sql, tuple(params))
+                    return list(cursor.fetchall()) if cursor.description else []
+            except _DRIVER_ERRORS as exc:
+                error = _translate(exc)
+                if isinstance(error, BusyError) and attempt < attempts:
+                    continue
+                raise error from exc
         raise AssertionError("unreachable")
 
     # Migrations -------------------------------------------------------------

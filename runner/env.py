@@ -12,6 +12,13 @@ check all stop here.
 rendered as templates with the step's context, secrets come from a
 ``reveal`` callback (the store decrypts and audits), host values are passed
 in. Secret values are never rendered as templates and travel as ``Secret``.
+
+Each planned and each materialized variable carries its secret's
+``Delivery`` (env, file, brokered; ``DEFAULT_DELIVERY`` for everything else),
+which the step loop applies. One-off local secrets (``--secret-file``,
+``--secret``) plan as source ``local``: they win over a stored secret of the
+same name (the plan keeps a notice saying so) and reach the step loop through
+the same ``secret`` ref and ``reveal`` path as stored ones.
 """
 
 from __future__ import annotations
@@ -29,14 +36,19 @@ from runner.errors import (
     SpecError,
 )
 from runner.namespaces import parse_namespace, visible_namespaces
+from runner.secrets.delivery import DEFAULT_DELIVERY, Delivery
+from runner.secrets.local import LocalSecrets
 from runner.secrets.names import RESERVED_NAMES, RESERVED_PREFIX, VALUE_MIN_CHARS
 from runner.secrets.value import Secret
 from runner.spec import template as tmpl
 from runner.spec.models import BatchSpec, EnvEntry, Step
 from runner.spec.validate import STEP_ROOTS, uses_runtime_values
 
-Source = Literal["literal", "template", "secret", "host"]
+Source = Literal["literal", "template", "secret", "host", "local"]
 MIN_VALUE_CHARS = VALUE_MIN_CHARS
+# Registry credentials for pulling step images (Sourcegraph's executor secret name):
+# stored like any secret, used by runner before the steps, never given to one.
+REGISTRY_AUTH_NAME = "DOCKER_AUTH_CONFIG"
 
 
 class SecretRef(Protocol):
@@ -67,11 +79,14 @@ class Provenance:
     secret_id: str | None = None
     version: int | None = None
     overrides_global: bool = False
+    origin: str | None = None  # a local secret's file name, or "prompt"/"stdin"
 
     def describe(self) -> str:
         if self.source == "secret":
             text = f"secret from {self.namespace} v{self.version}"
             return text + (" (overrides global)" if self.overrides_global else "")
+        if self.source == "local":
+            return f"local secret ({self.origin})"
         return self.source
 
     def as_json(self) -> dict[str, Any]:
@@ -83,6 +98,8 @@ class Provenance:
                 version=self.version,
                 overrides_global=self.overrides_global,
             )
+        elif self.source == "local":
+            data["origin"] = self.origin
         return data
 
 
@@ -94,9 +111,12 @@ class PlannedVar:
     name: str
     provenance: Provenance
     text: str | None = None  # the literal or template as written
-    # Set exactly when provenance.source == "secret": a ``SecretRef``, and where the plan
-    # was made against a store, that store's metadata (the coordinator checks its scope).
+    # Set exactly when provenance.source is "secret" or "local": a ``SecretRef``, and where
+    # the plan was made against a store, that store's metadata (the coordinator checks its
+    # scope); a ``LocalRef`` for a local secret (the caller's ``reveal`` answers it).
     secret: Any = None
+    # How the value reaches the step; only a stored secret's can differ from env.
+    delivery: Delivery = DEFAULT_DELIVERY
 
     @property
     def runtime_template(self) -> bool:
@@ -130,6 +150,8 @@ class HostEnv:
 class EnvPlan:
     namespace: str
     steps: Mapping[int, tuple[PlannedVar, ...]]
+    # What the user should hear before anything runs (a local secret hiding a stored one).
+    notices: tuple[str, ...] = ()
 
     def secrets(self) -> list[Any]:
         """Each distinct secret the plan uses, once (by id)."""
@@ -150,6 +172,11 @@ def reserved_reason(name: str, *, bare: bool) -> str | None:
     """Why ``name`` may not be set by a step's env, or None."""
     if name.upper().startswith(RESERVED_PREFIX):
         return "names starting with RUNNER_ are reserved for runner"
+    if name.upper() == REGISTRY_AUTH_NAME:
+        return (
+            f"{REGISTRY_AUTH_NAME} holds the registry credentials runner pulls step images "
+            "with; it is never given to a step"
+        )
     if bare and name in RESERVED_NAMES:
         return (
             f"{name} changes how programs load or run, so it cannot come from a secret "
@@ -181,21 +208,27 @@ def plan_env(
     namespace: str,
     store: SecretResolver,
     host: HostEnv | None = None,
+    local: LocalSecrets | None = None,
 ) -> EnvPlan:
     """Decide every variable's source. Decrypts nothing, writes no audit event.
 
-    Raises ``SpecError`` for reserved names and ``MissingSecretsError`` listing
-    every bare name that resolves nowhere.
+    A bare name is looked up in ``local`` (one-off values of this run), then
+    the store, then the allowed host variables. Raises ``SpecError`` for
+    reserved names and ``MissingSecretsError`` listing every bare name that
+    resolves nowhere.
     """
     ns = str(parse_namespace(namespace))
     host = host or HostEnv()
+    local = local or LocalSecrets()
     _check_names(spec)
     steps: dict[int, tuple[PlannedVar, ...]] = {}
     missing: list[MissingSecret] = []
+    notices: dict[str, str] = {}
     for step in spec.steps:
         planned: list[PlannedVar] = []
         for entry in step.env:
-            var = _plan_entry(step, entry, ns, store, host)
+            var = _plan_local(step, entry, ns, store, local, notices)
+            var = var or _plan_entry(step, entry, ns, store, host)
             if var is None:
                 # Secret names are upper case; `github_token` finds GITHUB_TOKEN.
                 command = f"runner secret set {entry.name.upper()} {_create_flag(ns)}"
@@ -205,7 +238,31 @@ def plan_env(
         steps[step.number] = tuple(planned)
     if missing:
         raise missing_error(missing, ns, spec.path)
-    return EnvPlan(namespace=ns, steps=steps)
+    return EnvPlan(namespace=ns, steps=steps, notices=tuple(notices.values()))
+
+
+def _plan_local(
+    step: Step,
+    entry: EnvEntry,
+    ns: str,
+    store: SecretResolver,
+    local: LocalSecrets,
+    notices: dict[str, str],
+) -> PlannedVar | None:
+    """A bare name given a one-off value for this run, or None."""
+    if entry.value is not None:
+        return None
+    ref = local.ref(entry.name)
+    if ref is None:
+        return None
+    stored = store.resolve(entry.name, ns, scope="batches")
+    if stored is not None:
+        notices.setdefault(
+            ref.name,
+            f"local secret {ref.name} overrides the stored one from {stored.namespace}",
+        )
+    prov = Provenance("local", origin=ref.origin)
+    return PlannedVar(step.number, entry.name, prov, secret=ref)
 
 
 def _plan_entry(
@@ -223,7 +280,8 @@ def _plan_entry(
             version=meta.version,
             overrides_global=meta.overrides_global,
         )
-        return PlannedVar(step.number, entry.name, prov, secret=meta)
+        delivery = getattr(meta, "delivery", DEFAULT_DELIVERY)
+        return PlannedVar(step.number, entry.name, prov, secret=meta, delivery=delivery)
     if host.allows(entry.name) and entry.name in host.values:
         value = host.values[entry.name]
         if len(value) < MIN_VALUE_CHARS:
@@ -268,6 +326,7 @@ class ResolvedVar:
     name: str
     value: str | Secret
     provenance: Provenance
+    delivery: Delivery = DEFAULT_DELIVERY
 
     @property
     def is_secret(self) -> bool:
@@ -291,7 +350,8 @@ def materialize(
         elif source == "template":
             out.append(ResolvedVar(var.name, render(var.text or "", context), var.provenance))
         elif var.secret is not None:
-            out.append(ResolvedVar(var.name, secrets[var.secret.id], var.provenance))
+            value = secrets[var.secret.id]
+            out.append(ResolvedVar(var.name, value, var.provenance, var.delivery))
         else:
             out.append(ResolvedVar(var.name, Secret(host.values[var.name]), var.provenance))
     return out

@@ -12,6 +12,7 @@ from typing import Any
 from runner.env import EnvPlan, PlannedVar
 from runner.errors import TemplateError
 from runner.plan import Workspace
+from runner.secrets.delivery import DEFAULT_DELIVERY
 from runner.spec import template as tmpl
 from runner.spec.models import BatchSpec
 
@@ -30,8 +31,12 @@ class ExplainedVar:
         source = planned.provenance.source
         data: dict[str, Any] = {"step": self.step, "name": self.name}
         data.update(planned.provenance.as_json())
-        if planned.secret is not None:
+        if source == "local":
             data["secret_name"] = planned.secret.name
+        elif planned.secret is not None:
+            data["secret_name"] = planned.secret.name
+            data["delivery"] = planned.delivery.to_json()
+            data["delivered_as"] = planned.delivery.describe()
         elif source == "literal":
             data["value"] = planned.text
         elif source == "template":
@@ -97,9 +102,15 @@ def _shown(var: PlannedVar, context: Mapping[str, Any]) -> str:
             return str(tmpl.render_template(var.text or "", context))
         except TemplateError as exc:
             return f"template {var.text} (cannot render yet: {exc.message})"
+    if prov.source == "local":
+        return prov.describe()
     if var.secret is not None:
         text = f"secret {var.secret.name} from {prov.namespace} v{prov.version}"
-        return text + (" (overrides global)" if prov.overrides_global else "")
+        text += " (overrides global)" if prov.overrides_global else ""
+        # Only a delivery other than a plain variable is worth a word.
+        if var.delivery != DEFAULT_DELIVERY:
+            text += f", {var.delivery.describe()}"
+        return text
     return "host"
 
 

@@ -49,10 +49,12 @@ _OPTIONS = (
 )
 
 
-def _command(args: Sequence[str], git_dir: Path | None) -> list[str]:
+def _command(args: Sequence[str], git_dir: Path | None, work_tree: Path | None) -> list[str]:
     cmd = ["git", *_OPTIONS]
     if git_dir is not None:
         cmd += ["--git-dir", str(git_dir)]
+    if work_tree is not None:
+        cmd += ["--work-tree", str(work_tree)]
     return [*cmd, *args]
 
 
@@ -83,6 +85,7 @@ def git(
     *,
     cwd: Path | None = None,
     git_dir: Path | None = None,
+    work_tree: Path | None = None,
     input: bytes | None = None,
     cancel: threading.Event | None = None,
 ) -> bytes:
@@ -90,13 +93,14 @@ def git(
 
     With ``cancel``, git is killed as soon as the event is set (checked every
     ``CANCEL_POLL_S`` while it runs, and before it starts) and a ``GitError``
-    with detail ``CANCELED`` is raised.
+    with detail ``CANCELED`` is raised. ``work_tree`` with ``git_dir``: a
+    repository whose git folder is kept apart from its files.
     """
     where = cwd or git_dir
     if cancel is not None and cancel.is_set():
         raise _canceled(args, where)
     stdin = subprocess.DEVNULL if input is None else subprocess.PIPE
-    proc = _start(args, cwd=cwd, git_dir=git_dir, stdin=stdin)
+    proc = _start(args, cwd=cwd, git_dir=git_dir, work_tree=work_tree, stdin=stdin)
     stdout, stderr = _communicate(proc, input, cancel, args, where)
     _check(args, where, proc.returncode, stderr)
     return stdout
@@ -107,6 +111,7 @@ def _start(
     *,
     cwd: Path | None,
     git_dir: Path | None = None,
+    work_tree: Path | None = None,
     stdin: _Stream,
     stdout: _Stream = subprocess.PIPE,
     stderr: _Stream = subprocess.PIPE,
@@ -114,7 +119,7 @@ def _start(
     """git started in the isolated environment; ``GitError`` when it cannot start."""
     try:
         return subprocess.Popen(
-            _command(args, git_dir),
+            _command(args, git_dir, work_tree),
             cwd=cwd,
             env=dict(_ENV),
             stdin=stdin,
@@ -147,9 +152,12 @@ def _communicate(
                 return proc.communicate(input)
             while True:
                 try:
-                    # communicate may be called again after a timeout: nothing is lost.
+                    # communicate may be called again after a timeout: nothing is lost,
+                    # and what is left of the input is still sent (given once only:
+                    # passing it again raises ValueError).
                     return proc.communicate(input, timeout=CANCEL_POLL_S)
                 except subprocess.TimeoutExpired:
+                    input = None
                     if cancel.is_set():
                         break
         except BaseException:  # KeyboardInterrupt or the like: leave no git behind
@@ -232,12 +240,14 @@ def git_text(
     return git(args, cwd=cwd, git_dir=git_dir, cancel=cancel).decode("utf-8", "replace").strip()
 
 
-def git_process(args: Sequence[str], *, cwd: Path) -> subprocess.Popen[bytes]:
+def git_process(
+    args: Sequence[str], *, cwd: Path | None = None, git_dir: Path | None = None
+) -> subprocess.Popen[bytes]:
     """A long-lived git (like ``cat-file --batch``) that answers on stdout what stdin asks.
 
     Its stderr is dropped; the caller owns the process and must close it.
     """
-    return _start(args, cwd=cwd, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return _start(args, cwd=cwd, git_dir=git_dir, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
 
 def is_repository(path: Path) -> bool:

@@ -11,14 +11,24 @@ exceptions are formatted) and the rendered line after it, both through the
 process's active redactor, so values registered after this set-up are covered.
 Warnings go through ``logging`` too, and any log file handler that survives
 the set-up gets a redacting formatter, so no line leaves unredacted.
+
+``log_lines`` logs many lines that differ in one field (a step's output) at
+the cost of their bytes: one line goes through the whole chain with a
+placeholder, the others are that line with the placeholder replaced (quoted
+as the renderer quotes a string), and the batch is redacted in one pass. If
+that pass finds anything, or the set-up is not the one configured here (other
+handlers, custom processors), each line goes through the whole chain.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any, TextIO
 
 import structlog
@@ -35,6 +45,23 @@ def _renderer(fmt: LogFormat, stream: TextIO) -> Processor:
     if use_json:
         return structlog.processors.JSONRenderer(sort_keys=False)
     return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """What ``log_lines`` needs of the configured chain to render lines itself."""
+
+    handler: logging.StreamHandler  # type: ignore[type-arg]
+    shared: tuple[Processor, ...]  # the processors before the formatter's
+    json: bool
+    redactor: Redacts
+
+
+_BATCHES: _Batches | None = None
+# Letters only: every renderer writes it as is, with no quotes or escapes.
+_PLACEHOLDER = "runnerlineplaceholderq7x3"
+# Characters that make structlog's console renderer quote a string with repr.
+_CONSOLE_QUOTED = re.compile("[ \t=\r\n\"']")
 
 
 def _redactor_or_active(redactor: Redacts | None) -> Redacts:
@@ -83,6 +110,7 @@ def configure_logging(
     ``redactor`` (default: the process's active one) runs after each group,
     so nothing a custom processor adds escapes it.
     """
+    global _BATCHES
     out = stream if stream is not None else sys.stderr
     redacting = RedactingProcessor(_redactor_or_active(redactor))
     shared: list[Processor] = [
@@ -92,6 +120,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    renderer = _renderer(fmt, out)
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[
@@ -99,7 +128,7 @@ def configure_logging(
             structlog.processors.format_exc_info,
             *pre_render,
             redacting,
-            _renderer(fmt, out),
+            renderer,
             *post_render,
             redacting,
         ],
@@ -107,6 +136,17 @@ def configure_logging(
     handler = _RedactingStreamHandler(out, _redactor_or_active(redactor))
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
+    # Custom processors may change any line: then every line goes through them.
+    _BATCHES = (
+        None
+        if pre_render or post_render
+        else _Batches(
+            handler=handler,
+            shared=tuple(shared),
+            json=isinstance(renderer, structlog.processors.JSONRenderer),
+            redactor=_redactor_or_active(redactor),
+        )
+    )
 
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -144,3 +184,112 @@ def get_logger(name: str = "runner", **initial: Any) -> Any:
     if not name.startswith("runner"):
         name = f"runner.{name}"
     return structlog.stdlib.get_logger(name, **initial)
+
+
+def log_lines(
+    name: str, event: str, fields: Mapping[str, Any], key: str, values: Sequence[str]
+) -> None:
+    """Log ``event`` at INFO once per value, with ``fields`` and ``key=value``.
+
+    Writes what ``get_logger(name).info(event, **fields, key=value)`` would
+    for each value (one timestamp for the batch), in one write.
+    """
+    std = logging.getLogger(name)
+    if not values or not std.isEnabledFor(logging.INFO):
+        return
+    batches = _BATCHES
+    parts = _template(std, batches, event, fields, key) if batches is not None else None
+    if batches is None or parts is None:
+        _one_by_one(name, event, fields, key, values)
+        return
+    head, tail = parts
+    if batches.json:
+        text = json_lines(head, tail, values, encode_basestring_ascii)
+    else:
+        quoted = _CONSOLE_QUOTED.search
+        text = "".join([head + (repr(v) if quoted(v) else v) + tail for v in values])
+    if batches.redactor.redact(text) != text:
+        _one_by_one(name, event, fields, key, values)  # the exact chain, line by line
+        return
+    handler = batches.handler
+    handler.acquire()
+    try:
+        with contextlib.suppress(OSError, ValueError):
+            handler.stream.write(text)
+            handler.flush()
+    finally:
+        handler.release()
+
+
+def json_lines(head: str, tail: str, values: Sequence[str], encode: Callable[[str], str]) -> str:
+    """``head + encode(value) + tail`` for each value, joined: JSON lines in one go.
+
+    ``encode`` is one of ``json.encoder``'s string encoders. When the values
+    hold no newline and no backslash, every ``\\n`` in the encoding of the
+    values joined by newlines is one of those newlines, so the whole batch is
+    encoded in one call.
+    """
+    if not values:
+        return ""
+    joined = "\n".join(values)
+    if "\\" in joined or joined.count("\n") != len(values) - 1:
+        return "".join([head + encode(value) + tail for value in values])
+    between = '"' + tail + head + '"'
+    return head + encode(joined).replace("\\n", between) + tail
+
+
+def _one_by_one(
+    name: str, event: str, fields: Mapping[str, Any], key: str, values: Sequence[str]
+) -> None:
+    log = get_logger(name)
+    for value in values:
+        log.info(event, **fields, **{key: value})
+
+
+def _template(
+    std: logging.Logger, batches: _Batches, event: str, fields: Mapping[str, Any], key: str
+) -> tuple[str, str] | None:
+    """The rendered line around where the value goes, or None if lines cannot be batched."""
+    if not _only_handler(std, batches.handler):
+        return None
+    event_dict: Any = {**fields, key: _PLACEHOLDER, "event": event}
+    for processor in batches.shared:
+        event_dict = processor(std, "info", event_dict)
+    record = std.makeRecord(
+        std.name,
+        logging.INFO,
+        "(runner)",
+        0,
+        event_dict,
+        (),
+        None,
+        extra={"_logger": std, "_name": "info"},
+    )
+    rendered = batches.handler.format(record) + batches.handler.terminator
+    parts = rendered.split(_PLACEHOLDER)
+    if len(parts) != 2:
+        return None
+    head, tail = parts
+    if batches.json:  # the quotes come with each value
+        if not (head.endswith('"') and tail.startswith('"')):
+            return None
+        head, tail = head[:-1], tail[1:]
+    return head, tail
+
+
+def _only_handler(std: logging.Logger, handler: logging.Handler) -> bool:
+    """Whether a record of ``std`` reaches ``handler`` alone, unfiltered."""
+    if logging.root.manager.disable >= logging.INFO or handler.filters:
+        return False
+    if handler.level > logging.INFO:
+        return False
+    current: logging.Logger | None = std
+    seen: list[logging.Handler] = []
+    while current is not None:
+        if current.filters:
+            return False
+        seen.extend(current.handlers)
+        if not current.propagate:
+            break
+        current = current.parent
+    return seen == [handler]

@@ -49,6 +49,11 @@ def prepare_out_dir(out: Path) -> None:
     summary.unlink(missing_ok=True)
 
 
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """A summary.json runner wrote (``None``: missing, unreadable, or not runner's)."""
+    return _read_summary(path)
+
+
 def _read_summary(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())

@@ -7,6 +7,12 @@ display on a terminal (rich, on stderr). Events never carry a resolved value:
 output lines arrive already redacted, and the JSON writer redacts once more as
 a last line of defence.
 
+Step output travels in batches: ``report_output`` hands a chunk's lines to a
+reporter's ``step_output`` in one call where it has one (each line is still
+its own ``step.output`` event, as the conventions say), so the cost of a
+step that prints many short lines follows its bytes; any other reporter gets
+``event`` once per line.
+
 ``PhaseEvents`` paces one workspace's ``workspace.phase`` events (preparing,
 diffing, cleaning): each change of phase at once, file counts at most every
 quarter of a second, so a 38,000-file repository does not flood ``--json``.
@@ -18,12 +24,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from runner.log import get_logger
+from runner.log import get_logger, json_lines, log_lines
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -66,6 +73,20 @@ def visible(text: str) -> str:
 class Reporter(Protocol):
     def event(self, name: str, **fields: Any) -> None: ...
     def close(self) -> None: ...
+
+
+def report_output(reporter: Reporter, lines: Sequence[str], **fields: Any) -> None:
+    """``step.output`` events for lines of one stream (already redacted), in one call.
+
+    ``fields`` are the event's fields but ``line``. A reporter with a
+    ``step_output(lines, **fields)`` method takes them all at once.
+    """
+    batch = getattr(reporter, "step_output", None)
+    if batch is not None:
+        batch(lines, **fields)
+        return
+    for line in lines:
+        reporter.event("step.output", **fields, line=line)
 
 
 class NullReporter:
@@ -153,6 +174,21 @@ class JsonLinesReporter:
             self._out.write(line + "\n")
             self._out.flush()
 
+    def step_output(self, lines: Sequence[str], **fields: Any) -> None:
+        """One ``step.output`` line per output line, as ``event`` writes it, built in one go."""
+        head = json.dumps(
+            {"event": "step.output", "time": now_rfc3339(), **fields}, ensure_ascii=False
+        )
+        head = head[:-1] + ', "line": '
+        text = json_lines(head, "}\n", lines, encode_basestring)
+        # The last line of defence, once over the batch; when it finds something,
+        # each line again on its own, so no marker can straddle two events.
+        if self._redact(text) != text:
+            text = "".join(self._redact(line) + "\n" for line in text.split("\n")[:-1])
+        with self._lock:
+            self._out.write(text)
+            self._out.flush()
+
     def close(self) -> None:
         self._out.flush()
 
@@ -169,6 +205,11 @@ class LogReporter:
         self._show_output = show_output
         self._phases: dict[tuple[Any, Any], Any] = {}
         self._lock = threading.Lock()
+
+    def step_output(self, lines: Sequence[str], **fields: Any) -> None:
+        if self._show_output:
+            where = {k: fields.get(k) for k in ("repository", "step", "stream")}
+            log_lines("runner.run", "step.output", where, "line", lines)
 
     def event(self, name: str, **fields: Any) -> None:
         if name == "step.output":
@@ -240,14 +281,17 @@ class _OutputPacer:
         self.dropped = 0
 
     def admit(self) -> bool:
+        return self.admit_many(1) == 1
+
+    def admit_many(self, count: int) -> int:
+        """How many of ``count`` lines may be shown now; the rest are counted as dropped."""
         now = self._clock()
         if now - self._window >= 1.0:
             self._window, self._shown = now, 0
-        if self._shown < self._limit:
-            self._shown += 1
-            return True
-        self.dropped += 1
-        return False
+        taken = max(0, min(count, self._limit - self._shown))
+        self._shown += taken
+        self.dropped += count - taken
+        return taken
 
     def take_dropped(self) -> int:
         dropped, self.dropped = self.dropped, 0
@@ -344,6 +388,21 @@ class LiveReporter:
         for line in printed:
             self._console.print(line, highlight=False, soft_wrap=False)
 
+    def step_output(self, lines: Sequence[str], **fields: Any) -> None:
+        if not self._show_output:
+            return
+        key = (str(fields.get("repository")), str(fields.get("path") or ""))
+        with self._lock:
+            earlier = self._pacer.take_dropped()  # the note for them goes before these lines
+            shown = self._pacer.admit_many(len(lines))
+            if not shown:
+                self._pacer.dropped += earlier
+            printed = self._note(earlier) if shown else []
+            for line in lines[:shown]:
+                printed.append(self._screen_line(key, fields, line))
+        for text in printed:
+            self._console.print(text, highlight=False, soft_wrap=False)
+
     def _on_phase(self, row: _Row, fields: dict[str, Any], now: float) -> None:
         phase = str(fields.get("phase"))
         if phase != row.phase:
@@ -352,30 +411,32 @@ class LiveReporter:
             row.files, row.total_files = fields.get("files"), fields.get("total_files")
 
     def _output_line(self, key: tuple[str, str], fields: dict[str, Any]) -> list[Any]:
-        from rich.text import Text
-
-        printed = []
         if not self._pacer.admit():
             return []
-        printed += self._dropped_note()
-        line = visible(str(fields.get("line", "")))
+        return [*self._dropped_note(), self._screen_line(key, fields, fields.get("line", ""))]
+
+    def _screen_line(self, key: tuple[str, str], fields: dict[str, Any], text: Any) -> Any:
+        from rich.text import Text
+
+        line = visible(str(text))
         cut = self._console.width * self.LINE_SCREENS
         if len(line) > cut:
             line = line[:cut] + f"… ({len(line) - cut} more characters)"
         prefix = f"{visible(workspace_label(*key))} · step {fields.get('step')} │ "
         style = "dim red" if fields.get("stream") == "stderr" else "dim"
-        printed.append(Text.assemble((prefix, style), line))
-        return printed
+        return Text.assemble((prefix, style), line)
 
     def _dropped_note(self) -> list[Any]:
+        return self._note(self._pacer.take_dropped())
+
+    def _note(self, dropped: int) -> list[Any]:
         from rich.text import Text
 
-        dropped = self._pacer.take_dropped()
         if not dropped:
             return []
         return [
             Text(
-                f"… {dropped} output line{'s' if dropped != 1 else ''} not shown here "
+                f"… {dropped:,} output line{'s' if dropped != 1 else ''} not shown here "
                 "(runner run --json prints every line)",
                 style="yellow",
             )

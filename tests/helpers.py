@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from runner.redact.encodings import forms_of
 
@@ -113,3 +116,36 @@ def proc_cmdlines() -> bytes:
             except OSError:
                 continue
     return bytes(out)
+
+
+def wait_for_file(folder: Path, pattern: str, *, timeout_s: float = 60) -> Path:
+    """The first file under ``folder`` matching ``pattern`` (a step's signal that it is there)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no {pattern} under {folder} within {timeout_s:g} s")
+
+
+def container_leaks(docker_client: Any, run_id: str, values: Iterable[str]) -> list[str]:
+    """Where a run's containers show a value: `docker inspect`, their folder, their layer.
+
+    Fails if the run has no container (the check would prove nothing).
+    """
+    chosen = list(values)
+    forms = leak_forms(chosen)
+    label = f"org.runner.run-id={run_id}"
+    containers = docker_client.containers.list(all=True, filters={"label": label})
+    assert containers, f"run {run_id} has no container to look at"
+    root = Path(docker_client.info()["DockerRootDir"])
+    hits: list[str] = []
+    for container in containers:
+        inspect = json.dumps(docker_client.api.inspect_container(container.id)).encode()
+        hits += [f"docker inspect {container.id[:12]}: {x}" for x in scan_bytes(inspect, forms)]
+        hits += scan_tree([root / "containers" / container.id], chosen)
+        upper = container.attrs["GraphDriver"]["Data"].get("UpperDir")
+        if upper:
+            hits += scan_tree([Path(upper)], chosen)
+    return hits

@@ -43,6 +43,8 @@ GLOBAL_CANARY = (
     "-----BEGIN CANARY-----\nline-one-ABCDEF123\nline-two-GHIJKL456\n-----END CANARY-----"
 )
 VALUES = [CANARY, GLOBAL_CANARY]
+# A one-off local value (`--secret-file`) the plain run gives CANARY instead of the stored one.
+LOCAL_CANARY = 'L0c4l/c4n+ry=v&l "q\\z<>'
 VARIABLES = ("CANARY", "GLOBAL_CANARY")
 REPOS = ["github.com/acme/app", "github.com/acme/lib"]
 
@@ -116,7 +118,11 @@ def test_local_run_leaks_no_secret_anywhere(
         proc = run_cli(["secret", "set", name, flag], env, input=value)
         assert proc.returncode == 0, proc.stderr
     specs = write_specs(tmp_path / "specs", REPOS)
-    forms = leak_forms(VALUES)
+    forms = leak_forms([*VALUES, LOCAL_CANARY])
+    local_file = tmp_path / "private" / "local.env"  # the user's own file: not scanned
+    local_file.parent.mkdir()
+    local_file.write_text(f"CANARY='{LOCAL_CANARY}'\n")
+    local_file.chmod(0o600)
     common = ["--repos-root", str(repos), *sandbox]
     terminal = b""
     with Watcher(forms) as watcher:
@@ -132,7 +138,16 @@ def test_local_run_leaks_no_secret_anywhere(
         plain = None
         if not sandbox:
             plain = run_cli(
-                ["run", str(specs["print"]), *common, "--out", str(out / "plain"), "--no-cache"],
+                [
+                    "run",
+                    str(specs["print"]),
+                    *common,
+                    "--out",
+                    str(out / "plain"),
+                    "--no-cache",
+                    "--secret-file",
+                    str(local_file),
+                ],
                 env,
             )
             terminal += plain.stdout.encode() + plain.stderr.encode()
@@ -142,6 +157,7 @@ def test_local_run_leaks_no_secret_anywhere(
     assert runs["print"].returncode == 0, runs["print"].stderr
     if plain is not None:
         assert plain.returncode == 0, plain.stderr
+        assert "local secret CANARY overrides the stored one from user:alice" in plain.stderr
     printed = events_of(runs["print"].stdout)
     lines = [e["line"] for e in printed if e["event"] == "step.output"]
     assert "plain [REDACTED:CANARY]" in lines

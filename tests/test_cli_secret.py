@@ -234,8 +234,10 @@ def test_list_json_has_the_documented_fields_and_no_value(cli: Cli) -> None:
         "updated_at",
         "updated_by",
         "overrides_global",
+        "delivery",
     }
     assert [i["overrides_global"] for i in items] == [False, False, True, False, False]
+    assert items[0]["delivery"] == {"type": "env", "broker": None}
     assert items[0]["created_at"].endswith("Z")
     assert items[0]["created_by"] == "alice"
     assert no_value_in(out, err)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runner.egress import JobNetworks, NetworkChoice, NoJobNetworks, parse_add_host
+from runner.egress.broker import BrokerSession
 from runner.egress.firewall import NoFirewall, rules_for
 from runner.egress.proxy import OnDenied, RunningProxy
 from runner.egress.rules import EgressRules
@@ -178,15 +179,25 @@ class FakeProxy:
     started: list[tuple[str, int, EgressRules]] = field(default_factory=list)
     stopped: int = 0
     on_denied: OnDenied | None = None
+    broker: BrokerSession | None = None
+    ca_cert: str | None = None
 
     def check(self) -> None:
         pass
 
     def start(
-        self, *, listen: str, port: int, rules: EgressRules, on_denied: OnDenied
+        self,
+        *,
+        listen: str,
+        port: int,
+        rules: EgressRules,
+        on_denied: OnDenied,
+        broker: BrokerSession | None = None,
     ) -> RunningProxy:
         self.started.append((listen, port, rules))
         self.on_denied = on_denied
+        self.broker = broker
+        self.ca_cert = "-----BEGIN CERTIFICATE-----\nfake job CA\n" if broker else None
         return self
 
     def stop(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -307,11 +307,11 @@ class Flaky:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def claim(self, executor: str | None = None) -> Any:
+    def claim(self, executor: str | None = None, labels: Sequence[str] = ()) -> Any:
         self.calls += 1
         if self.calls <= self.failures:
             raise CoordinatorUnavailableError("connection refused")
-        return self.inner.claim(executor)
+        return self.inner.claim(executor, labels)
 
 
 def test_the_executor_backs_off_while_the_coordinator_is_down(world: World, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import (
     RUNNER,
     TEST_IMAGE,
+    container_leaks,
     git,
     leak_forms,
     make_repo,
@@ -25,6 +26,7 @@ from tests.helpers import (
     scan_bytes,
     scan_tree,
     set_secret,
+    wait_for_file,
 )
 
 pytestmark = pytest.mark.docker
@@ -161,26 +163,11 @@ def test_secret_is_in_the_step_but_not_in_inspect_argv_or_docker_files(
     out = tmp_path / "out"
     proc, run_id = _start_interruptible(spec, repos, out, env)
     try:
-        tmp = Path(env["TMPDIR"])
-        deadline = time.monotonic() + 60
-        ready: list[Path] = []
-        while time.monotonic() < deadline and not ready:
-            ready = list(tmp.glob("runner-ws-*/repo/ready"))
-            time.sleep(0.1)
-        assert ready, "the step never started"
+        ready = wait_for_file(Path(env["TMPDIR"]), "runner-ws-*/repo/ready")
         forms = leak_forms([ALICE_VALUE])
-        containers = _runner_containers(docker_client, run_id)
-        assert containers
-        for container in containers:
-            inspect = json.dumps(docker_client.api.inspect_container(container.id)).encode()
-            assert scan_bytes(inspect, forms) == []
-            root = Path(docker_client.info()["DockerRootDir"])
-            assert scan_tree([root / "containers" / container.id], [ALICE_VALUE]) == []
-            upper = container.attrs["GraphDriver"]["Data"].get("UpperDir")
-            if upper:
-                assert scan_tree([Path(upper)], [ALICE_VALUE]) == []
+        assert container_leaks(docker_client, run_id, [ALICE_VALUE]) == []
         assert scan_bytes(proc_cmdlines(), forms) == []
-        (ready[0].parent / "go").touch()
+        (ready.parent / "go").touch()
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

@@ -30,6 +30,7 @@ from runner.execute.runtime import (
     OutputStream,
     StepContainer,
     StepExit,
+    secret_file_path,
 )
 from runner.sandbox import Isolation, StepSandbox
 from runner.secrets.value import Secret
@@ -85,7 +86,11 @@ class Program:
         return self._add("pwd", lambda run: run.stdout(run.step.workdir + "\n"))
 
     def read(self, path: str) -> Program:
-        return self._add(f"cat {path}", lambda run: run.stdout(run.host_path(path).read_text()))
+        return self._add(f"cat {path}", lambda run: run.stdout(run.read(path)))
+
+    def read_file_of(self, name: str) -> Program:
+        """Print the file whose path the variable ``name`` holds."""
+        return self._add(f'cat "${name}"', lambda run: run.stdout(run.read(run.getenv(name) or "")))
 
     def write(self, path: str, text: str) -> Program:
         def act(run: FakeStepRun) -> None:
@@ -141,6 +146,8 @@ class Engine:
     programs: dict[str, Program] = field(default_factory=dict)
     # What every case's step gets unless it says otherwise (the gVisor run of the contract).
     sandbox: StepSandbox = field(default_factory=StepSandbox)
+    # How many containers carrying the case's labels exist now (run, waiting or stopped).
+    alive: Callable[[], int] = lambda: 0
 
     def step(self, program: Program, **fields: Any) -> StepContainer:
         self.programs[program.script] = program
@@ -175,6 +182,7 @@ def _fake_engine() -> Engine:
         leftover=lambda labels, running: runtime.leftovers.append(labels),
         without_gvisor=lambda: FakeRuntime(isolations=ONLY_RUNC),
         programs=programs,
+        alive=lambda: runtime.containers,
     )
 
 
@@ -211,9 +219,13 @@ def _docker_engine(
         without_gvisor=lambda: DockerRuntime(client.api, scratch_dir=scratch, runtimes=no_runsc),
         sandbox=sandbox,
     )
+    engine.alive = lambda: len(
+        client.api.containers(all=True, filters={"label": f"{LABEL}={engine.labels[LABEL]}"})
+    )
     try:
         yield engine
     finally:
+        engine.runtime.settle()  # containers removed in the background count too
         for container_id in made:
             with contextlib.suppress(docker.errors.NotFound):
                 client.api.remove_container(container_id, force=True)
@@ -318,6 +330,19 @@ def test_secrets_arrive_as_env_and_the_steps_stdin_is_empty(engine: Engine) -> N
     assert out.text("stdout") == f"{secrets['TOKEN']}\n{secrets['QUOTED']}\nend\n"
 
 
+def test_file_secrets_arrive_as_paths_to_their_exact_content(engine: Engine) -> None:
+    # Quotes, a $ and trailing blank lines survive the shell payload byte for byte.
+    kube = "apiVersion: v1\ntoken: 'it''s' \"$HOME\" tok-" + uuid.uuid4().hex + "\n\n"
+    program = Program().env("KUBECONFIG").read_file_of("KUBECONFIG").env("TOKEN")
+    result, out = engine.run(
+        program,
+        secret_files={"KUBECONFIG": Secret(kube)},
+        secret_env={"TOKEN": Secret("tok-" + "e" * 12)},
+    )
+    assert result.succeeded
+    assert out.text("stdout") == f"{secret_file_path('KUBECONFIG')}\n{kube}tok-{'e' * 12}\n"
+
+
 # Mounts -----------------------------------------------------------------------------------------
 
 
@@ -379,6 +404,95 @@ def test_a_step_canceled_before_it_starts_does_not_run(engine: Engine) -> None:
     assert result.canceled
     assert not result.succeeded
     assert out.chunks == []
+
+
+# Prepared containers ------------------------------------------------------------------------------
+
+
+def test_a_prepared_step_runs_with_the_env_and_script_of_its_turn(
+    engine: Engine, workspace: Path
+) -> None:
+    # Made with nothing rendered yet; given at its turn what the previous step decided.
+    early = engine.step(Program().exit(3), mounts=_ws(workspace), env={"LATE": "made early"})
+    prepared = engine.runtime.prepare(early)
+    assert engine.alive() == 1  # made and waiting before its turn
+    token = "tok-" + uuid.uuid4().hex
+    program = Program().env("LATE").env("TOKEN").stdin().pwd().write("/work/made.txt", "yes")
+    late = engine.step(
+        program,
+        mounts=_ws(workspace),
+        env={"LATE": "rendered late: it's $HOME"},
+        secret_env={"TOKEN": Secret(token)},
+    )
+    result = prepared.run(late, on_output=(out := Output()), cancel=threading.Event())
+    assert result == StepExit(exit_code=0)
+    assert out.text("stdout") == f"rendered late: it's $HOME\n{token}\n/work\n"
+    assert (workspace / "made.txt").read_text() == "yes"
+    prepared.discard()  # after run: nothing more to do
+    prepared.wait_removed()
+    assert engine.alive() == 0
+
+
+def test_a_discarded_prepared_step_runs_nothing_and_is_gone(
+    engine: Engine, workspace: Path
+) -> None:
+    prepared = engine.runtime.prepare(
+        engine.step(Program().write("/work/ran.txt", "ran"), mounts=_ws(workspace))
+    )
+    prepared.discard()
+    prepared.discard()
+    engine.runtime.settle()
+    assert engine.alive() == 0
+    assert not (workspace / "ran.txt").exists()
+    with pytest.raises(ExecutionError, match="one step only"):
+        prepared.run(engine.step(Program().out("x")), on_output=Output(), cancel=threading.Event())
+
+
+def test_a_prepared_step_canceled_while_it_waits_never_runs(
+    engine: Engine, workspace: Path
+) -> None:
+    step = engine.step(Program().write("/work/ran.txt", "ran"), mounts=_ws(workspace))
+    prepared = engine.runtime.prepare(step)
+    cancel = threading.Event()
+    cancel.set()
+    result = prepared.run(step, on_output=(out := Output()), cancel=cancel)
+    assert result.canceled and not result.succeeded
+    assert out.chunks == []
+    prepared.wait_removed()
+    assert engine.alive() == 0
+    assert not (workspace / "ran.txt").exists()
+
+
+def test_a_step_whose_creation_changed_at_its_turn_runs_in_a_new_container(
+    engine: Engine, workspace: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("key: 2\n")
+    prepared = engine.runtime.prepare(engine.step(Program(), mounts=_ws(workspace)))
+    mounts = [*_ws(workspace), Mount(source=config, target="/etc/config.yml")]
+    out = Output()
+    result = prepared.run(
+        engine.step(Program().read("/etc/config.yml"), mounts=mounts),
+        on_output=out,
+        cancel=threading.Event(),
+    )
+    assert result.succeeded
+    assert out.text("stdout") == "key: 2\n"
+    engine.runtime.settle()
+    assert engine.alive() == 0
+
+
+def test_preparing_checks_what_running_checks(engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(ExecutionError, match="nope"):
+        engine.runtime.prepare(
+            engine.step(Program(), mounts=[Mount(source=tmp_path / "nope", target="/x")])
+        )
+    with pytest.raises(ContainerRuntimeError, match="runsc"):
+        engine.without_gvisor().prepare(
+            engine.step(Program(), sandbox=StepSandbox(isolation="gvisor"))
+        )
+    engine.runtime.settle()
+    assert engine.alive() == 0
 
 
 # Sweeping -----------------------------------------------------------------------------------------

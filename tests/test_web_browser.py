@@ -185,14 +185,19 @@ def test_a_site_admin_adds_updates_and_removes_a_global_secret(site: Site) -> No
     type_into_focused(page, "secret-value", GLOBAL_VALUE)
     page.keyboard.press("Tab")
     assert page.evaluate("() => document.activeElement.id") == "secret-scope"
+    # How steps get it: the type, then the broker's hosts and form, all optional.
+    for field_id in ("secret-type", "secret-broker-hosts", "secret-broker-as"):
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement.id") == field_id
     page.keyboard.press("Tab")
     assert page.evaluate("() => document.activeElement.textContent") == "Add secret"
     page.keyboard.press("Enter")
     expect(notice(page)).to_have_text("Created GITHUB_TOKEN in global, version 1.")
     row = page.locator('tr[data-secret="GITHUB_TOKEN"]')
     expect(row.locator("td").nth(0)).to_have_text("batches")
-    expect(row.locator("td").nth(1)).to_have_text("v1")
-    expect(row.locator("td").nth(3)).to_have_text("carol")
+    expect(row.locator("td").nth(1)).to_have_text("env")
+    expect(row.locator("td").nth(2)).to_have_text("v1")
+    expect(row.locator("td").nth(4)).to_have_text("carol")
     expect(page.get_by_label("Value")).to_have_value("")
 
     # Update: a new value, with the cache warning.
@@ -210,7 +215,7 @@ def test_a_site_admin_adds_updates_and_removes_a_global_secret(site: Site) -> No
         "Updated GITHUB_TOKEN in global to version 2. Cached executions that used the old "
         "value are invalidated."
     )
-    expect(row.locator("td").nth(1)).to_have_text("v2")
+    expect(row.locator("td").nth(2)).to_have_text("v2")
     assert site.world.changes[-1][0] is not None and site.world.changes[-1][0].version == 1
 
     # Remove: a confirmation naming the secret; Cancel keeps it.
@@ -277,12 +282,12 @@ def test_an_org_member_manages_the_orgs_secrets_and_others_are_refused(site: Sit
     dave.get_by_role("link", name="Update ORG_TOKEN").click()
     dave.get_by_label("New value").fill(NEW_VALUE)
     dave.get_by_role("button", name="Update secret").click()
-    expect(dave.locator('tr[data-secret="ORG_TOKEN"] td').nth(1)).to_have_text("v2")
+    expect(dave.locator('tr[data-secret="ORG_TOKEN"] td').nth(2)).to_have_text("v2")
 
     # Another member sees and manages the same secrets.
     alice = site.page("alice")
     alice.goto("/secrets/org:acme")
-    expect(alice.locator('tr[data-secret="ORG_TOKEN"] td').nth(3)).to_have_text("dave")
+    expect(alice.locator('tr[data-secret="ORG_TOKEN"] td').nth(4)).to_have_text("dave")
 
     # A non-member: no link, the page is refused, and so is a tampered form.
     bob = site.page("bob")

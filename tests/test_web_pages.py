@@ -162,8 +162,8 @@ def test_a_revoked_token_ends_its_sessions(sqlite_world: WebWorld) -> None:
 def test_sessions_expire_and_get_new_ids() -> None:
     now = [1000.0]
     store = SessionStore(idle_s=60, max_age_s=300, clock=lambda: now[0])
-    first, _ = store.create(token="rnr_a", user="alice")
-    second, _ = store.create(token="rnr_a", user="alice")
+    first, _ = store.create(token_id="tok_a", user="alice")
+    second, _ = store.create(token_id="tok_a", user="alice")
     assert first != second and len(store) == 2
     now[0] += 59
     assert store.get(first) is not None
@@ -176,7 +176,8 @@ def test_sessions_expire_and_get_new_ids() -> None:
     now[0] += 50
     assert store.get(first) is None  # older than max_age_s, however busy
     assert store.get(None) is None and store.get("unknown") is None
-    assert "rnr_a" not in repr(store.create(token="rnr_a", user="alice")[1])
+    session = store.create(token_id="tok_a", user="alice")[1]
+    assert session.csrf not in repr(session) and session.key not in repr(session)
 
 
 # CSRF -------------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ class CacheEntry:
     stdout: str
     stderr: str
     skipped: bool = False
+    # The key's named inputs (runner.cache.why.named_inputs): content as hashes,
+    # secrets as name and version, never a value; what `runner cache why` compares.
+    inputs: Mapping[str, Any] | None = None
 
     def to_bytes(self) -> bytes:
         """The stored form; ``CacheError`` if an output is not JSON."""
@@ -51,6 +54,8 @@ class CacheEntry:
             "stderr": self.stderr,
             "skipped": self.skipped,
         }
+        if self.inputs is not None:
+            body["inputs"] = dict(self.inputs)
         try:
             text = json.dumps(body, ensure_ascii=False, sort_keys=True)
         except (TypeError, ValueError) as exc:
@@ -72,10 +77,20 @@ class CacheEntry:
                 stdout=body["stdout"],
                 stderr=body["stderr"],
                 skipped=bool(body.get("skipped", False)),
+                inputs=_inputs(body.get("inputs")),
             )
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             # The exception's text could quote the blob: name only its type.
             raise CacheError(f"unreadable cache entry ({type(exc).__name__})") from None
+
+
+def _inputs(data: Any) -> Mapping[str, Any] | None:
+    """An entry's named inputs; entries written before they were kept have none."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise TypeError("named inputs are not an object")
+    return data
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,11 @@ namespace, the repository and its base commit's tree, the workspace, the
 batch change's name and description, the steps as written, the image IDs
 (content-addressed), the content of their files and mounted files, and for
 each env entry its *provenance*: literals as written, secrets as (name,
-namespace, id, version) — never a value nor a hash of one — and host values
-as an HMAC under a key derived from the master keyring. Rotating or removing
-a secret therefore changes the keys of the steps that use it and every later
+namespace, id, version) and how they are delivered (``Delivery.cache_part``:
+env, file or brokered for which hosts) — never a value nor a hash of one —
+and host values and one-off local secrets as an HMAC under a key derived
+from the master keyring. Rotating or removing a secret, or changing its
+type, therefore changes the keys of the steps that use it and every later
 step, and nothing else.
 """
 
@@ -44,7 +46,9 @@ class StepKeyInput:
         env: list[dict[str, Any]] = []
         for var in self.env:
             prov = var.provenance
-            if var.secret is not None:  # provenance "secret" always carries its ref
+            if prov.source == "local":  # a LocalRef: its MAC under the host's key
+                env.append({"name": var.name, "local_hmac": var.secret.mac})
+            elif var.secret is not None:  # provenance "secret" always carries its ref
                 env.append(
                     {
                         "name": var.name,
@@ -53,6 +57,7 @@ class StepKeyInput:
                             "namespace": prov.namespace,
                             "id": prov.secret_id,
                             "version": prov.version,
+                            "delivery": var.delivery.cache_part(),
                         },
                     }
                 )

@@ -1,9 +1,13 @@
 """The execution cache in the state database (SQLite or PostgreSQL).
 
 ``SqlStepCache`` keeps one row per step-prefix key in ``step_cache`` (with its
-namespace, size and last-used time, for listing and LRU eviction) and one row
-per secret the key used in ``step_cache_secrets``, so that a rotated or
-removed secret finds the entries to drop without reading any blob.
+namespace, size and last-used time, for listing and LRU eviction, and the
+key's named inputs with their workspace scope and step, for ``runner cache
+why``) and one row per secret the key used in ``step_cache_secrets``, so that
+a rotated or removed secret finds the entries to drop without reading any
+blob. The entries a secret change drops leave their named inputs behind in
+``step_cache_tombstones`` (no blob, no value), so the miss they cause can be
+explained; the newest ``TOMBSTONES_KEPT`` are kept.
 
 Concurrency: every write takes one advisory lock on PostgreSQL (SQLite
 serialises writers already), so two processes evicting at once cannot
@@ -19,6 +23,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from runner.cache.entry import CacheEntry, EntryInfo, parse_ref
+from runner.cache.why import Candidate
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.config import MIB
 from runner.db import Database, Transaction, db_time, parse_db_time
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
 
 _log = get_logger("runner.cache")
 _WRITE_LOCK = "runner:step-cache"
+TOMBSTONES_KEPT = 10_000
 
 _TABLES = """
 CREATE TABLE step_cache (
@@ -56,8 +62,26 @@ CREATE TABLE step_cache_secrets (
 CREATE INDEX step_cache_secrets_by_secret ON step_cache_secrets (secret_id, version);
 """
 
+_WHY = """
+ALTER TABLE step_cache ADD COLUMN scope TEXT;
+ALTER TABLE step_cache ADD COLUMN step INTEGER;
+ALTER TABLE step_cache ADD COLUMN inputs TEXT;
+CREATE INDEX step_cache_scope ON step_cache (scope, step);
+CREATE TABLE step_cache_tombstones (
+    key TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    inputs TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    dropped_at TEXT NOT NULL
+);
+CREATE INDEX step_cache_tombstones_scope ON step_cache_tombstones (scope, step);
+CREATE INDEX step_cache_tombstones_dropped ON step_cache_tombstones (dropped_at);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(200, "cache: step entries and the secrets their keys used", _TABLES),
+    Migration(201, "cache: named inputs per entry, tombstones of dropped ones", _WHY),
 )
 
 register(*MIGRATIONS)
@@ -161,20 +185,24 @@ class SqlStepCache:
         refs = sorted({parse_ref(r) for r in secret_refs})
         refs_json = json.dumps([f"{sid}:{ver}" for sid, ver in refs])
         now = self._now()
+        named = entry.inputs or {}
+        scope, step = named.get("scope"), named.get("step")
+        inputs_json = json.dumps(named, sort_keys=True) if named else None
 
         def write(tx: Transaction) -> bool:
             tx.lock(_WRITE_LOCK)
             if self._check_secrets and not self._refs_current(tx, refs):
                 return False
             tx.execute(
-                "INSERT INTO step_cache"
-                " (key, namespace, entry, size, created_at, last_used_at, secret_refs)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO step_cache (key, namespace, entry, size, created_at,"
+                " last_used_at, secret_refs, scope, step, inputs)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET namespace = excluded.namespace,"
                 " entry = excluded.entry, size = excluded.size,"
                 " created_at = excluded.created_at, last_used_at = excluded.last_used_at,"
-                " secret_refs = excluded.secret_refs",
-                [key, namespace, data, len(data), now, now, refs_json],
+                " secret_refs = excluded.secret_refs, scope = excluded.scope,"
+                " step = excluded.step, inputs = excluded.inputs",
+                [key, namespace, data, len(data), now, now, refs_json, scope, step, inputs_json],
             )
             tx.execute("DELETE FROM step_cache_secrets WHERE key = ?", [key])
             for secret_id, version in refs:
@@ -224,6 +252,35 @@ class SqlStepCache:
             _log.debug("evicted least-recently-used cache entries", count=len(doomed))
         return len(doomed)
 
+    # Why a step missed (runner.cache.why) --------------------------------------------------
+
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` has an entry; unlike ``get``, marks nothing used."""
+        with self._db.transaction(write=False) as tx:
+            return tx.one("SELECT 1 AS found FROM step_cache WHERE key = ?", [key]) is not None
+
+    def candidates(self, scope: str, step: int) -> list[Candidate]:
+        """The entries and tombstones of one workspace's step ``step``, to compare a key with."""
+        with self._db.transaction(write=False) as tx:
+            live = tx.all(
+                "SELECT inputs, created_at AS at, NULL AS reason FROM step_cache"
+                " WHERE scope = ? AND step = ? AND inputs IS NOT NULL",
+                [scope, step],
+            )
+            gone = tx.all(
+                "SELECT inputs, dropped_at AS at, reason FROM step_cache_tombstones"
+                " WHERE scope = ? AND step = ?",
+                [scope, step],
+            )
+        return [
+            Candidate(
+                inputs=json.loads(row["inputs"]),
+                at=parse_db_time(row["at"]),
+                invalidated_by=row["reason"],
+            )
+            for row in [*live, *gone]
+        ]
+
     # Listing and removal ------------------------------------------------------------------
 
     def entries(self, namespace: str | None = None) -> list[EntryInfo]:
@@ -253,27 +310,58 @@ class SqlStepCache:
         removed: int = self._db.run(work)
         return removed
 
-    def invalidate_secret(self, secret_id: str, version: int | None = None) -> int:
-        """Remove the entries whose keys used ``secret_id`` (at ``version``, or any)."""
-        return self._invalidate(secret_id, "" if version is None else " AND version = ?", version)
+    def invalidate_secret(
+        self, secret_id: str, version: int | None = None, *, reason: str | None = None
+    ) -> int:
+        """Remove the entries whose keys used ``secret_id`` (at ``version``, or any).
 
-    def invalidate_secret_except(self, secret_id: str, current: int) -> int:
+        ``reason`` (``"secret set"``, ``"secret rm"``): leave a tombstone of each.
+        """
+        condition = "" if version is None else " AND version = ?"
+        return self._invalidate(secret_id, condition, version, reason)
+
+    def invalidate_secret_except(
+        self, secret_id: str, current: int, *, reason: str | None = None
+    ) -> int:
         """Remove the entries whose keys used any version of ``secret_id`` but ``current``."""
-        return self._invalidate(secret_id, " AND version <> ?", current)
+        return self._invalidate(secret_id, " AND version <> ?", current, reason)
 
-    def _invalidate(self, secret_id: str, condition: str, version: int | None) -> int:
+    def _invalidate(
+        self, secret_id: str, condition: str, version: int | None, reason: str | None
+    ) -> int:
         params: list[Any] = [secret_id] if version is None else [secret_id, version]
+        doomed = f"SELECT key FROM step_cache_secrets WHERE secret_id = ?{condition}"  # noqa: S608
 
         def work(tx: Transaction) -> int:
             tx.lock(_WRITE_LOCK)
+            if reason is not None:
+                self._bury(tx, doomed, params, reason)
             return tx.execute(
-                "DELETE FROM step_cache WHERE key IN"  # noqa: S608
-                f" (SELECT key FROM step_cache_secrets WHERE secret_id = ?{condition})",
+                f"DELETE FROM step_cache WHERE key IN ({doomed})",  # noqa: S608
                 params,
             )
 
         removed: int = self._db.run(work)
         return removed
+
+    def _bury(self, tx: Transaction, doomed: str, params: list[Any], reason: str) -> None:
+        """A tombstone per entry about to go: its named inputs, why, and when."""
+        tx.execute(
+            "INSERT INTO step_cache_tombstones (key, scope, step, inputs, reason, dropped_at)"  # noqa: S608
+            " SELECT key, scope, step, inputs, ?, ? FROM step_cache"
+            f" WHERE inputs IS NOT NULL AND key IN ({doomed})"
+            " ON CONFLICT (key) DO UPDATE SET scope = excluded.scope, step = excluded.step,"
+            " inputs = excluded.inputs, reason = excluded.reason,"
+            " dropped_at = excluded.dropped_at",
+            [reason, self._now(), *params],
+        )
+        # Bounded: the oldest go first.
+        tx.execute(
+            "DELETE FROM step_cache_tombstones WHERE dropped_at <"
+            " (SELECT dropped_at FROM step_cache_tombstones"
+            "  ORDER BY dropped_at DESC LIMIT 1 OFFSET ?)",
+            [TOMBSTONES_KEPT],
+        )
 
 
 def open_cache(settings: Settings, store: SqlSecretStore) -> SqlStepCache:
@@ -300,10 +388,10 @@ def invalidate_after_secret_change(
     cache = SqlStepCache(store.db, max_bytes=1)  # never puts, so never evicts
     now = store.get(meta_before.name, meta_before.namespace, scope=meta_before.scope)
     if now is None or now.id != meta_before.id:
-        count = cache.invalidate_secret(meta_before.id)
+        count = cache.invalidate_secret(meta_before.id, reason="secret rm")
         detail = "secret removed"
     else:
-        count = cache.invalidate_secret_except(meta_before.id, now.version)
+        count = cache.invalidate_secret_except(meta_before.id, now.version, reason="secret set")
         detail = f"secret updated to v{now.version}"
     if count == 0:
         return 0  # nothing was cached with it: no event, so the log stays readable

@@ -1,8 +1,9 @@
 """The network flags of `runner run` and `runner executor`, and the job networks they use.
 
-``network_options`` adds ``--network``, ``--allow-host`` and ``--add-host``;
-the command gets them as one ``NetworkChoice`` (flags over settings over
-defaults: ``RUNNER_NETWORK``, ``RUNNER_ALLOW_HOSTS``, ``RUNNER_ADD_HOSTS``),
+``network_options`` adds ``--network``, ``--allow-host``, ``--add-host`` and
+``--broker-ca-file``; the command gets them as one ``NetworkChoice`` (flags
+over settings over defaults: ``RUNNER_NETWORK``, ``RUNNER_ALLOW_HOSTS``,
+``RUNNER_ADD_HOSTS``, ``RUNNER_BROKER_CA_FILE``),
 which it applies to its ``SandboxPolicy``. ``job_networks`` wires the real
 seam: the engine's networks, the host firewall and the mitmproxy proxy.
 """
@@ -31,12 +32,14 @@ def network_choice(
     network: str | None,
     allow_hosts: tuple[str, ...],
     add_hosts: tuple[str, ...],
+    broker_ca_file: Path | None = None,
 ) -> NetworkChoice:
     """Flags over settings over defaults."""
     return NetworkChoice.parse(
         network or settings.network,
         allow_hosts or settings.allow_hosts,
         add_hosts or settings.add_hosts,
+        broker_ca_file or settings.broker_ca_file,
     )
 
 
@@ -51,11 +54,16 @@ def proxy_binary(settings: Settings) -> Path:
     return Path(found) if found else beside
 
 
-def job_networks(settings: Settings, runtime: ContainerRuntime) -> JobNetworks:
+def job_networks(
+    settings: Settings, runtime: ContainerRuntime, broker_ca_file: Path | None = None
+) -> JobNetworks:
+    """``broker_ca_file``: ``NetworkChoice.broker_ca_file`` (else the setting)."""
     return JobNetworks(
         runtime,
         firewall=Iptables(),
-        proxy=MitmProxy(proxy_binary(settings)),
+        proxy=MitmProxy(
+            proxy_binary(settings), upstream_ca=broker_ca_file or settings.broker_ca_file
+        ),
         pool=settings.network_pool,
     )
 
@@ -89,6 +97,12 @@ network_options = option_group(
             multiple=True,
             help="Map NAME to ADDRESS for the steps and the proxy alike (repeatable; "
             "default RUNNER_ADD_HOSTS).",
+        ),
+        "broker_ca_file": click.option(
+            "--broker-ca-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="The roots the job's proxy trusts for the real servers of brokered hosts "
+            "(a private code host's CA); default RUNNER_BROKER_CA_FILE, else the system's.",
         ),
     },
     into="network_choice",

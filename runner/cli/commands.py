@@ -7,6 +7,7 @@ def register_commands() -> None:
     """Import each command module: its decorators add its commands to ``cli``."""
     from runner.cli import (  # noqa: F401
         cache_cmds,
+        dev_cmds,
         env_cmds,
         namespace_cmds,
         run_cmds,

@@ -38,6 +38,16 @@ def _local_store() -> Iterator[Any]:
         yield SqlPolicyStore(db)
 
 
+def _describe(shown: dict[str, Any]) -> str:
+    """The sandbox policy in one line, then the executor labels required."""
+    text = describe(shown)
+    labels = shown.get("require_labels") or []
+    if not labels:
+        return text
+    required = f"executor labels {', '.join(labels)}"
+    return required if text == "no requirements" else f"{text}, {required}"
+
+
 @namespace_group.command("set")
 @click.argument("namespace", metavar="NS")
 @click.option("--network", type=click.Choice(NETWORK_POLICIES), help="Network policy required.")
@@ -49,6 +59,14 @@ def _local_store() -> Iterator[Any]:
     help="Under --network allow, a host the jobs may reach (repeatable).",
 )
 @click.option("--isolation", type=click.Choice(ISOLATIONS), help="Isolation level required.")
+@click.option(
+    "--require-label",
+    "labels",
+    multiple=True,
+    metavar="LABEL",
+    help="A label every executor of NS's jobs must have (repeatable); applies to jobs "
+    "queued from now on.",
+)
 @namespace_limit_options
 @remote_flags(required=False)
 @_json_option
@@ -58,6 +76,7 @@ def namespace_set(
     network: Any,
     allow_hosts: tuple[str, ...],
     isolation: Any,
+    labels: tuple[str, ...],
     job_limits: JobLimits,
     remote: Remote | None,
     as_json: bool,
@@ -69,8 +88,10 @@ def namespace_set(
     runc, the smaller timeout and cap. Claims carry it from the next one on.
     """
     from runner.queue.policies import policy_namespace
+    from runner.queue.routing import parse_labels
 
     ns = str(policy_namespace(namespace))
+    required = parse_labels(labels, flag="--require-label")
     policy = NamespacePolicy(
         isolation=isolation,
         network=network,
@@ -80,14 +101,15 @@ def namespace_set(
     )
     if remote is not None:
         with remote.client() as client:
-            shown = client.namespace_policy_set(ns, policy)
+            shown = client.namespace_policy_set(ns, policy, labels=required)
     else:
         with _local_store() as store:
-            shown = store.set(ns, policy, actor=login_name(app().env)).to_json()
+            actor = login_name(app().env)
+            shown = store.set(ns, policy, actor=actor, labels=required).to_json()
     if as_json:
         click.echo(json.dumps(shown, indent=2))
     else:
-        click.echo(f"set the sandbox policy of {ns}: {describe(shown)}")
+        click.echo(f"set the sandbox policy of {ns}: {_describe(shown)}")
 
 
 @namespace_group.command("show")
@@ -109,7 +131,7 @@ def namespace_show(namespace: str, remote: Remote | None, as_json: bool) -> None
     if as_json:
         click.echo(json.dumps(shown, indent=2))
         return
-    click.echo(f"{ns}: {describe(shown)}")
+    click.echo(f"{ns}: {_describe(shown)}")
     if shown.get("updated_by"):
         click.echo(f"  set by {shown['updated_by']} at {shown['updated_at']}")
 

@@ -22,24 +22,27 @@ from runner.cli._app import (
     cli,
     common_options,
     login_name,
-    plan_local,
     spec_input_options,
     table,
 )
+from runner.cli._front import front_half, host_mac_key
 from runner.cli._limits import JobLimits, limit_options
+from runner.cli._local_secrets import (
+    local_secret_options,
+)
 from runner.cli._network import NetworkChoice, job_networks, network_options
 from runner.cli._sandbox import Confinement, isolation_options
 from runner.config import parse_size
-from runner.env import HostEnv, plan_env
 from runner.errors import RunnerError
 from runner.execute.job import register_values, resolve_images
+from runner.execute.registry import find_registry_auth, reveal_registry_auth
+from runner.execute.rerun import plan_rerun
 from runner.execute.run import RunPlan, execute, new_run_id, sweep_leftovers
 from runner.execute.steps import RUN_LABEL, RunLimits
 from runner.log import get_logger
-from runner.plan import RepoArg, require_repositories
+from runner.plan import RepoArg
 from runner.report import JsonLinesReporter, LiveReporter, LogReporter, Reporter, one_line
 from runner.sandbox import SandboxPolicy
-from runner.spec import load_spec
 
 log = get_logger("runner.cli.run")
 
@@ -123,6 +126,18 @@ def _reporter(as_json: bool, total: int, *, verbose: bool) -> Reporter:
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the event stream as JSON lines on stdout."
 )
+@click.option(
+    "--only-failed",
+    is_flag=True,
+    help="Run only the workspaces that failed or were canceled in --out's last run; "
+    "update its summary in place.",
+)
+@click.option(
+    "--keep-workspace",
+    is_flag=True,
+    help="Keep each failed workspace's files under --out (refused if they hold a secret).",
+)
+@local_secret_options
 @isolation_options
 @network_options
 @common_options
@@ -143,6 +158,10 @@ def run_cmd(
     no_cache: bool,
     clear_cache: bool,
     as_json: bool,
+    only_failed: bool,
+    keep_workspace: bool,
+    secret_files: tuple[Path, ...],
+    secret_names: tuple[str, ...],
     confinement: Confinement,
     network_choice: NetworkChoice,
 ) -> int:
@@ -155,41 +174,48 @@ def run_cmd(
     not start, 130 when interrupted.
     """
     from runner.redact import active
-    from runner.secrets import open_store
 
     ctx = app()
     settings = ctx.settings
-    require_repositories(repos_root, repos)
-    spec = load_spec(spec_path, check_mounts=True)
-    ns = namespace or ctx.default_namespace()
+    front = front_half(
+        ctx, spec_path, namespace, repos_root, repos, allow_host, secret_files, secret_names
+    )
+    spec, ns, host, local, store = front.spec, front.namespace, front.host, front.local, front.store
+    env_plan, workspaces = front.env_plan, front.workspaces
     actor = login_name(ctx.env)
-    host = HostEnv.from_environ(allow_host, ctx.env)
-    register_values(active(), host=host)  # redacted even if a failure comes first
-
-    store = open_store(settings)
-    env_plan = plan_env(spec, ns, store, host)
-    workspaces = plan_local(spec, repos_root, repos)  # warns of queries that match nothing
+    out = out_dir or Path("runner-out") / spec.name
+    rerun = None
+    if only_failed:  # before anything else: a run with nothing to do needs no engine
+        rerun, workspaces = plan_rerun(out, workspaces)
+        if not workspaces:
+            click.echo(f"nothing to re-run: no workspace of {out} failed", err=True)
+            return 0
     jobs = parallelism or settings.parallelism
     runtime = _runtime(ctx, jobs)
     confinement.check(runtime)
     temp_root = Path(tempfile.gettempdir())
     runs_dir = settings.home / "runs"
-    networks = job_networks(settings, runtime)
+    networks = job_networks(settings, runtime, network_choice.broker_ca_file)
     swept = sweep_leftovers(runtime, runs_dir, temp_root, RUN_LABEL, networks)
     if swept:
         log.info("swept what interrupted runs left behind", count=swept)
-    images = resolve_images(spec, runtime)
     run_id = new_run_id()
+    # Registry credentials: revealed (and audited) only to pull, never given to a step.
+    auth_meta = find_registry_auth(store, ns)
+    registry_auth = reveal_registry_auth(store, auth_meta, actor=actor, run_id=run_id)
+    register_values(active(), registry_auth=registry_auth)
+    images = resolve_images(spec, runtime, registry_auth)
     plan = RunPlan(
         run_id=run_id,
         spec=spec,
-        spec_dir=Path(spec_path).resolve().parent,
+        spec_dir=front.spec_dir,
         namespace=ns,
         actor=actor,
         workspaces=workspaces,
         env_plan=env_plan,
         host=host,
         images=images,
+        local=local,
     )
     limits = RunLimits(
         timeout_s=timeout_s or settings.step_timeout_s,
@@ -205,7 +231,6 @@ def run_cmd(
     sandbox = job_limits.apply(sandbox)
     sandbox = network_choice.apply(sandbox)
     networks.preflight(sandbox)
-    out = out_dir or Path("runner-out") / spec.name
     cache = None
     if not no_cache:
         cache = _open_cache(settings, store, clear_cache)
@@ -236,6 +261,8 @@ def run_cmd(
                 temp_root=temp_root,
                 sandbox=sandbox,
                 networks=networks,
+                rerun=rerun,
+                keep_workspace=keep_workspace,
             )
     finally:
         reporter.close()
@@ -270,8 +297,7 @@ def _open_cache(settings: Any, store: Any, clear: bool) -> Any:
 
 
 def _host_mac_key(store: Any) -> bytes:
-    key: bytes = store.keyring.derive("cache-host-hmac")
-    return key
+    return host_mac_key(store)
 
 
 def _print_summary(outcome: Any, out: Path) -> None:
@@ -301,6 +327,12 @@ def _print_summary(outcome: Any, out: Path) -> None:
             click.echo(REASON_INDENT + one_line(reason, _stdout_width() - len(REASON_INDENT)))
     counts = ", ".join(f"{n} {s}" for s, n in outcome.counts.items() if n)
     click.echo(f"{counts or 'no workspaces'}; summary: {outcome.summary_path}")
+    for message in outcome.kept_workspaces.values():
+        click.echo(message)
+    if outcome.failed_logs:
+        click.echo("logs of the failed workspaces:")
+        for log_file in outcome.failed_logs:
+            click.echo(f"  {out / log_file}")
 
 
 REASON_INDENT = "  └ "

@@ -22,6 +22,7 @@ from runner.cli._app import app, cli, common_options, login_name, table
 from runner.cli._options import Remote, namespace_options, remote_flags
 from runner.errors import SecretValidationError
 from runner.namespaces import Namespace
+from runner.secrets.delivery import DEFAULT_DELIVERY, SECRET_TYPES, Delivery
 from runner.secrets.models import AuditEvent, SecretMeta, rfc3339
 from runner.secrets.names import (
     DEFAULT_SCOPE,
@@ -185,30 +186,69 @@ def secret_group() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Read the value from this file instead of stdin or a prompt.",
 )
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(SECRET_TYPES),
+    help="How a step gets it: the variable holds the value (env), or the path of a file "
+    "on a tmpfs holding it (file). Default: as the secret is now (env when new).",
+)
+@click.option(
+    "--broker-host",
+    "broker_hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Broker the secret for HOST (repeatable): the step sees a placeholder and the "
+    "job's proxy puts the value into HTTPS requests to these hosts only.",
+)
+@click.option(
+    "--broker-as",
+    metavar="bearer|token|basic:USERNAME|header:NAME",
+    help="How brokered requests carry it (default bearer).",
+)
 @remote_flags(required=False)
 @common_options
 def secret_set(
-    name: str, ns: Namespace, scope: str | None, from_file: Path | None, remote: Remote | None
+    name: str,
+    ns: Namespace,
+    scope: str | None,
+    from_file: Path | None,
+    type_: str | None,
+    broker_hosts: tuple[str, ...],
+    broker_as: str | None,
+    remote: Remote | None,
 ) -> None:
     """Create or update secret NAME; the value comes from stdin, a prompt or a file.
 
-    With --url, the coordinator stores it (with your token's permissions).
+    Every set makes a new version, also one that only changes --type or the
+    broker binding (give the value again). Without --type or --broker-host,
+    the secret keeps how it is delivered; `--type env` alone drops a broker
+    binding. With --url, the coordinator stores it (with your token's
+    permissions).
     """
-    # Refuse a bad name before asking for the value.
+    # Refuse a bad name or delivery before asking for the value.
+    delivery = None
+    if type_ is not None or broker_hosts or broker_as is not None:
+        delivery = Delivery.of(type_ or "env", broker_hosts, broker_as)
     value = read_value(check_name(name), from_file)
     check_value(value)
     if remote:
         with remote.client() as client:
-            meta, created = client.secret_set(name, str(ns), value, scope=scope)
+            meta, created = client.secret_set(name, str(ns), value, scope=scope, delivery=delivery)
     else:
         with _store() as store:
             ensure_owner(SqlUserDirectory(store.db), ns)
             chosen = scope or DEFAULT_SCOPE
             before = store.get(name, ns, scope=chosen)
-            meta, created = store.set(name, ns, value, scope=chosen, actor=_actor())
+            meta, created = store.set(
+                name, ns, value, scope=chosen, actor=_actor(), delivery=delivery
+            )
             _invalidate_cache(store, before)
     verb = "created" if created else "updated"
-    click.echo(f"{verb} {meta.name} v{meta.version} in {meta.namespace}{_scope_suffix(meta.scope)}")
+    click.echo(
+        f"{verb} {meta.name} v{meta.version} in {meta.namespace}{_scope_suffix(meta.scope)}"
+        + ("" if meta.delivery == DEFAULT_DELIVERY else f" ({meta.delivery.describe()})")
+    )
 
 
 @secret_group.command("list")
@@ -236,7 +276,7 @@ def secret_list(
 
 
 def _show_metas(metas: Sequence[SecretMeta], as_json: bool) -> None:
-    headers = ["NAME", "NAMESPACE", "SCOPE", "VERSION", "UPDATED", "BY", ""]
+    headers = ["NAME", "NAMESPACE", "SCOPE", "VERSION", "TYPE", "UPDATED", "BY", ""]
     rows = [_meta_row(m) for m in metas]
     _show(metas, rows, headers, as_json=as_json, empty="no secrets")
 
@@ -247,6 +287,7 @@ def _meta_row(m: SecretMeta) -> list[str]:
         m.namespace,
         m.scope,
         f"v{m.version}",
+        m.delivery.describe(),
         rfc3339(m.updated_at.replace(microsecond=0)),
         m.updated_by,
         "overrides global" if m.overrides_global else "",

@@ -29,7 +29,7 @@ from runner.cli._network import job_networks, network_options
 from runner.cli._options import Remote, remote_flags
 from runner.cli._sandbox import Confinement, isolation_options
 from runner.egress import NetworkChoice
-from runner.errors import RunnerError
+from runner.errors import RunnerError, UsageError
 from runner.sandbox.tighten import describe
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +77,7 @@ def server_cmd(
     RUNNER_DATABASE_URL, with the master key of RUNNER_MASTER_KEY_FILE. Secrets
     are decrypted only when an executor claims a job that uses them.
     """
+    from runner.queue.fleet import SqlFleetStore
     from runner.queue.policies import SqlPolicyStore
     from runner.queue.server import ServeOptions, check_options, parse_listen, serve
     from runner.queue.service import Coordinator, CoordinatorSettings
@@ -115,7 +116,10 @@ def server_cmd(
         cache=cache,
         on_secret_change=on_change,
         policies=SqlPolicyStore(store.db),
+        fleet=SqlFleetStore(store.db),
     )
+    # Every migration this runner knows, applied now: /readyz answers ready only then.
+    store.db.migrate()
     try:
         serve(coordinator, options)
     finally:
@@ -186,6 +190,26 @@ def staged_signals(executor: Any, name: str) -> Iterator[list[int]]:
     help="Seconds between claims when idle (default: RUNNER_POLL_INTERVAL or 1).",
 )
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the coordinator's cache.")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="LABEL",
+    help="A label of this executor (repeatable): it claims only jobs whose required "
+    "labels it has every one of.",
+)
+@click.option(
+    "--max-jobs-total",
+    type=click.IntRange(min=1),
+    help="Exit (status 0) once this many jobs were claimed and have ended, so an "
+    "autoscaler can start a fresh executor.",
+)
+@click.option("--ephemeral", is_flag=True, help="Run one job, then exit: --max-jobs-total 1.")
+@click.option(
+    "--metrics-listen",
+    metavar="HOST:PORT",
+    help="Serve this executor's Prometheus metrics on http://HOST:PORT/metrics.",
+)
 @limit_options("job (a namespace's policy may set less)")
 @network_options
 @isolation_options
@@ -196,6 +220,10 @@ def executor_cmd(
     max_jobs: int,
     poll_interval: float | None,
     no_cache: bool,
+    labels: tuple[str, ...],
+    max_jobs_total: int | None,
+    ephemeral: bool,
+    metrics_listen: str | None,
     job_limits: JobLimits,
     network_choice: NetworkChoice,
     confinement: Confinement,
@@ -210,6 +238,7 @@ def executor_cmd(
     from runner.execute.steps import RunLimits
     from runner.namespaces import check_principal_name
     from runner.queue.executor import Executor, ExecutorSettings
+    from runner.queue.routing import parse_labels
     from runner.sandbox import SandboxPolicy
 
     ctx = app()
@@ -228,7 +257,7 @@ def executor_cmd(
     )
     # An executor told to use gVisor refuses to start on an engine without it.
     confinement.check(runtime)
-    networks = job_networks(settings, runtime)
+    networks = job_networks(settings, runtime, network_choice.broker_ca_file)
     networks.preflight(sandbox)
     executor = Executor(
         api=client,
@@ -249,17 +278,71 @@ def executor_cmd(
             use_cache=not no_cache,
             sandbox=sandbox,
             networks=networks,
+            labels=parse_labels(labels),
+            max_jobs_total=1 if ephemeral else max_jobs_total,
+            info=_executor_facts(runtime, settings, sandbox),
         ),
     )
+    stop_metrics = _serve_executor_metrics(executor, metrics_listen)
     try:
         with staged_signals(executor, chosen) as hits:
             code = executor.run()
     finally:
+        stop_metrics()
         client.close()
         runtime.close()
     if code:
         return code
     return 130 if hits[0] >= 2 else 0
+
+
+def _executor_facts(runtime: Any, settings: Any, sandbox: Any) -> dict[str, Any]:
+    """What this executor's heartbeats tell the coordinator's fleet about it."""
+    from runner import __version__
+    from runner.sandbox.policy import ISOLATIONS
+
+    levels = []
+    for level in ISOLATIONS:
+        try:
+            runtime.check_isolation(level)
+        except RunnerError:
+            continue  # the engine lacks its runtime (gVisor's runsc)
+        levels.append(level)
+    try:
+        engine = runtime.engine_version()
+    except RunnerError:
+        engine = ""
+    numbers = {
+        "step_timeout_s": settings.step_timeout_s,
+        "step_memory_bytes": settings.step_memory_bytes,
+        "step_cpus": settings.step_cpus,
+        "job_timeout_s": sandbox.job_timeout_s,
+        "disk_cap_bytes": sandbox.disk_cap_bytes,
+    }
+    return {
+        "version": __version__,
+        "hostname": socket.gethostname(),
+        "docker_version": engine,
+        "isolations": levels,
+        "limits": {k: v for k, v in numbers.items() if v is not None},
+    }
+
+
+def _serve_executor_metrics(executor: Any, listen: str | None) -> Callable[[], None]:
+    """Serve the executor's metrics on ``--metrics-listen``; returns how to stop."""
+    if listen is None:
+        return lambda: None
+    from runner.metrics import serve_metrics
+    from runner.queue.server import parse_listen
+
+    host, port = parse_listen(listen, flag="--metrics-listen")
+    try:
+        return serve_metrics(executor.metrics.registry, host, port)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot serve metrics on {listen}: {exc.strerror or exc}",
+            hint="pick a free port for --metrics-listen",
+        ) from None
 
 
 # runner token ---------------------------------------------------------------------------------
@@ -355,12 +438,20 @@ def token_revoke(token_id: str) -> None:
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @remote_flags()
 @click.option("--namespace", help="Namespace of the jobs (default: user:YOU).")
+@click.option(
+    "--require",
+    "labels",
+    multiple=True,
+    metavar="LABEL",
+    help="Run only on executors with this label (repeatable: every one is required).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the queued jobs as JSON.")
 @common_options
 def submit_cmd(
     spec_path: str,
     remote: Remote,
     namespace: str | None,
+    labels: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Queue SPEC on a coordinator, one job per workspace; print the job ids.
@@ -370,8 +461,10 @@ def submit_cmd(
     """
     from runner.errors import SpecError
     from runner.queue.bundle import Bundle
+    from runner.queue.routing import parse_labels
     from runner.spec import load_spec
 
+    required = parse_labels(labels, flag="--require")
     try:  # bad mounts are refused at their entries before anything is uploaded
         load_spec(spec_path, check_mounts=True)
     except SpecError as exc:
@@ -381,7 +474,7 @@ def submit_cmd(
     bundle = Bundle.from_spec_file(spec_path)
     with remote.client() as client:
         ns = namespace or f"user:{client.whoami()['name']}"
-        answer = client.submit(bundle, ns)
+        answer = client.submit(bundle, ns, labels=required)
     if as_json:
         _echo_json(answer)
         return
@@ -399,7 +492,7 @@ def submit_cmd(
 
 @cli.group("jobs")
 def jobs_group() -> None:
-    """Jobs on a coordinator: list, show, logs, cancel."""
+    """Jobs on a coordinator: list, show, logs, cancel, retry."""
 
 
 @jobs_group.command("list")
@@ -419,7 +512,7 @@ def jobs_list(remote: Remote, as_json: bool) -> None:
     rows = [
         [
             j["id"],
-            j["state"],
+            f"{j['state']} ({j['waiting']})" if j.get("waiting") else j["state"],
             j["repository"],
             j["path"] or ".",
             j["executor"] or "",
@@ -459,11 +552,15 @@ def _describe_job(job: Mapping[str, Any]) -> str:
         f"  repository  {job['repository']} ({job['branch']} @ {job['commit'][:12]})",
         f"  path        {job['path'] or '.'}",
         f"  namespace   {job['namespace']} (submitted by {job['submitter']})",
+        *([f"  labels      {', '.join(job['labels'])}"] if job.get("labels") else []),
+        *([f"  waiting     {job['waiting']}"] if job.get("waiting") else []),
         f"  executor    {job['executor'] or '-'} (attempts {job['attempts']}, "
         f"resets {job['resets']})",
         f"  created     {job['created_at']}",
         f"  finished    {job['finished_at'] or '-'}",
     ]
+    if job.get("retry_of"):
+        lines.append(f"  retry of    {job['retry_of']}")
     if job.get("error"):
         lines.append(f"  error       {job['error']}")
     for step in job.get("steps") or []:
@@ -491,7 +588,7 @@ def _render_line(line: str, prefix: str) -> str:
         f"{key}={event[key]}"
         for key in (
             *("step", "exit_code", "status", "state", "executor", "attempt", "error"),
-            *("host", "port"),  # step.egress_denied
+            *("secret", "host", "port"),  # step.egress_denied, secret.broker_mismatch
         )
         if event.get(key) is not None
     ]
@@ -557,3 +654,79 @@ def jobs_cancel(job_ids: tuple[str, ...], remote: Remote) -> int:
             else:
                 click.echo(f"{job_id} already {job['state']}")
     return 1 if failed else 0
+
+
+@jobs_group.command("retry")
+@click.argument("job_ids", metavar="ID...", nargs=-1)
+@click.option("--failed", is_flag=True, help="Retry every failed job not retried yet.")
+@click.option("--namespace", help="With --failed: only the jobs of this namespace.")
+@remote_flags()
+@click.option("--json", "as_json", is_flag=True, help="Print the new jobs as JSON.")
+@common_options
+def jobs_retry(
+    job_ids: tuple[str, ...],
+    failed: bool,
+    namespace: str | None,
+    remote: Remote,
+    as_json: bool,
+) -> None:
+    """Queue a new attempt of finished jobs, with the current secret versions.
+
+    Each new job names the one it retries; the old job, its log and its result
+    stay as they were. Whoever may cancel a job may retry it.
+    """
+    if failed == bool(job_ids):
+        raise UsageError("give job ids or --failed, not both", hint="runner jobs retry ID...")
+    if namespace and not failed:
+        raise UsageError("--namespace goes with --failed", hint="runner jobs retry --failed ...")
+    with remote.client() as client:
+        made = client.jobs_retry(job_ids, failed=failed, namespace=namespace)
+    if as_json:
+        _echo_json(made)
+        return
+    for job in made:
+        click.echo(job["id"])
+    if not made:
+        click.echo("no job to retry", err=True)
+    for job in made:
+        click.echo(f"{job['id']} queued, retrying {job['retry_of']}", err=True)
+
+
+# runner executors -----------------------------------------------------------------------------
+
+
+@cli.group("executors")
+def executors_group() -> None:
+    """The executors a coordinator has heard from (admins)."""
+
+
+@executors_group.command("list")
+@remote_flags()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def executors_list(remote: Remote, as_json: bool) -> None:
+    """Each executor's latest heartbeat: version, labels, jobs, last seen, stale or not.
+
+    An executor is stale once it has been quiet for longer than the
+    coordinator's stall limit (its jobs are then handed to others).
+    """
+    with remote.client() as client:
+        executors = client.executors_list()
+    if as_json:
+        _echo_json(executors)
+        return
+    if not executors:
+        click.echo("no executors yet", err=True)
+        return
+    rows = [
+        [
+            e["name"],
+            e["version"] or "?",
+            ",".join(e["labels"]) or "-",
+            str(e["jobs"]),
+            _short_time(e["last_seen"]),
+            "stale" if e["stale"] else "live",
+        ]
+        for e in executors
+    ]
+    click.echo(table(["NAME", "VERSION", "LABELS", "JOBS", "LAST SEEN", "STATE"], rows))

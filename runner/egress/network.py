@@ -12,6 +12,12 @@ or canceled too:
   job's proxy (``proxy.py``) on its gateway as the only way out, letting
   through the hosts ``--allow-host`` lists (``rules.py``).
 
+A job with brokered secrets (``broker.py``) gets the proxy under ``open``
+too, letting through every name but the addresses it refuses under
+``allow``; it intercepts TLS for the bound hosts only, and the steps get its
+certificate authority (``StepNetwork.ca_cert``). Under ``none`` there is no
+proxy, and a brokered secret's placeholder reaches nothing.
+
 Refused connections reach ``on_denied(host, port)``; the caller turns them
 into ``step.egress_denied`` events. Leftovers of a killed run (networks,
 rules) are swept by the job's id; a proxy ends with its runner by itself.
@@ -25,8 +31,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
+from runner.egress.broker import BrokerSession
 from runner.egress.firewall import Firewall, host_addresses
-from runner.egress.proxy import PROXY_PORT, OnDenied, ProxyLauncher, RunningProxy
+from runner.egress.proxy import PROXY_PORT, OnDenied, ProxyLauncher, RunningProxy, sweep_confdirs
 from runner.egress.rules import EgressRules
 from runner.errors import ExecutionError
 from runner.execute.runtime import ContainerRuntime, NetworkInfo
@@ -49,13 +56,22 @@ class StepNetwork:
     network: str | None = None  # None: the engine's default (runtimes without job networks)
     extra_hosts: Mapping[str, str] = field(default_factory=_no_entries)
     proxy_env: Mapping[str, str] = field(default_factory=_no_entries)
+    # The job CA's certificate (PEM) when the proxy brokers secrets: steps must trust it.
+    ca_cert: str | None = None
 
 
 class JobNetworkSeam(Protocol):
     def open(
-        self, job_id: str, policy: SandboxPolicy, on_denied: OnDenied
+        self,
+        job_id: str,
+        policy: SandboxPolicy,
+        on_denied: OnDenied,
+        broker: BrokerSession | None = None,
     ) -> AbstractContextManager[StepNetwork]:
-        """The job's network for its steps, taken down when the block ends (never raises then)."""
+        """The job's network for its steps, taken down when the block ends (never raises then).
+
+        With ``broker``, the steps' HTTP(S) goes through the job's proxy, which brokers.
+        """
         ...
 
     def sweep(self, job_id: str | None = None) -> int:
@@ -93,7 +109,11 @@ class JobNetworks:
 
     @contextmanager
     def open(
-        self, job_id: str, policy: SandboxPolicy, on_denied: OnDenied
+        self,
+        job_id: str,
+        policy: SandboxPolicy,
+        on_denied: OnDenied,
+        broker: BrokerSession | None = None,
     ) -> Iterator[StepNetwork]:
         if policy.network == "none":
             yield _without_job_network(policy)
@@ -101,20 +121,27 @@ class JobNetworks:
         hosts = MappingProxyType(dict(policy.add_hosts))
         self._check_firewall(policy)
         allow = policy.network == "allow"
+        proxied = allow or broker is not None
         net = self.runtime.create_network(job_id, internal=allow)
         proxy: RunningProxy | None = None
         try:
-            self.firewall.guard(net, policy, proxy_port=PROXY_PORT if allow else None)
+            self.firewall.guard(net, policy, proxy_port=PROXY_PORT if proxied else None)
             env: dict[str, str] = {}
-            if allow:
+            if proxied:
                 proxy = self.proxy.start(
                     listen=net.gateway,
                     port=PROXY_PORT,
                     rules=self.rules(policy),
                     on_denied=on_denied,
+                    broker=broker,
                 )
                 env = proxy_env(net.gateway, PROXY_PORT)
-            yield StepNetwork(network=net.name, extra_hosts=hosts, proxy_env=env)
+            yield StepNetwork(
+                network=net.name,
+                extra_hosts=hosts,
+                proxy_env=env,
+                ca_cert=proxy.ca_cert if proxy is not None else None,
+            )
         finally:
             if proxy is not None:
                 proxy.stop()
@@ -132,6 +159,7 @@ class JobNetworks:
             add_hosts=dict(policy.add_hosts),
             host_addresses=self.addresses(),
             blocked_networks=(self.pool,),
+            any_host=policy.network != "allow",
         )
 
     def _check_firewall(self, policy: SandboxPolicy) -> None:
@@ -155,7 +183,7 @@ class JobNetworks:
         self.runtime.remove_network(net.name)
 
     def sweep(self, job_id: str | None = None) -> int:
-        removed = self.runtime.sweep_networks(job_id)
+        removed = self.runtime.sweep_networks(job_id) + sweep_confdirs()
         if self.firewall.available():
             try:
                 removed += self.firewall.sweep()
@@ -172,11 +200,16 @@ class NoJobNetworks:
 
     @contextmanager
     def open(
-        self, job_id: str, policy: SandboxPolicy, on_denied: OnDenied
+        self,
+        job_id: str,
+        policy: SandboxPolicy,
+        on_denied: OnDenied,
+        broker: BrokerSession | None = None,
     ) -> Iterator[StepNetwork]:
-        if policy.network == "allow":
+        if policy.network == "allow" or (broker is not None and policy.network != "none"):
             raise ExecutionError(
-                "this runner has no job networks, so it cannot enforce --network allow",
+                "this runner has no job networks, so it cannot enforce --network allow "
+                "or broker secrets",
                 hint="run with the Docker engine, or use --network none",
             )
         yield _without_job_network(policy)

@@ -9,6 +9,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from runner.errors import UsageError
 from runner.sandbox import HostPort, NetworkPolicy, SandboxPolicy
@@ -35,15 +36,24 @@ def parse_add_host(text: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class NetworkChoice:
-    """``--network``, ``--allow-host`` and ``--add-host``, parsed."""
+    """``--network``, ``--allow-host``, ``--add-host`` and ``--broker-ca-file``, parsed.
+
+    ``broker_ca_file`` is the operator's: what the job's proxy trusts for the real
+    servers of brokered hosts (a submitted job never sets it).
+    """
 
     network: NetworkPolicy = "open"
     allow_hosts: tuple[HostPort, ...] = ()
     add_hosts: tuple[tuple[str, str], ...] = ()
+    broker_ca_file: Path | None = None
 
     @classmethod
     def parse(
-        cls, network: str | None, allow_hosts: Iterable[str], add_hosts: Iterable[str]
+        cls,
+        network: str | None,
+        allow_hosts: Iterable[str],
+        add_hosts: Iterable[str],
+        broker_ca_file: Path | None = None,
     ) -> NetworkChoice:
         chosen = network or "open"
         if chosen not in NETWORK_POLICIES:
@@ -55,6 +65,7 @@ class NetworkChoice:
             network=chosen,
             allow_hosts=tuple(HostPort.parse(entry) for entry in allow_hosts),
             add_hosts=tuple(parse_add_host(entry) for entry in add_hosts),
+            broker_ca_file=broker_ca_file,
         )
 
     def apply(self, policy: SandboxPolicy) -> SandboxPolicy:

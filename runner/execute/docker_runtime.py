@@ -12,6 +12,10 @@ wait, remove. How secrets get in without being seen:
   ``Config`` (so not in ``docker inspect``), argv, labels or any file.
 * The script is written to a per-step host folder and bind-mounted read-only;
   it holds template output but no secret value.
+* File secrets come in the same payload: the wrapper writes each onto a
+  tmpfs of the container's own (``SECRET_FILES_DIR``), never the host's disk.
+* Registry credentials (``DOCKER_AUTH_CONFIG``) go to the engine's pull in
+  its request header only.
 
 Every container also gets its step's sandbox: the isolation level's runtime
 and the hardening, as ``runner.execute.docker_sandbox`` spells them.
@@ -31,14 +35,17 @@ streams through without being held back until a frame or the step completes.
 from __future__ import annotations
 
 import contextlib
+import io
 import ipaddress
+import shutil
 import socket
 import ssl
 import struct
+import tarfile
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -52,14 +59,17 @@ from docker.utils import kwargs_from_env
 
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.config import DEFAULT_NETWORK_POOL
-from runner.errors import ConfigError, ContainerRuntimeError, ImageNotFoundError
+from runner.errors import ConfigError, ContainerRuntimeError, ExecutionError, ImageNotFoundError
 from runner.execute.docker_sandbox import (
     RUNTIMES,
     check_runtimes,
     hand_over_workspace,
     hardening_options,
     isolation_options,
+    secret_files_tmpfs,
 )
+from runner.execute.reaper import Reaper
+from runner.execute.registry import Credentials, credentials_for, registry_of
 from runner.execute.runtime import (
     KILLED_EXIT_CODE,
     NETWORK_LABEL,
@@ -67,9 +77,13 @@ from runner.execute.runtime import (
     NetworkInfo,
     OutputCallback,
     OutputStream,
+    PreparedStep,
     StepContainer,
     StepExit,
+    creation,
     missing_image,
+    payload_env,
+    secret_file_path,
 )
 from runner.sandbox import Isolation
 from runner.secrets.value import Secret
@@ -108,9 +122,30 @@ def shell_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def env_payload(secret_env: Mapping[str, Secret]) -> bytes:
-    """What the wrapper evaluates: one ``export`` per secret, then the sentinel."""
+def env_payload(
+    secret_env: Mapping[str, Secret], secret_files: Mapping[str, Secret] | None = None
+) -> bytes:
+    """What the wrapper evaluates: one ``export`` per secret, then the sentinel.
+
+    A file secret is written by the wrapper itself (so as the step's user)
+    onto the step's tmpfs, readable by that user alone, and its variable
+    exported as the file's path. ``printf`` must be the shell's builtin: a
+    ``printf`` program would get the value on its argv.
+    """
     lines = [f"export {name}={shell_quote(value.reveal())}\n" for name, value in secret_env.items()]
+    if secret_files:
+        lines.append(
+            'case "$(command -V printf 2>/dev/null)" in *builtin*) ;; '
+            "*) echo 'runner: file secrets need a /bin/sh with a printf builtin' >&2; "
+            "exit 125;; esac\n"
+        )
+    for name, value in (secret_files or {}).items():
+        path = secret_file_path(name)
+        lines.append(
+            f"{{ ( umask 0377 && printf '%s' {shell_quote(value.reveal())} > {path} ) && "
+            f"export {name}={path}; }} || "
+            f"{{ echo 'runner: could not write the secret file {path}' >&2; exit 125; }}\n"
+        )
     lines.append(f"{_SENTINEL}=1\n")
     return "".join(lines).encode("utf-8")
 
@@ -169,6 +204,16 @@ def _engine(action: str) -> Iterator[None]:
         _engine_failure(action, exc)
 
 
+def _single_file(archive: bytes, limit: int) -> bytes | None:
+    """The one regular file in a tar archive from ``get_archive``, or None."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = next(iter(tar), None)
+        if member is None or not member.isfile() or member.size > limit:
+            return None
+        extracted = tar.extractfile(member)
+        return extracted.read() if extracted is not None else None
+
+
 class DockerRuntime:
     """Runs steps through one shared low-level docker client.
 
@@ -196,6 +241,8 @@ class DockerRuntime:
         self._poll_interval_s = poll_interval_s
         self._pull_timeout_s = pull_timeout_s
         self._clock = clock
+        # Finished containers go in the background; settle() waits for them.
+        self._reaper = Reaper()
 
     @classmethod
     def from_environ(
@@ -228,12 +275,15 @@ class DockerRuntime:
         return cls(api, scratch_dir=scratch_dir, network_pool=network_pool)
 
     def close(self) -> None:
+        self._reaper.settle()
         self._api.close()
 
     # -- images --------------------------------------------------------------
 
-    def image_id(self, image: str) -> str:
-        found = self._local_image_id(image)
+    def image_id(self, image: str, auth: Secret | None = None) -> str:
+        creds = None if image.startswith("sha256:") else credentials_for(auth, image)
+        # With credentials the registry is asked every time (see ContainerRuntime).
+        found = None if creds is not None else self._local_image_id(image)
         if found is not None:
             return found
         if image.startswith("sha256:"):
@@ -242,7 +292,7 @@ class DockerRuntime:
                 f"image {image} is not present locally",
                 hint="build or pull the image again, or name it by repository and tag",
             )
-        self._pull(image)
+        self._pull(image, creds)
         found = self._local_image_id(image)
         if found is None:
             raise ImageNotFoundError(
@@ -258,7 +308,7 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 return None
 
-    def _pull(self, image: str) -> None:
+    def _pull(self, image: str, creds: Credentials | None) -> None:
         # The SDK waits for a pull without any time limit; a registry that
         # never answers must not hang the whole run, so the pull gets a thread
         # that is abandoned (it holds nothing of ours) if it overruns.
@@ -266,7 +316,10 @@ class DockerRuntime:
 
         def pull() -> None:
             try:
-                for message in self._api.pull(image, stream=True, decode=True):
+                # Credentials travel in a request header only: never argv or a file.
+                auth_config = creds.engine_auth() if creds is not None else None
+                messages = self._api.pull(image, stream=True, decode=True, auth_config=auth_config)
+                for message in messages:
                     if isinstance(message, dict) and message.get("error"):
                         failure.append(str(message["error"]))
                         return
@@ -279,7 +332,9 @@ class DockerRuntime:
         if worker.is_alive():
             failure.append(f"no answer within {self._pull_timeout_s:g}s")
         if failure:
-            raise missing_image(image, failure[0])
+            raise missing_image(
+                image, failure[0], registry=registry_of(image), with_auth=creds is not None
+            )
 
     # -- isolation -----------------------------------------------------------
 
@@ -287,6 +342,11 @@ class DockerRuntime:
         with _engine("list its runtimes"):
             info = self._api.info()
         check_runtimes(isolation, info.get("Runtimes") or {}, self._runtimes)
+
+    def engine_version(self) -> str:
+        """The engine's version, as an executor's heartbeat reports it."""
+        with _engine("tell its version"):
+            return str(self._api.version().get("Version") or "")
 
     # -- steps ---------------------------------------------------------------
 
@@ -296,7 +356,7 @@ class DockerRuntime:
         early = step.before_start(cancel)
         if early is not None:
             return early
-        payload = env_payload(step.secret_env)
+        payload = env_payload(step.secret_env, step.secret_files)
         hand_over_workspace(step)
         with tempfile.TemporaryDirectory(prefix="runner-step-", dir=self._scratch_dir) as tmp:
             script = Path(tmp) / "step.sh"
@@ -309,6 +369,46 @@ class DockerRuntime:
             finally:
                 self._remove(container_id)
 
+    def prepare(self, step: StepContainer) -> PreparedStep:
+        step.before_start(threading.Event())  # refuses a missing mount source
+        made = creation(step)
+        scratch = Path(tempfile.mkdtemp(prefix="runner-step-", dir=self._scratch_dir))
+        try:
+            # Mounted now, written at the step's turn (in place: the mount holds the inode).
+            script = scratch / "step.sh"
+            script.touch()
+            script.chmod(0o644)  # readable by whatever user the image runs as
+            container_id = self._create(made, script)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        prepared = _Prepared(self, container_id, scratch, made)
+        try:
+            with _engine("start the step's container"):
+                self._api.start(container_id)
+        except BaseException:
+            prepared.discard()
+            raise
+        return prepared
+
+    def settle(self) -> None:
+        self._reaper.settle()
+
+    def _remove_later(self, container_id: str, scratch: Path) -> threading.Event:
+        def remove() -> None:
+            self._remove(container_id)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+        return self._reaper.submit(remove)
+
+    def _running(self, container_id: str) -> bool:
+        with _engine("inspect the step's container"):
+            try:
+                state = self._api.inspect_container(container_id)["State"]
+            except docker.errors.NotFound:
+                return False
+        return bool(state.get("Running"))
+
     def _create(self, step: StepContainer, script: Path) -> str:
         mounts = [
             DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
@@ -317,6 +417,12 @@ class DockerRuntime:
         mounts.append(
             DockerMount(target=SCRIPT_PATH, source=str(script), type="bind", read_only=True)
         )
+        mounts += [
+            DockerMount(
+                target=t.target, source=None, type="tmpfs", tmpfs_size=t.size, tmpfs_mode=t.mode
+            )
+            for t in secret_files_tmpfs(step)
+        ]
         with _engine("create the step's container"):
             host_config = self._api.create_host_config(
                 mounts=mounts,
@@ -372,6 +478,23 @@ class DockerRuntime:
         try:
             with _engine("start the step's container"):
                 self._api.start(container_id)
+        except BaseException:
+            self._detach(raw, handle)
+            raise
+        return self._exchange(container_id, handle, raw, step, payload, on_output, cancel)
+
+    def _exchange(
+        self,
+        container_id: str,
+        handle: Any,
+        raw: socket.socket,
+        step: StepContainer,
+        payload: bytes,
+        on_output: OutputCallback,
+        cancel: threading.Event,
+    ) -> StepExit:
+        """Send the payload to a started container, stream its output, wait for its exit."""
+        try:
             deadline = self._clock.monotonic() + step.timeout_s
             try:
                 raw.settimeout(30.0)
@@ -468,6 +591,31 @@ class DockerRuntime:
                 container=container_id[:12],
                 reason=_reason(exc),
             )
+
+    # -- reading an image ----------------------------------------------------
+
+    def image_file(
+        self, image: str, paths: Sequence[str], *, labels: Mapping[str, str], limit: int
+    ) -> bytes | None:
+        # A created, never started container: the archive API reads its layers.
+        with _engine(f"read a file of image {image}"):
+            created = self._api.create_container(image, command=["true"], labels=dict(labels))
+        try:
+            for path in paths:
+                with _engine(f"read {path} from image {image}"):
+                    try:
+                        stream, stat = self._api.get_archive(created["Id"], path)
+                    except docker.errors.NotFound:
+                        continue
+                    found = None
+                    if int(stat.get("size") or 0) <= limit:
+                        found = _single_file(b"".join(stream), limit)
+                if found is not None:
+                    return found
+            return None
+        finally:
+            with contextlib.suppress(*_ENGINE_ERRORS):
+                self._api.remove_container(created["Id"], force=True)
 
     # -- measuring -----------------------------------------------------------
 
@@ -595,6 +743,75 @@ class DockerRuntime:
                 _engine_failure("remove a leftover network", exc)
             removed += 1
         return removed
+
+
+class _Prepared:
+    """A started container whose wrapper waits on stdin for its step's payload.
+
+    The container is made from the step's ``creation`` alone; at the step's
+    turn the script is written into its (already mounted) file and the
+    environment, rendered then, travels in the payload with the secrets.
+    """
+
+    def __init__(
+        self, runtime: DockerRuntime, container_id: str, scratch: Path, made: StepContainer
+    ) -> None:
+        self._runtime = runtime
+        self._id = container_id
+        self._scratch = scratch
+        self._made = made
+        self._used = False
+        self._removed: threading.Event | None = None
+
+    def run(
+        self, step: StepContainer, *, on_output: OutputCallback, cancel: threading.Event
+    ) -> StepExit:
+        if self._used:
+            raise ExecutionError(
+                "a prepared step container runs one step only",
+                hint="prepare a new container for each step",
+            )
+        self._used = True
+        runtime = self._runtime
+        if creation(step) != self._made:
+            self.discard()
+            return runtime.run_step(step, on_output=on_output, cancel=cancel)
+        try:
+            early = step.before_start(cancel)
+            if early is not None:
+                return early
+            hand_over_workspace(step)
+            (self._scratch / "step.sh").write_text(step.script, encoding="utf-8")
+            handle, raw = runtime._attach(self._id)
+            try:
+                running = runtime._running(self._id)
+            except BaseException:
+                runtime._detach(raw, handle)
+                raise
+            if not running:
+                # It ended before its payload (an image without /bin/sh, say), and what
+                # it printed then went nowhere: run the step afresh to show it.
+                runtime._detach(raw, handle)
+                self.discard()
+                return runtime.run_step(step, on_output=on_output, cancel=cancel)
+            payload = _exports(payload_env(step)) + env_payload(step.secret_env, step.secret_files)
+            return runtime._exchange(self._id, handle, raw, step, payload, on_output, cancel)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        self._used = True
+        if self._removed is None:
+            self._removed = self._runtime._remove_later(self._id, self._scratch)
+
+    def wait_removed(self) -> None:
+        if self._removed is not None:
+            self._removed.wait()
+
+
+def _exports(env: Mapping[str, str]) -> bytes:
+    """Ordinary variables as the wrapper's export lines (the sentinel comes after them)."""
+    return "".join(f"export {k}={shell_quote(v)}\n" for k, v in env.items()).encode("utf-8")
 
 
 def _pool(text: str) -> ipaddress.IPv4Network:

@@ -9,6 +9,7 @@ tested) in one place:
   space (``scripts/ensure-runsc.sh`` registers it with
   ``--network=host``, so gVisor uses the network namespace Docker made for the
   container: the step sits on its job's bridge exactly as under runc).
+* **file secrets**: a tmpfs at ``SECRET_FILES_DIR`` (``secret_files_tmpfs``).
 * **hardening**, at every level: ``no-new-privileges``, Docker's default
   capabilities minus ``Hardening.cap_drop``, a pids limit, ``init`` (reaps
   zombies, forwards the kill), and ``--user`` where one was given.
@@ -18,16 +19,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from runner.errors import ContainerRuntimeError, ExecutionError, UsageError
-from runner.execute.runtime import StepContainer
+from runner.execute.runtime import SECRET_FILES_DIR, StepContainer
 from runner.sandbox import Isolation
+from runner.secrets.names import VALUE_MAX_BYTES
 
 # The engine runtime each level runs steps with; None: the engine's default (runc).
 RUNTIMES: Mapping[Isolation, str | None] = MappingProxyType({"runc": None, "gvisor": "runsc"})
+
+_PAGE = 4096
 
 # What an operator adds to the engine's daemon.json when ensure-runsc.sh cannot.
 RUNSC_CONFIG = (
@@ -70,6 +75,32 @@ def hardening_options(step: StepContainer) -> dict[str, Any]:
     if hardening.pids_limit is not None:
         options["pids_limit"] = hardening.pids_limit
     return options
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    """A tmpfs mount of a container: where, how many bytes at most, its mode."""
+
+    target: str
+    size: int
+    mode: int
+
+
+def secret_files_tmpfs(step: StepContainer) -> list[Tmpfs]:
+    """The tmpfs a step's file secrets are written to, if it has any.
+
+    Memory only, in that container alone, gone with it. Open to every user
+    (with the sticky bit, as /tmp) because the wrapper writes the files as
+    the step's user, whoever that is; each file is that user's and 0400.
+    Sized by how many files it holds, never by their values: the size shows
+    in ``docker inspect`` (it must not tell a value's length), and a
+    container prepared ahead of its step is made before the values are
+    known. Each file gets room for the largest value a secret may have.
+    """
+    if not step.secret_files:
+        return []
+    size = len(step.secret_files) * (VALUE_MAX_BYTES + _PAGE)
+    return [Tmpfs(target=SECRET_FILES_DIR, size=size, mode=0o1777)]
 
 
 def parse_user(text: str) -> tuple[int, int | None]:

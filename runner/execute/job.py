@@ -6,7 +6,8 @@
    ``reveal`` callable the caller passes: the local store, which audits each
    access, or the values an executor's claim carried);
 2. register every value with the redactor (``register_values``, the only
-   place values enter one) before anything of the job can print;
+   place values enter one, with its sibling ``register_mask`` for the masks
+   steps print while they run) before anything of the job can print;
 3. run each workspace's steps (``WorkspaceRunner``), several at once;
 4. check and build its changesets (``checked_changesets``): a changeset that
    would hold a value fails its workspace and nothing of it is kept;
@@ -24,17 +25,22 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from runner.cache import StepCache, host_mac
 from runner.changeset import build_changesets
 from runner.egress import JobNetworkSeam, NoJobNetworks, StepNetwork
-from runner.env import EnvPlan, HostEnv, SecretRef
+from runner.egress.broker import BrokerSession, JobBroker
+from runner.env import REGISTRY_AUTH_NAME, EnvPlan, HostEnv, SecretRef
 from runner.errors import ChangesetError
+from runner.execute.pipeline import HeldReporter, Turn, Turns
+from runner.execute.reaper import Reaper
+from runner.execute.registry import secret_parts
 from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import RunContext, RunLimits, WorkspaceResult, WorkspaceRunner, key_inputs
 from runner.log import get_logger
@@ -42,6 +48,7 @@ from runner.plan import Workspace
 from runner.redact.protocol import Redacts
 from runner.report import Reporter
 from runner.sandbox import SandboxPolicy
+from runner.secrets.local import LocalSecrets
 from runner.secrets.value import Secret
 from runner.spec.models import BatchSpec
 
@@ -81,14 +88,24 @@ def register_values(
     plan: EnvPlan | None = None,
     secrets: Mapping[str, Secret] | None = None,
     host: HostEnv | None = None,
+    registry_auth: Secret | None = None,
+    local: LocalSecrets | None = None,
+    broker: JobBroker | None = None,
 ) -> None:
     """Register every value a job holds, under its variable's name.
 
+    A brokered secret's placeholder is registered under its name too: it stands
+    for the value, so it shows as ``[REDACTED:NAME]`` like the value.
+
     Every value: each revealed secret of ``plan`` and each allowed host
     variable (a local run registers those as soon as it reads them, before
-    the plan exists, so that even an early error is redacted).
+    the plan exists, so that even an early error is redacted), and the
+    registry credentials with each password and token in them.
     """
     pairs: list[tuple[str, str | Secret]] = []
+    if registry_auth is not None:
+        pairs.append((REGISTRY_AUTH_NAME, registry_auth))
+        pairs += [(REGISTRY_AUTH_NAME, part) for part in secret_parts(registry_auth)]
     if plan is not None:
         values = secrets or {}
         for planned in plan.steps.values():
@@ -97,15 +114,34 @@ def register_values(
                     pairs.append((var.name, values[var.secret.id]))
     if host is not None:
         pairs.extend(host.values.items())
+    if local is not None:  # one-off values of a local run, as soon as they are read
+        pairs.extend(local.pairs())
+    if broker is not None:
+        pairs.extend(broker.redaction_pairs())
     registry.register_many(pairs)
 
 
-def resolve_images(spec: BatchSpec, runtime: ContainerRuntime) -> dict[str, str]:
-    """Image ID per `container` as written; a missing image raises, naming it."""
+def register_mask(registry: ValueRegistry, name: str, values: Sequence[str]) -> None:
+    """Register a mask a step printed (``::add-mask::``, runner.execute.masks) under ``name``.
+
+    The sibling of ``register_values`` for values that appear while a job runs:
+    the job's registry (a local run's process, an executor's job scope), so the
+    value is redacted for the rest of the job and, on an executor, released with it.
+    """
+    registry.register_many([(name, value) for value in values])
+
+
+def resolve_images(
+    spec: BatchSpec, runtime: ContainerRuntime, auth: Secret | None = None
+) -> dict[str, str]:
+    """Image ID per `container` as written; a missing image raises, naming it.
+
+    ``auth``: the job's ``DOCKER_AUTH_CONFIG``, for images in private registries.
+    """
     images: dict[str, str] = {}
     for step in spec.steps:
         if step.container not in images:
-            images[step.container] = runtime.image_id(step.container)
+            images[step.container] = runtime.image_id(step.container, auth)
     return images
 
 
@@ -210,6 +246,8 @@ class JobServices:
     sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
     # A network per workspace job (runner.egress); without one, steps use the engine's default.
     networks: JobNetworkSeam = field(default_factory=NoJobNetworks)
+    # `runner run --keep-workspace`: keeps a failed workspace's tree (runner.execute.keep).
+    keep_tree: Callable[[Workspace, Path], None] | None = None
 
 
 def run_job(
@@ -226,12 +264,26 @@ def run_job(
     cannot be revealed stops it before anything is printed).
     """
     secrets = reveal_secrets(job.env_plan, reveal)
+    # Brokered secrets get their placeholders now, once for the whole job.
+    broker = JobBroker.of(job.env_plan.steps, secrets)
+    if broker and services.sandbox.network == "none":
+        log.warning(
+            "the job's steps have no network (--network none): its brokered secrets "
+            "are placeholders that reach nothing",
+            secrets=sorted({s.name for s in broker.secrets}),
+        )
     # Before anything of the job can print: every value is redacted from its first byte.
-    register_values(services.registry, plan=job.env_plan, secrets=secrets, host=job.host)
-    ctx = _context(job, secrets, services)
+    register_values(
+        services.registry, plan=job.env_plan, secrets=secrets, host=job.host, broker=broker
+    )
+    ctx = replace(_context(job, secrets, services), broker=broker or None)
     if on_open is not None:
         on_open()
-    return _run_all(ctx, job.workspaces, services)
+    try:
+        return _run_all(ctx, job.workspaces, services)
+    finally:
+        # Finished containers are removed in the background: none outlives the job.
+        services.runtime.settle()
 
 
 def _context(job: Job, secrets: Mapping[str, Secret], services: JobServices) -> RunContext:
@@ -257,6 +309,8 @@ def _context(job: Job, secrets: Mapping[str, Secret], services: JobServices) -> 
         cache=services.cache,
         temp_root=services.temp_root,
         sandbox=services.sandbox,
+        add_mask=partial(register_mask, services.registry),
+        keep_tree=services.keep_tree,
     )
     if services.cache is not None:
         # The same for every workspace, and it reads every mounted file: once per job.
@@ -270,49 +324,83 @@ def run_workspace(
     sink: ResultSink,
     *,
     networks: JobNetworkSeam | None = None,
+    background: Reaper | None = None,
 ) -> WorkspaceOutcome:
     """One workspace: its steps, its changesets checked and kept, then ``workspace.finished``.
 
     The steps run on a network of the workspace job's own (``networks``),
-    taken down when they end, failed or canceled too.
+    taken down when they end, failed or canceled too: at once, or by
+    ``background`` once the workspace's containers are gone (its caller
+    settles it before the job ends).
     """
-    outcome = WorkspaceOutcome(_run_steps(ctx, ws, networks or NoJobNetworks()))
+    outcome = WorkspaceOutcome(_run_steps(ctx, ws, networks or NoJobNetworks(), background))
+    # A workspace that ended before its turn (failed early, canceled) still reports in it.
+    ctx.turn.wait(ctx.cancel)
     _keep(ctx, outcome, sink)
     _finished(ctx, outcome)
     return outcome
 
 
-def _run_steps(ctx: RunContext, ws: Workspace, networks: JobNetworkSeam) -> WorkspaceResult:
+def _run_steps(
+    ctx: RunContext, ws: Workspace, networks: JobNetworkSeam, background: Reaper | None
+) -> WorkspaceResult:
     runner: list[WorkspaceRunner] = []
     denied = [0]
+    mismatched = [0]
 
-    def on_denied(host: str, port: int) -> None:
-        denied[0] += 1
+    def network_event(name: str, host: str, **fields: Any) -> None:
+        """What the job's network or proxy reports, under the step running at that moment."""
         ctx.reporter.event(
-            "step.egress_denied",
+            name,
             run_id=ctx.run_id,
             repository=ws.repository,
             path=ws.path,
             step=runner[0].current_step if runner else None,
             host=ctx.redactor.redact(host),
-            port=port,
+            **fields,
         )
 
-    with ExitStack() as stack:
-        opened: list[StepNetwork] = []
+    def on_denied(host: str, port: int) -> None:
+        denied[0] += 1
+        network_event("step.egress_denied", host, port=port)
 
-        def network() -> StepNetwork:
-            # Made on the first step that runs a container: a fully cached workspace needs
-            # none. A network that cannot be made fails that step as an engine failure.
-            if not opened:
-                opened.append(
-                    stack.enter_context(networks.open(ctx.run_id, ctx.sandbox, on_denied))
+    def on_broker(kind: str, secret: str, host: str) -> None:
+        # "used" needs no event: the reveal audited the value, the proxy used it as bound.
+        if kind == "mismatch":
+            mismatched[0] += 1
+            network_event("secret.broker_mismatch", host, secret=secret)
+
+    session = BrokerSession(ctx.broker.rules(), on_broker) if ctx.broker else None
+
+    stack = ExitStack()
+    opened: list[StepNetwork] = []
+
+    def network() -> StepNetwork:
+        # Made on the first step that runs a container: a fully cached workspace needs
+        # none. A network that cannot be made fails that step as an engine failure.
+        if not opened:
+            opened.append(
+                stack.enter_context(
+                    networks.open(ctx.run_id, ctx.sandbox, on_denied, broker=session)
                 )
-            return opened[0]
+            )
+        return opened[0]
 
-        runner.append(WorkspaceRunner(replace(ctx, network=network), ws))
+    runner.append(WorkspaceRunner(replace(ctx, network=network), ws))
+
+    def teardown() -> None:
+        runner[0].settle()  # its containers are gone before its network goes
+        stack.close()
+
+    try:
         result = runner[0].run()
+    finally:
+        if background is None:
+            teardown()
+        else:  # off the critical path: the next workspace need not wait for it
+            background.submit(teardown)
     result.egress_denied = denied[0]
+    result.broker_mismatch = mismatched[0]
     return result
 
 
@@ -346,32 +434,65 @@ def _finished(ctx: RunContext, outcome: WorkspaceOutcome) -> None:
 def _run_all(
     ctx: RunContext, workspaces: Sequence[Workspace], services: JobServices
 ) -> list[WorkspaceOutcome]:
-    """Run the workspaces ``parallelism`` at a time, in order of the list."""
-    width = max(1, services.parallelism)
+    """Run the workspaces ``parallelism`` at a time, in order of the list.
+
+    Each waiting turn has one more workspace getting ready behind it
+    (``runner.execute.pipeline.Turns``): its tree, network and first
+    container are made while the running ones run.
+    """
+    turns = Turns(services.parallelism)
+    teardowns = Reaper(workers=turns.width, max_pending=2 * turns.width)
     outcomes: dict[int, WorkspaceOutcome] = {}
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="workspace") as pool:
+    with ThreadPoolExecutor(max_workers=2 * turns.width, thread_name_prefix="workspace") as pool:
         pending: dict[Future[WorkspaceOutcome], int] = {}
         queue = list(enumerate(workspaces))
         while queue or pending:
-            while queue and len(pending) < width and not ctx.cancel.is_set():
+            while queue and turns.may_start(queue[0][0]) and not ctx.cancel.is_set():
                 index, ws = queue.pop(0)
-                future = pool.submit(
-                    run_workspace, ctx, ws, services.sink, networks=services.networks
-                )
+                turn = turns.turn(index, HeldReporter(ctx.reporter))
+                future = pool.submit(_in_turn, ctx, ws, services, turn, teardowns)
+                future.add_done_callback(lambda _: turns.poke())
                 pending[future] = index
             if not pending:
                 break
-            done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            with turns.changed:
+                if not any(f.done() for f in pending):
+                    turns.changed.wait(0.2)
+            done = [f for f in pending if f.done()]
             for future in done:
                 index = pending.pop(future)
                 outcomes[index] = _collect(ctx, future, workspaces[index])
                 if services.fail_fast and outcomes[index].status == "failed":
                     ctx.cancel.set()
         for index, ws in queue:
-            result = WorkspaceResult(ws, "canceled", error="not started: the run was stopped")
-            outcomes[index] = WorkspaceOutcome(result)
-            _finished(ctx, outcomes[index])
+            outcomes[index] = _not_started(ctx, ws)
+    teardowns.settle()
     return [outcomes[i] for i in range(len(workspaces))]
+
+
+def _in_turn(
+    ctx: RunContext, ws: Workspace, services: JobServices, turn: Turn, background: Reaper
+) -> WorkspaceOutcome:
+    held = replace(ctx, reporter=turn.reporter, turn=turn)
+    turn.take_if_free(ctx.cancel)
+    try:
+        outcome = run_workspace(
+            held, ws, services.sink, networks=services.networks, background=background
+        )
+        if services.fail_fast and outcome.status == "failed":
+            ctx.cancel.set()  # before the turn passes on: the next one must not run
+    finally:
+        turn.end()
+    # Canceled while it waited for its turn: it got ready, but never ran.
+    return _not_started(ctx, ws) if turn.missed else outcome
+
+
+def _not_started(ctx: RunContext, ws: Workspace) -> WorkspaceOutcome:
+    outcome = WorkspaceOutcome(
+        WorkspaceResult(ws, "canceled", error="not started: the run was stopped")
+    )
+    _finished(ctx, outcome)
+    return outcome
 
 
 def _collect(ctx: RunContext, future: Future[WorkspaceOutcome], ws: Workspace) -> WorkspaceOutcome:

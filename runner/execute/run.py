@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 from runner.cache import StepCache
 from runner.changeset import import_records
 from runner.egress import JobNetworkSeam, NoJobNetworks
-from runner.env import EnvPlan, HostEnv
+from runner.env import EnvPlan, HostEnv, SecretRef
 from runner.execute.job import (
     CheckedChangeset,
     Job,
@@ -32,13 +31,26 @@ from runner.execute.job import (
     WorkspaceOutcome,
     run_job,
 )
+from runner.execute.keep import WorkspaceKeeper
+from runner.execute.rerun import Rerun
 from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import RunLimits, WorkspaceResult
-from runner.output import changeset_base, prepare_out_dir, write_file, write_summary
+from runner.execute.workspace import remove_tree
+from runner.execute.workspace_logs import WorkspaceLogs
+from runner.output import (
+    SUMMARY,
+    changeset_base,
+    prepare_out_dir,
+    read_summary,
+    write_file,
+    write_summary,
+)
 from runner.plan import Workspace
 from runner.redact.protocol import Redacts
 from runner.report import Reporter, now_rfc3339
 from runner.sandbox import SandboxPolicy
+from runner.secrets.local import LocalRef, LocalSecrets
+from runner.secrets.value import Secret
 from runner.spec.models import BatchSpec
 
 
@@ -59,6 +71,8 @@ class RunPlan:
     env_plan: EnvPlan
     host: HostEnv
     images: Mapping[str, str]
+    # One-off values of this run (--secret-file, --secret): never stored, never audited.
+    local: LocalSecrets = field(default_factory=LocalSecrets)
 
 
 @dataclass
@@ -68,6 +82,8 @@ class RunOutcome:
     summary_path: Path | None
     counts: dict[str, int] = field(default_factory=dict)
     changeset_paths: dict[str, list[str]] = field(default_factory=dict)
+    failed_logs: list[str] = field(default_factory=list)  # below --out, failed and canceled
+    kept_workspaces: dict[str, str] = field(default_factory=dict)  # key -> where, or why not
 
     @property
     def exit_code(self) -> int:
@@ -94,6 +110,17 @@ class FileSink:
         return written
 
 
+def local_first(reveal: Reveal, local: LocalSecrets) -> Reveal:
+    """``reveal`` that answers a local secret's ref from ``local`` (the store has none)."""
+
+    def reveal_one(ref: SecretRef, step: int) -> Secret:
+        if isinstance(ref, LocalRef):
+            return local.value(ref)
+        return reveal(ref, step)
+
+    return reveal_one
+
+
 def execute(
     plan: RunPlan,
     *,
@@ -112,8 +139,18 @@ def execute(
     temp_root: Path | None = None,
     sandbox: SandboxPolicy | None = None,
     networks: JobNetworkSeam | None = None,
+    rerun: Rerun | None = None,
+    keep_workspace: bool = False,
 ) -> RunOutcome:
-    prepare_out_dir(out_dir)
+    """Run ``plan``'s workspaces, writing results, logs and summary.json under ``out_dir``.
+
+    ``rerun`` (``--only-failed``): ``plan`` holds only the workspaces to run
+    again, and the previous summary is updated in place. ``keep_workspace``:
+    keep each failed workspace's tree, unless it holds a value.
+    """
+    _prepare(out_dir, rerun)
+    logs = WorkspaceLogs(reporter, out_dir, plan.workspaces, redactor.redact)
+    keeper = WorkspaceKeeper(out_dir, redactor) if keep_workspace else None
     job = Job(
         id=plan.run_id,
         spec=plan.spec,
@@ -128,7 +165,7 @@ def execute(
         runtime=runtime,
         registry=registry,
         redactor=redactor,
-        reporter=reporter,
+        reporter=logs,  # each workspace's events and output also go to its log
         sink=FileSink(out_dir),
         limits=limits,
         cancel=cancel,
@@ -139,6 +176,7 @@ def execute(
         fail_fast=fail_fast,
         sandbox=sandbox or SandboxPolicy(),
         networks=networks or NoJobNetworks(),
+        keep_tree=keeper,
     )
     started = now_rfc3339()
 
@@ -152,10 +190,52 @@ def execute(
             isolation=services.sandbox.isolation,
         )
 
-    outcomes = run_job(job, reveal, services, on_open=announce)
-    outcome = _write_summary(plan, outcomes, out_dir, started, services.sandbox)
-    reporter.event("run.finished", run_id=plan.run_id, counts=outcome.counts)
+    try:
+        outcomes = run_job(job, local_first(reveal, plan.local), services, on_open=announce)
+    finally:
+        logs.close_logs()
+    found = _Found(logs, keeper, rerun)
+    outcome = _write_summary(plan, outcomes, out_dir, started, services.sandbox, found)
+    reporter.event(
+        "run.finished",
+        run_id=plan.run_id,
+        counts=outcome.counts,
+        failed_logs=outcome.failed_logs,
+    )
     return outcome
+
+
+def _prepare(out: Path, rerun: Rerun | None) -> None:
+    """A re-run clears only its workspaces' files; a run, everything the last one wrote."""
+    if rerun is not None:
+        rerun.prepare(out)
+        return
+    previous = read_summary(out / SUMMARY)
+    if previous is not None:  # its kept trees are folders, which prepare_out_dir leaves
+        everything = frozenset(
+            (str(e.get("repository")), str(e.get("path") or ""), str(e.get("branch")))
+            for e in previous.get("workspaces", [])
+            if isinstance(e, dict) and e.get("workspace")
+        )
+        Rerun(previous, everything).prepare(out)
+    prepare_out_dir(out)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What a run wrote besides changesets: logs, kept trees; and the summary it updates."""
+
+    logs: WorkspaceLogs
+    keeper: WorkspaceKeeper | None
+    rerun: Rerun | None
+
+    def entry_fields(self, ws: Workspace) -> dict[str, Any]:
+        kept = self.keeper.kept.get(ws.key) if self.keeper else None
+        return {
+            "log": self.logs.relative(ws),
+            "workspace": kept.path if kept else None,
+            "workspace_not_kept": kept.refused if kept else None,
+        }
 
 
 def _write_summary(
@@ -164,14 +244,16 @@ def _write_summary(
     out_dir: Path,
     started: str,
     sandbox: SandboxPolicy,
+    found: _Found,
 ) -> RunOutcome:
     files: list[str] = []
     entries: list[dict[str, Any]] = []
-    counts = dict.fromkeys(("changed", "unchanged", "failed", "canceled"), 0)
     for outcome in outcomes:
         ws, result = outcome.workspace, outcome.result
         files.extend(outcome.kept)
-        counts[result.status] += 1
+        extra = found.entry_fields(ws)
+        if extra["log"]:
+            files.append(extra["log"])
         entries.append(
             {
                 "repository": ws.repository,
@@ -185,12 +267,19 @@ def _write_summary(
                 "steps_run": result.steps_run,
                 "steps_cached": result.steps_cached,
                 "egress_denied": result.egress_denied,
+                "broker_mismatch": result.broker_mismatch,
+                **extra,
             }
         )
     imports = import_records(plan.spec)
     if imports:
         write_file(out_dir / "imports.json", (json.dumps(imports, indent=2) + "\n").encode())
         files.append("imports.json")
+    if found.rerun is not None:  # the other workspaces' entries and files stay as they were
+        entries, files = found.rerun.merge(entries, files)
+    counts = dict.fromkeys(("changed", "unchanged", "failed", "canceled"), 0)
+    for entry in entries:
+        counts[entry["status"]] = counts.get(entry["status"], 0) + 1
     summary = {
         "run_id": plan.run_id,
         "batch_change": plan.spec.name,
@@ -200,7 +289,9 @@ def _write_summary(
         "finished_at": now_rfc3339(),
         "isolation": sandbox.isolation,  # the level every step of the run ran at
         "counts": counts,
-        "egress_denied": sum(o.result.egress_denied for o in outcomes),
+        "egress_denied": sum(int(e.get("egress_denied") or 0) for e in entries),
+        "broker_mismatch": sum(int(e.get("broker_mismatch") or 0) for e in entries),
+        "only_failed": found.rerun is not None,
         "workspaces": entries,
         "imports": imports,
     }
@@ -211,6 +302,14 @@ def _write_summary(
         summary_path,
         counts,
         {o.workspace.key: o.kept for o in outcomes},
+        failed_logs=[
+            str(e["log"]) for e in entries if e.get("log") and e["status"] in ("failed", "canceled")
+        ],
+        kept_workspaces={
+            o.workspace.key: kept.message(out_dir, o.workspace.key)
+            for o in outcomes
+            if found.keeper and (kept := found.keeper.kept.get(o.workspace.key))
+        },
     )
 
 
@@ -240,7 +339,7 @@ def sweep_leftovers(
         # After the containers: a network still in use cannot go.
         swept += networks.sweep(run_id) if networks else runtime.sweep_networks(run_id)
         for leftover in temp_root.glob(f"runner-ws-{run_id}-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            remove_tree(leftover)  # in parallel, as a workspace is removed
             swept += 1
         record.unlink(missing_ok=True)
     return swept

@@ -6,16 +6,24 @@ interrupted run left behind. ``docker_runtime.DockerRuntime`` is the real one,
 ``runner.testing.FakeRuntime`` the one unit tests drive; one contract suite
 (tests/test_runtime_contract.py) holds both to the same behaviour.
 
+Containers can also be made ahead of their turn: ``prepare`` creates and
+starts one that waits for its payload on stdin, and its ``PreparedStep``
+runs the step (rendered at its turn) or is discarded unused; either way the
+container is removed in the background and ``settle`` waits for that.
+
 A ``StepContainer`` keeps secret values apart from ordinary variables so that
 no implementation can put them where ordinary ones go (``Config.Env``, argv,
 disk): they stay ``Secret`` objects until the moment they leave for the step.
+``secret_files`` are values delivered as files: each is written to a tmpfs
+mounted at ``SECRET_FILES_DIR`` in that step's container alone, and the
+variable holds the file's path (``secret_file_path``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from threading import Event
 from typing import Literal, Protocol
@@ -38,6 +46,15 @@ NETWORK_LABEL = "org.runner.network"
 # Each job network's subnet: 14 addresses, a job needs two or three.
 NETWORK_PREFIX = 28
 
+# Where a step's file secrets are: a tmpfs mounted there (the folder is the mount
+# point itself, so nothing of it is in the image's layers or the container's).
+SECRET_FILES_DIR = "/run/runner-secrets"  # noqa: S105  (a path, not a password)
+
+
+def secret_file_path(name: str) -> str:
+    """The path a file secret's variable holds inside the step's container."""
+    return f"{SECRET_FILES_DIR}/{name}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Mount:
@@ -54,7 +71,9 @@ class StepContainer:
 
     ``image`` should be an image ID from ``ContainerRuntime.image_id``, so the
     step runs exactly the image the cache key names. ``env`` may be seen by
-    anyone who can inspect the container; ``secret_env`` never is.
+    anyone who can inspect the container; ``secret_env`` never is, nor
+    ``secret_files`` (variable name -> the file's content; the step sees the
+    variable as the file's path on a tmpfs).
     """
 
     image: str
@@ -63,6 +82,7 @@ class StepContainer:
     mounts: Sequence[Mount] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, Secret] = field(default_factory=dict)
+    secret_files: Mapping[str, Secret] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 30 * 60
     memory_bytes: int | None = None
@@ -87,20 +107,14 @@ class StepContainer:
                     f"environment variable name {name!r} is not valid",
                     hint="use names made of letters, digits and underscores",
                 )
-        for name, value in self.secret_env.items():
-            if not _SHELL_NAME.fullmatch(name):
-                raise ExecutionError(
-                    f"secret environment variable name {name!r} is not valid",
-                    hint="use names made of letters, digits and underscores, not starting "
-                    "with a digit",
-                )
-            if "\0" in value.reveal():
-                # Never name the value: only that it cannot be passed.
-                raise ExecutionError(
-                    f"the value of {name} contains a NUL character, which no environment "
-                    "variable can hold",
-                    hint="store the value without NUL characters",
-                )
+        _check_secrets(self.secret_env, "environment variable")
+        _check_secrets(self.secret_files, "file")
+        both = sorted(set(self.secret_files) & (set(self.secret_env) | set(self.env)))
+        if both:
+            raise ExecutionError(
+                f"{both[0]} is given to the step both as a file secret and as a variable",
+                hint="give each variable once",
+            )
         if self.timeout_s <= 0:
             raise ExecutionError("the step timeout must be positive", hint="pass --timeout > 0")
         if self.memory_bytes is not None and self.memory_bytes <= 0:
@@ -122,6 +136,77 @@ class StepContainer:
                     hint="create it, or fix the path in the spec",
                 )
         return StepExit.killed(canceled=True) if cancel.is_set() else None
+
+
+def _check_secrets(secrets: Mapping[str, Secret], kind: str) -> None:
+    # A wrapper shell exports each one (and names each file after it), so the
+    # names must be shell names and the values shell strings.
+    for name, value in secrets.items():
+        if not _SHELL_NAME.fullmatch(name):
+            raise ExecutionError(
+                f"secret {kind} name {name!r} is not valid",
+                hint="use names made of letters, digits and underscores, not starting with a digit",
+            )
+        if "\0" in value.reveal():
+            # Never name the value: only that it cannot be passed.
+            raise ExecutionError(
+                f"the value of {name} contains a NUL character, which no environment "
+                "variable or secret file of runner can hold",
+                hint="store the value without NUL characters",
+            )
+
+
+# What a container waiting for its payload is made without: these come on stdin.
+_PAYLOAD_PLACEHOLDER = Secret("payload-placeholder")
+
+
+def creation(step: StepContainer) -> StepContainer:
+    """The part of ``step`` its container is made with; the rest is its stdin payload.
+
+    Two steps with the same creation can run in the same prepared container.
+    Ordinary variables with shell names travel in the payload (their values
+    may be rendered late); any other name must be in ``Config.Env`` and so is
+    part of the creation. File secrets need their tmpfs made with the
+    container: their names count, their values do not.
+    """
+    return replace(
+        step,
+        script="",
+        env={k: v for k, v in step.env.items() if not _SHELL_NAME.fullmatch(k)},
+        secret_env={},
+        secret_files=dict.fromkeys(step.secret_files, _PAYLOAD_PLACEHOLDER),
+        timeout_s=1.0,
+    )
+
+
+def payload_env(step: StepContainer) -> dict[str, str]:
+    """The ordinary variables a prepared container gets in its payload (shell names)."""
+    return {k: v for k, v in step.env.items() if _SHELL_NAME.fullmatch(k)}
+
+
+class PreparedStep(Protocol):
+    """A container made and started ahead of its turn, waiting for its payload on stdin.
+
+    Exactly one of ``run`` and ``discard`` ends it; either removes the
+    container in the background (``ContainerRuntime.settle`` waits for it).
+    """
+
+    def run(self, step: StepContainer, *, on_output: OutputCallback, cancel: Event) -> StepExit:
+        """Run ``step`` in the waiting container, as ``ContainerRuntime.run_step`` would.
+
+        ``step`` is the step as rendered at its turn. If its ``creation``
+        differs from the prepared one's, the waiting container is discarded
+        and the step runs in a new one: slower, never wrong.
+        """
+        ...
+
+    def discard(self) -> None:
+        """Remove the waiting container unused, without blocking; a no-op after ``run``."""
+        ...
+
+    def wait_removed(self) -> None:
+        """Block until the container is gone (before its network can be removed)."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,11 +252,17 @@ class StepExit:
 class ContainerRuntime(Protocol):
     """Runs steps in containers. Implementations are safe to call from many threads."""
 
-    def image_id(self, image: str) -> str:
+    def image_id(self, image: str, auth: Secret | None = None) -> str:
         """The content-addressed ID of ``image``, pulling it if it is not present.
 
-        Raises ``ImageNotFoundError`` naming the image if it is neither present
-        nor pullable, ``ContainerRuntimeError`` if the engine fails.
+        ``auth`` is a ``DOCKER_AUTH_CONFIG`` value (Docker's config.json): an
+        image whose registry it has credentials for is always pulled with
+        them, so the registry checks them for every run (an image another
+        namespace pulled earlier is no way around them).
+
+        Raises ``ImageNotFoundError`` naming the image (and the registry that
+        refused it, and why) if it is neither present nor pullable,
+        ``ContainerRuntimeError`` if the engine fails.
         """
         ...
 
@@ -196,8 +287,39 @@ class ContainerRuntime(Protocol):
         """
         ...
 
+    def prepare(self, step: StepContainer) -> PreparedStep:
+        """Make and start ``step``'s container ahead of its turn, waiting for its payload.
+
+        Only what a container is made with counts here (``creation``): the
+        image, workdir, mounts, labels, limits, sandbox and which file
+        secrets it gets. The environment, every secret value, the script and
+        the timeout are given to ``PreparedStep.run`` at the step's turn.
+        Raises as ``run_step`` does before a container exists (a missing
+        mount source, an engine failure); nothing runs until ``run``.
+        """
+        ...
+
+    def settle(self) -> None:
+        """Wait until every container this runtime removes in the background is gone.
+
+        A run calls it before it reports itself done, so no container outlives it.
+        """
+        ...
+
     def sweep(self, label_key: str, label_value: str | None = None) -> int:
         """Kill and remove every container carrying the label; return how many."""
+        ...
+
+    def image_file(
+        self, image: str, paths: Sequence[str], *, labels: Mapping[str, str], limit: int
+    ) -> bytes | None:
+        """The first of ``paths`` that is a regular file in ``image`` (up to ``limit`` bytes).
+
+        None when the image has none (a link or a larger file counts as none).
+        Nothing runs: the engine reads the image's layers (a container is
+        created, labelled ``labels`` for sweeping, and removed).
+        Raises ``ContainerRuntimeError`` if the engine fails.
+        """
         ...
 
     def writable_bytes(self, label_key: str, label_value: str) -> int | None:
@@ -230,10 +352,28 @@ class ContainerRuntime(Protocol):
         ...
 
 
-def missing_image(image: str, why: str | None = None) -> ImageNotFoundError:
-    """What every runtime raises for an image that is neither present nor pullable."""
+def missing_image(
+    image: str, why: str | None = None, *, registry: str | None = None, with_auth: bool = False
+) -> ImageNotFoundError:
+    """What every runtime raises for an image that is neither present nor pullable.
+
+    ``registry`` is the one that refused the pull, ``with_auth`` whether
+    credentials from ``DOCKER_AUTH_CONFIG`` were sent to it.
+    """
     detail = f" ({why})" if why else ""
+    source = f" from {registry}" if registry else ""
+    hint = f"check the image name, or build or `docker pull {image}` it first"
+    if registry and with_auth:
+        hint = (
+            f"check the image name and the credentials for {registry} in the secret "
+            "DOCKER_AUTH_CONFIG (`runner secret list` shows which namespace's is used)"
+        )
+    elif registry:
+        hint += (
+            f"; if {registry} is private, store Docker's config.json with its credentials "
+            "as the secret DOCKER_AUTH_CONFIG"
+        )
     return ImageNotFoundError(
-        f"image {image} is not present locally and could not be pulled{detail}",
-        hint=f"check the image name, or build or `docker pull {image}` it first",
+        f"image {image} is not present locally and could not be pulled{source}{detail}",
+        hint=hint,
     )

@@ -12,8 +12,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,12 +26,15 @@ from runner.cache import (
     sha256_hex,
     step_keys,
 )
+from runner.cache.why import named_inputs
 from runner.changeset import FileChanges
 from runner.egress import StepNetwork
+from runner.egress.broker import CA_BUNDLE_PATH, JobBroker, ca_bundle, image_roots, trust_env
 from runner.env import EnvPlan, HostEnv, materialize
 from runner.errors import (
     CacheError,
     ContainerRuntimeError,
+    GitError,
     MountPathError,
     RunnerError,
     StepFailed,
@@ -39,12 +42,15 @@ from runner.errors import (
 )
 from runner.execute.capture import OutputSink
 from runner.execute.limits import DiskWatcher, JobDeadline
+from runner.execute.masks import MaskCommand
+from runner.execute.pipeline import Ahead, AnyTime, WorkspaceTurn
 from runner.execute.runtime import ContainerRuntime, Mount, OutputStream, StepContainer, StepExit
-from runner.execute.workspace import LocalWorkspace
+from runner.execute.workspace import LocalWorkspace, Source, files_after_diff, resolve_source
+from runner.git import CANCELED
 from runner.log import get_logger
 from runner.plan import Workspace
 from runner.redact.protocol import Redacts
-from runner.report import PhaseEvents, Reporter
+from runner.report import PhaseEvents, Reporter, report_output
 from runner.sandbox import SandboxPolicy, StepSandbox
 from runner.secrets.value import Secret
 from runner.spec import template as tmpl
@@ -95,6 +101,17 @@ class RunContext:
     # What each step adds to cache keys; the same for every workspace of a run,
     # so a run computes it once (it reads every mounted file).
     step_key_inputs: Sequence[StepKeyInput] | None = None
+    # The job's brokered secrets: their steps get placeholders (runner.egress.broker).
+    broker: JobBroker | None = None
+    # When the workspace may run its steps: job.py hands out -j turns; the workspace
+    # prepares its tree, network and first container before it (runner.execute.pipeline).
+    turn: WorkspaceTurn = field(default_factory=AnyTime)
+    # Registers a mask a step printed (``::add-mask::``) with the job's redactor:
+    # job.py's register_mask. Without it a mask is refused (and still never shown).
+    add_mask: Callable[[str, Sequence[str]], None] | None = None
+    # Keeps a failed workspace's tree before it is removed (`runner run --keep-workspace`:
+    # runner.execute.keep, which refuses a tree holding a value).
+    keep_tree: Callable[[Workspace, Path], None] | None = None
 
 
 @dataclass
@@ -109,6 +126,7 @@ class WorkspaceResult:
     steps_cached: int = 0
     infrastructure_failure: bool = False
     egress_denied: int = 0  # connections the job's network refused (step.egress_denied)
+    broker_mismatch: int = 0  # placeholders sent where they are not bound (runner.egress.broker)
 
 
 class _StepStop(threading.Event):
@@ -164,23 +182,49 @@ def _mount_source(spec_dir: Path, relative: str, step: Step) -> Path:
 
 def key_inputs(ctx: RunContext) -> list[StepKeyInput]:
     """Per step, what enters the cache key (no secret value, no hash of one)."""
+    return spec_key_inputs(ctx.spec, ctx.spec_dir, ctx.images, ctx.env_plan, ctx.host_macs)
+
+
+def spec_key_inputs(
+    spec: BatchSpec,
+    spec_dir: Path,
+    images: Mapping[str, str],
+    env_plan: EnvPlan,
+    host_macs: Mapping[str, str],
+) -> list[StepKeyInput]:
+    """``key_inputs`` from its parts (`runner workspaces` and `cache why` run no step)."""
     inputs = []
-    for step in ctx.spec.steps:
+    for step in spec.steps:
         inputs.append(
             StepKeyInput(
                 definition=step.definition,
-                image_id=ctx.images[step.container],
+                image_id=images[step.container],
                 file_hashes={f.target: sha256_hex(f.content.encode()) for f in step.files},
-                mount_hashes=_mount_hashes(step, ctx.spec_dir),
-                env=ctx.env_plan.steps.get(step.number, ()),
+                mount_hashes=_mount_hashes(step, spec_dir),
+                env=env_plan.steps.get(step.number, ()),
                 host_macs={
-                    v.name: ctx.host_macs.get(v.name, "")
-                    for v in ctx.env_plan.steps.get(step.number, ())
+                    v.name: host_macs.get(v.name, "")
+                    for v in env_plan.steps.get(step.number, ())
                     if v.provenance.source == "host"
                 },
             )
         )
     return inputs
+
+
+def workspace_key_input(
+    spec: BatchSpec, namespace: str, ws: Workspace, base_tree: str
+) -> WorkspaceKeyInput:
+    """What a workspace adds to its steps' keys; ``base_tree`` is its commit's tree."""
+    return WorkspaceKeyInput(
+        namespace=namespace,
+        repository=ws.repository,
+        base_tree=base_tree,
+        path=ws.path,
+        only_fetch_workspace=ws.only_fetch_workspace,
+        batch_change_name=spec.name,
+        batch_change_description=spec.description,
+    )
 
 
 class WorkspaceRunner:
@@ -198,6 +242,12 @@ class WorkspaceRunner:
         }
         # preparing, diffing, cleaning: so a large workspace's slow parts show
         self.phases = PhaseEvents(self.emit)
+        self._keyed = _Keyed()  # set by run(), before the workspace is written
+        self._ready: dict[int, _Ready] = {}  # step number -> its container, made ahead
+        self._aheads: list[Ahead] = []  # every container made, to wait for their removal
+        # A step printed a mask: a cached step would not register it again, so
+        # neither it nor any later step of this workspace is cached.
+        self.masked = False
 
     def emit(self, name: str, **extra: Any) -> None:
         self.ctx.reporter.event(name, **self.fields, **extra)
@@ -205,7 +255,14 @@ class WorkspaceRunner:
     def run(self) -> WorkspaceResult:
         self.emit("workspace.started", branch=self.ws.branch, steps=self.total)
         local: LocalWorkspace | None = None
+        result: WorkspaceResult | None = None
         try:
+            # The cache is asked first: a full hit needs no tree on disk at all.
+            source = resolve_source(self.ws, self.ctx.cancel)
+            self._keyed = self._cache_lookup(source.tree)
+            cached = self._full_hit(source)
+            if cached is not None:
+                return self._finish(cached)
             self.phases.enter("preparing")
             local = LocalWorkspace.create(
                 self.ws,
@@ -213,6 +270,7 @@ class WorkspaceRunner:
                 temp_root=self.ctx.temp_root,
                 cancel=self.ctx.cancel,  # every slow part of it stops on Ctrl-C
                 progress=self.phases.files,  # removal reports through it too
+                source=source,
             )
             result = self._run_steps(local)
         except StepFailed as exc:
@@ -232,9 +290,17 @@ class WorkspaceRunner:
                 infrastructure_failure=True,
             )
         finally:
+            self._drop()  # containers made for steps that will not run now
             if local is not None:
+                keep = self.ctx.keep_tree
+                if keep and result and result.status == "failed" and not self.ctx.cancel.is_set():
+                    keep(self.ws, local.tree_dir)
                 self.phases.enter("cleaning")
                 local.remove()
+        assert result is not None  # each way out of the try sets it
+        return self._finish(result)
+
+    def _finish(self, result: WorkspaceResult) -> WorkspaceResult:
         if (
             self.ctx.cancel.is_set()
             and result.status == "failed"
@@ -245,43 +311,76 @@ class WorkspaceRunner:
             result.error = self.ctx.redactor.redact(result.error)
         return result
 
+    # -- the cache -------------------------------------------------------------
+    def _cache_lookup(self, base_tree: str) -> _Keyed:
+        """Each step's key and the longest cached prefix. The keys start from the
+        commit's tree, which the baseline is made from alone: no tree on disk needed."""
+        ctx = self.ctx
+        if ctx.cache is None or not self.spec.steps:
+            return _Keyed()
+        inputs = list(ctx.step_key_inputs or key_inputs(ctx))
+        workspace = workspace_key_input(self.spec, ctx.namespace, self.ws, base_tree)
+        keys = step_keys(workspace, inputs)
+        return _Keyed(keys, inputs, self._lookup(keys), workspace)
+
+    def _full_hit(self, source: Source) -> WorkspaceResult | None:
+        """The result of a workspace whose last step is cached, from its entry alone:
+        no tree written, snapshotted or diffed, no container. The files the diff
+        changes still go through the secret check, read from a scratch index."""
+        keys, hit = self._keyed.keys, self._keyed.hit
+        if hit is None or hit[0] != len(keys) - 1:
+            return None
+        entry = hit[1]
+        try:
+            files = files_after_diff(
+                self.ws,
+                source,
+                entry.diff,
+                run_id=self.ctx.run_id,
+                temp_root=self.ctx.temp_root,
+                cancel=self.ctx.cancel,
+            )
+        except GitError as exc:
+            if exc.detail == CANCELED:
+                raise
+            # Not the commit's tree (submodules, normalised files): the workspace decides.
+            log.info("the cached diff needs the workspace", detail=exc.detail)
+            return None
+        self._check_for_secrets(files, entry.diff)
+        for step in self.spec.steps:
+            self.emit("step.cached", step=step.number, steps=self.total)
+        acc = entry.accumulated
+        return WorkspaceResult(
+            self.ws,
+            "changed" if entry.diff.strip() else "unchanged",
+            diff=entry.diff,
+            outputs=json.loads(json.dumps(entry.outputs)),
+            changes=FileChanges(*(tuple(acc.get(f"{kind}_files", ())) for kind in _KINDS)),
+            steps_cached=self.total,
+        )
+
     # -- the loop --------------------------------------------------------------
     def _run_steps(self, local: LocalWorkspace) -> WorkspaceResult:
         ctx = self.ctx
         steps = self.spec.steps
-        keys: list[str] = []
-        inputs: list[StepKeyInput] = []
-        if ctx.cache is not None and steps:
-            inputs = list(ctx.step_key_inputs or key_inputs(ctx))
-            keys = step_keys(
-                WorkspaceKeyInput(
-                    namespace=ctx.namespace,
-                    repository=self.ws.repository,
-                    base_tree=local.baseline,
-                    path=self.ws.path,
-                    only_fetch_workspace=self.ws.only_fetch_workspace,
-                    batch_change_name=self.spec.name,
-                    batch_change_description=self.spec.description,
-                ),
-                inputs,
-            )
+        keys, inputs, hit = self._keyed.keys, self._keyed.inputs, self._keyed.hit
         tree = local.baseline
         outputs: dict[str, Any] = {}
         previous = _empty_step()
         start = 0
         cached = 0
-        if keys:
-            hit = self._lookup(keys)
-            if hit is not None:
-                index, entry = hit
-                tree = local.apply(entry.diff)
-                outputs = json.loads(json.dumps(entry.outputs))
-                previous = {**dict(entry.changes), "stdout": entry.stdout, "stderr": entry.stderr}
-                start = index + 1
-                cached = start
-                for step in steps[:start]:
-                    self.emit("step.cached", step=step.number, steps=self.total)
+        if hit is not None:
+            index, entry = hit
+            tree = local.apply(entry.diff)
+            outputs = json.loads(json.dumps(entry.outputs))
+            previous = {**dict(entry.changes), "stdout": entry.stdout, "stderr": entry.stderr}
+            start = index + 1
+            cached = start
+            for step in steps[:start]:
+                self.emit("step.cached", step=step.number, steps=self.total)
         ran = 0
+        self._prepare_first(local, steps[start:], self._context(local, tree, previous, outputs))
+        ctx.turn.wait(ctx.cancel)
         # The job timeout counts from the first step this workspace runs.
         self.deadline = JobDeadline(ctx.sandbox.job_timeout_s)
         for step in steps[start:]:
@@ -295,6 +394,7 @@ class WorkspaceRunner:
                 )
             context = self._context(local, tree, previous, outputs)
             if not self._should_run(step, context):
+                self._drop(step.number)
                 self.emit("step.skipped", step=step.number, steps=self.total)
                 if keys:
                     self._store(
@@ -317,7 +417,7 @@ class WorkspaceRunner:
         self.phases.enter("diffing")
         diff = local.diff(local.baseline, tree)
         changes = local.changes(local.baseline, tree)
-        self._check_for_secrets(local, diff, changes)
+        self._check_for_secrets(_changed_files(local, changes), diff)
         status: Status = "changed" if diff.strip() else "unchanged"
         return WorkspaceResult(
             self.ws,
@@ -351,6 +451,8 @@ class WorkspaceRunner:
         skipped: bool,
     ) -> None:
         assert self.ctx.cache is not None
+        if self.masked:
+            return
         diff = local.diff(local.baseline, tree)
         entry = CacheEntry(
             diff=diff,
@@ -360,6 +462,8 @@ class WorkspaceRunner:
             stdout=str(previous.get("stdout", "")),
             stderr=str(previous.get("stderr", "")),
             skipped=skipped,
+            # What `runner cache why` compares a later key with: names and hashes only.
+            inputs=_named(self._keyed, index + 1),
         )
         try:
             blob = entry.to_bytes()
@@ -422,68 +526,20 @@ class WorkspaceRunner:
         self, local: LocalWorkspace, step: Step, context: Mapping[str, Any], tree: str
     ) -> tuple[str, dict[str, Any]]:
         ctx = self.ctx
-        script = self._render(step, "run", step.run, context)
-        self._refuse_secrets(step, "run script", script)
-        try:
-            resolved = materialize(
-                ctx.env_plan.steps.get(step.number, ()),
-                context=context,
-                secrets=ctx.secrets,
-                host=ctx.host,
-            )
-        except TemplateError as exc:
-            raise StepFailed(f"step {step.number}: env failed to render: {exc.message}") from None
-        env = {r.name: r.value for r in resolved if isinstance(r.value, str)}
-        secret_env = {r.name: r.value for r in resolved if isinstance(r.value, Secret)}
-        for name, value in env.items():
-            self._refuse_secrets(step, f"env value of {name}", value)
-
-        step_dir = local.root / f"step-{step.number}"
-        step_dir.mkdir(exist_ok=True)
-        mounts = [Mount(source=local.tree_dir.resolve(), target="/work", read_only=False)]
-        for i, f in enumerate(step.files):
-            content = self._render(step, f"files[{f.target}]", f.content, context)
-            self._refuse_secrets(step, f"file {f.target}", content)
-            host_file = step_dir / f"file-{i}"
-            host_file.write_text(content)
-            mounts.append(Mount(source=host_file.resolve(), target=f.target))
-        for m in step.mounts:
-            mounts.append(
-                Mount(source=_mount_source(ctx.spec_dir, m.path, step), target=m.mountpoint)
-            )
-
+        ready = self._ready.pop(step.number, None) or self._ready_for(local, step, context)
+        stop, disk = ready.stop, ready.disk
         timeout_s, job_bound = self.deadline.step_timeout(step.number, ctx.limits.timeout_s)
-        stop = _StepStop(ctx.cancel)
-        disk = DiskWatcher(
-            cap=ctx.sandbox.disk_cap_bytes, workspace=local.tree_dir, runtime=ctx.runtime, stop=stop
-        )
-        network = ctx.network()
-        container = StepContainer(
-            image=ctx.images[step.container],
-            script=script,
-            workdir=local.workdir_in_container,
-            mounts=mounts,
-            env={**env, **network.proxy_env},
-            secret_env=secret_env,
-            labels={RUN_LABEL: ctx.run_id, **disk.labels},
-            timeout_s=timeout_s,
-            memory_bytes=ctx.limits.memory_bytes,
-            cpus=ctx.limits.cpus,
-            sandbox=StepSandbox(
-                isolation=ctx.sandbox.isolation,
-                hardening=ctx.sandbox.hardening,
-                network=network.network,
-                extra_hosts=network.extra_hosts,
-                proxy_env=network.proxy_env,
-            ),
-        )
+        # Rendered now, with the previous step's outputs: the prepared container gets it.
+        container = replace(self._container(local, step, context, disk.labels), timeout_s=timeout_s)
+        self._prepare_next(local, step, context)
         self.current_step = step.number  # what a refused connection is reported under
         self.emit("step.started", step=step.number, steps=self.total, container=step.container)
         sinks = {
             name: OutputSink(
                 ctx.redactor.stream(),
-                self._line_emitter(step.number, name),
+                self._lines_emitter(step.number, name),
                 limit=ctx.limits.capture_limit,
+                on_mask=self._mask_taker(step.number, name),
             )
             for name in ("stdout", "stderr")
         }
@@ -499,8 +555,12 @@ class WorkspaceRunner:
                 return
             sinks[stream].feed(chunk)
 
+        prepared = ready.ahead.take()
         with disk:
-            result = ctx.runtime.run_step(container, on_output=on_output, cancel=stop)
+            if prepared is None:  # preparing it ahead failed: a new container says why
+                result = ctx.runtime.run_step(container, on_output=on_output, cancel=stop)
+            else:
+                result = prepared.run(container, on_output=on_output, cancel=stop)
         for sink in sinks.values():
             sink.close()
         self.emit("step.finished", step=step.number, steps=self.total, exit_code=result.exit_code)
@@ -528,6 +588,156 @@ class WorkspaceRunner:
         }
         return new_tree, step_result
 
+    # -- containers made ahead (runner.execute.pipeline) ---------------------------
+    def _ready_for(
+        self,
+        local: LocalWorkspace,
+        step: Step,
+        context: Mapping[str, Any],
+        *,
+        background: bool = False,
+    ) -> _Ready:
+        """Make ``step``'s container now (``background``: on a thread) from ``context``.
+
+        Only its creation counts (image, mounts, labels, network); what
+        ``context`` renders is rendered again at the step's turn.
+        """
+        stop = _StepStop(self.ctx.cancel)
+        disk = DiskWatcher(
+            cap=self.ctx.sandbox.disk_cap_bytes,
+            workspace=local.tree_dir,
+            runtime=self.ctx.runtime,
+            stop=stop,
+        )
+        container = self._container(local, step, context, disk.labels)
+        ahead = Ahead(self.ctx.runtime, container, background=background)
+        self._aheads.append(ahead)
+        return _Ready(stop, disk, ahead)
+
+    def _prepare_first(
+        self, local: LocalWorkspace, steps: Sequence[Step], context: Mapping[str, Any]
+    ) -> None:
+        """The first step to run, made before the workspace's turn (its context is exact)."""
+        if steps and self._should_run(steps[0], context):
+            self._ready[steps[0].number] = self._ready_for(local, steps[0], context)
+
+    def _prepare_next(self, local: LocalWorkspace, step: Step, context: Mapping[str, Any]) -> None:
+        """The next step that may run, made while ``step`` runs.
+
+        Its ``if:`` and templates wait for ``step``'s outputs; made from
+        ``step``'s context (with the outputs ``step`` will set, empty, so
+        templates naming them render), it is discarded if it does not run.
+        """
+        unset = {out.name: "" for out in step.outputs}
+        context = {**context, "outputs": {**unset, **context.get("outputs", {})}}
+        for later in self.spec.steps[step.number :]:
+            if later.if_ is False:
+                continue
+            try:
+                self._ready[later.number] = self._ready_for(local, later, context, background=True)
+            except RunnerError as exc:  # its turn renders it again and says what is wrong
+                log.debug("not preparing a step ahead", step=later.number, error=exc.message)
+            return
+
+    def _drop(self, number: int | None = None) -> None:
+        """Discard the container made for step ``number`` (every one if None)."""
+        for key in list(self._ready) if number is None else [number]:
+            ready = self._ready.pop(key, None)
+            if ready is not None:
+                ready.ahead.drop()
+
+    def settle(self) -> None:
+        """Wait until every container of this workspace is gone (before its network goes)."""
+        self._drop()
+        for ahead in self._aheads:
+            ahead.wait_removed()
+
+    def _container(
+        self,
+        local: LocalWorkspace,
+        step: Step,
+        context: Mapping[str, Any],
+        labels: Mapping[str, str],
+    ) -> StepContainer:
+        """``step``'s container as ``context`` renders it (its timeout is set at its turn)."""
+        ctx = self.ctx
+        script = self._render(step, "run", step.run, context)
+        self._refuse_secrets(step, "run script", script)
+        try:
+            resolved = materialize(
+                ctx.env_plan.steps.get(step.number, ()),
+                context=context,
+                secrets=ctx.secrets,
+                host=ctx.host,
+            )
+        except TemplateError as exc:
+            raise StepFailed(f"step {step.number}: env failed to render: {exc.message}") from None
+        env = {r.name: r.value for r in resolved if isinstance(r.value, str)}
+        # A file secret reaches the step as a file on a tmpfs; its variable holds the path.
+        secret_files = {
+            r.name: r.value
+            for r in resolved
+            if isinstance(r.value, Secret) and r.delivery.type == "file"
+        }
+        secret_env = {
+            r.name: self._delivered(r.value)
+            for r in resolved
+            if isinstance(r.value, Secret) and r.name not in secret_files
+        }
+        for name, value in env.items():
+            self._refuse_secrets(step, f"env value of {name}", value)
+
+        step_dir = local.root / f"step-{step.number}"
+        step_dir.mkdir(exist_ok=True)
+        mounts = [Mount(source=local.tree_dir.resolve(), target="/work", read_only=False)]
+        for i, f in enumerate(step.files):
+            content = self._render(step, f"files[{f.target}]", f.content, context)
+            self._refuse_secrets(step, f"file {f.target}", content)
+            host_file = step_dir / f"file-{i}"
+            host_file.write_text(content)
+            mounts.append(Mount(source=host_file.resolve(), target=f.target))
+        for m in step.mounts:
+            mounts.append(
+                Mount(source=_mount_source(ctx.spec_dir, m.path, step), target=m.mountpoint)
+            )
+
+        network = ctx.network()
+        trust: dict[str, str] = {}
+        if network.ca_cert is not None:  # the job's proxy brokers: trust its CA
+            image = ctx.images[step.container]
+            bundle = local.root / f"ca-bundle-{image.rpartition(':')[2][:16]}.pem"
+            if not bundle.exists():
+                roots = image_roots(ctx.runtime, image, {RUN_LABEL: ctx.run_id})
+                bundle.write_bytes(ca_bundle(network.ca_cert, roots))
+            mounts.append(Mount(source=bundle.resolve(), target=CA_BUNDLE_PATH))
+            trust = trust_env()
+        return StepContainer(
+            image=ctx.images[step.container],
+            script=script,
+            workdir=local.workdir_in_container,
+            mounts=mounts,
+            env={**env, **network.proxy_env, **trust},
+            secret_env=secret_env,
+            secret_files=secret_files,
+            labels={RUN_LABEL: ctx.run_id, **labels},
+            timeout_s=ctx.limits.timeout_s,
+            memory_bytes=ctx.limits.memory_bytes,
+            cpus=ctx.limits.cpus,
+            sandbox=StepSandbox(
+                isolation=ctx.sandbox.isolation,
+                hardening=ctx.sandbox.hardening,
+                network=network.network,
+                extra_hosts=network.extra_hosts,
+                proxy_env=network.proxy_env,
+            ),
+        )
+
+    def _delivered(self, value: Secret) -> Secret:
+        """What a step's variable holds: a brokered secret's placeholder, else the value."""
+        broker = self.ctx.broker
+        placeholder = broker.placeholder_for(value) if broker is not None else None
+        return placeholder if placeholder is not None else value
+
     def _refuse_secrets(self, step: Step, what: str, text: str) -> None:
         """Templates can rebuild a secret from pieces (say, two outputs holding its
         halves): what they render goes to disk and into the container's
@@ -541,11 +751,25 @@ class WorkspaceRunner:
                 hint="pass secrets to steps through `env` instead of building them in templates",
             )
 
-    def _line_emitter(self, number: int, stream: str) -> Callable[[str], None]:
-        def emit(line: str) -> None:
-            self.emit("step.output", step=number, stream=stream, line=line)
+    def _lines_emitter(self, number: int, stream: str) -> Callable[[list[str]], None]:
+        def emit(lines: list[str]) -> None:
+            report_output(self.ctx.reporter, lines, **self.fields, step=number, stream=stream)
 
         return emit
+
+    def _mask_taker(self, number: int, stream: str) -> Callable[[MaskCommand], None]:
+        def take(command: MaskCommand) -> None:
+            self.masked = True
+            add, warning = self.ctx.add_mask, command.problem
+            if warning is None and add is None:
+                warning = "masks cannot be added here; the line was not shown"
+            elif warning is None and add is not None:
+                add(command.name, command.values)
+                warning = command.note
+            if warning is not None:  # never the value: the command's text is not repeated
+                self.emit("step.mask_warning", step=number, stream=stream, message=warning)
+
+        return take
 
     def _failure_message(self, step: Step, result: StepExit, stderr: str) -> str:
         if result.canceled:
@@ -583,14 +807,10 @@ class WorkspaceRunner:
             ) from None
 
     # -- the diff check ----------------------------------------------------------
-    def _check_for_secrets(self, local: LocalWorkspace, diff: bytes, changes: FileChanges) -> None:
+    def _check_for_secrets(self, files: Iterable[tuple[str, bytes]], diff: bytes) -> None:
+        """No secret value in a changed file (whole: a binary diff hides bytes) or the diff."""
         redactor = self.ctx.redactor
-        for path in (*changes.modified, *changes.added, *changes.renamed):
-            file = local.tree_dir / path
-            try:
-                data = file.read_bytes() if file.is_file() else b""
-            except OSError:
-                continue
+        for path, data in files:
             names = _leaked_names(redactor, data)
             if names:
                 raise StepFailed(
@@ -604,6 +824,44 @@ class WorkspaceRunner:
                 f"the workspace's diff holds the secret {', '.join(names)}; no diff was written",
                 hint="make the steps keep secret values out of the files they change",
             )
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A step's container made ahead, with the stop event and disk watcher it was labelled for."""
+
+    stop: _StepStop
+    disk: DiskWatcher
+    ahead: Ahead
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    """A workspace's cache keys, what went into them, and the longest cached prefix."""
+
+    keys: Sequence[str] = ()
+    inputs: Sequence[StepKeyInput] = ()
+    hit: tuple[int, CacheEntry] | None = None
+    workspace: WorkspaceKeyInput | None = None
+
+
+def _named(keyed: _Keyed, upto: int) -> dict[str, Any] | None:
+    """The named inputs of the key of steps 1..``upto`` (runner.cache.why)."""
+    if keyed.workspace is None:
+        return None
+    return named_inputs(keyed.workspace, keyed.inputs, upto)
+
+
+_KINDS = ("modified", "added", "deleted", "renamed")  # FileChanges' fields, in order
+
+
+def _changed_files(local: LocalWorkspace, changes: FileChanges) -> Iterator[tuple[str, bytes]]:
+    for path in (*changes.modified, *changes.added, *changes.renamed):
+        file = local.tree_dir / path
+        try:
+            yield path, file.read_bytes() if file.is_file() else b""
+        except OSError:
+            continue
 
 
 def _size(n: int) -> str:

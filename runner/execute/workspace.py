@@ -1,38 +1,53 @@
-"""A workspace on disk: exactly the files of the repository's commit, plus a git index.
+"""A workspace on disk: exactly the repository commit's files, plus a git index.
 
 The files are written straight from the commit's blobs (one ``git ls-tree``
-lists them, one ``git cat-file --batch`` streams them to disk), so the
-workspace holds the commit's bytes whatever ``.gitattributes`` says. ``git
-archive``, used before, leaves out ``export-ignore`` paths, rewrites
+lists them, one ``git cat-file --batch`` streams them to disk a piece at a
+time), so the workspace holds the commit's bytes whatever ``.gitattributes``
+says. ``git archive`` leaves out ``export-ignore`` paths, rewrites
 ``export-subst`` files and applies ``eol``, ``ident`` and filter conversions;
 Sourcegraph forces every file into its archives, and so does this. As
 Sourcegraph's executors do, a submodule (a gitlink) is an empty folder, not
 fetched, and a Git LFS file is its pointer file, not smudged. The user's
 repository is only ever read.
 
-The workspace's own repository (``repo/.git``) receives the same objects as
-one pack (``git pack-objects`` in the user's repository piped into ``git
-index-pack`` in the workspace's), then ``git add`` records the baseline tree
-without writing an object of its own: two files to write, and later to
-remove, instead of one loose object per file (a tree of a few files takes
-loose objects: fewer processes). After each step ``snapshot()`` stages
-everything and writes a tree object: comparing trees gives the changed-file
-lists and the diff without making commits.
+The workspace's own repository lives beside the files (``git/``, not
+``repo/.git``: a step sees only the files and cannot break the bookkeeping)
+and owns no copy of the objects: it borrows the user's repository's object
+folder as an alternate, and writes only what the steps add. Its index is
+written here, from the commit's listing and the ``lstat`` of each file just
+written (its stat cache valid), so git never hashes the tree file by file:
+after a step, ``git add -A`` rehashes only the files whose stat changed, and
+the baseline is the commit's own tree. The files are dated a second before
+the index, so none is "racily clean" and rehashed for that. Only when a
+``.gitattributes`` asks for conversions that ``git add`` would apply (``text``,
+``eol``, ``crlf``, ``ident``) does the baseline come from ``git add -A -f``
+over every file, as before, so that no step is charged with a normalisation.
+After each step ``snapshot()`` stages everything and writes a tree object:
+comparing trees gives the changed-file lists and the diff without commits.
+
+A full cache hit needs no tree at all: ``files_after_diff`` applies the cached
+diff to the commit's tree in a scratch index (objects borrowed the same way)
+and reads back only the files it changed, for the secret check.
 
 Everything that can take seconds on a large tree notices the run's cancel
 event: between files while writing them, and around every git (killed when
 the event is set). Removal never stops early, since it is what a canceled run
-waits for; it unlinks in parallel instead. ``progress(phase, done, total)``
+waits for; it unlinks in parallel instead (``remove_tree``, which also serves
+the sweep of what interrupted runs left). ``progress(phase, done, total)``
 reports files done while ``preparing`` and ``cleaning``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
+import struct
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +56,7 @@ from typing import IO, Final
 
 from runner.changeset import FileChanges
 from runner.errors import ExecutionError, GitError
-from runner.git import git, git_pipe, git_process
+from runner.git import git, git_process
 from runner.plan import Workspace
 
 TEMP_PREFIX = "runner-ws-"
@@ -59,10 +74,6 @@ Progress = Callable[[str, int, int | None], None]
 # kept from the root and from every folder above the workspace's.
 ANCESTOR_FILES: Final = (".gitignore", ".gitattributes")
 
-# From this many files on, the baseline's objects come as one pack; below it
-# the two git processes of the pack cost more than the loose objects they save.
-PACK_FROM_FILES: Final = 32
-
 _SHA256_HEX: Final = 64
 _LINK: Final = b"120000"
 _EXECUTABLE: Final = b"100755"
@@ -71,6 +82,28 @@ _CHUNK: Final = 1 << 20
 # remove a large tree several times faster than one.
 _REMOVE_THREADS: Final = 8
 _REMOVE_BATCH: Final = 256
+# The attributes that make `git add` store other bytes than the file's (a
+# set `text`, `eol=`, the old `crlf`, `ident`); `-text` and `!text` unset them.
+_CONVERTING: Final = re.compile(rb"(?<![-!\w])(?:text|eol|crlf|ident)(?![\w-])")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a workspace comes from: the commit's tree and the objects folder holding it."""
+
+    tree: str
+    objects: Path
+
+
+def resolve_source(workspace: Workspace, cancel: threading.Event | None = None) -> Source:
+    """The commit's tree (what cache keys start from) and its repository's objects, one git."""
+    out = git(
+        ["rev-parse", "--path-format=absolute", "--git-common-dir", f"{workspace.commit}^{{tree}}"],
+        cwd=workspace.repo_path,
+        cancel=cancel,
+    )
+    common, _, tree = out.rstrip(b"\n").rpartition(b"\n")
+    return Source(tree.decode(), Path(os.fsdecode(common)) / "objects")
 
 
 def no_progress(phase: str, done: int, total: int | None) -> None:
@@ -101,11 +134,17 @@ class LocalWorkspace:
     root: Path  # the temporary folder holding everything of this workspace
     cancel: threading.Event | None = None
     progress: Progress = no_progress
-    tree_dir: Path = field(init=False)
+    tree_dir: Path = field(init=False)  # the files, mounted at /work
+    git_dir: Path = field(init=False)  # the workspace's repository, beside them
     baseline: str = field(init=False, default=EMPTY_TREE)
+    # Diffs and change lists already asked for: the step loop asks for the
+    # same pair of trees more than once (the cache entry, the next step's
+    # context, the result), and each answer is a git.
+    _answers: dict[tuple[object, ...], object] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tree_dir = self.root / "repo"
+        self.git_dir = self.root / "git"
 
     @property
     def workdir_in_container(self) -> str:
@@ -120,35 +159,35 @@ class LocalWorkspace:
         temp_root: Path | None = None,
         cancel: threading.Event | None = None,
         progress: Progress = no_progress,
+        source: Source | None = None,
     ) -> LocalWorkspace:
         """Write the workspace's files and baseline; on any failure or cancel, remove them.
 
         A cancel raises ``ExecutionError`` (or ``GitError``, a kind of it).
+        ``source`` is the commit's tree and objects when the caller has them.
         """
         root = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{run_id}-", dir=temp_root))
         local = cls(workspace, root, cancel, progress)
         local.tree_dir.mkdir()
         try:
+            source = source or resolve_source(workspace, cancel)
             entries = local._entries()
-            local._init_repository(entries)
+            sha256 = bool(entries) and len(entries[0].oid) == _SHA256_HEX
+            _make_git_dir(local.git_dir, source.objects, sha256=sha256)
             local._write_files(entries)
-            local._init_baseline(entries)
+            local._init_baseline(entries, source, sha256=sha256)
         except BaseException:
             local.remove()
             raise
         return local
 
     # -- preparing ------------------------------------------------------------------
-    def _git(self, args: Sequence[str], *, cwd: Path, input: bytes | None = None) -> bytes:
-        return git(args, cwd=cwd, input=input, cancel=self.cancel)
-
-    def _pipe(self, first: Sequence[str], second: Sequence[str], *, input: bytes) -> bytes:
-        """``git FIRST`` in the user's repository into ``git SECOND`` in the workspace's."""
-        return git_pipe(
-            first,
-            second,
-            first_cwd=self.workspace.repo_path,
-            second_cwd=self.tree_dir,
+    def _git(self, args: Sequence[str], *, input: bytes | None = None) -> bytes:
+        return git(
+            args,
+            cwd=self.tree_dir,
+            git_dir=self.git_dir,
+            work_tree=self.tree_dir,
             input=input,
             cancel=self.cancel,
         )
@@ -156,8 +195,10 @@ class LocalWorkspace:
     def _entries(self) -> list[_Entry]:
         """The commit's files (trees included), limited as onlyFetchWorkspace says."""
         ws = self.workspace
-        listing = self._git(
-            ["ls-tree", "-r", "-t", "-z", "--full-tree", ws.commit], cwd=ws.repo_path
+        listing = git(
+            ["ls-tree", "-r", "-t", "-z", "--full-tree", ws.commit],
+            cwd=ws.repo_path,
+            cancel=self.cancel,
         )
         entries = [_Entry.parse(record) for record in listing.split(b"\0") if record]
         if ws.only_fetch_workspace and ws.path:
@@ -168,25 +209,6 @@ class LocalWorkspace:
         for entry in entries:
             _check_path(entry.path, ws)
         return entries
-
-    def _init_repository(self, entries: Sequence[_Entry]) -> None:
-        """A repository for the baseline, in the object format of the user's (its pack fits)."""
-        sha256 = bool(entries) and len(entries[0].oid) == _SHA256_HEX
-        self._git(
-            [
-                "init",
-                "-q",
-                "-b",
-                "runner-baseline",
-                f"--object-format={'sha256' if sha256 else 'sha1'}",
-            ],
-            cwd=self.tree_dir,
-        )
-        # The files hold the commit's bytes, not a working-tree encoding: reading
-        # them back as UTF-16 (say) would garble them or fail. The other content
-        # attributes give the commit's bytes back unchanged, and stay in force.
-        (self.tree_dir / ".git" / "info").mkdir(exist_ok=True)
-        (self.tree_dir / ".git" / "info" / "attributes").write_text("* -working-tree-encoding\n")
 
     def _write_files(self, entries: Sequence[_Entry]) -> None:
         base = os.fsencode(self.tree_dir)
@@ -206,6 +228,10 @@ class LocalWorkspace:
                 os.makedirs(os.path.join(base, folder), exist_ok=True)
         links: list[tuple[bytes, bytes]] = []
         done = 0
+        # Dated a whole second before the index is written: git then trusts
+        # every entry's stat data instead of rehashing the "racily clean" ones,
+        # and any later change (a step's) gives the file another time.
+        stamp = (int(time.time()) - 1) * 1_000_000_000
 
         def check_cancel() -> None:
             if self.cancel is not None and self.cancel.is_set():
@@ -218,47 +244,61 @@ class LocalWorkspace:
                 if entry.mode == _LINK:
                     links.append((target, stream.read(entry.oid)))
                 else:
-                    _write_file(target, entry.mode, stream.chunks(entry.oid), check_cancel)
+                    _write_file(target, entry.mode, stream.chunks(entry.oid), check_cancel, stamp)
                 done += 1
                 self.progress(PREPARING, done, total)
         for target, points_to in links:
             os.symlink(points_to, target)
+            os.utime(target, ns=(stamp, stamp), follow_symlinks=False)
 
-    def _init_baseline(self, entries: Sequence[_Entry]) -> None:
+    def _init_baseline(self, entries: Sequence[_Entry], source: Source, *, sha256: bool) -> None:
         ws = self.workspace
         files = [e for e in entries if e.kind == b"blob"]
-        if len(files) >= PACK_FROM_FILES:
-            # The objects, streamed from the user's repository into one pack
-            # here (the commit's tree, or the workspace's folder and the files
-            # kept above it), so that `git add` below finds them all and
-            # writes no loose object: two files instead of one per file, to
-            # write now and to remove later. Nothing is written into the
-            # user's repository.
-            roots = [f"{ws.commit}^{{tree}}".encode()]
-            if ws.only_fetch_workspace and ws.path:
-                top = _encode(ws.path)
-                roots = [e.oid for e in entries if e.path == top]
-                roots += [e.oid for e in files if not e.path.startswith(top + b"/")]
-            self._pipe(
-                ["pack-objects", "--revs", "--stdout", "-q", "--window=0"],
-                ["index-pack", "--stdin"],
-                input=b"".join(root + b"\n" for root in roots),
-            )
-        # Reads every file once; it also stores, as `git add` of fresh files
-        # would, what the repository's text attributes normalise (a CRLF file
-        # marked `text`), so that no step is charged with that change.
-        self._git(["add", "-A", "-f"], cwd=self.tree_dir)
-        self.baseline = self._git(["write-tree"], cwd=self.tree_dir).decode().strip()
+        if self._converts(files):
+            # Reads every file once; it stores, as `git add` of fresh files
+            # would, what the repository's text attributes normalise (a CRLF
+            # file marked `text`), so that no step is charged with that
+            # change. Only the normalised blobs are written: the others are
+            # found among the borrowed objects.
+            self._git(["add", "-A", "-f"])
+            self.baseline = self._git(["write-tree"]).decode().strip()
+            return
+        _write_index(self.git_dir / "index", os.fsencode(self.tree_dir), files, sha256=sha256)
+        partial = ws.only_fetch_workspace and ws.path
+        if partial or any(e.kind == b"commit" for e in entries):
+            # Not the commit's tree (a folder of it, or its submodules left
+            # out, as before): git writes the few trees that differ.
+            self.baseline = self._git(["write-tree"]).decode().strip()
+        else:
+            self.baseline = source.tree
+
+    def _converts(self, files: Sequence[_Entry]) -> bool:
+        """Whether a committed .gitattributes asks `git add` to convert what it stores."""
+        for entry in files:
+            if entry.mode == _LINK or os.path.basename(entry.path) != b".gitattributes":
+                continue
+            text = (self.tree_dir / os.fsdecode(entry.path)).read_bytes()
+            for line in text.splitlines():
+                if not line.lstrip().startswith(b"#") and _CONVERTING.search(line):
+                    return True
+        return False
 
     # -- after each step ----------------------------------------------------------
     def snapshot(self) -> str:
         """Stage everything the steps changed (honouring .gitignore); return the tree."""
-        self._git(["add", "-A"], cwd=self.tree_dir)
-        return self._git(["write-tree"], cwd=self.tree_dir).decode().strip()
+        self._git(["add", "-A"])
+        return self._git(["write-tree"]).decode().strip()
 
     def changes(self, old_tree: str, new_tree: str) -> FileChanges:
+        key = ("changes", old_tree, new_tree)
+        known = self._answers.get(key)
+        if isinstance(known, FileChanges):
+            return known
+        if old_tree == new_tree:
+            self._answers[key] = FileChanges()
+            return FileChanges()
         out = self._git(
-            ["diff-tree", "-r", "-z", "-M", "--name-status", old_tree, new_tree], cwd=self.tree_dir
+            ["diff-tree", "-r", "-z", "-M", "--name-status", old_tree, new_tree]
         ).decode("utf-8", "replace")
         parts = out.split("\0")
         lists: dict[str, list[str]] = {"M": [], "A": [], "D": [], "R": []}
@@ -271,23 +311,31 @@ class LocalWorkspace:
                 continue
             lists.get("M" if status == "T" else status, lists["M"]).append(parts[i + 1])
             i += 2
-        return FileChanges(
+        answer = FileChanges(
             tuple(lists["M"]), tuple(lists["A"]), tuple(lists["D"]), tuple(lists["R"])
         )
+        self._answers[key] = answer
+        return answer
 
     def diff(self, old_tree: str, new_tree: str, paths: list[str] | None = None) -> bytes:
         """The binary-safe diff between two trees, optionally limited to paths."""
+        key = ("diff", old_tree, new_tree, None if paths is None else tuple(paths))
+        known = self._answers.get(key)
+        if isinstance(known, bytes):
+            return known
+        if old_tree == new_tree:
+            return b""
         args = ["diff", "--binary", "--no-color", "--full-index", old_tree, new_tree]
         if paths is not None:
             args += ["--", *paths]
-        return self._git(args, cwd=self.tree_dir)
+        answer = self._git(args)
+        self._answers[key] = answer
+        return answer
 
     def apply(self, diff: bytes) -> str:
         """Apply a diff taken from the baseline (a cache hit); return the new tree."""
         if diff:
-            self._git(
-                ["apply", "--binary", "--whitespace=nowarn", "-"], cwd=self.tree_dir, input=diff
-            )
+            self._git(["apply", "--binary", "--whitespace=nowarn", "-"], input=diff)
         return self.snapshot()
 
     # -- cleaning -----------------------------------------------------------------
@@ -296,7 +344,101 @@ class LocalWorkspace:
 
         It never stops early, canceled or not: a canceled run waits for it.
         """
-        _remove_tree(self.root, progress or self.progress)
+        remove_tree(self.root, progress or self.progress)
+
+
+def _make_git_dir(git_dir: Path, objects: Path, *, sha256: bool) -> None:
+    """A repository without a work tree of its own, borrowing ``objects``; no git started.
+
+    What `git init` would write that matters: HEAD, the object format, the
+    folders git looks for, and the alternate.
+    """
+    (git_dir / "refs" / "heads").mkdir(parents=True)
+    (git_dir / "objects" / "info").mkdir(parents=True)
+    (git_dir / "info").mkdir()
+    (git_dir / "HEAD").write_text("ref: refs/heads/runner-baseline\n")
+    config = "[core]\n\trepositoryformatversion = {}\n\tbare = false\n"
+    if sha256:
+        config = config.format(1) + "[extensions]\n\tobjectformat = sha256\n"
+    (git_dir / "config").write_text(config.format(0))
+    (git_dir / "objects" / "info" / "alternates").write_bytes(os.fsencode(objects) + b"\n")
+    # The files hold the commit's bytes, not a working-tree encoding: reading
+    # them back as UTF-16 (say) would garble them or fail. The other content
+    # attributes give the commit's bytes back unchanged, and stay in force.
+    (git_dir / "info" / "attributes").write_text("* -working-tree-encoding\n")
+
+
+def _write_index(index: Path, tree: bytes, files: Sequence[_Entry], *, sha256: bool) -> None:
+    """Git's index (version 2) for ``files`` as written under ``tree``, stat data and all.
+
+    Each entry: ctime, mtime, dev, ino, mode, uid, gid, size (32 bits each),
+    the object name, 16 bits of flags (the name's length), the name, NULs to a
+    multiple of 8; sorted by name; the hash of it all at the end.
+    """
+    out = bytearray(b"DIRC" + struct.pack(">II", 2, len(files)))
+    fixed = 40 + (32 if sha256 else 20) + 2
+    for entry in sorted(files, key=lambda e: e.path):
+        st = os.lstat(os.path.join(tree, entry.path))
+        mode = 0o120000 if entry.mode == _LINK else int(entry.mode, 8)
+        stat = (
+            st.st_ctime_ns // 1_000_000_000,
+            st.st_ctime_ns % 1_000_000_000,
+            st.st_mtime_ns // 1_000_000_000,
+            st.st_mtime_ns % 1_000_000_000,
+            st.st_dev,
+            st.st_ino,
+            mode,
+            st.st_uid,
+            st.st_gid,
+            st.st_size,
+        )
+        out += struct.pack(">10I", *(value & 0xFFFFFFFF for value in stat))
+        out += bytes.fromhex(entry.oid.decode()) + struct.pack(">H", min(len(entry.path), 0xFFF))
+        size = (fixed + len(entry.path) + 8) & ~7
+        out += entry.path + b"\0" * (size - fixed - len(entry.path))
+    out += (hashlib.sha256 if sha256 else hashlib.sha1)(out).digest()
+    index.write_bytes(out)
+
+
+def files_after_diff(
+    workspace: Workspace,
+    source: Source,
+    diff: bytes,
+    *,
+    run_id: str,
+    temp_root: Path | None = None,
+    cancel: threading.Event | None = None,
+) -> list[tuple[str, bytes]]:
+    """Each file ``diff`` adds or changes, as it is after the diff, with no tree on disk.
+
+    The diff is applied to the commit's tree in a scratch index whose
+    repository borrows the user's objects; only the changed blobs are
+    written, and read back. ``GitError`` when the diff does not apply there
+    (a tree that is not the commit's: submodules, normalised files): the
+    caller then builds the workspace.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{run_id}-", dir=temp_root))
+    try:
+        git_dir = scratch / "git"
+        _make_git_dir(git_dir, source.objects, sha256=len(source.tree) == _SHA256_HEX)
+
+        def run(args: Sequence[str], input: bytes | None = None) -> bytes:
+            return git(args, cwd=scratch, git_dir=git_dir, input=input, cancel=cancel)
+
+        run(["read-tree", source.tree])
+        if diff:
+            run(["apply", "--cached", "--binary", "--whitespace=nowarn", "-"], input=diff)
+        raw = run(["diff-index", "--cached", "--raw", "-z", "--no-renames", source.tree])
+        changed: list[tuple[str, bytes]] = []
+        parts = raw.split(b"\0")
+        for meta, path in zip(parts[0::2], parts[1::2], strict=False):
+            fields = meta.split()
+            if len(fields) == 5 and fields[4] != b"D":
+                changed.append((path.decode("utf-8", "replace"), fields[3]))
+        with _BlobStream(scratch, [oid for _, oid in changed], git_dir=git_dir) as stream:
+            return [(path, stream.read(oid)) for path, oid in changed]
+    finally:
+        remove_tree(scratch, no_progress)
 
 
 class _BlobStream:
@@ -306,9 +448,9 @@ class _BlobStream:
     the answers, so neither pipe can fill up and block the other.
     """
 
-    def __init__(self, repo: Path, oids: Sequence[bytes]) -> None:
+    def __init__(self, repo: Path, oids: Sequence[bytes], *, git_dir: Path | None = None) -> None:
         self._repo = repo
-        self._proc = git_process(["cat-file", "--batch", "--buffer"], cwd=repo)
+        self._proc = git_process(["cat-file", "--batch", "--buffer"], cwd=repo, git_dir=git_dir)
         assert self._proc.stdin is not None
         assert self._proc.stdout is not None
         self._out: IO[bytes] = self._proc.stdout
@@ -370,7 +512,11 @@ def _feed(stdin: IO[bytes], oids: Sequence[bytes]) -> None:
 
 
 def _write_file(
-    target: bytes, mode: bytes, chunks: Iterator[bytes], check_cancel: Callable[[], None]
+    target: bytes,
+    mode: bytes,
+    chunks: Iterator[bytes],
+    check_cancel: Callable[[], None],
+    stamp: int,
 ) -> None:
     # O_EXCL and O_NOFOLLOW: a path listed twice, or one that meets a link, is
     # an error rather than an overwrite.
@@ -382,6 +528,7 @@ def _write_file(
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
+        os.utime(fd, ns=(stamp, stamp))
     finally:
         os.close(fd)
 
@@ -421,7 +568,8 @@ def _canceled_while_preparing(done: int, total: int) -> ExecutionError:
 
 
 # -- removing a tree -------------------------------------------------------------------
-def _remove_tree(root: Path, progress: Progress) -> None:
+def remove_tree(root: Path, progress: Progress = no_progress) -> None:
+    """Delete ``root`` and everything below it, unlinking in parallel; never stops early."""
     files, folders = _listing(os.fsencode(root))
     total = len(files)
     progress(CLEANING, 0, total)

@@ -29,6 +29,7 @@ from runner.queue.service import Coordinator
 from runner.queue.tokens import Principal
 from runner.redact import active
 from runner.sandbox.tighten import NamespacePolicy
+from runner.secrets.delivery import Delivery
 from runner.secrets.value import Secret
 
 log = get_logger("runner.queue.api")
@@ -56,18 +57,39 @@ MAX_INT = 2**63 - 1
 MAX_INT32 = 2**31 - 1
 
 
+class BrokerBody(BaseModel):
+    hosts: list[str]
+    as_: str | None = Field(default=None, alias="as")
+
+
+class DeliveryBody(BaseModel):
+    """``Delivery.to_json``'s form: how the secret reaches a step (default env)."""
+
+    type: str = "env"
+    broker: BrokerBody | None = None
+
+    def delivery(self) -> Delivery:
+        if self.broker is None:
+            return Delivery.of(self.type)
+        return Delivery.of(self.type, self.broker.hosts, self.broker.as_)
+
+
 class SecretSetBody(BaseModel):
     value: SecretStr
     scope: str | None = None
+    delivery: DeliveryBody | None = None
 
 
 class BundleBody(BaseModel):
     namespace: str
     bundle: dict[str, Any]
+    # Labels each job's executor must have (submit only).
+    labels: list[str] = Field(default_factory=list, max_length=100)
 
 
 class ClaimBody(BaseModel):
     executor: str | None = None
+    labels: list[str] = Field(default_factory=list, max_length=100)
 
 
 class HeldJob(BaseModel):
@@ -75,9 +97,30 @@ class HeldJob(BaseModel):
     lease: str
 
 
+class ExecutorInfoBody(BaseModel):
+    """What an executor says about itself in a heartbeat (``runner.queue.fleet``)."""
+
+    version: str = Field(default="", max_length=200)
+    hostname: str = Field(default="", max_length=200)
+    docker_version: str = Field(default="", max_length=200)
+    isolations: list[str] = Field(default_factory=list, max_length=16)
+    labels: list[str] = Field(default_factory=list, max_length=64)
+    running: list[str] = Field(default_factory=list, max_length=1000)
+    limits: dict[str, float] = Field(default_factory=dict, max_length=32)
+
+
 class HeartbeatBody(BaseModel):
     executor: str | None = None
     jobs: list[HeldJob] = Field(default_factory=list)
+    info: ExecutorInfoBody | None = None
+
+
+class RetryBody(BaseModel):
+    """Retry these jobs, or (``failed``) every failed job not retried yet."""
+
+    job_ids: list[str] = Field(default_factory=list, max_length=10000)
+    failed: bool = False
+    namespace: str | None = None
 
 
 class ChunkBody(BaseModel):
@@ -117,6 +160,7 @@ class PolicyBody(BaseModel):
     allow_hosts: list[str] = Field(default_factory=list, max_length=1000)
     job_timeout_s: float | None = Field(default=None, gt=0, le=MAX_INT)
     disk_cap_bytes: int | None = Field(default=None, gt=0, le=MAX_INT)
+    require_labels: list[str] = Field(default_factory=list, max_length=100)
 
 
 class CachePutBody(BaseModel):
@@ -173,8 +217,15 @@ def add_api(app: FastAPI, coordinator: Coordinator) -> None:
     @app.put("/api/secrets/{namespace}/{name}", tags=["secrets"])
     def set_secret(who: Who, namespace: str, name: str, body: SecretSetBody) -> dict[str, Any]:
         value = Secret(body.value.get_secret_value())
+        # No delivery in the body keeps the secret's current one.
+        delivery = body.delivery.delivery() if body.delivery else None
         meta, created = c.set_secret(
-            who, name=name, namespace=parse_namespace(namespace), value=value, scope=body.scope
+            who,
+            name=name,
+            namespace=parse_namespace(namespace),
+            value=value,
+            scope=body.scope,
+            delivery=delivery,
         )
         return {"created": created, "secret": meta.to_json()}
 
@@ -192,7 +243,7 @@ def add_api(app: FastAPI, coordinator: Coordinator) -> None:
     @app.post("/api/submissions", tags=["jobs"], status_code=201)
     def submit(who: Who, body: BundleBody) -> dict[str, Any]:
         ns = parse_namespace(body.namespace)
-        submission, jobs = c.submit(who, bundle=body.bundle, namespace=ns)
+        submission, jobs = c.submit(who, bundle=body.bundle, namespace=ns, labels=body.labels)
         return {
             "submission_id": submission.id,
             "namespace": submission.namespace,
@@ -203,7 +254,7 @@ def add_api(app: FastAPI, coordinator: Coordinator) -> None:
     def list_jobs(
         who: Who, limit: Annotated[int, Query(ge=1, le=10000)] = 1000
     ) -> list[dict[str, Any]]:
-        return [j.to_json() for j in c.list_jobs(who, limit=limit)]
+        return c.jobs_json(c.list_jobs(who, limit=limit))
 
     @app.get("/api/jobs/{job_id}", tags=["jobs"])
     def show_job(who: Who, job_id: str) -> dict[str, Any]:
@@ -224,6 +275,14 @@ def add_api(app: FastAPI, coordinator: Coordinator) -> None:
             "next": chunks[-1].cursor if chunks else after,
         }
 
+    @app.post("/api/jobs/retry", tags=["jobs"])
+    def retry_jobs(who: Who, body: RetryBody) -> dict[str, Any]:
+        if body.failed:
+            made = c.retry_failed(who, namespace=parse_optional(body.namespace))
+        else:
+            made = c.retry_jobs(who, body.job_ids)
+        return {"jobs": [j.to_json() for j in made]}
+
     @app.post("/api/jobs/{job_id}/cancel", tags=["jobs"])
     def cancel_job(who: Who, job_id: str) -> dict[str, Any]:
         return c.cancel_job(who, job_id).to_json()
@@ -241,7 +300,8 @@ def add_api(app: FastAPI, coordinator: Coordinator) -> None:
     @app.put("/api/namespaces/{namespace}/policy", tags=["namespaces"])
     def set_namespace_policy(who: Who, namespace: str, body: PolicyBody) -> dict[str, Any]:
         policy = NamespacePolicy.from_json(body.model_dump())
-        return c.set_namespace_policy(who, parse_namespace(namespace), policy).to_json()
+        ns = parse_namespace(namespace)
+        return c.set_namespace_policy(who, ns, policy, labels=body.require_labels).to_json()
 
     @app.delete("/api/namespaces/{namespace}/policy", tags=["namespaces"])
     def clear_namespace_policy(who: Who, namespace: str) -> dict[str, Any]:
@@ -252,7 +312,9 @@ def add_api(app: FastAPI, coordinator: Coordinator) -> None:
 
     @app.post("/api/executor/claim", tags=["executors"], response_model=None)
     def claim(who: Who, body: ClaimBody) -> Response:
-        claimed = c.claim(who, executor=body.executor)
+        with c.metrics.claim_seconds.time():
+            claimed = c.claim(who, executor=body.executor, labels=body.labels)
+        c.metrics.claims.labels("empty" if claimed is None else "claimed").inc()
         if claimed is None:
             return Response(status_code=204)
         # Values are revealed here, into the response body only. While they are in plain
@@ -264,7 +326,12 @@ def add_api(app: FastAPI, coordinator: Coordinator) -> None:
     @app.post("/api/executor/heartbeat", tags=["executors"])
     def heartbeat(who: Who, body: HeartbeatBody) -> dict[str, Any]:
         leases = {j.id: j.lease for j in body.jobs}
-        return c.heartbeat(who, executor=body.executor, leases=leases).to_json()
+        info = body.info.model_dump() if body.info is not None else None
+        return c.heartbeat(who, executor=body.executor, leases=leases, info=info).to_json()
+
+    @app.get("/api/executors", tags=["executors"])
+    def list_executors(who: Who) -> list[dict[str, Any]]:
+        return c.executors(who)
 
     @app.post("/api/executor/jobs/{job_id}/logs", tags=["executors"])
     def append_logs(who: Who, job_id: str, body: LogsBody) -> dict[str, Any]:

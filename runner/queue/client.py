@@ -35,6 +35,7 @@ from runner.queue.bundle import Bundle
 from runner.queue.jobs import env_plan_from_json
 from runner.queue.models import HeartbeatAnswer
 from runner.sandbox.tighten import NamespacePolicy
+from runner.secrets.delivery import Delivery
 from runner.secrets.models import AuditEvent, SecretMeta
 from runner.secrets.value import Secret
 
@@ -77,11 +78,14 @@ class Claim:
     job: Mapping[str, Any] = field(default_factory=dict)
     # What the coordinator requires of the job's sandbox (its namespace's policy).
     policy: NamespacePolicy = field(default_factory=NamespacePolicy)
+    # The job's DOCKER_AUTH_CONFIG: pulls its images, never reaches a step.
+    registry_auth: Secret | None = field(default=None, repr=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Claim:
         try:
             secrets = {str(k): Secret(str(v)) for k, v in data["secrets"].items()}
+            auth = data.get("registry_auth")
             return cls(
                 job_id=str(data["job"]["id"]),
                 lease=str(data["lease"]),
@@ -94,6 +98,7 @@ class Claim:
                 secrets=secrets,
                 job=dict(data["job"]),
                 policy=NamespacePolicy.from_json(data.get("policy")),
+                registry_auth=Secret(str(auth)) if auth else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError, UsageError) as exc:
             raise CoordinatorError(
@@ -215,13 +220,19 @@ class CoordinatorClient:
         return [SecretMeta.from_json(item) for item in data]
 
     def secret_set(
-        self, name: str, namespace: str, value: Secret, *, scope: str | None = None
+        self,
+        name: str,
+        namespace: str,
+        value: Secret,
+        *,
+        scope: str | None = None,
+        delivery: Delivery | None = None,
     ) -> tuple[SecretMeta, bool]:
-        data = self._json(
-            "PUT",
-            f"/api/secrets/{namespace}/{name}",
-            body={"value": value.reveal(), "scope": scope},
-        )
+        """``delivery`` None keeps the secret's current one (env for a new secret)."""
+        body: dict[str, Any] = {"value": value.reveal(), "scope": scope}
+        if delivery is not None:
+            body["delivery"] = delivery.to_json()
+        data = self._json("PUT", f"/api/secrets/{namespace}/{name}", body=body)
         return SecretMeta.from_json(data["secret"]), bool(data["created"])
 
     def secret_remove(self, name: str, namespace: str, *, scope: str | None = None) -> SecretMeta:
@@ -241,10 +252,11 @@ class CoordinatorClient:
         )
         return result
 
-    def submit(self, bundle: Bundle, namespace: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "POST", "/api/submissions", body={"namespace": namespace, "bundle": bundle.to_json()}
-        )
+    def submit(
+        self, bundle: Bundle, namespace: str, *, labels: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        body = {"namespace": namespace, "bundle": bundle.to_json(), "labels": list(labels)}
+        result: dict[str, Any] = self._json("POST", "/api/submissions", body=body)
         return result
 
     def jobs_list(self, *, limit: int = 1000) -> list[dict[str, Any]]:
@@ -261,6 +273,19 @@ class CoordinatorClient:
         )
         return result
 
+    def jobs_retry(
+        self, job_ids: Sequence[str] = (), *, failed: bool = False, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Queue new attempts; the new jobs, each naming the one it retries (``retry_of``)."""
+        body = {"job_ids": list(job_ids), "failed": failed, "namespace": namespace}
+        data = self._json("POST", "/api/jobs/retry", body=body)
+        jobs: list[dict[str, Any]] = data["jobs"]
+        return jobs
+
+    def executors_list(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json("GET", "/api/executors")
+        return result
+
     def job_cancel(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._json("POST", f"/api/jobs/{job_id}/cancel")
         return result
@@ -275,10 +300,11 @@ class CoordinatorClient:
         result: dict[str, Any] = self._json("GET", f"/api/namespaces/{namespace}/policy")
         return result
 
-    def namespace_policy_set(self, namespace: str, policy: NamespacePolicy) -> dict[str, Any]:
-        result: dict[str, Any] = self._json(
-            "PUT", f"/api/namespaces/{namespace}/policy", body=policy.to_json()
-        )
+    def namespace_policy_set(
+        self, namespace: str, policy: NamespacePolicy, *, labels: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        body = {**policy.to_json(), "require_labels": list(labels)}
+        result: dict[str, Any] = self._json("PUT", f"/api/namespaces/{namespace}/policy", body=body)
         return result
 
     def namespace_policy_clear(self, namespace: str) -> dict[str, Any]:
@@ -287,17 +313,24 @@ class CoordinatorClient:
 
     # Executors ----------------------------------------------------------------------
 
-    def claim(self, executor: str | None = None) -> Claim | None:
-        data = self._json("POST", "/api/executor/claim", body={"executor": executor})
+    def claim(self, executor: str | None = None, labels: Sequence[str] = ()) -> Claim | None:
+        body = {"executor": executor, "labels": list(labels)}
+        data = self._json("POST", "/api/executor/claim", body=body)
         return Claim.from_json(data) if data is not None else None
 
-    def heartbeat(self, executor: str | None, leases: Mapping[str, str]) -> HeartbeatAnswer:
+    def heartbeat(
+        self,
+        executor: str | None,
+        leases: Mapping[str, str],
+        info: Mapping[str, Any] | None = None,
+    ) -> HeartbeatAnswer:
         data = self._json(
             "POST",
             "/api/executor/heartbeat",
             body={
                 "executor": executor,
                 "jobs": [{"id": k, "lease": v} for k, v in sorted(leases.items())],
+                "info": dict(info) if info is not None else None,
             },
         )
         return HeartbeatAnswer(

@@ -60,6 +60,7 @@ from runner.execute.steps import (
 )
 from runner.git import git, git_text
 from runner.log import get_logger
+from runner.metrics import ExecutorMetrics
 from runner.queue.client import Claim
 from runner.queue.jobs import workspace_from_json
 from runner.queue.models import HeartbeatAnswer
@@ -78,8 +79,13 @@ MAX_CHUNK_BYTES = 256 * 1024
 class ExecutorApi(Protocol):
     """What an executor needs of the coordinator (``CoordinatorClient`` has it)."""
 
-    def claim(self, executor: str | None = None) -> Claim | None: ...
-    def heartbeat(self, executor: str | None, leases: Mapping[str, str]) -> HeartbeatAnswer: ...
+    def claim(self, executor: str | None = None, labels: Sequence[str] = ()) -> Claim | None: ...
+    def heartbeat(
+        self,
+        executor: str | None,
+        leases: Mapping[str, str],
+        info: Mapping[str, Any] | None = None,
+    ) -> HeartbeatAnswer: ...
     def append_logs(self, job_id: str, lease: str, chunks: Sequence[tuple[int, str]]) -> int: ...
     def record_step(
         self, job_id: str, lease: str, *, step: int, status: str, exit_code: int | None = None
@@ -109,6 +115,13 @@ class ExecutorSettings:
     sandbox: SandboxPolicy = field(default_factory=SandboxPolicy)
     # A network per job (runner.egress); without one, steps use the engine's default.
     networks: JobNetworkSeam = field(default_factory=NoJobNetworks)
+    # Jobs requiring labels go only to executors having them all (runner.queue.routing).
+    labels: tuple[str, ...] = ()
+    # Exit (0) after claiming this many jobs, once they end: an autoscaler's one-job executor.
+    max_jobs_total: int | None = None
+    # What each heartbeat tells the coordinator about this executor besides its name,
+    # labels and running jobs (runner.queue.fleet.ExecutorInfo: version, host, engine, ...).
+    info: Mapping[str, Any] = field(default_factory=dict)
 
 
 # Resending the log and the result: quick at first, never more than a few seconds apart.
@@ -144,10 +157,13 @@ class JobLog:
         interval_s: float,
         on_lost: Callable[[], None],
         clock: Clock = SYSTEM_CLOCK,
+        metrics: ExecutorMetrics | None = None,
     ) -> None:
         self._api = api
         self._claim = claim
         self._redactor = redactor
+        self._metrics = metrics
+        self._clock = clock
         self._interval = interval_s
         self._on_lost = on_lost
         self._lock = threading.Lock()
@@ -167,6 +183,8 @@ class JobLog:
     # Reporter
     def event(self, name: str, **fields: Any) -> None:
         data = {"event": name, "time": now_rfc3339(), "job_id": self._claim.job_id, **fields}
+        if self._metrics is not None:
+            self._metrics.event(self._claim.job_id, name, fields, self._clock.monotonic())
         line = self._redactor.redact(json.dumps(data, ensure_ascii=False, default=str))
         with self._lock:
             self._lines.append(line)
@@ -264,6 +282,7 @@ class JobRunner:
         redactor: ActiveRedactor,
         on_done: Callable[[JobRunner], None],
         clock: Clock = SYSTEM_CLOCK,
+        metrics: ExecutorMetrics | None = None,
     ) -> None:
         self.claim = claim
         self._api = api
@@ -272,6 +291,7 @@ class JobRunner:
         self._redactor = redactor
         self._on_done = on_done
         self._clock = clock
+        self._metrics = metrics
         self.cancel_event = threading.Event()
         self.cancel_reason: str | None = None
         self.canceled_by_user = False
@@ -312,6 +332,7 @@ class JobRunner:
                     interval_s=self._settings.log_flush_interval_s,
                     on_lost=self.lose,
                     clock=self._clock,
+                    metrics=self._metrics,
                 )
                 job_log.start()
                 try:
@@ -325,6 +346,8 @@ class JobRunner:
                 if outcome.error:
                     outcome.error = self._redactor.redact(outcome.error)
                 self.outcome = outcome
+                if self._metrics is not None:
+                    self._metrics.job_ended(outcome.state)
                 job_log.finish(self._settings.report_timeout_s)
                 if not (self.lost or job_log.lost):
                     self.reporting = True
@@ -332,7 +355,7 @@ class JobRunner:
         finally:
             self._sweep()
             # The values go with the claim; nothing else kept them.
-            self.claim = replace(self.claim, secrets={})
+            self.claim = replace(self.claim, secrets={}, registry_auth=None)
             self._on_done(self)
 
     def _sweep(self) -> None:
@@ -379,7 +402,9 @@ class JobRunner:
         settings = self._settings
         # Before anything can print: every value the claim carried is redacted from the
         # first line (``run_job`` registers them again, by variable name, as it starts).
-        register_values(registry, plan=claim.env, secrets=claim.secrets)
+        register_values(
+            registry, plan=claim.env, secrets=claim.secrets, registry_auth=claim.registry_auth
+        )
         # Never looser than what the coordinator set for the job's namespace.
         self.sandbox = tighten(settings.sandbox, claim.policy)
         root = Path(tempfile.mkdtemp(prefix=f"runner-job-{claim.job_id}-", dir=settings.temp_root))
@@ -401,7 +426,7 @@ class JobRunner:
                 return Outcome("errored", error=f"cannot clone {claim.clone_url}: {exc}")
             workspace = workspace_from_json(claim.workspace, repo)
             try:
-                images = resolve_images(spec, self._runtime)
+                images = resolve_images(spec, self._runtime, claim.registry_auth)
                 if self.sandbox.isolation != settings.sandbox.isolation:
                     # The namespace asks for gVisor of an executor started without it:
                     # an engine lacking runsc sends the job back for another executor.
@@ -475,6 +500,7 @@ class JobRunner:
                 "steps_run": result.steps_run,
                 "steps_cached": result.steps_cached,
                 "egress_denied": result.egress_denied,
+                "broker_mismatch": result.broker_mismatch,
                 "sandbox": sandbox_summary(self.sandbox),
             },
         )
@@ -500,6 +526,7 @@ class Executor:
         redactor: ActiveRedactor | None = None,
         rng: random.Random | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        metrics: ExecutorMetrics | None = None,
     ) -> None:
         self._api = api
         self._runtime = runtime
@@ -514,6 +541,8 @@ class Executor:
         self._slot_free = threading.Event()
         self.finished: list[JobRunner] = []
         self.exit_code = 0
+        self.claimed = 0
+        self.metrics = metrics or ExecutorMetrics(running=lambda: len(self.running))
 
     # Control (signal handlers call these) ------------------------------------------------------
 
@@ -550,12 +579,14 @@ class Executor:
         retry = Retry(backoff, clock=self._clock, stop=self._stop_claiming, rng=self._rng)
         try:
             while not self._stop_claiming.is_set():
+                if self._claimed_enough():
+                    break
                 if len(self.running) >= settings.max_jobs:
                     self._slot_free.wait(settings.poll_interval_s)
                     self._slot_free.clear()
                     continue
                 try:
-                    claim = self._api.claim(settings.name)
+                    claim = self._api.claim(settings.name, labels=settings.labels)
                 except (NotAuthenticatedError, PermissionDeniedError) as exc:
                     log.error("the coordinator refused this executor's token", error=str(exc))
                     self.exit_code = 1
@@ -577,7 +608,15 @@ class Executor:
         log.info("executor stopped", name=settings.name)
         return self.exit_code
 
+    def _claimed_enough(self) -> bool:
+        total = self.settings.max_jobs_total
+        if total is None or self.claimed < total:
+            return False
+        log.info("claimed --max-jobs-total jobs; exiting once they end", max_jobs_total=total)
+        return True
+
     def _start(self, claim: Claim) -> None:
+        self.claimed += 1
         runner = JobRunner(
             claim,
             api=self._api,
@@ -586,6 +625,7 @@ class Executor:
             redactor=self._redactor,
             on_done=self._done,
             clock=self._clock,
+            metrics=self.metrics,
         )
         with self._lock:
             self._running[claim.job_id] = runner
@@ -611,24 +651,43 @@ class Executor:
             self._slot_free.wait(0.2)
             self._slot_free.clear()
 
+    def heartbeat_info(self, running: Sequence[str]) -> dict[str, Any]:
+        """What this heartbeat says about the executor (``runner.queue.fleet.ExecutorInfo``)."""
+        settings = self.settings
+        limits = {"max_jobs": settings.max_jobs, **dict(settings.info.get("limits") or {})}
+        if settings.max_jobs_total is not None:
+            limits["max_jobs_total"] = settings.max_jobs_total
+        return {
+            **settings.info,
+            "labels": list(settings.labels),
+            "running": list(running),
+            "limits": limits,
+        }
+
     def _heartbeat_loop(self) -> None:
+        # Idle executors beat too: the coordinator's fleet shows who is alive.
         interval = self.settings.heartbeat_interval_s
-        while not self._stopped.wait(interval):
-            with self._lock:
-                leases = {job_id: r.claim.lease for job_id, r in self._running.items()}
-            if not leases:
-                continue
-            try:
-                answer = self._api.heartbeat(self.settings.name, leases)
-            except RunnerError as exc:
-                log.warning("heartbeat failed", error=str(exc))
-                continue
-            with self._lock:
-                runners = dict(self._running)
-            for job_id in answer.cancel:
-                if job_id in runners:
-                    log.info("job canceled by a user", job=job_id)
-                    runners[job_id].cancel("canceled on request", by_user=True)
-            for job_id in answer.lost:
-                if job_id in runners:
-                    runners[job_id].lose()
+        while True:
+            self._beat()
+            if self._stopped.wait(interval):
+                return
+
+    def _beat(self) -> None:
+        with self._lock:
+            leases = {job_id: r.claim.lease for job_id, r in self._running.items()}
+        try:
+            answer = self._api.heartbeat(
+                self.settings.name, leases, info=self.heartbeat_info(sorted(leases))
+            )
+        except RunnerError as exc:
+            log.warning("heartbeat failed", error=str(exc))
+            return
+        with self._lock:
+            runners = dict(self._running)
+        for job_id in answer.cancel:
+            if job_id in runners:
+                log.info("job canceled by a user", job=job_id)
+                runners[job_id].cancel("canceled on request", by_user=True)
+        for job_id in answer.lost:
+            if job_id in runners:
+                runners[job_id].lose()

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from runner.env import EnvPlan, PlannedVar, Provenance, Source
 from runner.errors import CoordinatorError
 from runner.plan import Workspace
+from runner.secrets.delivery import DEFAULT_DELIVERY, Delivery
 
 PAYLOAD_VERSION: Final = 1
 _SOURCES: Final[tuple[str, ...]] = get_args(Source)
@@ -31,9 +32,10 @@ class SecretHandle:
     namespace: str
     version: int
     overrides_global: bool = False
+    delivery: Delivery = DEFAULT_DELIVERY  # how the executor gives it to the step
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "delivery": self.delivery.to_json()}
 
 
 def malformed(what: str) -> CoordinatorError:
@@ -58,6 +60,7 @@ def env_plan_to_json(plan: EnvPlan) -> dict[str, Any]:
                     namespace=var.secret.namespace,
                     version=int(var.secret.version),
                     overrides_global=bool(var.secret.overrides_global),
+                    delivery=var.delivery,
                 ).to_json()
             items.append(item)
         steps[str(number)] = items
@@ -87,6 +90,7 @@ def env_plan_from_json(data: Mapping[str, Any]) -> EnvPlan:
                         namespace=str(raw["namespace"]),
                         version=int(raw["version"]),
                         overrides_global=bool(raw.get("overrides_global", False)),
+                        delivery=Delivery.from_json(raw.get("delivery")),
                     )
                     prov = Provenance(
                         "secret",
@@ -99,7 +103,12 @@ def env_plan_from_json(data: Mapping[str, Any]) -> EnvPlan:
                     prov = Provenance(source)
                 planned.append(
                     PlannedVar(
-                        number, str(item["name"]), prov, text=item.get("text"), secret=handle
+                        number,
+                        str(item["name"]),
+                        prov,
+                        text=item.get("text"),
+                        secret=handle,
+                        delivery=handle.delivery if handle else DEFAULT_DELIVERY,
                     )
                 )
             steps[number] = tuple(planned)

@@ -82,6 +82,10 @@ class NewJob:
     commit: str
     path: str
     payload: Mapping[str, Any]
+    # Labels an executor must have to claim it (runner.queue.routing), sorted.
+    labels: tuple[str, ...] = ()
+    # The finished job this one runs again (`runner jobs retry`).
+    retry_of: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +100,7 @@ class JobRecord:
     namespace: str
     submitter: str
     submission_id: str
+    labels: tuple[str, ...] = ()
     executor: str | None = None
     attempts: int = 0
     resets: int = 0
@@ -105,6 +110,7 @@ class JobRecord:
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
+    retry_of: str | None = None
     result: Mapping[str, Any] | None = None
 
     @classmethod

@@ -1,9 +1,12 @@
-"""Namespace sandbox policies: what an admin requires of every job in a namespace.
+"""Namespace policies: what an admin requires of every job in a namespace.
 
 One row per namespace holding a ``runner.sandbox.tighten.NamespacePolicy``
 as JSON. The coordinator reads it at each claim and sends it with the job;
 the executor runs the job under ``tighten(its own policy, this one)``. A
 namespace without a row requires nothing beyond the executor's own policy.
+
+The row also holds the executor labels the namespace's jobs require
+(``runner.queue.routing``); they join a job's own when it is queued.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from runner.db import Database, Transaction, db_time, parse_db_time
 from runner.errors import UsageError
 from runner.migrations import Migration, register
 from runner.namespaces import Namespace, parse_namespace
+from runner.queue.routing import decode, encode
 from runner.sandbox.tighten import NamespacePolicy
 from runner.secrets.models import rfc3339
 
@@ -31,9 +35,18 @@ CREATE TABLE runner_namespace_policies (
 );
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(350, "queue: namespace sandbox policies", _TABLE),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(350, "queue: namespace sandbox policies", _TABLE),
+    Migration(
+        371,
+        "queue: executor labels a namespace's jobs require",
+        "ALTER TABLE runner_namespace_policies ADD COLUMN labels TEXT NOT NULL DEFAULT '';",
+    ),
+)
 
 register(*MIGRATIONS)
+
+Labels = tuple[str, ...]
 
 
 def policy_namespace(text: str | Namespace) -> Namespace:
@@ -56,11 +69,14 @@ class PolicyRecord:
     policy: NamespacePolicy = field(default_factory=NamespacePolicy)
     updated_by: str | None = None
     updated_at: datetime | None = None
+    # Executor labels every job of the namespace requires.
+    labels: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "namespace": self.namespace,
             **self.policy.to_json(),
+            "require_labels": list(self.labels),
             "updated_by": self.updated_by,
             "updated_at": rfc3339(self.updated_at) if self.updated_at else None,
         }
@@ -71,8 +87,10 @@ class PolicyStore(Protocol):
         """The namespace's policy; an empty one if none was set."""
         ...
 
-    def set(self, namespace: str, policy: NamespacePolicy, *, actor: str) -> PolicyRecord:
-        """Replace the namespace's policy as a whole."""
+    def set(
+        self, namespace: str, policy: NamespacePolicy, *, actor: str, labels: Labels = ()
+    ) -> PolicyRecord:
+        """Replace the namespace's policy (and required labels) as a whole."""
         ...
 
     def clear(self, namespace: str) -> bool:
@@ -90,6 +108,7 @@ def _record(row: dict[str, Any]) -> PolicyRecord:
         policy=NamespacePolicy.from_json(json.loads(row["policy"])),
         updated_by=row["updated_by"],
         updated_at=parse_db_time(row["updated_at"]),
+        labels=decode(row["labels"]),
     )
 
 
@@ -106,17 +125,22 @@ class SqlPolicyStore:
             row = tx.one("SELECT * FROM runner_namespace_policies WHERE namespace = ?", [namespace])
         return _record(row) if row is not None else PolicyRecord(namespace=namespace)
 
-    def set(self, namespace: str, policy: NamespacePolicy, *, actor: str) -> PolicyRecord:
+    def set(
+        self, namespace: str, policy: NamespacePolicy, *, actor: str, labels: Labels = ()
+    ) -> PolicyRecord:
         now = self._clock.now()
-        record = PolicyRecord(namespace=namespace, policy=policy, updated_by=actor, updated_at=now)
+        record = PolicyRecord(
+            namespace=namespace, policy=policy, updated_by=actor, updated_at=now, labels=labels
+        )
 
         def work(tx: Transaction) -> None:
             tx.execute(
-                "INSERT INTO runner_namespace_policies (namespace, policy, updated_by, updated_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (namespace) DO UPDATE SET"
+                "INSERT INTO runner_namespace_policies"
+                " (namespace, policy, updated_by, updated_at, labels)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace) DO UPDATE SET"
                 " policy = excluded.policy, updated_by = excluded.updated_by,"
-                " updated_at = excluded.updated_at",
-                [namespace, json.dumps(policy.to_json()), actor, db_time(now)],
+                " updated_at = excluded.updated_at, labels = excluded.labels",
+                [namespace, json.dumps(policy.to_json()), actor, db_time(now), encode(labels)],
             )
 
         self._db.run(work)

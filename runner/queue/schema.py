@@ -79,6 +79,8 @@ CREATE TABLE runner_tokens (
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(300, "queue: submissions, jobs, fairness, logs, steps, tokens", _TABLES),
+    # `runner jobs retry` queues a new job naming the finished one it runs again.
+    Migration(360, "queue: retries", "ALTER TABLE runner_jobs ADD COLUMN retry_of TEXT;"),
 )
 
 register(*MIGRATIONS)

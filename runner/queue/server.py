@@ -10,9 +10,13 @@ unless told ``insecure``.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import os
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -20,12 +24,15 @@ from types import FrameType
 from fastapi import FastAPI
 
 from runner import __version__
+from runner.db import Database, sqlite_path
 from runner.errors import ConfigError, RunnerError, UsageError
 from runner.log import get_logger
 from runner.queue.api import add_api
+from runner.queue.probes import add_probes
 from runner.queue.service import Coordinator
+from runner.queue.store import SqlJobStore
 from runner.web import mount_web
-from runner.web.session import SessionStore
+from runner.web.session import Sessions, SqlSessionStore
 
 log = get_logger("runner.queue.server")
 
@@ -52,10 +59,10 @@ class ServeOptions:
 def create_app(
     coordinator: Coordinator,
     *,
-    sessions: SessionStore | None = None,
+    sessions: Sessions | None = None,
     poll_interval_s: float = 1.0,
 ) -> FastAPI:
-    """The coordinator's app: the JSON API under ``/api``, the pages everywhere else."""
+    """The coordinator's app: the JSON API under ``/api``, the probes, the pages elsewhere."""
     app = FastAPI(
         title="runner coordinator",
         version=__version__,
@@ -67,11 +74,18 @@ def create_app(
         redoc_url=None,
     )
     add_api(app, coordinator)
+    # /healthz, /readyz and /metrics: unauthenticated, revealing nothing else.
+    jobs = coordinator.jobs
+    add_probes(app, coordinator.metrics, jobs.db if isinstance(jobs, SqlJobStore) else None)
+    # Web sessions live in the database when there is one: every replica serves them,
+    # and they survive a restart.
+    if sessions is None and isinstance(jobs, SqlJobStore):
+        sessions = SqlSessionStore(jobs.db)
     mount_web(app, coordinator, sessions=sessions, poll_interval_s=poll_interval_s)
     return app
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+def parse_listen(text: str, *, flag: str = "--listen") -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts."""
     host, sep, port_text = text.rpartition(":")
     host = host.strip("[]")
@@ -80,7 +94,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     except ValueError:
         port = -1
     if not sep or not host or not 0 <= port <= 65535:
-        raise UsageError(f"--listen {text!r} is not HOST:PORT", hint="write it like 127.0.0.1:8080")
+        raise UsageError(f"{flag} {text!r} is not HOST:PORT", hint="write it like 127.0.0.1:8080")
     return host, port
 
 
@@ -134,6 +148,35 @@ class Resetter:
                 log.warning("the resetter failed; trying again", error=str(exc))
 
 
+@contextmanager
+def sole_server(db: Database | None) -> Iterator[None]:
+    """On SQLite, hold a lock that a second `runner server` on the same file cannot take.
+
+    SQLite serves one coordinator: a second would run its own resetter and keep
+    its own view of the database's writers. ``flock`` on a file beside the
+    database is dropped by the kernel when the process ends, however it ends, so
+    a coordinator killed with SIGKILL restarts without clean-up (a PID file would
+    not). PostgreSQL serves any number of replicas: no lock.
+    """
+    if db is None or db.dialect != "sqlite" or sqlite_path(db.url) == ":memory:":
+        yield
+        return
+    path = Path(sqlite_path(db.url) + ".server-lock")
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another `runner server` is running on the SQLite database {sqlite_path(db.url)}",
+                hint="stop it first; to run coordinator replicas, put their state in "
+                "PostgreSQL (RUNNER_DATABASE_URL=postgresql://...)",
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def _note_signal(signum: int, frame: FrameType | None) -> None:
     log.info("stop signal handled", signal=signal.Signals(signum).name)
 
@@ -156,18 +199,24 @@ def serve(coordinator: Coordinator, options: ServeOptions) -> None:
         server_header=False,
     )
     server = uvicorn.Server(config)
-    resetter = Resetter(coordinator, options.reset_interval_s)
-    resetter.start()
-    log.info("coordinator listening", url=options.url, tls=options.tls_cert is not None)
-    # uvicorn re-raises the stop signal once it has shut down; with a handler of ours
-    # in place that ends here, and a graceful stop exits 0 instead of dying by SIGTERM.
-    previous = {sig: signal.signal(sig, _note_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.run()
-    finally:
-        resetter.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    jobs = coordinator.jobs
+    with sole_server(jobs.db if isinstance(jobs, SqlJobStore) else None):
+        # Every replica runs a resetter: SqlJobStore.reset_stalled locks the rows it
+        # resets (SKIP LOCKED) and decides again on each, so none is reset twice.
+        resetter = Resetter(coordinator, options.reset_interval_s)
+        resetter.start()
+        log.info("coordinator listening", url=options.url, tls=options.tls_cert is not None)
+        # uvicorn re-raises the stop signal once it has shut down; with a handler of ours
+        # in place that ends here, and a graceful stop exits 0 instead of dying by SIGTERM.
+        # The stop is graceful: requests in flight are answered (for up to 10 s) first.
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, _note_signal) for sig in signals}
+        try:
+            server.run()
+        finally:
+            resetter.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     if not server.started:
         raise ConfigError(
             f"the coordinator could not listen on {options.host}:{options.port}",

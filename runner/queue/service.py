@@ -16,7 +16,8 @@ import base64
 import binascii
 import builtins
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,17 @@ from runner.errors import (
     UsageError,
 )
 from runner.execute.job import reveal_secrets
+from runner.execute.registry import find_registry_auth, reveal_registry_auth
 from runner.log import get_logger
+from runner.metrics import CoordinatorMetrics
 from runner.namespaces import Namespace, check_principal_name, parse_namespace
 from runner.queue.bundle import Bundle
+from runner.queue.fleet import ExecutorInfo, FleetStore, fleet_json
 from runner.queue.jobs import build_payload, clone_url, env_plan_to_json
+from runner.queue.memo import Memo
 from runner.queue.models import (
+    CLAIMABLE_STATES,
+    JOB_STATES,
     FailState,
     HeartbeatAnswer,
     JobRecord,
@@ -50,11 +57,13 @@ from runner.queue.models import (
     new_id,
 )
 from runner.queue.policies import PolicyRecord, PolicyStore, policy_namespace
+from runner.queue.routing import parse_labels, waiting_reason
 from runner.queue.states import fail_state
-from runner.queue.store import JobStore, not_found
+from runner.queue.store import JobStore, SqlJobStore, not_found
 from runner.queue.tokens import Principal, TokenStore
 from runner.sandbox.tighten import NamespacePolicy, describe
 from runner.secrets.access import AccessPolicy
+from runner.secrets.delivery import Delivery
 from runner.secrets.models import AuditEvent, SecretMeta
 from runner.secrets.names import DEFAULT_SCOPE
 from runner.secrets.store import SecretStore
@@ -65,8 +74,12 @@ from runner.users.directory import UserDirectory, ensure_owner
 
 log = get_logger("runner.queue.coordinator")
 
+# `runner jobs retry --failed` looks at this many of the newest jobs.
+MAX_RETRY_SCAN = 10_000
 # A claim that refuses this many jobs in a row (secrets gone) answers "nothing" for now.
 MAX_REFUSALS_PER_CLAIM = 20
+# Parsed specs kept for claims, one per submission (a submission's bundle never changes).
+SPECS_KEPT = 256
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +100,8 @@ class ClaimedJob:
     secrets: Mapping[str, Secret] = field(repr=False)
     # The namespace's sandbox requirement, as it stands at the claim.
     policy: NamespacePolicy = field(default_factory=NamespacePolicy)
+    # DOCKER_AUTH_CONFIG as the job resolves it: for pulling its images, not a step's.
+    registry_auth: Secret | None = field(default=None, repr=False)
 
     @property
     def env(self) -> dict[str, Any]:
@@ -104,6 +119,7 @@ class ClaimedJob:
             "clone_url": self.lease.payload["clone_url"],
             "env": dict(self.env),
             "secrets": {sid: value.reveal() for sid, value in self.secrets.items()},
+            "registry_auth": self.registry_auth.reveal() if self.registry_auth else None,
             "policy": self.policy.to_json(),
         }
 
@@ -121,9 +137,13 @@ class Coordinator:
         on_secret_change: Callable[[SecretMeta | None, str], object] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         policies: PolicyStore | None = None,
+        fleet: FleetStore | None = None,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         """``on_secret_change(meta_before, actor)`` runs after a secret is set or removed
-        (the execution cache drops the entries of the old version)."""
+        (the execution cache drops the entries of the old version). ``fleet`` keeps
+        each executor's latest heartbeat; ``metrics`` is this replica's registry (a new
+        one by default)."""
         self.on_secret_change = on_secret_change
         self.jobs = jobs
         self.tokens = tokens
@@ -134,6 +154,18 @@ class Coordinator:
         self.policies = policies
         self._clock = clock
         self.policy = AccessPolicy(users, secrets)
+        # Each submission's spec, parsed and checked once (a claim parsed it again).
+        self._specs: Memo[str, BatchSpec] = Memo(SPECS_KEPT)
+        self.fleet = fleet
+        self.metrics = metrics or CoordinatorMetrics()
+        if metrics is None and isinstance(jobs, SqlJobStore):
+            self.metrics.watch(
+                jobs_by_state=jobs.count_by_state,
+                job_states=JOB_STATES,
+                executors=(
+                    partial(fleet.counts, limit_s=settings.stall_limit_s) if fleet else None
+                ),
+            )
 
     # Who is asking ---------------------------------------------------------------------------
 
@@ -148,6 +180,16 @@ class Coordinator:
             raise NotAuthenticatedError(
                 "the API token is unknown or revoked",
                 hint="ask the operator for a new one (`runner token create`)",
+            )
+        return record.principal
+
+    def authenticate_id(self, token_id: str) -> Principal:
+        """The principal of a token known by its id (a web session keeps no token)."""
+        record = self.tokens.live(token_id)
+        if record is None:
+            raise NotAuthenticatedError(
+                "the API token of this session was revoked",
+                hint="sign in again with a valid token",
             )
         return record.principal
 
@@ -201,6 +243,7 @@ class Coordinator:
         namespace: Namespace,
         value: Secret,
         scope: str | None,
+        delivery: Delivery | None = None,
     ) -> tuple[SecretMeta, bool]:
         actor = self.user(principal)
         ns = namespace
@@ -208,7 +251,7 @@ class Coordinator:
         self.policy.check_manage(actor, ns, name=name, scope=chosen)
         ensure_owner(self.users, ns)
         before = self.secrets.get(name, ns, scope=chosen)
-        result = self.secrets.set(name, ns, value, scope=chosen, actor=actor)
+        result = self.secrets.set(name, ns, value, scope=chosen, actor=actor, delivery=delivery)
         if self.on_secret_change is not None:
             self.on_secret_change(before, actor)
         return result
@@ -288,13 +331,24 @@ class Coordinator:
         }
 
     def submit(
-        self, principal: Principal, *, bundle: Mapping[str, Any], namespace: Namespace
+        self,
+        principal: Principal,
+        *,
+        bundle: Mapping[str, Any],
+        namespace: Namespace,
+        labels: Sequence[str] = (),
     ) -> tuple[Submission, list[JobRecord]]:
-        """Check everything that can be checked without decrypting, then queue the jobs."""
+        """Check everything that can be checked without decrypting, then queue the jobs.
+
+        Each job requires ``labels`` and its namespace's labels of its executor.
+        """
         from runner.plan import plan_workspaces
 
         ns = namespace
+        required = set(parse_labels(labels, flag="--require"))
         actor, parsed, spec, env_plan = self._plan(principal, bundle, ns)
+        if self.policies is not None:
+            required.update(self.policies.get(str(ns)).labels)
         for ref in env_plan.secrets():
             self.policy.check_use(ns, ref, actor=actor)
         workspaces = plan_workspaces(spec, self._repositories())
@@ -328,10 +382,12 @@ class Coordinator:
                     ),
                     env_plan=env_plan,
                 ),
+                labels=tuple(sorted(required)),
             )
             for ws in workspaces
         ]
         records = self.jobs.add_submission(submission, new_jobs)
+        self._specs.put(submission.id, spec)
         log.info(
             "queued jobs",
             submission=submission.id,
@@ -352,6 +408,27 @@ class Coordinator:
         actor = self.user(principal)
         return self.jobs.list(namespaces=self._visible_namespaces(actor), limit=limit)
 
+    def why_waiting(self, jobs: Sequence[JobRecord]) -> dict[str, str]:
+        """For each waiting job no live executor may claim, why (its labels)."""
+        waiting = [j for j in jobs if j.labels and j.state in CLAIMABLE_STATES]
+        if not waiting:
+            return {}
+        # Live: claimed (an idle executor claims each poll) or sent a heartbeat lately.
+        limit_s = self.settings.stall_limit_s
+        live = self.jobs.live_labels(within_s=limit_s)
+        if self.fleet is not None:
+            now = self._clock.now()
+            live += [
+                e.info.labels for e in self.fleet.list() if not e.stale(now=now, limit_s=limit_s)
+            ]
+        reasons = {j.id: waiting_reason(j.labels, live) for j in waiting}
+        return {job_id: why for job_id, why in reasons.items() if why}
+
+    def jobs_json(self, jobs: Sequence[JobRecord]) -> list[dict[str, Any]]:
+        """Jobs as the API and the pages list them: with ``waiting`` where one waits."""
+        reasons = self.why_waiting(jobs)
+        return [{**j.to_json(), "waiting": reasons.get(j.id)} for j in jobs]
+
     def get_job(self, principal: Principal, job_id: str) -> JobRecord:
         actor = self.user(principal)
         job = self.jobs.get(job_id)
@@ -367,6 +444,7 @@ class Coordinator:
     def show_job(self, principal: Principal, job_id: str) -> dict[str, Any]:
         job = self.get_job(principal, job_id)
         data = job.to_json(with_result=True)
+        data["waiting"] = self.why_waiting([job]).get(job.id)
         payload = self.jobs.payload(job_id)
         data["env"] = payload.get("env")
         data["steps"] = [s.to_json() for s in self.jobs.steps(job_id)]
@@ -380,8 +458,10 @@ class Coordinator:
 
     def cancel_job(self, principal: Principal, job_id: str) -> JobRecord:
         actor = self.user(principal)
-        self.get_job(principal, job_id)
+        before = self.get_job(principal, job_id)
         record = self.jobs.request_cancel(job_id)
+        if before.state in CLAIMABLE_STATES and record.state == "canceled":
+            self.metrics.ended("canceled", None)
         log.info("cancel requested", job=job_id, by=actor, state=record.state)
         return record
 
@@ -396,14 +476,20 @@ class Coordinator:
 
     # Executors ----------------------------------------------------------------------
 
-    def claim(self, principal: Principal, *, executor: str | None = None) -> ClaimedJob | None:
+    def claim(
+        self, principal: Principal, *, executor: str | None = None, labels: Sequence[str] = ()
+    ) -> ClaimedJob | None:
+        """The next job this executor may run (it has every label the job requires)."""
         name = self.executor(principal, executor)
+        have = parse_labels(labels)
+        self.jobs.note_executor(name, have)
         for _ in range(MAX_REFUSALS_PER_CLAIM):
-            lease = self.jobs.claim(name)
+            lease = self.jobs.claim(name, have)
             if lease is None:
                 return None
             try:
                 plan, values = self._open_secrets(lease, name)
+                registry_auth = self._open_registry_auth(lease, name)
             except StaleSecretError as exc:
                 self._refuse(lease, "errored", f"a secret changed while the job was claimed: {exc}")
                 continue
@@ -431,24 +517,30 @@ class Coordinator:
                 attempt=lease.attempt,
                 secrets=len(values),
             )
+            self._claimed(lease.job, len(values))
             policy = self._policy_of(lease.job.namespace)
-            return ClaimedJob(lease=lease, plan=plan, secrets=values, policy=policy)
+            return ClaimedJob(
+                lease=lease, plan=plan, secrets=values, policy=policy, registry_auth=registry_auth
+            )
         return None
 
     def _refuse(self, lease: Lease, state: FailState, error: str) -> None:
         log.warning("job refused at claim", job=lease.job.id, state=state, error=error)
-        self.jobs.fail(
+        record = self.jobs.fail(
             lease.job.id,
             lease.token,
             state=state,
             error=error,
             max_attempts=self.settings.max_attempts,
         )
+        self._ended(record)
 
     def _open_secrets(self, lease: Lease, executor: str) -> tuple[EnvPlan, dict[str, Secret]]:
         job = lease.job
         self.policy.check_run_in(job.submitter, job.namespace)
-        spec = self._spec(Bundle.from_json(lease.bundle))
+        spec = self._specs.get(
+            job.submission_id, lambda: self._spec(Bundle.from_json(lease.bundle))
+        )
         plan: EnvPlan = plan_env(spec, job.namespace, self.secrets)
         for meta in plan.secrets():
             self.policy.check_use(job.namespace, meta, actor=job.submitter, job=job.id)
@@ -460,17 +552,37 @@ class Coordinator:
         )
         return plan, values
 
+    def _open_registry_auth(self, lease: Lease, executor: str) -> Secret | None:
+        """The job's registry credentials, checked and audited like a step's secret."""
+        job = lease.job
+        meta = find_registry_auth(self.secrets, job.namespace)
+        if meta is not None:
+            self.policy.check_use(job.namespace, meta, actor=job.submitter, job=job.id)
+        return reveal_registry_auth(self.secrets, meta, actor=f"executor:{executor}", run_id=job.id)
+
     def heartbeat(
-        self, principal: Principal, *, executor: str | None, leases: Mapping[str, str]
+        self,
+        principal: Principal,
+        *,
+        executor: str | None,
+        leases: Mapping[str, str],
+        info: Mapping[str, Any] | None = None,
     ) -> HeartbeatAnswer:
+        """Keep the leases alive; ``info`` (what the executor says about itself) is kept
+        as its latest in the fleet."""
         name = self.executor(principal, executor)
+        if info is not None and self.fleet is not None:
+            self.fleet.record(ExecutorInfo.from_json(info, name=name))
         return self.jobs.heartbeat(name, leases)
 
     def append_logs(
         self, principal: Principal, job_id: str, *, lease: str, chunks: Sequence[tuple[int, str]]
     ) -> int:
         self.executor(principal)
-        return self.jobs.append_logs(job_id, lease, chunks)
+        added = self.jobs.append_logs(job_id, lease, chunks)
+        if added:
+            self.metrics.log_bytes.inc(sum(len(text.encode()) for _, text in chunks))
+        return added
 
     def record_step(
         self,
@@ -484,12 +596,14 @@ class Coordinator:
     ) -> None:
         self.executor(principal)
         self.jobs.record_step(job_id, lease, step=step, status=status, exit_code=exit_code)
+        self.metrics.step(job_id, step, status, self._clock.monotonic())
 
     def complete(
         self, principal: Principal, job_id: str, *, lease: str, result: Mapping[str, Any]
     ) -> JobRecord:
         self.executor(principal)
         record = self.jobs.complete(job_id, lease, result)
+        self._ended(record)
         log.info("job completed", job=job_id, executor=record.executor)
         return record
 
@@ -504,14 +618,14 @@ class Coordinator:
             error=error,
             max_attempts=self.settings.max_attempts,
         )
+        self._ended(record)
         log.info("job ended", job=job_id, state=record.state, executor=record.executor)
         return record
 
     def cache_get(self, principal: Principal, key: str) -> bytes | None:
         self.executor(principal)
-        if self.cache is None:
-            return None
-        entry = self.cache.get(key)
+        entry = self.cache.get(key) if self.cache is not None else None
+        self.metrics.cache.labels("hit" if entry is not None else "miss").inc()
         return entry.to_bytes() if entry is not None else None
 
     def cache_put(
@@ -539,6 +653,7 @@ class Coordinator:
             namespace=str(parse_namespace(namespace)),
             secret_refs=list(secret_refs),
         )
+        self.metrics.cache.labels("put").inc()
 
     # Namespace sandbox policies -------------------------------------------------------------
 
@@ -556,17 +671,25 @@ class Coordinator:
         return self.policies.get(str(namespace))
 
     def set_namespace_policy(
-        self, principal: Principal, namespace: Namespace, policy: NamespacePolicy
+        self,
+        principal: Principal,
+        namespace: Namespace,
+        policy: NamespacePolicy,
+        *,
+        labels: Sequence[str] = (),
     ) -> PolicyRecord:
-        """Replace the namespace's policy (admins only); later claims carry it."""
+        """Replace the namespace's policy (admins only); later claims carry it, and
+        jobs queued from now on require ``labels`` of their executor."""
         actor = self._policy_admin(principal, namespace)
         store = self._policy_store()
-        record = store.set(str(namespace), policy, actor=actor)
+        required = parse_labels(labels, flag="--require-label")
+        record = store.set(str(namespace), policy, actor=actor, labels=required)
         log.info(
             "namespace policy set",
             namespace=str(namespace),
             by=actor,
             policy=describe(policy.to_json()),
+            labels=list(required),
         )
         return record
 
@@ -607,7 +730,105 @@ class Coordinator:
         )
         for job in changed:
             log.warning("stalled job reset", job=job.id, state=job.state, resets=job.resets)
+            if job.terminal:
+                self._ended(job)
         return changed
+
+    # Operations: metrics, the executor fleet, retries --------------------------------------
+
+    def _claimed(self, job: JobRecord, secrets: int) -> None:
+        self.metrics.secret_accesses.inc(secrets)
+        waited = (self._clock.now() - job.created_at).total_seconds()
+        self.metrics.queue_wait_seconds.observe(max(0.0, waited))
+
+    def _ended(self, job: JobRecord) -> None:
+        """Count an attempt that reached ``job.state`` (a no-op for any other state)."""
+        started = job.started_at
+        seconds = (self._clock.now() - started).total_seconds() if started else None
+        self.metrics.ended(job.state, seconds)
+
+    def executors(self, principal: Principal) -> list[dict[str, Any]]:
+        """Every executor's latest heartbeat, ``stale`` after the stall limit (admins only)."""
+        actor = self.user(principal)
+        if not self.users.is_admin(actor):
+            raise PermissionDeniedError(
+                f"{actor} may not list executors: only admins may",
+                hint="ask an admin to run `runner executors list`",
+            )
+        entries = self.fleet.list() if self.fleet is not None else []
+        return fleet_json(entries, now=self._clock.now(), limit_s=self.settings.stall_limit_s)
+
+    def retry_jobs(self, principal: Principal, job_ids: Sequence[str]) -> list[JobRecord]:
+        """Queue a new attempt of each finished job (whoever may cancel it may retry it)."""
+        return self._retry(principal, [self.get_job(principal, job_id) for job_id in job_ids])
+
+    def retry_failed(
+        self, principal: Principal, *, namespace: Namespace | None = None
+    ) -> list[JobRecord]:
+        """Retry every failed job the caller may see (of ``namespace``) not retried yet."""
+        actor = self.user(principal)
+        namespaces = self._visible_namespaces(actor)
+        if namespace is not None:
+            if not self._may_see(actor, str(namespace)):
+                raise PermissionDeniedError(
+                    f"{actor} may not retry jobs in {namespace}",
+                    hint="ask someone who may act in that namespace",
+                )
+            namespaces = [str(namespace)]
+        visible = self.jobs.list(namespaces=namespaces, limit=MAX_RETRY_SCAN)
+        retried = {j.retry_of for j in visible if j.retry_of}
+        failed = [j for j in visible if j.state == "failed" and j.id not in retried]
+        return self._retry(principal, failed)
+
+    def _retry(self, principal: Principal, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        actor = self.user(principal)
+        for job in jobs:
+            if not job.terminal:
+                raise UsageError(
+                    f"job {job.id} is {job.state}; only a finished job can be retried",
+                    hint=f"wait for it to end, or cancel it (`runner jobs cancel {job.id}`)",
+                )
+        # Plan every job first (the current secret versions; a secret removed since is
+        # refused here), so that one refusal queues nothing.
+        batches = [self._retry_batch(group) for group in _by_submission(jobs)]
+        made: list[JobRecord] = []
+        for submission, new_jobs in batches:
+            made.extend(self.jobs.add_submission(submission, new_jobs))
+        self.metrics.retries.inc(len(made))
+        for new in made:
+            log.info("job retried", job=new.retry_of, new_job=new.id, by=actor)
+        return made
+
+    def _retry_batch(self, jobs: Sequence[JobRecord]) -> tuple[Submission, list[NewJob]]:
+        """A new submission (the same spec, namespace and submitter) for ``jobs``."""
+        original = self.jobs.get_submission(jobs[0].submission_id)
+        if original is None:
+            raise not_found(jobs[0].id)
+        spec = self._spec(Bundle.from_json(original.bundle))
+        env = env_plan_to_json(plan_env(spec, original.namespace, self.secrets))
+        submission = replace(original, id=new_id("sub"), created_at=self._clock.now())
+        new_jobs = [
+            NewJob(
+                namespace=job.namespace,
+                submitter=job.submitter,
+                repository=job.repository,
+                branch=job.branch,
+                commit=job.commit,
+                path=job.path,
+                payload={**self.jobs.payload(job.id), "env": env},
+                labels=job.labels,
+                retry_of=job.id,
+            )
+            for job in jobs
+        ]
+        return submission, new_jobs
+
+
+def _by_submission(jobs: Sequence[JobRecord]) -> list[list[JobRecord]]:
+    groups: dict[str, list[JobRecord]] = {}
+    for job in jobs:
+        groups.setdefault(job.submission_id, []).append(job)
+    return list(groups.values())
 
 
 def _missing_at_claim(exc: MissingSecretsError, job: JobRecord) -> str:

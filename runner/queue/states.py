@@ -106,19 +106,28 @@ def fail_state(text: str) -> FailState:
 # Events ----------------------------------------------------------------------------------------
 
 
+def claimed_fields(*, executor: str, now: datetime) -> dict[str, Any]:
+    """What a claim sets on a claimable job, besides ``attempts + 1`` and the new lease.
+
+    ``SqlJobStore`` writes these in its one claiming ``UPDATE``; ``claim`` below
+    applies them to a record, so the rule is written once.
+    """
+    return {
+        "state": "processing",
+        "executor": executor,
+        "started_at": now,
+        "heartbeat_at": now,
+        "finished_at": None,
+    }
+
+
 def claim(job: StoredJob, *, executor: str, token: str, now: datetime) -> Move:
     """Start an attempt under the new lease ``token`` (only its hash is kept)."""
     record = job.record
     if record.state not in CLAIMABLE_STATES:
         return _same(job)
     started = replace(
-        record,
-        state="processing",
-        executor=executor,
-        attempts=record.attempts + 1,
-        started_at=now,
-        heartbeat_at=now,
-        finished_at=None,
+        record, attempts=record.attempts + 1, **claimed_fields(executor=executor, now=now)
     )
     return Move(started, lease_hash(token))
 
@@ -145,10 +154,16 @@ def _finish(job: StoredJob, lease: str, state: JobState) -> bool:
     raise lease_lost(job.record.id)
 
 
+def completed_fields(*, result: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """What completing a ``processing`` job held under its lease sets (``SqlJobStore``
+    writes these in one conditional ``UPDATE``; anything else goes through ``complete``)."""
+    return {"state": "completed", "error": None, "finished_at": now, "result": dict(result)}
+
+
 def complete(job: StoredJob, lease: str, *, result: Mapping[str, Any], now: datetime) -> Move:
     if not _finish(job, lease, "completed"):
         return _same(job)
-    return _end(job, "completed", None, now, result=dict(result))
+    return _moved(job, **completed_fields(result=result, now=now))
 
 
 def gave_up(error: str, attempts: int) -> str:

@@ -22,13 +22,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import fields, replace
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Protocol, TypeVar
 
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.db import Database, Transaction, db_time, parse_db_time
 from runner.errors import BusyError, JobNotFoundError, LeaseLostError
-from runner.queue import schema, states
+from runner.queue import routing, schema, states
 from runner.queue.models import (
     CLAIMABLE_STATES,
     FailState,
@@ -39,6 +39,7 @@ from runner.queue.models import (
     NewJob,
     StepRecord,
     Submission,
+    lease_hash,
     new_id,
     new_lease,
 )
@@ -64,8 +65,17 @@ class JobStore(Protocol):
         """The newest ``limit`` jobs (of ``namespaces`` when given), oldest first."""
         ...
 
-    def claim(self, executor: str) -> Lease | None:
-        """The next job, fairly across namespaces, now ``processing`` under a new lease."""
+    def claim(self, executor: str, labels: Sequence[str] = ()) -> Lease | None:
+        """The next job whose required labels are all in ``labels``, fairly across
+        namespaces, now ``processing`` under a new lease."""
+        ...
+
+    def note_executor(self, executor: str, labels: Sequence[str]) -> None:
+        """Remember that ``executor`` with these labels is alive now."""
+        ...
+
+    def live_labels(self, *, within_s: float) -> builtins.list[tuple[str, ...]]:
+        """The label sets of executors seen within the last ``within_s`` seconds."""
         ...
 
     def heartbeat(self, executor: str, leases: Mapping[str, str]) -> HeartbeatAnswer:
@@ -125,14 +135,20 @@ class JobEvents(ABC):
         """Apply ``decide`` to the job as stored, store the move, return the record."""
 
     @abstractmethod
-    def _claim_next(self, decide: Decide) -> Claimed | None:
-        """Apply ``decide`` to the next claimable job, fairly across namespaces."""
+    def _claim_next(
+        self, decide: Decide, *, executor: str, token: str, labels: Sequence[str]
+    ) -> Claimed | None:
+        """Apply ``decide`` (a claim by ``executor`` under ``token``) to the next job
+        these labels may run, fairly across namespaces."""
 
-    def claim(self, executor: str) -> Lease | None:
+    def claim(self, executor: str, labels: Sequence[str] = ()) -> Lease | None:
         token = new_lease()
         now = self._now()
         claimed = self._claim_next(
-            lambda job: states.claim(job, executor=executor, token=token, now=now)
+            lambda job: states.claim(job, executor=executor, token=token, now=now),
+            executor=executor,
+            token=token,
+            labels=labels,
         )
         if claimed is None:
             return None
@@ -210,6 +226,7 @@ _CODECS: dict[str, Codec] = {
     "heartbeat_at": _TIME,
     "finished_at": _TIME,
     "result": (_opt_json, _db_opt_json),
+    "labels": (routing.decode, routing.encode),
 }
 _COLUMN = {"commit": "commit_sha"}
 _FIELDS = tuple(f.name for f in fields(JobRecord))
@@ -243,18 +260,61 @@ def _stored(row: Mapping[str, Any]) -> states.StoredJob:
     return states.StoredJob(_job(row), row["lease_hash"])
 
 
+def _value(name: str, value: Any) -> Any:
+    return _CODECS[name][1](value) if name in _CODECS else value
+
+
 def _values(job: JobRecord, names: Sequence[str]) -> list[Any]:
-    return [
-        _CODECS[name][1](getattr(job, name)) if name in _CODECS else getattr(job, name)
-        for name in names
-    ]
+    return [_value(name, getattr(job, name)) for name in names]
+
+
+def _sets(fields_: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """``col = ?, …`` and its values for fields decided by ``runner.queue.states``."""
+    names = list(fields_)
+    text = ", ".join(f"{_COLUMN.get(n, n)} = ?" for n in names)
+    return text, [_value(n, fields_[n]) for n in names]
+
+
+_CLAIMABLE = ", ".join(f"'{s}'" for s in CLAIMABLE_STATES)
+_RETURNED = ", ".join(_COLUMN.get(name, name) for name in _FIELDS) + ", lease_hash"
+_NEXT_TURN = "(SELECT COALESCE(MAX(last_claim), 0) + 1 FROM runner_job_fairness)"
+_TAKE_TURN = (
+    "INSERT INTO runner_job_fairness (namespace, last_claim) {source}"
+    " ON CONFLICT (namespace) DO UPDATE SET last_claim = excluded.last_claim"
+)
+
+
+@lru_cache(maxsize=64)
+def _claim_sql(dialect: str, sets: str, where: str) -> tuple[str, str]:
+    """The claiming statement and, on SQLite, the statement taking the namespace's turn
+    after it (PostgreSQL does both in one statement, so the second is empty)."""
+    lock = " FOR UPDATE OF j SKIP LOCKED" if dialect == "postgresql" else ""
+    pick = (
+        "SELECT j.seq FROM runner_jobs j"  # noqa: S608 (fixed text; values are parameters)
+        " LEFT JOIN runner_job_fairness f ON f.namespace = j.namespace"
+        f" WHERE j.state IN ({_CLAIMABLE}) AND {where}"
+        f" ORDER BY COALESCE(f.last_claim, 0), j.seq LIMIT 1{lock}"
+    )
+    update = (
+        f"UPDATE runner_jobs SET {sets}, attempts = attempts + 1, lease_hash = ?"  # noqa: S608
+        f" WHERE seq = ({pick}) AND state IN ({_CLAIMABLE})"
+        f" RETURNING {_RETURNED}, payload,"
+        " (SELECT s.bundle FROM runner_submissions s"
+        " WHERE s.id = runner_jobs.submission_id) AS bundle"
+    )
+    if dialect != "postgresql":
+        return update, _TAKE_TURN.format(source=f"VALUES (?, {_NEXT_TURN})")
+    taken = _TAKE_TURN.format(source=f"SELECT namespace, {_NEXT_TURN} FROM claimed")  # noqa: S608
+    return f"WITH claimed AS ({update}), turn AS ({taken}) SELECT * FROM claimed", ""  # noqa: S608
 
 
 class SqlJobStore(JobEvents):
     def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._db = db
         self._clock = clock
-        db.migrate(schema.MIGRATIONS)
+        db.migrate((*schema.MIGRATIONS, *routing.MIGRATIONS))
+        # When this process last wrote each executor's labels (see note_executor).
+        self._noted: dict[str, tuple[tuple[str, ...], float]] = {}
 
     @property
     def db(self) -> Database:
@@ -322,6 +382,11 @@ class SqlJobStore(JobEvents):
                     f" VALUES ({', '.join('?' for _ in _FIELDS)}, ?)",
                     [*_values(job, _FIELDS), json.dumps(new.payload)],
                 )
+                for label in job.labels:
+                    tx.execute(
+                        "INSERT INTO runner_job_labels (job_id, label) VALUES (?, ?)",
+                        [job.id, label],
+                    )
                 records.append(job)
             return records
 
@@ -376,41 +441,76 @@ class SqlJobStore(JobEvents):
             )
         return [_job(r) for r in reversed(rows)]
 
+    def count_by_state(self) -> dict[str, int]:
+        """How many jobs are in each state (the ``runner_jobs`` gauge, read at scrape time)."""
+        with self._db.transaction(write=False) as tx:
+            rows = tx.all("SELECT state, COUNT(*) AS n FROM runner_jobs GROUP BY state")
+        return {str(r["state"]): int(r["n"]) for r in rows}
+
     # Claims, logs, steps, the resetter (JobEvents handles the rest) ------------------------
 
-    def _claim_next(self, decide: Decide) -> Claimed | None:
-        claimable = ", ".join(f"'{s}'" for s in CLAIMABLE_STATES)
+    def _claim_next(
+        self, decide: Decide, *, executor: str, token: str, labels: Sequence[str]
+    ) -> Claimed | None:
+        # One UPDATE picks the row, applies states.claimed_fields and returns the job with
+        # its payload and bundle (``decide``, the same rule on a record, is the memory
+        # store's). PostgreSQL also takes the namespace's turn in the same statement.
+        sets, set_params = _sets(states.claimed_fields(executor=executor, now=self._now()))
+        where, label_params = routing.claim_filter(labels)
+        update, turn = _claim_sql(self._db.dialect, sets, where)
+        params = [*set_params, lease_hash(token), *label_params]
+        if not turn:
+            rows = self._db.once(update, params)
+        else:
 
-        def work(tx: Transaction) -> Claimed | None:
-            # The pick sorts every waiting row, so it carries the id alone.
-            picked = tx.scalar(
-                "SELECT j.id FROM runner_jobs j"  # noqa: S608
-                " LEFT JOIN runner_job_fairness f ON f.namespace = j.namespace"
-                f" WHERE j.state IN ({claimable})"
-                " ORDER BY COALESCE(f.last_claim, 0), j.seq LIMIT 1" + self._lock(skip_locked=True),
-            )
-            if picked is None:
-                return None
-            move = decide(_stored(self._row(tx, picked)))
-            if not move.changed:
-                return None
-            job = self._write(tx, move)
-            tx.execute(
-                "INSERT INTO runner_job_fairness (namespace, last_claim) VALUES"
-                " (?, (SELECT COALESCE(MAX(last_claim), 0) + 1 FROM runner_job_fairness))"
-                " ON CONFLICT (namespace) DO UPDATE SET last_claim = excluded.last_claim",
-                [job.namespace],
-            )
-            extra = tx.one(
-                "SELECT j.payload, s.bundle FROM runner_jobs j"
-                " JOIN runner_submissions s ON s.id = j.submission_id WHERE j.id = ?",
-                [job.id],
-            )
-            if extra is None:
-                raise not_found(job.id)
-            return job, json.loads(extra["payload"]), json.loads(extra["bundle"])
+            def work(tx: Transaction) -> list[dict[str, Any]]:
+                found = tx.all(update, params)
+                if found:
+                    tx.execute(turn, [found[0]["namespace"]])
+                return found
 
-        return self._run(work)
+            rows = self._run(work)
+        if not rows:
+            return None
+        row = rows[0]
+        return _job(row), json.loads(row["payload"]), json.loads(row["bundle"])
+
+    # The executors' labels ------------------------------------------------------------------
+
+    def note_executor(self, executor: str, labels: Sequence[str]) -> None:
+        # Claims come many times a second; one write a second per executor is enough.
+        key = tuple(labels)
+        moment = self._clock.monotonic()
+        last = self._noted.get(executor)
+        if last is not None and last[0] == key and moment - last[1] < routing.NOTE_EVERY_S:
+            return
+        self._noted[executor] = (key, moment)
+        self._db.once(
+            "INSERT INTO runner_executor_labels (executor, labels, seen_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (executor) DO UPDATE SET labels = excluded.labels,"
+            " seen_at = excluded.seen_at",
+            [executor, routing.encode(key), db_time(self._now())],
+        )
+
+    def live_labels(self, *, within_s: float) -> builtins.list[tuple[str, ...]]:
+        since = db_time(self._now() - timedelta(seconds=within_s))
+        rows = self._db.once(
+            "SELECT DISTINCT labels FROM runner_executor_labels WHERE seen_at >= ?", [since]
+        )
+        return [routing.decode(r["labels"]) for r in rows]
+
+    def complete(self, job_id: str, lease: str, result: Mapping[str, Any]) -> JobRecord:
+        # The usual case in one conditional UPDATE: the job is processing under this
+        # lease. Anything else (a retried call, a lost lease) is decided as every event.
+        sets, params = _sets(states.completed_fields(result=result, now=self._now()))
+        rows = self._db.once(
+            f"UPDATE runner_jobs SET {sets} WHERE id = ? AND lease_hash = ?"  # noqa: S608
+            f" AND state = 'processing' RETURNING {_RETURNED}",
+            [*params, job_id, lease_hash(lease)],
+        )
+        if rows:
+            return _job(rows[0])
+        return super().complete(job_id, lease, result)
 
     def _held(self, tx: Transaction, job_id: str, lease: str) -> JobRecord:
         stored = _stored(self._row(tx, job_id))

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal, Protocol
 
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.db import Database, Transaction, db_time, parse_db_time
-from runner.errors import BusyError, TokenNotFoundError, UsageError
+from runner.errors import TokenNotFoundError, UsageError
 from runner.namespaces import check_principal_name
 from runner.queue import schema
 from runner.secrets.models import rfc3339
@@ -96,6 +96,10 @@ class TokenStore(Protocol):
 
     def list(self) -> builtins.list[TokenRecord]: ...
 
+    def live(self, token_id: str) -> TokenRecord | None:
+        """The token with this id unless it was revoked (a web session's check)."""
+        ...
+
     def revoke(self, token_id: str) -> TokenRecord:
         """Revoke at once; raises ``TokenNotFoundError`` for an unknown id."""
         ...
@@ -145,32 +149,35 @@ class SqlTokenStore:
         if not token.startswith(TOKEN_PREFIX):
             return None
         wanted = hash_token(token)
-
-        def work(tx: Transaction) -> TokenRecord | None:
-            row = tx.one(
-                "SELECT * FROM runner_tokens WHERE token_hash = ? AND revoked_at IS NULL",
-                [wanted],
+        # Every request asks: one statement, outside any transaction (on SQLite no
+        # write lock, on PostgreSQL one round trip), and a write only when the
+        # stamp of its last use is older than LAST_USED_GRANULARITY.
+        rows = self._db.once(
+            "SELECT * FROM runner_tokens WHERE token_hash = ? AND revoked_at IS NULL", [wanted]
+        )
+        # The index lookup found it; compare again in constant time all the same.
+        if not rows or not hmac.compare_digest(rows[0]["token_hash"], wanted):
+            return None
+        record = _record(rows[0])
+        now = self._clock.now()
+        last = record.last_used_at
+        if last is None or now - last >= LAST_USED_GRANULARITY:
+            self._db.once(
+                "UPDATE runner_tokens SET last_used_at = ? WHERE id = ?",
+                [db_time(now), record.id],
             )
-            # The index lookup found it; compare again in constant time all the same.
-            if row is None or not hmac.compare_digest(row["token_hash"], wanted):
-                return None
-            record = _record(row)
-            now = self._clock.now()
-            last = record.last_used_at
-            if last is None or now - last >= LAST_USED_GRANULARITY:
-                tx.execute(
-                    "UPDATE runner_tokens SET last_used_at = ? WHERE id = ?",
-                    [db_time(now), record.id],
-                )
-            return record
-
-        result: TokenRecord | None = self._db.run(work, retry_on=(BusyError,))
-        return result
+        return record
 
     def list(self) -> builtins.list[TokenRecord]:
         with self._db.transaction(write=False) as tx:
             rows = tx.all("SELECT * FROM runner_tokens ORDER BY created_at, id")
         return [_record(r) for r in rows]
+
+    def live(self, token_id: str) -> TokenRecord | None:
+        rows = self._db.once(
+            "SELECT * FROM runner_tokens WHERE id = ? AND revoked_at IS NULL", [token_id]
+        )
+        return _record(rows[0]) if rows else None
 
     def revoke(self, token_id: str) -> TokenRecord:
         def work(tx: Transaction) -> TokenRecord:

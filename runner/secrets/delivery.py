@@ -17,6 +17,7 @@ with the same version give different steps).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -123,6 +124,19 @@ class Delivery:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "broker": self.broker.to_json() if self.broker else None}
+
+    def stored(self) -> str | None:
+        """The database column's text: NULL for the default, else the JSON form."""
+        if self == DEFAULT_DELIVERY:
+            return None
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+    def change(self, before: Delivery | None) -> str | None:
+        """The audit event's detail for a write: what the delivery became, if it changed."""
+        was = before or DEFAULT_DELIVERY
+        if self == was:
+            return None
+        return f"delivery {was.describe()} -> {self.describe()}"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Delivery:

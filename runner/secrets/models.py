@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,7 +65,7 @@ class SecretMeta:
             updated_at=datetime.fromisoformat(data["updated_at"]),
             updated_by=data["updated_by"],
             overrides_global=bool(data.get("overrides_global", False)),
-            delivery=Delivery.from_json(data.get("delivery")),
+            delivery=_delivery(data.get("delivery")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -81,6 +82,15 @@ class SecretMeta:
             "overrides_global": self.overrides_global,
             "delivery": self.delivery.to_json(),
         }
+
+
+def _delivery(raw: object) -> Delivery:
+    """A ``Delivery`` from its JSON form, or from a database row's JSON text (NULL: env)."""
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ValueError(f"not a secret delivery: {type(raw).__name__}")
+    return Delivery.from_json(raw)
 
 
 def _now() -> datetime:

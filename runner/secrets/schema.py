@@ -109,6 +109,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "secrets: a check value per master key",
         "ALTER TABLE master_keys ADD COLUMN check_value {{BLOB}};",
     ),
+    # How the current version reaches a step (runner.secrets.delivery), as JSON;
+    # NULL is the default, a plain environment variable. Metadata, never a value.
+    Migration(
+        103,
+        "secrets: how each secret is delivered",
+        "ALTER TABLE secrets ADD COLUMN delivery TEXT;",
+    ),
 )
 
 register(*MIGRATIONS)

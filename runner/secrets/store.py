@@ -52,6 +52,7 @@ from runner.secrets.crypto import (
     seal,
     unseal,
 )
+from runner.secrets.delivery import DEFAULT_DELIVERY, Delivery
 from runner.secrets.models import AUDIT_EVENTS, AuditEvent, SecretMeta
 from runner.secrets.names import (
     DEFAULT_SCOPE,
@@ -183,8 +184,16 @@ def key_not_loaded(key_id: str, source: object) -> MasterKeyError:
 
 
 def accessed(meta: SecretMeta, access: Access, at: datetime) -> AuditEvent:
+    # A brokered secret's access says so: its job used it through the proxy, for those hosts.
+    broker = meta.delivery.broker
     return secret_event(
-        "accessed", meta, actor=access.actor, at=at, job=access.job, step=access.step
+        "accessed",
+        meta,
+        actor=access.actor,
+        at=at,
+        job=access.job,
+        step=access.step,
+        detail=broker.describe() if broker is not None else None,
     )
 
 
@@ -196,6 +205,7 @@ def secret_event(
     at: datetime,
     job: str | None = None,
     step: int | None = None,
+    detail: str | None = None,
 ) -> AuditEvent:
     """An audit event about one version of one secret."""
     return AuditEvent(
@@ -209,7 +219,22 @@ def secret_event(
         version=meta.version,
         job=job,
         step=step,
+        detail=detail,
     )
+
+
+def kept_delivery(asked: Delivery | None, before: SecretMeta | None) -> Delivery:
+    """The delivery a write stores: the one asked for, else the current one, else env."""
+    if asked is not None:
+        return asked
+    return before.delivery if before is not None else DEFAULT_DELIVERY
+
+
+def written(meta: SecretMeta, before: SecretMeta | None, *, actor: str, at: datetime) -> AuditEvent:
+    """The ``created``/``updated`` event of a write; its detail says a changed delivery."""
+    event = "created" if before is None else "updated"
+    detail = meta.delivery.change(before.delivery if before else None)
+    return secret_event(event, meta, actor=actor, at=at, detail=detail)
 
 
 # The seam ---------------------------------------------------------------------
@@ -231,11 +256,18 @@ class SecretStore(ABC):
         *,
         scope: str = DEFAULT_SCOPE,
         actor: str,
+        delivery: Delivery | None = None,
     ) -> tuple[SecretMeta, bool]:
-        """Create or update; returns the new version's metadata and whether it was created."""
+        """Create or update; returns the new version's metadata and whether it was created.
+
+        ``delivery`` is the new version's (env, file, brokered); None keeps the
+        current one (env for a new secret), so a new value never changes it by
+        accident. Changing only it is a new version too, and its audit event
+        says what it became.
+        """
         key = secret_key(name, namespace, scope)
         check_value(value)
-        return self._put(key, value, actor)
+        return self._put(key, value, actor, delivery)
 
     def remove(
         self, name: str, namespace: str | Namespace, *, scope: str = DEFAULT_SCOPE, actor: str
@@ -303,7 +335,9 @@ class SecretStore(ABC):
         self._append(event)
 
     @abstractmethod
-    def _put(self, key: SecretKey, value: Secret, actor: str) -> tuple[SecretMeta, bool]:
+    def _put(
+        self, key: SecretKey, value: Secret, actor: str, delivery: Delivery | None
+    ) -> tuple[SecretMeta, bool]:
         """Write a new version (version 1 of a new secret when none is live)."""
 
     @abstractmethod
@@ -348,7 +382,7 @@ _KEYS_LOCK = "runner:master-keys"
 
 _META_COLUMNS = """
     s.id, s.name, s.namespace, s.scope, s.current_version AS version, s.created_at, s.created_by,
-    s.updated_at, s.updated_by, s.deleted_at,
+    s.updated_at, s.updated_by, s.deleted_at, s.delivery,
     CASE WHEN s.namespace <> 'global' AND EXISTS (
         SELECT 1 FROM secrets g
         WHERE g.namespace = 'global' AND g.name = s.name AND g.scope = s.scope
@@ -595,30 +629,33 @@ class SqlSecretStore(SecretStore):
             [now, secret_id, below],
         )
 
-    def _put(self, key: SecretKey, value: Secret, actor: str) -> tuple[SecretMeta, bool]:
+    def _put(
+        self, key: SecretKey, value: Secret, actor: str, delivery: Delivery | None
+    ) -> tuple[SecretMeta, bool]:
         def work(tx: Transaction) -> tuple[SecretMeta, bool]:
             master = self._wrapping_key(tx)
             tx.lock(_secret_lock(key))
             moment = self._clock.now()
             now = db_time(moment)
             row = self._live_row(tx, key)
-            created = row is None
+            before = None if row is None else SecretMeta.from_json(row)
+            stored = kept_delivery(delivery, before).stored()
             if row is None:
                 secret_id = new_secret_id()
                 version = 1
                 tx.execute(
                     "INSERT INTO secrets (id, name, namespace, scope, current_version,"
-                    " created_at, created_by, updated_at, updated_by)"
-                    " VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)",
-                    [secret_id, key.name, key.namespace, key.scope, now, actor, now, actor],
+                    " created_at, created_by, updated_at, updated_by, delivery)"
+                    " VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                    [secret_id, key.name, key.namespace, key.scope, now, actor, now, actor, stored],
                 )
             else:
                 secret_id = row["id"]
                 version = int(row["version"]) + 1
                 tx.execute(
-                    "UPDATE secrets SET current_version = ?, updated_at = ?, updated_by = ?"
-                    " WHERE id = ?",
-                    [version, now, actor, secret_id],
+                    "UPDATE secrets SET current_version = ?, updated_at = ?, updated_by = ?,"
+                    " delivery = ? WHERE id = ?",
+                    [version, now, actor, stored, secret_id],
                 )
                 self._destroy_versions(tx, secret_id, version, now)
             binding = Binding(secret_id, key.namespace, key.scope, key.name, version)
@@ -640,9 +677,8 @@ class SqlSecretStore(SecretStore):
             fresh = self._live_row(tx, key)
             assert fresh is not None
             meta = SecretMeta.from_json(fresh)
-            event = "created" if created else "updated"
-            self._audit(tx, secret_event(event, meta, actor=actor, at=moment))
-            return meta, created
+            self._audit(tx, written(meta, before, actor=actor, at=moment))
+            return meta, before is None
 
         return self._run(work)
 

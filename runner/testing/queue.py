@@ -17,7 +17,7 @@ import json
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from runner.cache import CacheEntry
@@ -34,6 +34,7 @@ from runner.queue.models import (
     Submission,
     new_id,
 )
+from runner.queue.routing import can_run
 from runner.queue.store import MAX_LOG_PAGE, Claimed, Decide, JobEvents, not_found
 from runner.queue.tokens import (
     LAST_USED_GRANULARITY,
@@ -79,6 +80,7 @@ class MemoryJobStore(JobEvents):
         self._jobs: dict[str, _Job] = {}
         self._submissions: dict[str, Submission] = {}
         self._fairness: dict[str, int] = {}
+        self._executors: dict[str, tuple[tuple[str, ...], datetime]] = {}
         self._seq = itertools.count(1)
         self._cursor = itertools.count(1)
 
@@ -101,9 +103,15 @@ class MemoryJobStore(JobEvents):
             job = self._job(job_id)
             return job.apply(decide(job.stored))
 
-    def _claim_next(self, decide: Decide) -> Claimed | None:
+    def _claim_next(
+        self, decide: Decide, *, executor: str, token: str, labels: Sequence[str]
+    ) -> Claimed | None:
         with self._lock:
-            waiting = [j for j in self._jobs.values() if j.record.state in CLAIMABLE_STATES]
+            waiting = [
+                j
+                for j in self._jobs.values()
+                if j.record.state in CLAIMABLE_STATES and can_run(labels, j.record.labels)
+            ]
             if not waiting:
                 return None
             job = min(waiting, key=lambda j: (self._fairness.get(j.record.namespace, 0), j.seq))
@@ -114,6 +122,15 @@ class MemoryJobStore(JobEvents):
             self._fairness[record.namespace] = max(self._fairness.values(), default=0) + 1
             bundle = self._submissions[record.submission_id].bundle
             return record, copy.deepcopy(job.payload), copy.deepcopy(bundle)
+
+    def note_executor(self, executor: str, labels: Sequence[str]) -> None:
+        with self._lock:
+            self._executors[executor] = (tuple(labels), self._now())
+
+    def live_labels(self, *, within_s: float) -> builtins.list[tuple[str, ...]]:
+        since = self._now() - timedelta(seconds=within_s)
+        with self._lock:
+            return sorted({labels for labels, seen in self._executors.values() if seen >= since})
 
     # Submissions and reading -------------------------------------------------------------------
 
@@ -256,6 +273,11 @@ class MemoryTokenStore:
                 (t.record for t in self._tokens.values()), key=lambda r: (r.created_at, r.id)
             )
 
+    def live(self, token_id: str) -> TokenRecord | None:
+        with self._lock:
+            item = self._tokens.get(token_id)
+            return item.record if item and item.record.revoked_at is None else None
+
     def revoke(self, token_id: str) -> TokenRecord:
         with self._lock:
             item = self._tokens.get(token_id)
@@ -282,17 +304,24 @@ class InProcessExecutorApi:
         self._c = coordinator
         self._who = coordinator.authenticate(token)
 
-    def claim(self, executor: str | None = None) -> Claim | None:
+    def claim(self, executor: str | None = None, labels: Sequence[str] = ()) -> Claim | None:
         # The client imports httpx; only a test that claims needs it.
         from runner.queue.client import Claim
 
-        claimed = self._c.claim(self._who, executor=executor)
+        claimed = self._c.claim(self._who, executor=executor, labels=labels)
         if claimed is None:
             return None
         return Claim.from_json(_wire(claimed.to_json()))
 
-    def heartbeat(self, executor: str | None, leases: Mapping[str, str]) -> HeartbeatAnswer:
-        return self._c.heartbeat(self._who, executor=executor, leases=leases)
+    def heartbeat(
+        self,
+        executor: str | None,
+        leases: Mapping[str, str],
+        info: Mapping[str, Any] | None = None,
+    ) -> HeartbeatAnswer:
+        return self._c.heartbeat(
+            self._who, executor=executor, leases=leases, info=_wire(info) if info else None
+        )
 
     def append_logs(self, job_id: str, lease: str, chunks: Sequence[tuple[int, str]]) -> int:
         return self._c.append_logs(self._who, job_id, lease=lease, chunks=list(chunks))

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from runner.clock import Clock
 from runner.config import DEFAULT_NETWORK_POOL
-from runner.errors import ContainerRuntimeError
+from runner.errors import ContainerRuntimeError, ExecutionError
 from runner.execute.docker_sandbox import RUNTIMES, missing_runtime
+from runner.execute.registry import credentials_for, registry_of
 from runner.execute.runtime import (
     NETWORK_PREFIX,
     Mount,
@@ -31,9 +32,12 @@ from runner.execute.runtime import (
     OutputStream,
     StepContainer,
     StepExit,
+    creation,
     missing_image,
+    secret_file_path,
 )
 from runner.sandbox import Isolation
+from runner.secrets.value import Secret
 from runner.testing.clock import FakeClock
 
 
@@ -55,6 +59,7 @@ class FakeStepRun:
     _clock: Clock
     _deadline: float
     stdin: bytes = b""  # a step's stdin is empty, as in the real runtime
+    prepared: bool = False  # it runs in a container prepared ahead of its turn
     # Bytes the step wrote outside its mounts: what ``writable_bytes`` reports while it runs.
     written: int = 0
 
@@ -68,10 +73,21 @@ class FakeStepRun:
         self._on_output(stream, data.encode() if isinstance(data, str) else data)
 
     def getenv(self, name: str) -> str | None:
-        """The variable as the step's shell sees it (secrets included)."""
+        """The variable as the step's shell sees it (secrets included; a file secret's path)."""
         if name in self.step.secret_env:
             return self.step.secret_env[name].reveal()
+        if name in self.step.secret_files:
+            return secret_file_path(name)
         return self.step.env.get(name)
+
+    def read(self, container_path: str) -> str:
+        """A file's text as the step reads it: a file secret, or a file in a mount."""
+        for name, value in self.step.secret_files.items():
+            if PurePosixPath(self.step.workdir, container_path) == PurePosixPath(
+                secret_file_path(name)
+            ):
+                return value.reveal()
+        return self.host_path(container_path).read_text()
 
     def host_path(self, container_path: str) -> Path:
         """Where ``container_path`` (absolute, or relative to the workdir) lives on the host."""
@@ -126,6 +142,13 @@ class FakeRuntime:
     ``isolations`` are the levels its engine can run (as Docker with runsc
     registered, both); a step at another level fails as on an engine without
     its runtime. Every step's sandbox is recorded with it in ``steps``.
+    ``registry_logins`` makes registries private (registry -> (user,
+    password)): ``image_id`` of an image there needs a ``DOCKER_AUTH_CONFIG``
+    with those credentials, and "pulls" it each time, as Docker does; every
+    pull is recorded in ``pulls`` as (image, the user name sent or None).
+    ``prepared`` records the ``creation`` of every container ``prepare``
+    made, ``discarded`` counts those removed unused, and ``containers``
+    says how many exist now (prepared ones not yet run or discarded).
     """
 
     handler: StepHandler = succeed
@@ -134,21 +157,43 @@ class FakeRuntime:
     clock: Clock = field(default_factory=FakeClock)
     steps: list[StepContainer] = field(default_factory=list)
     image_lookups: list[str] = field(default_factory=list)
+    registry_logins: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    pulls: list[tuple[str, str | None]] = field(default_factory=list)
+    # (image, path) -> the file ``image_file`` reads from that image (an image's CA bundle)
+    image_files: Mapping[tuple[str, str], bytes] = field(default_factory=dict)
     network_pool: str = DEFAULT_NETWORK_POOL
     isolations: Collection[Isolation] = ("runc", "gvisor")
     networks: dict[str, tuple[str, NetworkInfo]] = field(default_factory=dict)
     networks_made: list[NetworkInfo] = field(default_factory=list)
+    prepared: list[StepContainer] = field(default_factory=list)
+    discarded: int = 0
+    containers: int = 0
     _running: list[FakeStepRun] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def image_id(self, image: str) -> str:
+    def image_id(self, image: str, auth: Secret | None = None) -> str:
         with self._lock:
             self.image_lookups.append(image)
+        registry = registry_of(image)
+        if registry in self.registry_logins and not image.startswith("sha256:"):
+            self._pull_private(image, registry, auth)
         if image in self.images:
             return self.images[image]
         if image in self.images.values():
             return image
         raise missing_image(image)
+
+    def _pull_private(self, image: str, registry: str, auth: Secret | None) -> None:
+        creds = credentials_for(auth, image)
+        with self._lock:
+            self.pulls.append((image, creds.username if creds else None))
+        if creds is None:
+            raise missing_image(image, "no basic auth credentials", registry=registry)
+        user, password = self.registry_logins[registry]
+        if (creds.username, creds.password.reveal()) != (user, password):
+            raise missing_image(
+                image, "unauthorized: authentication required", registry=registry, with_auth=True
+            )
 
     def check_isolation(self, isolation: Isolation) -> None:
         if isolation not in self.isolations:
@@ -156,6 +201,33 @@ class FakeRuntime:
 
     def run_step(
         self, step: StepContainer, *, on_output: OutputCallback, cancel: threading.Event
+    ) -> StepExit:
+        return self._play(step, on_output, cancel, prepared=False)
+
+    def prepare(self, step: StepContainer) -> FakePreparedStep:
+        step.before_start(threading.Event())
+        self.check_isolation(step.sandbox.isolation)
+        made = creation(step)
+        with self._lock:
+            self.prepared.append(made)
+            self.containers += 1
+        return FakePreparedStep(self, made)
+
+    def settle(self) -> None:
+        pass  # the fake removes its containers at once
+
+    def _removed(self, *, unused: bool) -> None:
+        with self._lock:
+            self.containers -= 1
+            self.discarded += unused
+
+    def _play(
+        self,
+        step: StepContainer,
+        on_output: OutputCallback,
+        cancel: threading.Event,
+        *,
+        prepared: bool,
     ) -> StepExit:
         with self._lock:
             self.steps.append(step)
@@ -169,6 +241,7 @@ class FakeRuntime:
             _on_output=on_output,
             _clock=self.clock,
             _deadline=self.clock.monotonic() + step.timeout_s,
+            prepared=prepared,
         )
         with self._lock:
             self._running.append(run)
@@ -184,6 +257,15 @@ class FakeRuntime:
         if cancel.is_set():
             return StepExit.killed(canceled=True)
         return StepExit(exit_code=result)
+
+    def image_file(
+        self, image: str, paths: Sequence[str], *, labels: Mapping[str, str], limit: int
+    ) -> bytes | None:
+        for path in paths:
+            found = self.image_files.get((image, path))
+            if found is not None and len(found) <= limit:
+                return found
+        return None
 
     def writable_bytes(self, label_key: str, label_value: str) -> int | None:
         with self._lock:
@@ -234,3 +316,37 @@ class FakeRuntime:
             for name in gone:
                 del self.networks[name]
         return len(gone)
+
+
+class FakePreparedStep:
+    """A fake container made ahead of its turn: ``run`` plays the step, ``discard`` drops it."""
+
+    def __init__(self, runtime: FakeRuntime, made: StepContainer) -> None:
+        self._runtime = runtime
+        self.made = made
+        self.ended = False
+
+    def run(
+        self, step: StepContainer, *, on_output: OutputCallback, cancel: threading.Event
+    ) -> StepExit:
+        if self.ended:
+            raise ExecutionError(
+                "a prepared step container runs one step only",
+                hint="prepare a new container for each step",
+            )
+        if creation(step) != self.made:
+            self.discard()
+            return self._runtime.run_step(step, on_output=on_output, cancel=cancel)
+        self.ended = True
+        try:
+            return self._runtime._play(step, on_output, cancel, prepared=True)
+        finally:
+            self._runtime._removed(unused=False)
+
+    def discard(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self._runtime._removed(unused=True)
+
+    def wait_removed(self) -> None:
+        pass

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.namespaces import GLOBAL
+from runner.secrets.delivery import Delivery
 from runner.secrets.models import AuditEvent, SecretMeta
 from runner.secrets.store import (
     Access,
@@ -21,11 +22,13 @@ from runner.secrets.store import (
     SecretKey,
     SecretStore,
     accessed,
+    kept_delivery,
     new_secret_id,
     not_found,
     secret_event,
     stale,
     unknown_id,
+    written,
 )
 from runner.secrets.value import Secret
 
@@ -64,11 +67,14 @@ class FakeSecretStore(SecretStore):
         )
         return replace(meta, overrides_global=overrides)
 
-    def _put(self, key: SecretKey, value: Secret, actor: str) -> tuple[SecretMeta, bool]:
+    def _put(
+        self, key: SecretKey, value: Secret, actor: str, delivery: Delivery | None
+    ) -> tuple[SecretMeta, bool]:
         with self._lock:
             now = self._clock.now()
             row = self._live(key)
-            created = row is None
+            before = None if row is None else row.meta
+            delivery = kept_delivery(delivery, before)
             if row is None:
                 meta = SecretMeta(
                     id=new_secret_id(),
@@ -80,17 +86,21 @@ class FakeSecretStore(SecretStore):
                     created_by=actor,
                     updated_at=now,
                     updated_by=actor,
+                    delivery=delivery,
                 )
                 row = self._rows[meta.id] = _Row(meta=meta)
             else:
                 row.meta = replace(
-                    row.meta, version=row.meta.version + 1, updated_at=now, updated_by=actor
+                    row.meta,
+                    version=row.meta.version + 1,
+                    updated_at=now,
+                    updated_by=actor,
+                    delivery=delivery,
                 )
                 row.destroy_values()
             row.values[row.meta.version] = value
-            event = "created" if created else "updated"
-            self._audit.append(secret_event(event, row.meta, actor=actor, at=now))
-            return self._shown(row.meta), created
+            self._audit.append(written(row.meta, before, actor=actor, at=now))
+            return self._shown(row.meta), before is None
 
     def _delete(self, key: SecretKey, actor: str) -> SecretMeta:
         with self._lock:

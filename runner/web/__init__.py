@@ -5,7 +5,8 @@ app (``runner.queue.server.create_app`` calls it). They act through the same
 ``Coordinator`` service as the JSON API and the CLI, so the same permission
 rules apply; see ``docs/web.md``.
 
-- ``session``: server-side sessions (the browser holds a random id, never the token);
+- ``session``: server-side sessions, in the database (the browser holds a random id;
+  the server keeps the token's id, never the token);
 - ``csrf``: the form-post checks;
 - ``render``: templates, log-line rendering, URLs;
 - ``context``: the viewer, rendering and error pages every page shares;
@@ -21,14 +22,14 @@ from runner.queue.service import Coordinator
 from runner.web.context import WebContext
 from runner.web.render import STATIC_DIR, HardenedStaticFiles
 from runner.web.routes import router
-from runner.web.session import SessionStore
+from runner.web.session import Sessions, SessionStore
 
 
 def mount_web(
     app: FastAPI,
     coordinator: Coordinator,
     *,
-    sessions: SessionStore | None = None,
+    sessions: Sessions | None = None,
     poll_interval_s: float = 1.0,
 ) -> None:
     """Serve the pages (``/``, ``/sign-in``, ``/secrets…``, ``/jobs…``) and ``/static``.
@@ -43,7 +44,7 @@ def mount_web(
         return
     app.state.web = WebContext(
         coordinator=coordinator,
-        sessions=sessions or SessionStore(),
+        sessions=sessions if sessions is not None else SessionStore(),
         poll_interval_s=poll_interval_s,
     )
     app.include_router(router)

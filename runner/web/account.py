@@ -1,7 +1,7 @@
 """Signing in and out, and the home page.
 
-Signing in takes a user token once: the session keeps it on the server and
-the browser gets only a random session id (``runner.web.session``). The
+Signing in takes a user token once: the session keeps the token's id (never
+the token) and the browser gets only a random session id (``runner.web.session``). The
 sign-in form has no session yet, so its CSRF token also goes in a short-lived
 cookie (double submit).
 """
@@ -110,7 +110,7 @@ def sign_in_post(
         return _sign_in_form(
             web, request, next_url=target, status=exc.http_status, error=redact(str(exc))
         )
-    session_id, _ = web.sessions.create(token=given, user=principal.name)
+    session_id, _ = web.sessions.create(token_id=principal.token_id, user=principal.name)
     log.info("signed in", user=principal.name, token_id=principal.token_id)
     response = redirect(target)
     response.set_cookie(

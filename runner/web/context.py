@@ -20,7 +20,7 @@ from runner.namespaces import GLOBAL, Namespace
 from runner.queue.service import Coordinator
 from runner.queue.tokens import Principal
 from runner.web.render import make_templates, redact
-from runner.web.session import COOKIE_NAME, Session, SessionStore
+from runner.web.session import COOKIE_NAME, Session, Sessions
 
 log = get_logger("runner.web")
 
@@ -103,7 +103,7 @@ class WebContext:
     """The pages' settings and services; ``mount_web`` keeps one per app."""
 
     coordinator: Coordinator
-    sessions: SessionStore
+    sessions: Sessions
     poll_interval_s: float = 1.0
     templates: Jinja2Templates = field(default_factory=make_templates)
 
@@ -115,7 +115,7 @@ class WebContext:
             return None
         c = self.coordinator
         try:
-            principal = c.authenticate(session.token)
+            principal = c.authenticate_id(session.token_id)
         except NotAuthenticatedError:
             self.sessions.end(session_id)
             return None

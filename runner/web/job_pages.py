@@ -33,7 +33,8 @@ LOG_PAGES_MAX: Final = 20
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs(request: Request, web: Web, viewer: SignedIn) -> Response:
     records = list(reversed(web.coordinator.list_jobs(viewer.principal)))
-    return web.render(request, "jobs.html", viewer, jobs=records)
+    waiting = web.coordinator.why_waiting(records)
+    return web.render(request, "jobs.html", viewer, jobs=records, waiting=waiting)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from runner.errors import SecretNotFoundError, SecretValidationError
 from runner.namespaces import Namespace
+from runner.secrets.delivery import SECRET_TYPES, Delivery
 from runner.secrets.models import SecretMeta
 from runner.secrets.names import DEFAULT_SCOPE, SCOPES, check_name, check_scope, check_value
 from runner.secrets.value import Secret
@@ -65,6 +66,38 @@ def secret_ref(name: str, scope: Annotated[str, Query()] = DEFAULT_SCOPE) -> tup
 Ref = Annotated[tuple[str, str], Depends(secret_ref)]
 
 
+def delivery_form(
+    type_: Annotated[str, Form(alias="type")] = "env",
+    broker_hosts: Annotated[str, Form()] = "",
+    broker_as: Annotated[str, Form()] = "",
+) -> dict[str, str]:
+    """The form's delivery fields as typed (shown again with an error)."""
+    return {"type": type_[:20], "broker_hosts": broker_hosts[:1000], "broker_as": broker_as[:200]}
+
+
+DeliveryForm = Annotated[dict[str, str], Depends(delivery_form)]
+
+
+def _delivery(typed: dict[str, str], errors: dict[str, str]) -> Delivery | None:
+    """The delivery the fields say, or None with the CLI's words in ``errors["delivery"]``."""
+    hosts = typed["broker_hosts"].replace(",", " ").split()
+    return _checked(
+        lambda: Delivery.of(typed["type"], hosts, typed["broker_as"].strip() or None),
+        errors,
+        "delivery",
+    )
+
+
+def _typed(meta: SecretMeta) -> dict[str, str]:
+    """A secret's delivery as the form's fields, to start the update form from."""
+    broker = meta.delivery.broker
+    return {
+        "type": meta.delivery.type,
+        "broker_hosts": " ".join(broker.hosts) if broker else "",
+        "broker_as": broker.as_ if broker else "",
+    }
+
+
 def found_secret(web: Web, viewer: SignedIn, ns: Managed, ref: Ref) -> SecretMeta:
     """The secret the path names, in a namespace the viewer manages."""
     own, _ = _secrets(web, viewer, ns)
@@ -101,7 +134,8 @@ def _namespace_page(
         secrets=own,
         inherited=inherited,
         scopes=SCOPES,
-        form=form or {"name": "", "scope": DEFAULT_SCOPE},
+        secret_types=SECRET_TYPES,
+        form=form or {"name": "", "scope": DEFAULT_SCOPE, **delivery_form()},
         errors=errors or {},
     )
 
@@ -126,6 +160,7 @@ def secret_add(
     web: Web,
     viewer: FormPoster,
     ns: Managed,
+    typed: DeliveryForm,
     name: Annotated[str, Form()] = "",
     value: Annotated[str, Form()] = "",
     scope: Annotated[str, Form()] = DEFAULT_SCOPE,
@@ -136,6 +171,7 @@ def secret_add(
     canonical = _checked(lambda: check_name(name), errors, "name")
     _checked(lambda: check_value(secret), errors, "value")
     chosen = _checked(lambda: check_scope(scope), errors, "scope") or DEFAULT_SCOPE
+    delivery = _delivery(typed, errors)
     if canonical is not None:
         own, _ = _secrets(web, viewer, ns)
         if any((m.name, m.scope) == (canonical, chosen) for m in own):
@@ -143,11 +179,16 @@ def secret_add(
                 f"secret {canonical} already exists in {ns}{_scope_text(chosen)}"
                 " — use Update to give it a new value"
             )
-    if errors or canonical is None:
-        form = {"name": name[:200], "scope": chosen}
+    if errors or canonical is None or delivery is None:
+        form = {"name": name[:200], "scope": chosen, **typed}
         return _namespace_page(web, request, viewer, ns, status=422, form=form, errors=errors)
     meta, created = web.coordinator.set_secret(
-        viewer.principal, name=canonical, namespace=ns, value=secret, scope=chosen
+        viewer.principal,
+        name=canonical,
+        namespace=ns,
+        value=secret,
+        scope=chosen,
+        delivery=delivery,
     )
     verb = "Created" if created else "Updated"
     web.notify(viewer, f"{verb} {meta.describe()}, version {meta.version}.")
@@ -156,7 +197,15 @@ def secret_add(
 
 @router.get("/secrets/{namespace}/{name}/update", response_class=HTMLResponse)
 def secret_update(request: Request, web: Web, viewer: SignedIn, meta: Found) -> Response:
-    return web.render(request, "secret_update.html", viewer, secret=meta, errors={})
+    return web.render(
+        request,
+        "secret_update.html",
+        viewer,
+        secret=meta,
+        secret_types=SECRET_TYPES,
+        form=_typed(meta),
+        errors={},
+    )
 
 
 @router.post("/secrets/{namespace}/{name}/update", response_class=HTMLResponse)
@@ -166,18 +215,32 @@ def secret_update_post(
     viewer: FormPoster,
     ns: Managed,
     meta: Found,
+    typed: DeliveryForm,
     value: Annotated[str, Form()] = "",
 ) -> Response:
     secret = Secret(value)
     del value
     errors: dict[str, str] = {}
     _checked(lambda: check_value(secret), errors, "value")
-    if errors:
+    delivery = _delivery(typed, errors)
+    if errors or delivery is None:
         return web.render(
-            request, "secret_update.html", viewer, status=422, secret=meta, errors=errors
+            request,
+            "secret_update.html",
+            viewer,
+            status=422,
+            secret=meta,
+            secret_types=SECRET_TYPES,
+            form=typed,
+            errors=errors,
         )
     updated, _ = web.coordinator.set_secret(
-        viewer.principal, name=meta.name, namespace=ns, value=secret, scope=meta.scope
+        viewer.principal,
+        name=meta.name,
+        namespace=ns,
+        value=secret,
+        scope=meta.scope,
+        delivery=delivery,
     )
     web.notify(
         viewer,
