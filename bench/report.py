@@ -224,13 +224,15 @@ is what a burst of load from elsewhere looks like.
   `--isolation gvisor` (gVisor's runsc, registered with `--network=host`),
   over the same plain `docker run --rm IMAGE true` under runc: what choosing
   gVisor costs a step, all told. Same rounds and agreement rule.
-- `brokered_request_overhead_ratio`: one step in `runner-test/debian-tools`
-  makes 200 small HTTPS requests to a local server, each a new `curl`
-  process timed with `date +%s%N`; the median request with the token
-  brokered for the server's host (the job's proxy intercepts TLS and puts the
-  value in) over the median with the token bound elsewhere (the same proxy
-  tunnels the request as a plain CONNECT). 3 to 5 rounds, each run rotating
-  first, until the middle ones agree within 15 %.
+- `brokered_request_overhead_ratio`: small HTTPS requests to a local server
+  from one step in `runner-test/debian-tools`, each a new `curl` process
+  timed with `date +%s%N`: with a brokered token (the job's proxy intercepts
+  TLS and puts the value in), alternating with the same requests to the same
+  server under a name no secret is bound to (the same proxy tunnels them as
+  a plain CONNECT); the median of the 200 brokered requests over the median
+  of the 200 tunnelled ones. One run of 100 pairs per round, which kind goes
+  first rotating from round to round; 2 rounds, a third (300 each) when
+  their ratios disagree by more than 15 %.
 - `cached_rerun_vs_validate`: 8 workspaces × 3 file-changing steps; after one
   cold run, a fully cached `runner run` against `runner validate` of the same
   spec, 5 to 9 rounds. `cached_rerun_containers`: the most containers any re-run
@@ -250,8 +252,11 @@ is what a burst of load from elsewhere looks like.
   the `sed` run re-run fully cached over `runner validate`.
   `many_workspaces_vs_floor`: 50 one-step workspaces at `-j 2` over the floor
   doing the same 50 two at a time.
-- `parallel_efficiency`: 8 workspaces of one `sleep 2` step with `-j 4`; 4 s
-  over the wall time, 3 to 5 rounds; each round also times the docker CLI
+- `parallel_efficiency`: 8 workspaces of one `sleep 2` step with `-j 4`; the
+  ideal, two waves of 2 s (8 × 2 s over 4 slots = 4 s), over the wall time of
+  the whole `runner run --no-cache --json` subprocess, from its launch to its
+  exit (interpreter start, imports, checks, results and every teardown
+  included), 3 to 5 rounds; each round also times the docker CLI
   alone doing the same (8 `docker run --rm IMAGE sleep 2`, 4 at a time, each
   on a bridge network created and removed for it, as runner gives each
   workspace job its own). `parallel_vs_docker_cli`: runner's efficiency over
@@ -277,12 +282,16 @@ is what a burst of load from elsewhere looks like.
   rounds, rotating first; each run is checked for one line per output line.
 - `coordinator_claims_per_s`: a `runner server` subprocess on 127.0.0.1 over
   SQLite and over PostgreSQL; trivial jobs (no containers) queued beforehand;
-  8 executor threads, each with its own httpx client, loop claim → complete
-  over HTTP until the queue is empty; completed jobs over the wall time.
-  600 jobs a round, 3 to 5 rounds, the backends alternating. In the same
-  round and database the same drain runs in-process through the
-  `Coordinator` class and in raw SQL, giving `coordinator_http_vs_inprocess`
-  and `coordinator_inprocess_vs_raw_sql`; on PostgreSQL the HTTP clients are
+  8 executor threads, each with its own keep-alive connection (the standard
+  library's `http.client`: the load generator shares the server's cores, and
+  httpx cost as much CPU per job as the server), loop claim → complete over
+  HTTP until the queue is empty; completed jobs over the wall time. 600 jobs
+  a round, 3 to 5 rounds, the backends alternating. In the same round and
+  database the same drain runs in-process through the `Coordinator` class
+  (logging through the server's chain into a file) and in raw SQL (each
+  thread its own connection in autocommit; on SQLite with runner's
+  `synchronous = NORMAL`), giving `coordinator_http_vs_inprocess` and
+  `coordinator_inprocess_vs_raw_sql`; on PostgreSQL the HTTP clients are
   also spread over two replicas (`postgresql_two_replicas`).
 - `interrupt_latency_s` (seconds, lower is better, no goal): one generated
   repository of 20,000 small files; `runner run --json --no-cache` of one
@@ -394,6 +403,30 @@ started while the current one runs. `--network host` halves a container's
 start (0.29 → 0.14 s) but gives steps the host's loopback services: not
 proposed.
 
+### Pipelined containers (issue 21)
+
+Each step's container is now created and started before its turn, its
+wrapper waiting on stdin (the next step's while the current one runs; one
+more workspace's first step behind each of the `-j` running ones), and is
+given its environment, secrets and script when its turn comes; finished
+containers and a workspace's network go in the background, and the run
+waits for them before `run.finished`. Profiled with `workspace.phase`
+events (8 × `sleep 2` at `-j 4`, load 9): before, 0.4–0.9 s passed between
+a workspace's `cleaning` and its `workspace.finished` (its container
+removed, then its network and firewall rules), and the next workspace only
+then started writing its tree, making its network and starting its
+container; after, the next workspace's `step.started` follows the previous
+`workspace.finished` within 5 ms, and what is left is runner's start-up
+before the first wave and the teardowns after the last. First figures, on a
+machine shared with eight other agents (load 5–9 on 2 cores, so quick
+rounds only): `step_overhead_ratio` 0.84 (rounds 0.84, 2.02, 0.51; the
+cross-check, median interval between steps over the median `docker run`,
+0.89 where it was 1.16), `parallel_efficiency` 0.43 and
+`parallel_vs_docker_cli` 0.92 (rounds 0.82, 1.03; against the CLI on the
+default bridge 0.68). Under that load every process start and git run
+queues for a core, which runner pays more of than the CLI does; the
+parallel goals need a quieter round to judge.
+
 ### `step_overhead_ratio`: on the goal's edge
 
 A marginal step costs about one `docker run`: across full runs the figure
@@ -503,6 +536,32 @@ end-to-end rate depends on the line count: 64 MiB in 100-byte lines took 10.5 s
 with `--json` and 45 s without it (the plain log path renders each
 `step.output` line through structlog and redacts it twice more, about 67 µs a
 line), against 5.3 s and 7.6 s in 1 KiB lines.
+
+### Fast logs (issue 21): output costs its bytes, not its lines
+
+Profiled with cProfile on every thread (py-spy is not installed here) while a
+step `cat`s 64 MiB of 100-byte lines: per line, the step loop called the
+reporter once, `json.dumps` and the redactor ran once more per event, and
+each event was written and flushed alone; without `--json` each line went
+through the whole structlog chain (two redaction passes, the renderer).
+runner's own CPU for the run was 25 s with JSON log lines, 35 s with
+`--log-format text` and 6.6 s with `--json`. Now each chunk a container
+writes is redacted once, decoded and split in one go, and its lines reach
+the reporter in one `step_output` call (still one `step.output` event per
+line): `--json` encodes a chunk's lines in one call and writes them at once;
+log lines reuse one line rendered through the chain per kind of line (its
+time filled in per chunk) and are redacted once per chunk, falling back to
+the chain line by line only when that pass finds a value; the terminal
+display takes the lines it can show and counts the rest; `visible` (control
+characters made harmless) searches before it translates. runner's CPU for the
+same run: 1.6 s (`--log-format text`) and 1.7 s (`--json`), against 0.8 s for
+a run whose step prints nothing (per-workspace log files included). Measured
+with `python -m bench --only logs` at a load average of 6.5–9.5 on these 2
+cores: 24.5 MiB/s (`text`) and 19.3 MiB/s (`--json`, its events being the
+longer lines) against 27.9 MiB/s for the docker CLI alone in the same rounds;
+an earlier pass at a steadier load of 9 gave 8.1, 7.8 and 12. Under such load
+the rounds spread widely (2.3–4.7 s for the same run): the engine and the
+other work on the machine, not runner's CPU, set most of the wall time.
 """
 
 

@@ -10,9 +10,10 @@ Concurrency: a write transaction on SQLite is ``BEGIN IMMEDIATE`` (one writer
 at a time, others wait up to the busy timeout); on PostgreSQL it is an
 ordinary read-committed transaction, and ``Transaction.lock(key)`` takes a
 transaction-scoped advisory lock to serialise writers of one thing (a no-op
-on SQLite, where writers are serialised already). A read-only block on
-PostgreSQL sends no ``BEGIN``/``COMMIT``: under read committed its statements
-would each see their own snapshot anyway.
+on SQLite, where writers are serialised already). A read-only block sends
+no ``BEGIN``/``COMMIT``: its statements each see their own snapshot, as they
+would under PostgreSQL's read committed in a transaction; callers never
+relied on more (the same code runs on both).
 
 Driver exceptions are translated here into ``StoreError`` subclasses.
 """
@@ -324,7 +325,10 @@ class Database:
             else:
                 # One SQLite connection is shared: its transactions take turns.
                 with self._lock:
-                    yield from self._sqlite_transaction(tx)
+                    if tx.write:
+                        yield from self._sqlite_transaction(tx)
+                    else:
+                        yield tx  # no BEGIN/COMMIT, as on PostgreSQL (_pg_transaction)
         finally:
             self._local.tx = None
 

@@ -27,7 +27,8 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import repeat
 from json.encoder import encode_basestring_ascii
 from typing import Any, TextIO
 
@@ -55,13 +56,21 @@ class _Batches:
     shared: tuple[Processor, ...]  # the processors before the formatter's
     json: bool
     redactor: Redacts
+    stamper: structlog.processors.TimeStamper  # the chain's, for each batch's own time
+    # Rendered lines with placeholders, per kind of line (``_template``).
+    templates: dict[tuple[str, ...], tuple[str, str]] = field(default_factory=dict)
 
 
 _BATCHES: _Batches | None = None
+_TIME_KEY = "timestamp"
+_TIME_PLACEHOLDER = "runnertimeplaceholderk2m9"
+_TEMPLATES_KEPT = 256
 # Letters only: every renderer writes it as is, with no quotes or escapes.
 _PLACEHOLDER = "runnerlineplaceholderq7x3"
 # Characters that make structlog's console renderer quote a string with repr.
 _CONSOLE_QUOTED = re.compile("[ \t=\r\n\"']")
+# Printable ASCII, and the newlines between lines.
+_PRINTABLE_ASCII = bytes(range(32, 127)) + b"\n"
 
 
 def _redactor_or_active(redactor: Redacts | None) -> Redacts:
@@ -112,12 +121,13 @@ def configure_logging(
     """
     global _BATCHES
     out = stream if stream is not None else sys.stderr
+    stamper = structlog.processors.TimeStamper(fmt="iso", utc=True, key=_TIME_KEY)
     redacting = RedactingProcessor(_redactor_or_active(redactor))
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        stamper,
         structlog.processors.StackInfoRenderer(),
     ]
     renderer = _renderer(fmt, out)
@@ -145,6 +155,7 @@ def configure_logging(
             shared=tuple(shared),
             json=isinstance(renderer, structlog.processors.JSONRenderer),
             redactor=_redactor_or_active(redactor),
+            stamper=stamper,
         )
     )
 
@@ -206,8 +217,7 @@ def log_lines(
     if batches.json:
         text = json_lines(head, tail, values, encode_basestring_ascii)
     else:
-        quoted = _CONSOLE_QUOTED.search
-        text = "".join([head + (repr(v) if quoted(v) else v) + tail for v in values])
+        text = _console_lines(head, tail, values)
     if batches.redactor.redact(text) != text:
         _one_by_one(name, event, fields, key, values)  # the exact chain, line by line
         return
@@ -238,6 +248,34 @@ def json_lines(head: str, tail: str, values: Sequence[str], encode: Callable[[st
     return head + encode(joined).replace("\\n", between) + tail
 
 
+def _console_lines(head: str, tail: str, values: Sequence[str]) -> str:
+    """``head + VALUE + tail`` per value, each as structlog's console renderer writes it.
+
+    It quotes a value with ``repr`` when it holds a blank, ``=`` or a quote.
+    When every value needs that and none holds a quote, a backslash or an
+    unprintable character, ``repr`` only adds single quotes: one join does all.
+    """
+    joined = "\n".join(values)
+    if (
+        joined.count("\n") == len(values) - 1
+        and "'" not in joined
+        and "\\" not in joined
+        and all(map(str.__contains__, values, repeat(" ")))  # a blank: quoted
+        and _printable(joined)
+    ):
+        between = "'" + tail + head + "'"
+        return head + "'" + joined.replace("\n", between) + "'" + tail
+    quoted = _CONSOLE_QUOTED.search
+    return "".join([head + (repr(v) if quoted(v) else v) + tail for v in values])
+
+
+def _printable(lines: str) -> bool:
+    """Whether ``repr`` would escape nothing in these newline-joined lines."""
+    if lines.isascii():  # the usual case: one pass in C, no per-character lookups
+        return not lines.encode("ascii").translate(None, _PRINTABLE_ASCII)
+    return lines.replace("\n", " ").isprintable()
+
+
 def _one_by_one(
     name: str, event: str, fields: Mapping[str, Any], key: str, values: Sequence[str]
 ) -> None:
@@ -249,12 +287,43 @@ def _one_by_one(
 def _template(
     std: logging.Logger, batches: _Batches, event: str, fields: Mapping[str, Any], key: str
 ) -> tuple[str, str] | None:
-    """The rendered line around where the value goes, or None if lines cannot be batched."""
+    """The rendered line around where the value goes, or None if lines cannot be batched.
+
+    Rendered once per kind of line (its fields and context) with a placeholder
+    for the time too, which each batch fills in with its own timestamp.
+    """
     if not _only_handler(std, batches.handler):
         return None
+    context = repr(tuple(structlog.contextvars.get_contextvars().items()))
+    kind = (std.name, event, key, repr(tuple(fields.items())), context)
+    parts = batches.templates.get(kind)
+    if parts is None:
+        parts = _render_template(std, batches, event, fields, key, timeless=True)
+        if parts is None or (parts[0] + parts[1]).count(_TIME_PLACEHOLDER) != 1:
+            return _render_template(std, batches, event, fields, key, timeless=False)
+        if len(batches.templates) >= _TEMPLATES_KEPT:
+            batches.templates.clear()
+        batches.templates[kind] = parts
+    head, tail = parts
+    stamped = batches.stamper(std, "info", {})
+    stamp = str(stamped[_TIME_KEY])
+    return head.replace(_TIME_PLACEHOLDER, stamp), tail.replace(_TIME_PLACEHOLDER, stamp)
+
+
+def _render_template(
+    std: logging.Logger,
+    batches: _Batches,
+    event: str,
+    fields: Mapping[str, Any],
+    key: str,
+    *,
+    timeless: bool,
+) -> tuple[str, str] | None:
     event_dict: Any = {**fields, key: _PLACEHOLDER, "event": event}
     for processor in batches.shared:
         event_dict = processor(std, "info", event_dict)
+    if timeless and _TIME_KEY in event_dict:
+        event_dict[_TIME_KEY] = _TIME_PLACEHOLDER
     record = std.makeRecord(
         std.name,
         logging.INFO,

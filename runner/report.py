@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
@@ -39,6 +40,8 @@ Clock = Callable[[], float]
 STATUSES = ("changed", "unchanged", "failed", "canceled")
 STATUS_STYLE = {"changed": "green", "unchanged": "dim", "failed": "red", "canceled": "yellow"}
 PHASE_INTERVAL_S = 0.25
+# Events that warn the user (a mask refused): logged as warnings, shown on the terminal.
+WARNINGS = frozenset({"step.mask_warning"})
 
 
 def now_rfc3339() -> str:
@@ -66,13 +69,46 @@ _VISIBLE = {
 }
 
 
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def visible(text: str) -> str:
-    return text.translate(_VISIBLE)
+    # The search is one pass in C; translate looks each character up in a dict.
+    return text.translate(_VISIBLE) if _CONTROL.search(text) else text
+
+
+def visible_lines(lines: Sequence[str]) -> Sequence[str]:
+    """``visible`` of each line; one search over them all when none needs it (the usual case)."""
+    joined = "\n".join(lines)
+    if joined.count("\n") == len(lines) - 1 and not _CONTROL_BUT_NEWLINE.search(joined):
+        return lines
+    return [visible(line) for line in lines]
 
 
 class Reporter(Protocol):
     def event(self, name: str, **fields: Any) -> None: ...
     def close(self) -> None: ...
+
+
+def output_events(
+    fields: Mapping[str, Any], lines: Sequence[str], redact: Callable[[str], str]
+) -> str:
+    """JSON lines ``{**fields, "line": LINE}``, one per line, each ending in a newline.
+
+    What ``redact(json.dumps({**fields, "line": line}, ensure_ascii=False))``
+    gives line by line, built in one go. The redaction is the last line of
+    defence (the lines arrive redacted): once over the batch, and only when it
+    finds something, on each line alone, so no marker straddles two events.
+    """
+    if not lines:
+        return ""
+    head = json.dumps(dict(fields), ensure_ascii=False, default=str)
+    head = head[:-1] + (', "line": ' if fields else '"line": ')
+    text = json_lines(head, "}\n", lines, encode_basestring)
+    if redact(text) != text:
+        text = "".join(redact(line) + "\n" for line in text.split("\n")[:-1])
+    return text
 
 
 def report_output(reporter: Reporter, lines: Sequence[str], **fields: Any) -> None:
@@ -176,15 +212,8 @@ class JsonLinesReporter:
 
     def step_output(self, lines: Sequence[str], **fields: Any) -> None:
         """One ``step.output`` line per output line, as ``event`` writes it, built in one go."""
-        head = json.dumps(
-            {"event": "step.output", "time": now_rfc3339(), **fields}, ensure_ascii=False
-        )
-        head = head[:-1] + ', "line": '
-        text = json_lines(head, "}\n", lines, encode_basestring)
-        # The last line of defence, once over the batch; when it finds something,
-        # each line again on its own, so no marker can straddle two events.
-        if self._redact(text) != text:
-            text = "".join(self._redact(line) + "\n" for line in text.split("\n")[:-1])
+        head = {"event": "step.output", "time": now_rfc3339(), **fields}
+        text = output_events(head, lines, self._redact)
         with self._lock:
             self._out.write(text)
             self._out.flush()
@@ -229,7 +258,7 @@ class LogReporter:
                 self._phases[where] = fields.get("phase")
             (self._log.info if changed else self._log.debug)(name, **fields)
             return
-        self._log.info(name, **fields)
+        (self._log.warning if name in WARNINGS else self._log.info)(name, **fields)
 
     def close(self) -> None:
         pass
@@ -379,6 +408,8 @@ class LiveReporter:
                 )
             elif name == "step.output" and self._show_output:
                 printed = self._output_line(key, fields)
+            elif name in WARNINGS:
+                printed = [self._warning(key, fields)]
             elif name == "workspace.finished":
                 self._rows.pop(key, None)
                 status = str(fields.get("status"))
@@ -425,6 +456,12 @@ class LiveReporter:
         prefix = f"{visible(workspace_label(*key))} · step {fields.get('step')} │ "
         style = "dim red" if fields.get("stream") == "stderr" else "dim"
         return Text.assemble((prefix, style), line)
+
+    def _warning(self, key: tuple[str, str], fields: dict[str, Any]) -> Any:
+        from rich.text import Text
+
+        where = f"{visible(workspace_label(*key))} · step {fields.get('step')}"
+        return Text(f"warning: {where}: {visible(str(fields.get('message')))}", style="yellow")
 
     def _dropped_note(self) -> list[Any]:
         return self._note(self._pacer.take_dropped())

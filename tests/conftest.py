@@ -14,6 +14,7 @@ import pytest
 
 REQUIRE_SERVICES = os.environ.get("RUNNER_TEST_REQUIRE_SERVICES") == "1"
 TEST_IMAGE = "runner-test/busybox:latest"
+DEBIAN_IMAGE = "runner-test/debian-tools:latest"
 
 
 def _unavailable(what: str, why: str) -> None:
@@ -49,6 +50,19 @@ def postgres_url() -> str:
         _unavailable("PostgreSQL", "RUNNER_TEST_POSTGRES_URL is not set")
         raise AssertionError("unreachable")
     return url
+
+
+@pytest.fixture(scope="session")
+def debian_image(docker_client: object) -> str:
+    """The image with curl and git that `make services` builds from Debian's packages."""
+    import docker
+    from docker.errors import ImageNotFound
+
+    try:
+        cast(docker.DockerClient, docker_client).images.get(DEBIAN_IMAGE)
+    except ImageNotFound:
+        _unavailable(f"the image {DEBIAN_IMAGE}", "run scripts/ensure-images.sh")
+    return DEBIAN_IMAGE
 
 
 @pytest.fixture(scope="session")

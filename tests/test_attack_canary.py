@@ -46,6 +46,38 @@ VALUES = [CANARY, GLOBAL_CANARY]
 # A one-off local value (`--secret-file`) the plain run gives CANARY instead of the stored one.
 LOCAL_CANARY = 'L0c4l/c4n+ry=v&l "q\\z<>'
 VARIABLES = ("CANARY", "GLOBAL_CANARY")
+# A file secret (`--type file`): the step reads it through the path its variable holds.
+FILE_CANARY = 'F1le/c4n+ry=v&l "q\\z<>\nsecond-line-Qx7'
+# A value a step makes while it runs and masks with `::add-mask::`: the spec holds it
+# reversed only, so nothing but the step's own output ever carries it.
+MASK_CANARY = "M4sk/run+t1me=v&l-9Zq"
+EXTRAS_SPEC = """name: canary-extras
+description: a file secret and a mask added at run time
+on:
+  - repository: github.com/acme/app
+steps:
+  - run: |
+      echo "file at $FILE_CANARY"
+      cat "$FILE_CANARY"; echo
+      m="$(echo '{reversed}' | rev)"
+      echo "::add-mask::$m"
+      echo "masked: $m"
+    container: runner-test/busybox:latest
+    env:
+      - FILE_CANARY
+  - run: |
+      m="$(echo '{reversed}' | rev)"
+      echo "later step: $m"
+      echo "later on stderr: $m" >&2
+      printf '%s' "$m" > masked.txt
+    container: runner-test/busybox:latest
+changesetTemplate:
+  title: extras
+  body: extras
+  branch: canary/extras
+  commit:
+    message: extras
+""".format(reversed=MASK_CANARY[::-1])
 REPOS = ["github.com/acme/app", "github.com/acme/lib"]
 
 
@@ -117,8 +149,14 @@ def test_local_run_leaks_no_secret_anywhere(
     ):
         proc = run_cli(["secret", "set", name, flag], env, input=value)
         assert proc.returncode == 0, proc.stderr
+    proc = run_cli(
+        ["secret", "set", "FILE_CANARY", "--user=alice", "--type", "file"], env, input=FILE_CANARY
+    )
+    assert proc.returncode == 0, proc.stderr
     specs = write_specs(tmp_path / "specs", REPOS)
-    forms = leak_forms([*VALUES, LOCAL_CANARY])
+    specs["extras"] = specs["print"].parent / "extras.yaml"
+    specs["extras"].write_text(EXTRAS_SPEC)
+    forms = leak_forms([*VALUES, LOCAL_CANARY, FILE_CANARY, MASK_CANARY])
     local_file = tmp_path / "private" / "local.env"  # the user's own file: not scanned
     local_file.parent.mkdir()
     local_file.write_text(f"CANARY='{LOCAL_CANARY}'\n")
@@ -151,6 +189,13 @@ def test_local_run_leaks_no_secret_anywhere(
                 env,
             )
             terminal += plain.stdout.encode() + plain.stderr.encode()
+            # A file secret and a mask made at run time, once (they ride the same pipes
+            # under every sandbox).
+            extras = run_cli(
+                ["run", str(specs["extras"]), *common, "--out", str(out / "extras"), "--json"],
+                env,
+            )
+            terminal += extras.stdout.encode() + extras.stderr.encode()
     assert watcher.containers_seen, "the watcher never saw a step container"
 
     # What each run did: the printing spec succeeds; the failing step and the file fail.
@@ -170,7 +215,11 @@ def test_local_run_leaks_no_secret_anywhere(
     (leaked,) = [e for e in events_of(runs["file"].stdout) if e["event"] == "workspace.finished"]
     assert leaked["status"] == "failed" and "CANARY" in leaked["error"]
     assert "leaked.txt" in leaked["error"] and "no diff was written" in leaked["error"]
-    assert not (out / "file" / "github.com").exists()
+    # No changeset or patch for it; its log (redacted) is all that is kept.
+    kept = sorted(p.suffix for p in (out / "file").rglob("*") if p.is_file())
+    assert kept == [".json", ".log"], kept  # summary.json and the workspace's log
+    if not sandbox:
+        _check_extras(extras.returncode, events_of(extras.stdout))
     changesets = list((out / "print").rglob("*.json"))
     assert len(changesets) == 3  # two changesets and the summary
     if "gvisor" in sandbox:
@@ -188,6 +237,22 @@ def test_local_run_leaks_no_secret_anywhere(
     assert hits(cache.stdout.encode(), forms) == []
     audit = run_cli(["secret", "log", "--json"], env)
     assert hits(audit.stdout.encode(), forms) == []
+
+
+def _check_extras(code: int, events: list[dict[str, Any]]) -> None:
+    """The file secret reached its step redacted; the mask hid the value from then on."""
+    lines = [e["line"] for e in events if e["event"] == "step.output"]
+    assert any(line.startswith("file at /") for line in lines), lines
+    assert any("[REDACTED:FILE_CANARY]" in line for line in lines), lines
+    assert not any("add-mask" in line for line in lines), lines
+    assert "masked: [REDACTED:MASK]" in lines
+    assert "later on stderr: [REDACTED:MASK]" in lines
+    assert "later step: [REDACTED:MASK]" in lines
+    # The later step wrote the mask into the repository: its workspace fails, naming it.
+    assert code == 3
+    (finished,) = [e for e in events if e["event"] == "workspace.finished"]
+    assert finished["status"] == "failed" and "MASK" in finished["error"], finished
+    assert not any(e["event"] == "step.cached" for e in events)
 
 
 def web_pages(c: Cluster, job_ids: list[str]) -> bytes:

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 
 from runner.testing.tls import LocalCA, http_recorder, https_recorder
-from tests.conftest import _unavailable
 from tests.helpers import (
     RUNNER,
     TEST_IMAGE,
@@ -43,20 +42,8 @@ from tests.test_broker_support import git_server
 
 pytestmark = pytest.mark.docker
 
-DEBIAN_IMAGE = "runner-test/debian-tools:latest"
 RUN_LABEL = "org.runner.run-id"
 GIT_USER = "x-access-token"
-
-
-@pytest.fixture(scope="session")
-def debian_image(docker_client: Any) -> str:
-    from docker.errors import ImageNotFound
-
-    try:
-        docker_client.images.get(DEBIAN_IMAGE)
-    except ImageNotFound:
-        _unavailable(DEBIAN_IMAGE, "run scripts/ensure-images.sh")
-    return DEBIAN_IMAGE
 
 
 def test_a_step_trusts_what_its_image_trusts(docker_client: Any, debian_image: str) -> None:

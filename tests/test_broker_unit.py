@@ -13,6 +13,8 @@ import os
 import shutil
 import string
 import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,14 +22,26 @@ import pytest
 from runner.egress.broker import CA_BUNDLE_PATH, TRUST_VARIABLES, response_forms
 from runner.egress.broker_rules import Binding, BrokerRules
 from runner.egress.placeholders import make_placeholder, type_prefix
+from runner.errors import RunnerError
 from runner.execute.job import run_job
+from runner.queue.bundle import Bundle
 from runner.redact.active import ActiveRedactor
 from runner.sandbox import SandboxPolicy
-from runner.secrets.delivery import Delivery
+from runner.secrets.delivery import BrokeredUse, Delivery
 from runner.secrets.value import Secret
 from runner.testing import FakeRuntime, FakeStepRun
 from tests.test_egress_unit import FakeProxy, _networks
 from tests.test_job import IMAGE, IMAGE_ID, NAMESPACE, TOKEN, Recorder, _job, _services, step
+from tests.test_queue_support import (
+    ORG_VALUE,
+    SPEC_PLAIN,
+    SPEC_WITH_SECRET,
+    TOKEN_VALUE,
+    ManualClock,
+    World,
+    make_repos,
+    write_spec,
+)
 
 GH = "ghp_" + "Zq8RrT2kLm0pXw4vNc7bHy1sDf6gJa3eUo5i"
 PH = "ghp_" + "Pq1aBc2dEf3gHi4jKl5mNo6pQr7sTu8vWx9y"
@@ -190,20 +204,21 @@ def test_a_step_gets_the_placeholder_the_proxy_the_value_and_a_mismatch_is_an_ev
             Path(m.source).read_text() for m in run.step.mounts if m.target == CA_BUNDLE_PATH
         )
         run.stdout(f"token={token}\n")
+        assert proxy.broker is not None
         if run.step.script.startswith("print"):
-            assert proxy.broker is not None
             proxy.broker.on_event("mismatch", "TOKEN", "plain.example")
-            proxy.broker.on_event("used", "TOKEN", "api.github.com")
+        proxy.broker.on_event("used", "TOKEN", "api.github.com")
         return 0
 
     roots = {(IMAGE_ID, "/etc/pki/tls/certs/ca-bundle.crt"): b"THE IMAGE'S OWN ROOTS\n"}
     runtime = FakeRuntime(handler=print_env, images={IMAGE: IMAGE_ID}, image_files=roots)
     rec = Recorder(ActiveRedactor())
     services = _services(tmp_path, runtime, rec, networks=_networks(runtime, proxy))
+    reported: list[Sequence[BrokeredUse]] = []
     (outcome,) = run_job(
         job,
         lambda ref, n: store.reveal(ref.id, version=ref.version, actor="alice", step=n),
-        services,
+        replace(services, on_brokered=reported.append),
     )
     assert outcome.status == "unchanged"
     # Both steps got one placeholder, the job's; never the value.
@@ -230,11 +245,16 @@ def test_a_step_gets_the_placeholder_the_proxy_the_value_and_a_mismatch_is_an_ev
     # The audit log says the job used it brokered.
     (access,) = [e for e in store.log("TOKEN") if e.event == "accessed"]
     assert access.detail == "brokered for api.github.com" and access.step == 1
+    # Each step's request counted, and handed over once, at the job's end.
+    meta = store.get("TOKEN", NAMESPACE)
+    assert meta is not None
+    (uses,) = reported
+    assert [u.to_json() for u in uses] == [
+        {"secret_id": meta.id, "name": "TOKEN", "version": 2, "hosts": {"api.github.com": 2}}
+    ]
 
 
 def _job_with(tmp_path: Path, job, store):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
     from runner.env import plan_env
 
     return replace(job, env_plan=plan_env(job.spec, NAMESPACE, store)), store
@@ -284,3 +304,61 @@ def test_a_killed_runs_proxy_folder_is_swept_a_live_ones_is_not(tmp_path: Path) 
     finally:
         shutil.rmtree(live, ignore_errors=True)
         shutil.rmtree(dead, ignore_errors=True)
+
+
+# The audit of brokered uses --------------------------------------------------------------------
+
+
+def _use(meta_id: str, name: str, version: int, **hosts: int) -> dict[str, object]:
+    hosts_named = {host.replace("_", "."): n for host, n in hosts.items()}
+    return {"secret_id": meta_id, "name": name, "version": version, "hosts": hosts_named}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(f"sqlite:///{tmp_path / 'state.db'}", make_repos(tmp_path / "repos"), ManualClock())
+    yield w
+    w.close()
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_the_coordinator_audits_an_executors_brokered_uses_once_per_job(
+    world: World, tmp_path: Path
+) -> None:
+    alice, executor = world.client("alice"), world.client("exec")
+    bound = Delivery.of("env", ["api.github.com", "github.com"])
+    meta, _ = alice.secret_set("TOKEN", "user:alice", Secret(TOKEN_VALUE), delivery=bound)
+    bobs, _ = world.client("bob").secret_set("TOKEN", "user:bob", Secret(ORG_VALUE))
+    spec = Bundle.from_spec_file(write_spec(tmp_path / "spec", SPEC_WITH_SECRET))
+    alice.submit(spec, "user:alice")
+    done, failed = executor.claim("ex-a"), executor.claim("ex-b")
+    assert done is not None and failed is not None
+    used = _use(meta.id, "TOKEN", 1, api_github_com=3, github_com=1)
+    # An executor may only report the job's own namespace's secrets: bob's is dropped.
+    astray = _use(bobs.id, "TOKEN", 1, api_github_com=1)
+    result = {"status": "unchanged", "changesets": []}
+    executor.complete(done.job_id, done.lease, result, brokered=[used, astray])
+    # The same report again (its answer was lost) is accepted and counts nothing twice.
+    executor.complete(done.job_id, done.lease, result, brokered=[used, astray])
+    executor.fail(failed.job_id, failed.lease, state="failed", error="boom", brokered=[used])
+    events = [e for e in world.secrets.log() if e.event == "brokered"]
+    assert sorted((e.job, e.actor) for e in events) == sorted(
+        [(done.job_id, "executor:ex-a"), (failed.job_id, "executor:ex-b")]
+    )
+    for event in events:
+        assert (event.name, event.namespace, event.version, event.count) == (
+            "TOKEN",
+            "user:alice",
+            1,
+            4,
+        )
+        assert event.detail == "used for api.github.com (3), github.com (1)"
+    # A report that is not one is refused whole, before the job's end is written.
+    (other,) = alice.submit(
+        Bundle.from_spec_file(write_spec(tmp_path / "two", SPEC_PLAIN)), "user:alice"
+    )["jobs"]
+    claimed = executor.claim("ex-a")
+    assert claimed is not None and claimed.job_id == other["id"]
+    with pytest.raises(RunnerError):
+        executor.complete(claimed.job_id, claimed.lease, result, brokered=[{**used, "hosts": {}}])
+    assert alice.job_show(claimed.job_id)["state"] == "processing"

@@ -15,8 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from runner.cache import CacheEntry, StepKeyInput, prefix_secret_refs, step_keys
-from runner.cache.sql import invalidate_after_secret_change, open_cache
+from runner.cache import (
+    CacheEntry,
+    StepKeyInput,
+    WorkspaceKeyInput,
+    prefix_secret_refs,
+    step_keys,
+)
+from runner.cache.sql import SqlStepCache, invalidate_after_secret_change, open_cache
 from runner.cache.why import (
     Candidate,
     WorkspaceWhy,
@@ -155,11 +161,11 @@ def test_the_closest_candidate_has_the_fewest_differences_then_is_the_newest() -
 # Entries and tombstones in the store ------------------------------------------------------------
 
 
-def _put_named(cache: object, ws: object, steps: list[StepKeyInput]) -> list[str]:
-    keys = step_keys(ws, steps)  # type: ignore[arg-type]
+def _put_named(cache: SqlStepCache, ws: WorkspaceKeyInput, steps: list[StepKeyInput]) -> list[str]:
+    keys = step_keys(ws, steps)
     for index, key in enumerate(keys):
-        named = named_inputs(ws, steps, index + 1)  # type: ignore[arg-type]
-        cache.put(  # type: ignore[attr-defined]
+        named = named_inputs(ws, steps, index + 1)
+        cache.put(
             key,
             replace(entry(key), inputs=named),
             namespace="user:alice",

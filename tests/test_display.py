@@ -80,8 +80,10 @@ def test_twenty_workspaces_at_j2_in_a_terminal_show_the_count_moving(
     assert most_rows >= 1
     # The final table names each workspace once: no live line is left over.
     for name in names:
-        named = [line for line in everything if name in line]
+        named = [line for line in everything if name in line and not line.endswith(".log")]
         assert len(named) == 1, (name, screen_text(everything))
+    # Below it, the failed workspace's log (runner.execute.workspace_logs).
+    assert any(line.strip().endswith(f"{FAILING}/_root/main.log") for line in everything)
     failed_row = everything.index(next(line for line in everything if FAILING in line))
     assert everything[failed_row].startswith("failed ")
     assert everything[failed_row + 1].strip() == (

@@ -21,9 +21,17 @@ import pytest
 import runner.log
 from runner.execute.capture import MAX_LINE, OutputSink
 from runner.log import configure_logging, get_logger, log_lines
+from runner.queue.executor import JobLog
 from runner.redact import Redactor
 from runner.redact.active import ActiveRedactor
-from runner.report import JsonLinesReporter, LogReporter, RecordingReporter, report_output
+from runner.report import (
+    JsonLinesReporter,
+    LogReporter,
+    RecordingReporter,
+    report_output,
+    visible,
+    visible_lines,
+)
 from tests.test_redact_logging import restore_logging
 from tests.test_report import WIDTH, MakeLive, ScreenFile, clock, make_live, shown, term, ws
 
@@ -107,7 +115,11 @@ PLAIN = [
     "",
 ]
 LINES = [*PLAIN, "a \\ backslash and \\n, not a newline"]
-BATCHES = pytest.mark.parametrize("given", [PLAIN, LINES], ids=["one-call", "line-by-line"])
+# Every line quoted by the console renderer, none needing more than quotes: one call there too.
+QUOTED = ["a line with blanks", 'with "double" quotes', "key = value", "é ü € 😀"]
+BATCHES = pytest.mark.parametrize(
+    "given", [PLAIN, LINES, QUOTED], ids=["one-call", "line-by-line", "all-quoted"]
+)
 FIELDS = {"run_id": "r1", "repository": "github.com/acme/app", "path": "", "step": 1}
 
 
@@ -218,3 +230,24 @@ def test_a_batch_faster_than_a_terminal_is_summarised_on_screen_only(
         f"… {12_345 - limit:,} output lines not shown here (runner run --json prints every line)"
     )
     assert len(screen[-4]) < WIDTH
+
+
+@BATCHES
+def test_visible_lines_are_each_line_made_visible(given: list[str]) -> None:
+    for lines in (given, [*given, "bell\x07", "csi\x9b"]):
+        assert list(visible_lines(lines)) == [visible(line) for line in lines]
+
+
+def test_the_job_log_queues_a_batch_as_the_events_of_each_line() -> None:
+    redactor = Redactor({"TOKEN": VALUE})
+    claim = type("Claim", (), {"job_id": "j1", "lease": "l1"})()
+    batched, one_by_one = (
+        JobLog(None, claim, redactor, interval_s=60, on_lost=lambda: None)  # type: ignore[arg-type]
+        for _ in range(2)
+    )
+    lines = [*LINES, f"holds {VALUE}"]
+    batched.step_output(lines, **FIELDS, stream="stderr")
+    for line in lines:
+        one_by_one.event("step.output", **FIELDS, stream="stderr", line=line)
+    assert _without_time("\n".join(batched._lines)) == _without_time("\n".join(one_by_one._lines))
+    assert VALUE not in "".join(batched._lines)

@@ -9,6 +9,7 @@ real engine that scans everything it left behind.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from dataclasses import replace
@@ -21,8 +22,10 @@ from runner.env import plan_env
 from runner.execute.capture import OutputSink
 from runner.execute.job import Job, run_job
 from runner.execute.masks import MAX_COMMAND_BYTES, MaskCommand, MaskFilter, parse_command
+from runner.log import configure_logging
 from runner.queue.executor import JobLog
 from runner.redact.active import ActiveRedactor
+from runner.report import LogReporter
 from runner.spec import load_spec_text
 from runner.testing import FakeRuntime, FakeSecretStore, FakeStepRun
 from runner.testing.cache import MemoryStepCache
@@ -36,6 +39,9 @@ from tests.helpers import (
     scan_tree,
 )
 from tests.test_job import IMAGE, IMAGE_ID, NAMESPACE, Recorder, _services, _workspace
+from tests.test_redact_logging import restore_logging
+
+__all__ = ["restore_logging"]  # a fixture, used by name
 
 MINTED = "minted-token-0123456789"
 
@@ -228,6 +234,19 @@ def test_a_short_mask_is_refused_with_a_warning_that_does_not_echo_it(tmp_path: 
     assert "abc1234" not in json.dumps(warnings)
     # Not registered (it would redact ordinary text), and the command itself not shown.
     assert [e["line"] for e in rec.events if e["event"] == "step.output"] == ["value abc1234"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_mask_warning_is_logged_as_a_warning() -> None:
+    buf = io.StringIO()
+    configure_logging(fmt="json", stream=buf)
+    LogReporter().event("step.mask_warning", repository="r", step=1, stream="stdout", message="m")
+    [logged] = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert (logged["event"], logged["level"], logged["message"]) == (
+        "step.mask_warning",
+        "warning",
+        "m",
+    )
 
 
 class _Api:

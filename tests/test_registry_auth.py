@@ -115,6 +115,8 @@ def test_each_form_of_config_json_gives_credentials_for_its_registry() -> None:
         (json.dumps({"auths": {"r.io": {"auth": "!!" + PASSWORD}}}), "not base64"),
         (json.dumps({"auths": {"r.io": {"note": PASSWORD}}}), 'no "auth"'),
     ],
+    # Ids without the random password, so every pytest-xdist worker collects the same tests.
+    ids=["not-json", "not-object", "not-base64", "no-auth"],
 )
 def test_a_malformed_config_is_refused_by_where_never_by_what(value: str, said: str) -> None:
     with pytest.raises(SecretValidationError, match=said) as caught:

@@ -263,6 +263,9 @@ def run_cmd(
                 networks=networks,
                 rerun=rerun,
                 keep_workspace=keep_workspace,
+                on_brokered=lambda uses: store.record_brokered(
+                    uses, visible_from=ns, actor=actor, job=run_id
+                ),
             )
     finally:
         reporter.close()
@@ -325,14 +328,14 @@ def _print_summary(outcome: Any, out: Path) -> None:
         click.echo(line)
         if reason:
             click.echo(REASON_INDENT + one_line(reason, _stdout_width() - len(REASON_INDENT)))
-    counts = ", ".join(f"{n} {s}" for s, n in outcome.counts.items() if n)
-    click.echo(f"{counts or 'no workspaces'}; summary: {outcome.summary_path}")
     for message in outcome.kept_workspaces.values():
         click.echo(message)
     if outcome.failed_logs:
         click.echo("logs of the failed workspaces:")
         for log_file in outcome.failed_logs:
             click.echo(f"  {out / log_file}")
+    counts = ", ".join(f"{n} {s}" for s, n in outcome.counts.items() if n)
+    click.echo(f"{counts or 'no workspaces'}; summary: {outcome.summary_path}")
 
 
 REASON_INDENT = "  └ "

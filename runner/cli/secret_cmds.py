@@ -342,7 +342,8 @@ def _event_row(event: AuditEvent) -> list[str]:
     if event.step is not None:
         detail.append(f"step {event.step}")
     if event.count is not None:
-        detail.append(f"{event.count} entries")
+        unit = "requests" if event.event == "brokered" else "entries"
+        detail.append(f"{event.count} {unit}")
     if event.detail:
         detail.append(event.detail)
     return [

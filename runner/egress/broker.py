@@ -11,12 +11,19 @@ The proxy intercepts TLS only for bound hosts, with a certificate authority
 made for the job (its key on a tmpfs, gone with the proxy). Steps trust it
 through ``ca_bundle`` mounted at ``CA_BUNDLE_PATH`` and the variables of
 ``trust_env``.
+
+Each request the proxy authenticates comes back as a ``used`` event; the
+job counts them in ``JobBroker.uses`` (per secret and host, in memory) and
+``run_job`` hands the totals to its front door once, at the job's end, for
+the audit log (``SecretStore.record_brokered``: locally, or on the
+coordinator from the executor's report).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,7 +34,7 @@ from runner.egress.broker_rules import Binding, BrokerRules
 from runner.egress.placeholders import make_placeholder
 from runner.execute.runtime import ContainerRuntime
 from runner.redact.encodings import forms_of
-from runner.secrets.delivery import Broker
+from runner.secrets.delivery import Broker, BrokeredUse
 from runner.secrets.value import Secret
 
 # Where a step finds the job CA followed by the usual roots, and the variables that say so.
@@ -61,6 +68,7 @@ class BrokeredSecret:
     value: Secret
     placeholder: Secret
     broker: Broker
+    version: int = 0  # the stored version the job revealed (what the audit names)
 
 
 def _delivery_broker(var: Any) -> Broker | None:
@@ -73,11 +81,33 @@ def _delivery_broker(var: Any) -> Broker | None:
     return None
 
 
+class BrokerUses:
+    """Requests the job's proxies authenticated, per secret name and host; thread-safe.
+
+    Every workspace's proxy reports into the job's one counter; it holds names
+    and hosts only, and costs a dictionary update per request.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, dict[str, int]] = {}
+
+    def add(self, name: str, host: str) -> None:
+        with self._lock:
+            hosts = self._counts.setdefault(name, {})
+            hosts[host] = hosts.get(host, 0) + 1
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {name: dict(hosts) for name, hosts in self._counts.items()}
+
+
 @dataclass(frozen=True)
 class JobBroker:
     """A job's brokered secrets with their placeholders, made once per job."""
 
     secrets: tuple[BrokeredSecret, ...] = ()
+    uses: BrokerUses = field(default_factory=BrokerUses, compare=False, repr=False)
 
     @classmethod
     def of(cls, steps: Mapping[int, Iterable[Any]], revealed: Mapping[str, Secret]) -> JobBroker:
@@ -96,7 +126,12 @@ class JobBroker:
                 placeholder = make_placeholder(value.reveal(), taken=taken)
                 taken.append(placeholder)
                 made[secret.id] = BrokeredSecret(
-                    secret.id, secret.name, value, Secret(placeholder), broker
+                    secret.id,
+                    secret.name,
+                    value,
+                    Secret(placeholder),
+                    broker,
+                    version=int(getattr(secret, "version", 0) or 0),
                 )
         return cls(tuple(made.values()))
 
@@ -109,6 +144,15 @@ class JobBroker:
             if secret.value == value:
                 return secret.placeholder
         return None
+
+    def used(self) -> tuple[BrokeredUse, ...]:
+        """What the job's proxies authenticated so far, per secret: for the audit log."""
+        counts = self.uses.counts()
+        return tuple(
+            BrokeredUse(secret_id=s.id, name=s.name, version=s.version, hosts=counts[s.name])
+            for s in self.secrets
+            if counts.get(s.name)
+        )
 
     def redaction_pairs(self) -> list[tuple[str, Secret]]:
         """Each placeholder under its secret's name: a placeholder is redacted like a value."""

@@ -25,6 +25,7 @@ rules) are swept by the job's id; a proxy ends with its runner by itself.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -179,8 +180,16 @@ class JobNetworks:
             )
 
     def _close(self, net: NetworkInfo) -> None:
-        self.firewall.release(net)
-        self.runtime.remove_network(net.name)
+        # Side by side: the rules name the bridge only, which the removal deletes (a
+        # new network gets a new name), so neither waits for the other.
+        rules = threading.Thread(
+            target=self.firewall.release, args=(net,), name="firewall-release", daemon=True
+        )
+        rules.start()
+        try:
+            self.runtime.remove_network(net.name)
+        finally:
+            rules.join()
 
     def sweep(self, job_id: str | None = None) -> int:
         removed = self.runtime.sweep_networks(job_id) + sweep_confdirs()

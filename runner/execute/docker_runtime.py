@@ -85,6 +85,7 @@ from runner.execute.runtime import (
     payload_env,
     secret_file_path,
 )
+from runner.execute.subnets import SubnetBook
 from runner.sandbox import Isolation
 from runner.secrets.value import Secret
 
@@ -236,13 +237,14 @@ class DockerRuntime:
         self._api = api
         self._runtimes = runtimes
         self._network_pool = _pool(network_pool)
-        self._network_lock = threading.Lock()
+        self._subnets = SubnetBook(self._network_pool, NETWORK_PREFIX)
         self._scratch_dir = scratch_dir
         self._poll_interval_s = poll_interval_s
         self._pull_timeout_s = pull_timeout_s
         self._clock = clock
-        # Finished containers go in the background; settle() waits for them.
-        self._reaper = Reaper()
+        # Finished containers go in the background; settle() waits for them. Four
+        # at once: a wave of -j 4 ends together, and its networks wait for them.
+        self._reaper = Reaper(workers=4)
 
     @classmethod
     def from_environ(
@@ -654,18 +656,22 @@ class DockerRuntime:
     # -- job networks --------------------------------------------------------
 
     def create_network(self, job_id: str, *, internal: bool) -> NetworkInfo:
-        # The lock keeps this process's threads from picking the same subnet;
-        # another process that does is refused by the engine ("overlaps"), and
-        # the next free subnet is tried.
-        with self._network_lock:
-            taken = self._subnets_in_use()
-            for subnet in self._network_pool.subnets(new_prefix=NETWORK_PREFIX):
-                if any(subnet.overlaps(other) for other in taken):
-                    continue
+        # Networks are made concurrently: the subnet comes from this process's own
+        # bookkeeping, not an engine listing per network. A subnet another process
+        # took meanwhile is refused by the engine ("overlaps"); the book then lists
+        # the engine's networks again and the next free subnet is tried.
+        relist = False
+        while (subnet := self._subnets.reserve(self._subnets_in_use, relist=relist)) is not None:
+            try:
                 info = self._try_network(job_id, subnet, internal=internal)
-                if info is not None:
-                    return info
-                taken.append(subnet)
+            except BaseException:
+                self._subnets.release(subnet)
+                raise
+            if info is not None:
+                self._subnets.hold(info.name, subnet)
+                return info
+            self._subnets.refused(subnet)
+            relist = True
         raise ContainerRuntimeError(
             f"no free subnet is left in runner's network pool {self._network_pool}",
             hint="remove leftover job networks with `runner cleanup`, or give "
@@ -714,7 +720,7 @@ class DockerRuntime:
         try:
             self._api.remove_network(name)
         except docker.errors.NotFound:
-            pass
+            self._subnets.removed(name)
         except _ENGINE_ERRORS as exc:
             # Its label lets the next run, `runner cleanup` or the executor sweep it.
             log.warning(
@@ -722,6 +728,8 @@ class DockerRuntime:
                 network=name,
                 reason=_reason(exc),
             )
+        else:
+            self._subnets.removed(name)
 
     def sweep_networks(self, job_id: str | None = None) -> int:
         label = NETWORK_LABEL if job_id is None else f"{NETWORK_LABEL}={job_id}"
@@ -741,6 +749,7 @@ class DockerRuntime:
                 continue
             except _ENGINE_ERRORS as exc:
                 _engine_failure("remove a leftover network", exc)
+            self._subnets.removed(str(network.get("Name")))
             removed += 1
         return removed
 

@@ -48,6 +48,7 @@ from runner.plan import Workspace
 from runner.redact.protocol import Redacts
 from runner.report import Reporter
 from runner.sandbox import SandboxPolicy
+from runner.secrets.delivery import BrokeredUse
 from runner.secrets.local import LocalSecrets
 from runner.secrets.value import Secret
 from runner.spec.models import BatchSpec
@@ -56,6 +57,9 @@ log = get_logger("runner.job")
 
 Reveal = Callable[[SecretRef, int], Secret]
 """(secret reference, number of the first step using it) → its value."""
+
+OnBrokered = Callable[[Sequence[BrokeredUse]], object]
+"""The job's brokered uses, per secret, handed over once at its end (for the audit log)."""
 
 
 class ValueRegistry(Protocol):
@@ -248,6 +252,8 @@ class JobServices:
     networks: JobNetworkSeam = field(default_factory=NoJobNetworks)
     # `runner run --keep-workspace`: keeps a failed workspace's tree (runner.execute.keep).
     keep_tree: Callable[[Workspace, Path], None] | None = None
+    # The job's brokered uses, once at its end, for the audit log (runner.egress.broker).
+    on_brokered: OnBrokered | None = None
 
 
 def run_job(
@@ -284,6 +290,23 @@ def run_job(
     finally:
         # Finished containers are removed in the background: none outlives the job.
         services.runtime.settle()
+        if broker and services.on_brokered is not None:
+            _report_brokered(broker, services.on_brokered)
+
+
+def _report_brokered(broker: JobBroker, on_brokered: OnBrokered) -> None:
+    """Hand the job's brokered uses over once, failed or canceled jobs too.
+
+    The proxies are down by now, so the count is final; a failure to record
+    them never fails the job.
+    """
+    uses = broker.used()
+    if not uses:
+        return
+    try:
+        on_brokered(uses)
+    except Exception:
+        log.exception("could not record the job's brokered uses")
 
 
 def _context(job: Job, secrets: Mapping[str, Secret], services: JobServices) -> RunContext:
@@ -365,8 +388,10 @@ def _run_steps(
         network_event("step.egress_denied", host, port=port)
 
     def on_broker(kind: str, secret: str, host: str) -> None:
-        # "used" needs no event: the reveal audited the value, the proxy used it as bound.
-        if kind == "mismatch":
+        # A use is counted, not reported: the job's front door audits the totals at its end.
+        if kind == "used" and ctx.broker is not None:
+            ctx.broker.uses.add(secret, host)
+        elif kind == "mismatch":
             mismatched[0] += 1
             network_event("secret.broker_mismatch", host, secret=secret)
 

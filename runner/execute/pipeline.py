@@ -117,20 +117,26 @@ class Turns:
     A workspace may start (write its tree, open its network, make its first
     container) while earlier ones hold every turn: ``may_start`` allows one
     such workspace waiting per turn, so the next wave is ready when a turn
-    frees and the first wave is not slowed by the second. A workspace's
-    events are held until its turn (``HeldReporter``): what is shown as
-    running is what has a turn.
+    frees. Those waiting ones start only once every workspace holding a turn
+    is ready to run (``Turn.wait`` says so): they would otherwise compete
+    with the running wave for the engine (a network, a container start each)
+    and delay it. A workspace's events are held until its turn
+    (``HeldReporter``): what is shown as running is what has a turn.
     """
 
     def __init__(self, width: int) -> None:
         self.width = max(1, width)
         self._granted = 0
         self._ended = 0
+        self._holding: set[int] = set()  # turns granted and not ended
+        self._ready: set[int] = set()  # workspaces that made their first container
         self.changed = threading.Condition()
 
     def may_start(self, index: int) -> bool:
         with self.changed:
-            return index < self._granted + self.width
+            if index < self.width:
+                return True  # the first wave: nothing to give way to
+            return index < self._granted + self.width and self._holding <= self._ready
 
     def turn(self, index: int, reporter: HeldReporter) -> Turn:
         return Turn(self, index, reporter)
@@ -152,12 +158,20 @@ class Turns:
                 # cancel is an Event of its own: look at it now and then.
                 self.changed.wait(0.1)
             self._granted += 1
+            self._holding.add(index)
             self.changed.notify_all()
             return True
 
-    def _end(self) -> None:
+    def _is_ready(self, index: int) -> None:
+        with self.changed:
+            self._ready.add(index)
+            self.changed.notify_all()
+
+    def _end(self, index: int) -> None:
         with self.changed:
             self._ended += 1
+            self._holding.discard(index)
+            self._ready.discard(index)
             self.changed.notify_all()
 
 
@@ -177,6 +191,8 @@ class Turn:
         self.missed = False
 
     def wait(self, cancel: threading.Event) -> None:
+        """Wait for the turn; the workspace is ready to run (its first container is made)."""
+        self._turns._is_ready(self._index)
         if self._granted or self.missed:
             return
         if self._turns._wait(self._index, cancel):
@@ -196,7 +212,7 @@ class Turn:
             self.reporter.drop()
         else:
             self.reporter.open()
-        self._turns._end()
+        self._turns._end(self._index)
 
 
 class HeldReporter:

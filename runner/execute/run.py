@@ -26,6 +26,7 @@ from runner.execute.job import (
     CheckedChangeset,
     Job,
     JobServices,
+    OnBrokered,
     Reveal,
     ValueRegistry,
     WorkspaceOutcome,
@@ -141,15 +142,22 @@ def execute(
     networks: JobNetworkSeam | None = None,
     rerun: Rerun | None = None,
     keep_workspace: bool = False,
+    on_brokered: OnBrokered | None = None,
 ) -> RunOutcome:
     """Run ``plan``'s workspaces, writing results, logs and summary.json under ``out_dir``.
 
     ``rerun`` (``--only-failed``): ``plan`` holds only the workspaces to run
     again, and the previous summary is updated in place. ``keep_workspace``:
-    keep each failed workspace's tree, unless it holds a value.
+    keep each failed workspace's tree, unless it holds a value. ``on_brokered``
+    gets the run's brokered uses once, at its end (the local store audits them).
     """
     _prepare(out_dir, rerun)
     logs = WorkspaceLogs(reporter, out_dir, plan.workspaces, redactor.redact)
+    if rerun is None:
+        # Until the real one: marks --out as runner's and names the logs about to be
+        # written, so the next run clears them even if this one is killed.
+        stub = {"run_id": plan.run_id, "batch_change": plan.spec.name, "workspaces": []}
+        write_summary(out_dir, stub, logs.planned())
     keeper = WorkspaceKeeper(out_dir, redactor) if keep_workspace else None
     job = Job(
         id=plan.run_id,
@@ -177,6 +185,7 @@ def execute(
         sandbox=sandbox or SandboxPolicy(),
         networks=networks or NoJobNetworks(),
         keep_tree=keeper,
+        on_brokered=on_brokered,
     )
     started = now_rfc3339()
 

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from runner.output import changeset_base
 from runner.plan import Workspace
-from runner.report import Reporter, now_rfc3339, report_output, visible
+from runner.report import Reporter, now_rfc3339, report_output, visible, visible_lines
 
 SUFFIX = ".log"
 # Fields every event of a workspace carries: its log is already theirs.
@@ -52,6 +52,10 @@ class WorkspaceLogs:
         self._lock = threading.Lock()
         self.written: dict[tuple[str, str], str] = {}  # (repository, path) -> path below out
 
+    def planned(self) -> list[str]:
+        """Every log this run may write, relative to --out."""
+        return sorted(str(path.relative_to(self._out)) for path in self._paths.values())
+
     def relative(self, ws: Workspace) -> str | None:
         """Where ``ws``'s log was written, relative to --out (None: it has none)."""
         return self.written.get((ws.repository, ws.path))
@@ -72,7 +76,7 @@ class WorkspaceLogs:
         if where is None:
             return
         head = f"{now_rfc3339()} step {fields.get('step')} {fields.get('stream')} | "
-        self._write(where, [head + visible(line) for line in lines])
+        self._write(where, [head + line for line in visible_lines(lines)])
 
     def _where(self, fields: dict[str, Any]) -> tuple[str, str] | None:
         where = (str(fields.get("repository")), str(fields.get("path") or ""))

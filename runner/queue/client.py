@@ -35,7 +35,7 @@ from runner.queue.bundle import Bundle
 from runner.queue.jobs import env_plan_from_json
 from runner.queue.models import HeartbeatAnswer
 from runner.sandbox.tighten import NamespacePolicy
-from runner.secrets.delivery import Delivery
+from runner.secrets.delivery import Delivery, UsesJson
 from runner.secrets.models import AuditEvent, SecretMeta
 from runner.secrets.value import Secret
 
@@ -355,19 +355,23 @@ class CoordinatorClient:
             body={"lease": lease, "step": step, "status": status, "exit_code": exit_code},
         )
 
-    def complete(self, job_id: str, lease: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    def complete(
+        self, job_id: str, lease: str, result: Mapping[str, Any], *, brokered: UsesJson = ()
+    ) -> dict[str, Any]:
         data: dict[str, Any] = self._json(
             "POST",
             f"/api/executor/jobs/{job_id}/complete",
-            body={"lease": lease, "result": dict(result)},
+            body={"lease": lease, "result": dict(result), "brokered": [*brokered]},
         )
         return data
 
-    def fail(self, job_id: str, lease: str, *, state: str, error: str) -> dict[str, Any]:
+    def fail(
+        self, job_id: str, lease: str, *, state: str, error: str, brokered: UsesJson = ()
+    ) -> dict[str, Any]:
         data: dict[str, Any] = self._json(
             "POST",
             f"/api/executor/jobs/{job_id}/fail",
-            body={"lease": lease, "state": state, "error": error},
+            body={"lease": lease, "state": state, "error": error, "brokered": [*brokered]},
         )
         return data
 

@@ -65,9 +65,10 @@ from runner.queue.client import Claim
 from runner.queue.jobs import workspace_from_json
 from runner.queue.models import HeartbeatAnswer
 from runner.redact import ActiveRedactor, Redacts, active
-from runner.report import now_rfc3339
+from runner.report import now_rfc3339, output_events
 from runner.sandbox import SandboxPolicy
 from runner.sandbox.tighten import sandbox_summary, tighten
+from runner.secrets.delivery import BrokeredUse, UsesJson
 from runner.spec import load_spec_text
 
 log = get_logger("runner.executor")
@@ -90,8 +91,13 @@ class ExecutorApi(Protocol):
     def record_step(
         self, job_id: str, lease: str, *, step: int, status: str, exit_code: int | None = None
     ) -> None: ...
-    def complete(self, job_id: str, lease: str, result: Mapping[str, Any]) -> Mapping[str, Any]: ...
-    def fail(self, job_id: str, lease: str, *, state: str, error: str) -> Mapping[str, Any]: ...
+    # ``brokered``: the job's brokered uses (``BrokeredUse.to_json``), for the coordinator's audit.
+    def complete(
+        self, job_id: str, lease: str, result: Mapping[str, Any], *, brokered: UsesJson = ()
+    ) -> Mapping[str, Any]: ...
+    def fail(
+        self, job_id: str, lease: str, *, state: str, error: str, brokered: UsesJson = ()
+    ) -> Mapping[str, Any]: ...
     def cache_get(self, key: str) -> CacheEntry | None: ...
     def cache_put(
         self, key: str, entry: CacheEntry, *, namespace: str, secret_refs: Sequence[str]
@@ -191,6 +197,13 @@ class JobLog:
             status = _STEP_STATUS.get(name)
             if status is not None and isinstance(fields.get("step"), int):
                 self._steps.append((fields["step"], status, fields.get("exit_code")))
+
+    def step_output(self, lines: Sequence[str], **fields: Any) -> None:
+        # A chunk's lines in one go: output costs its bytes (runner.report.report_output).
+        head = {"event": "step.output", "time": now_rfc3339(), "job_id": self._claim.job_id}
+        text = output_events({**head, **fields}, lines, self._redactor.redact)
+        with self._lock:
+            self._lines.extend(text.split("\n")[:-1])
 
     def close(self) -> None:
         pass
@@ -299,6 +312,8 @@ class JobRunner:
         self.lost = False
         self.outcome: Outcome | None = None
         self.sandbox = settings.sandbox  # what the job runs under, once claimed
+        # What the job's proxy authenticated, reported with its end for the audit log.
+        self.brokered: list[BrokeredUse] = []
         self.thread = threading.Thread(target=self.run, name=f"job-{claim.job_id}", daemon=True)
 
     @property
@@ -373,16 +388,18 @@ class JobRunner:
     def _report(self, outcome: Outcome) -> None:
         claim = self.claim
         retry = Retry(REPORT_BACKOFF, clock=self._clock, timeout_s=self._settings.report_timeout_s)
+        brokered = [use.to_json() for use in self.brokered]
         while True:
             try:
                 if outcome.state == "completed":
-                    self._api.complete(claim.job_id, claim.lease, outcome.result)
+                    self._api.complete(claim.job_id, claim.lease, outcome.result, brokered=brokered)
                 else:
                     self._api.fail(
                         claim.job_id,
                         claim.lease,
                         state=outcome.state,
                         error=outcome.error or outcome.state,
+                        brokered=brokered,
                     )
                 log.info("job finished", job=claim.job_id, state=outcome.state, error=outcome.error)
                 return
@@ -456,6 +473,7 @@ class JobRunner:
                 temp_root=settings.temp_root,
                 sandbox=self.sandbox,
                 networks=settings.networks,
+                on_brokered=self.brokered.extend,
             )
             (done,) = run_job(job, lambda ref, step: claim.secrets[ref.id], services)
             outcome = self._outcome(done)

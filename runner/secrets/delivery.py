@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
 from runner.errors import SecretValidationError
@@ -149,3 +149,53 @@ class Delivery:
 
 
 DEFAULT_DELIVERY: Final = Delivery()
+
+
+# A job's uses as an executor reports them with its end: ``BrokeredUse.to_json`` each.
+UsesJson = Sequence[Mapping[str, Any]]
+
+# What one job's report of brokered uses may hold: enough for any real job, bounded
+# because an executor sends it (runner.queue.api).
+MAX_USE_HOSTS: Final = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokeredUse:
+    """A job's uses of one brokered secret: requests its proxy authenticated, per host.
+
+    Aggregated while the job runs and audited once at its end (a ``brokered``
+    event in the secret's audit log); metadata only, never a value.
+    """
+
+    secret_id: str
+    name: str
+    version: int
+    hosts: Mapping[str, int]
+
+    @property
+    def count(self) -> int:
+        return sum(self.hosts.values())
+
+    def describe(self) -> str:
+        """The audit event's detail: ``used for api.github.com (3), github.com (1)``."""
+        shown = ", ".join(f"{host} ({n})" for host, n in sorted(self.hosts.items()))
+        return f"used for {shown}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "hosts": dict(self.hosts)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> BrokeredUse:
+        """From an executor's report; ``ValueError`` for anything that is not one."""
+        hosts = data["hosts"]
+        if not isinstance(hosts, Mapping) or not 0 < len(hosts) <= MAX_USE_HOSTS:
+            raise ValueError("a brokered use names 1 to 64 hosts")
+        counted = {str(h).lower()[:253]: int(n) for h, n in hosts.items()}
+        if any(n < 1 for n in counted.values()):
+            raise ValueError("a brokered use counts at least one request per host")
+        return cls(
+            secret_id=str(data["secret_id"]),
+            name=str(data["name"]),
+            version=int(data["version"]),
+            hosts=counted,
+        )

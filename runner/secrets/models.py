@@ -11,13 +11,21 @@ from typing import Any, Final, Literal
 from runner.secrets.delivery import DEFAULT_DELIVERY, Delivery
 
 AuditEventName = Literal[
-    "created", "updated", "deleted", "accessed", "denied", "key_rotated", "cache_invalidated"
+    "created",
+    "updated",
+    "deleted",
+    "accessed",
+    "brokered",
+    "denied",
+    "key_rotated",
+    "cache_invalidated",
 ]
 AUDIT_EVENTS: Final[tuple[str, ...]] = (
     "created",
     "updated",
     "deleted",
     "accessed",
+    "brokered",  # a job's proxy used a brokered secret: hosts and requests, once per job
     "denied",
     "key_rotated",
     "cache_invalidated",

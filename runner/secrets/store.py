@@ -22,8 +22,8 @@ import builtins
 import secrets as _random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from runner.clock import SYSTEM_CLOCK, Clock
@@ -52,7 +52,7 @@ from runner.secrets.crypto import (
     seal,
     unseal,
 )
-from runner.secrets.delivery import DEFAULT_DELIVERY, Delivery
+from runner.secrets.delivery import DEFAULT_DELIVERY, BrokeredUse, Delivery
 from runner.secrets.models import AUDIT_EVENTS, AuditEvent, SecretMeta
 from runner.secrets.names import (
     DEFAULT_SCOPE,
@@ -299,8 +299,13 @@ class SecretStore(ABC):
         ``name`` is a step's env name: ``github_token`` finds the secret GITHUB_TOKEN.
         """
         name = normalize_name(name)
-        for owner in visible_namespaces(from_namespace):
-            found = self.get(name, owner, scope=scope)
+        keys = [secret_key(name, owner, scope) for owner in visible_namespaces(from_namespace)]
+        return self._find_first(keys)
+
+    def _find_first(self, keys: Sequence[SecretKey]) -> SecretMeta | None:
+        """The first live one of ``keys`` (one name and scope, owners by precedence)."""
+        for key in keys:
+            found = self._find(key)
             if found is not None:
                 return found
         return None
@@ -333,6 +338,43 @@ class SecretStore(ABC):
         """Append an event written by another component (``cache_invalidated``, ``denied``)."""
         check_event(event)
         self._append(event)
+
+    def record_brokered(
+        self,
+        uses: Sequence[BrokeredUse],
+        *,
+        visible_from: str | Namespace,
+        actor: str,
+        job: str,
+    ) -> builtins.list[AuditEvent]:
+        """One ``brokered`` event per secret a job's proxy used, written at the job's end.
+
+        Only a secret a job in ``visible_from`` resolves is recorded (an
+        executor reports these; it cannot write into another namespace's log),
+        at the version the job used when that is still on record. Returns the
+        events written.
+        """
+        if not uses:
+            return []
+        metas = {meta.id: meta for meta in self.list(visible_from=visible_from)}
+        events: builtins.list[AuditEvent] = []
+        for use in uses:
+            meta = metas.get(use.secret_id)
+            if meta is None:
+                continue  # removed since, or never the job's to use
+            version = use.version if 0 < use.version <= meta.version else meta.version
+            event = secret_event(
+                "brokered",
+                replace(meta, version=version),
+                actor=actor,
+                at=datetime.now(UTC),
+                job=job,
+                detail=use.describe(),
+            )
+            events.append(replace(event, count=use.count))
+        for event in events:
+            self._append(event)
+        return events
 
     @abstractmethod
     def _put(
@@ -704,6 +746,23 @@ class SqlSecretStore(SecretStore):
     def _find(self, key: SecretKey) -> SecretMeta | None:
         with self._db.transaction(write=False) as tx:
             row = self._live_row(tx, key)
+        return None if row is None else SecretMeta.from_json(row)
+
+    def _find_first(self, keys: Sequence[SecretKey]) -> SecretMeta | None:
+        # The whole chain in one query: a claim resolves each of its job's secrets again,
+        # and one round trip per namespace tried was a sixth of a claim (issue 21).
+        if not keys:
+            return None
+        owners = [key.namespace for key in keys]
+        with self._db.transaction(write=False) as tx:
+            rows = tx.all(
+                f"SELECT {_META_COLUMNS} FROM secrets s"  # noqa: S608
+                " WHERE s.name = ? AND s.scope = ? AND s.deleted_at IS NULL"
+                f" AND s.namespace IN ({', '.join('?' for _ in owners)})",
+                [keys[0].name, keys[0].scope, *owners],
+            )
+        found = {row["namespace"]: row for row in rows}
+        row = next((found[owner] for owner in owners if owner in found), None)
         return None if row is None else SecretMeta.from_json(row)
 
     def _select(self, asked: Listing) -> builtins.list[SecretMeta]:

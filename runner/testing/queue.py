@@ -47,6 +47,7 @@ from runner.queue.tokens import (
     new_token_id,
 )
 from runner.queue.tokens import not_found as token_not_found
+from runner.secrets.delivery import UsesJson
 
 if TYPE_CHECKING:
     from runner.queue.client import Claim
@@ -333,12 +334,20 @@ class InProcessExecutorApi:
             self._who, job_id, lease=lease, step=step, status=status, exit_code=exit_code
         )
 
-    def complete(self, job_id: str, lease: str, result: Mapping[str, Any]) -> Mapping[str, Any]:
-        record = self._c.complete(self._who, job_id, lease=lease, result=_wire(dict(result)))
+    def complete(
+        self, job_id: str, lease: str, result: Mapping[str, Any], *, brokered: UsesJson = ()
+    ) -> Mapping[str, Any]:
+        record = self._c.complete(
+            self._who, job_id, lease=lease, result=_wire(dict(result)), brokered=brokered
+        )
         return record.to_json()
 
-    def fail(self, job_id: str, lease: str, *, state: str, error: str) -> Mapping[str, Any]:
-        record = self._c.fail(self._who, job_id, lease=lease, state=state, error=error)
+    def fail(
+        self, job_id: str, lease: str, *, state: str, error: str, brokered: UsesJson = ()
+    ) -> Mapping[str, Any]:
+        record = self._c.fail(
+            self._who, job_id, lease=lease, state=state, error=error, brokered=brokered
+        )
         return record.to_json()
 
     def cache_get(self, key: str) -> CacheEntry | None:
