@@ -375,9 +375,19 @@ the result is the last step's entry, and the files its diff adds or changes
 are read from a scratch index (`read-tree`, `apply --cached`, `diff-index`,
 `cat-file`) for the secret check, which a binary patch would otherwise
 dodge. Removal, the sweep of interrupted runs and `runner cleanup` share one
-parallel `remove_tree`. Prepared per workspace: 3 git processes (`rev-parse`, `ls-tree`, `cat-file`) where there
-were 7 (`ls-tree`, `init`, `cat-file`, `pack-objects`, `index-pack`,
-`add`, `write-tree`).
+parallel `remove_tree`. Preparing a workspace starts 3 git processes
+(`rev-parse`, `ls-tree`, `cat-file`) where it started 7 (`ls-tree`, `init`,
+`cat-file`, `pack-objects`, `index-pack`, `add`, `write-tree`).
+
+First figures (`--quick`: 2 rounds, 10 workspaces instead of 50; load average
+6.9–9.6 with the other helpers' work on the same 2 cores): a no-op step over
+the 2,450-file repository 0.82 × the floor, the `sed` 0.89 ×, peak RSS 3.6 MiB
+above a one-file repository (69.3 against 65.7 MiB), 10 workspaces at `-j 2`
+0.98 × the floor, with no step started. The fully cached re-run
+(0.95–1.24 s against 0.39 s for `runner validate`, 2.8 ×) misses its 1.5: its
+cost now follows the size of the cached diff (the `sed` touches hundreds of
+files: the entry is read, the diff applied in a scratch index and every
+changed file read back and scanned for secrets), not the tree's.
 
 ### `parallel_efficiency`: bound by the engine on this machine
 
@@ -482,37 +492,97 @@ Changed: `runner/db.py` now gives each thread its own PostgreSQL connection
 so the PostgreSQL figure now sits on the goal's edge on this 2-core machine,
 where server, clients and PostgreSQL share the cores.
 
-### The coordinator against its own floors (issues 21 and 22): goals not met yet
+### The coordinator against its own floors (issues 21 and 22): 2.3× faster, short
 
 `coordinator_http_vs_inprocess` divides the HTTP figure by the same
 claim-and-complete through the same `Coordinator` class in the bench's
-process (8 threads, no HTTP, the token checked once per thread);
-`coordinator_inprocess_vs_raw_sql` divides that by 8 threads each claiming
-with one `UPDATE … RETURNING` and completing with one `UPDATE` on their own
-connection, on the same database. `coordinator_claims_per_s.postgresql_two_replicas`
-spreads the 8 HTTP clients over two `runner server` processes on one database.
-Changed so far: a claim is one `UPDATE … RETURNING` (picking the row,
-applying `states.claimed_fields`, returning the job, its payload and its
-submission's bundle; on PostgreSQL the namespace's fairness turn rides in
-the same statement as a CTE) where it was five statements in a transaction;
-a completion is one conditional `UPDATE … RETURNING` (held lease,
-`processing`) with the state machine deciding only the rare rest; both run
-without `BEGIN`/`COMMIT` (`Database.once`: one round trip on PostgreSQL
-instead of three); psycopg prepares repeated statements itself after five
-uses, and each server thread keeps its own connection. First figures (`make
-bench --quick`, load 8–11 on 2 cores shared with other work, so only the
-ratios mean much): SQLite 171 jobs/s over HTTP against 615–794 in-process
-(0.24) and 172–364 raw (SQLite's raw floor is low: 8 connections contend for
-its one writer lock with busy-wait back-off, where runner's shared connection
-queues them); PostgreSQL 125 over HTTP against 296–369 in-process (0.38) and
-1,001–1,432 raw (0.28); two replicas 51–132 (the replicas and their clients
-compete for the same two cores). A cProfile of `runner server` on SQLite
-under this load sees only its event loop thread (3.1 s of 5.2 s inside
-`asyncio.run`, most of it waiting), so the next step is a sampling profile
-of the worker threads: the HTTP layer (FastAPI's dependency resolution and
-validation, JSON encoding of the claim) and the claim's planning (the spec
-parsed again from the bundle, the submitter's rights, the namespace's
-policy: three more transactions) are the candidates.
+process (8 threads, no HTTP, the token checked once per thread, logging
+through the server's chain into a file); `coordinator_inprocess_vs_raw_sql`
+divides that by 8 threads each claiming with one `UPDATE … RETURNING` and
+completing with one `UPDATE` on their own connection, on the same database.
+`coordinator_claims_per_s.postgresql_two_replicas` spreads the 8 HTTP clients
+over two `runner server` processes on one database.
+
+First round (issue 22's part): a claim is one `UPDATE … RETURNING` (picking
+the row, applying `states.claimed_fields`, returning the job, its payload
+and its submission's bundle; on PostgreSQL the namespace's fairness turn
+rides in the same statement as a CTE) where it was five statements in a
+transaction; a completion is one conditional `UPDATE … RETURNING`; both
+without `BEGIN`/`COMMIT` (`Database.once`). Figures then (`--quick`, load
+8–11): SQLite 144–171 jobs/s over HTTP, PostgreSQL 112–125.
+
+Second round, from profiles. A cProfile of one thread draining in-process
+(the cost per cycle, GIL-bound under 8 threads) and yappi (CPU clock, every
+thread) in `runner server`, plus each process's CPU time per job from
+`/proc`:
+
+Where the time went before, its share, and what changed:
+
+- In-process, SQLite: the spec's YAML parsed again at every claim, 51 % of
+  5.25 ms per cycle. Now the parsed spec is kept per submission
+  (`queue/memo.py`; a submission's bundle never changes); secret versions,
+  rights and the policy are still read at every claim.
+- In-process, PostgreSQL: 14 round trips per cycle (four read transactions
+  of `BEGIN`, `SELECT`, `COMMIT`), 70 % of 15.98 ms per cycle waiting. Now
+  read-only blocks send no `BEGIN`/`COMMIT` on either backend (`runner/db.py`:
+  under read committed each statement had its own snapshot anyway), and a
+  secret resolves through its namespaces in one query, not one per namespace
+  (`SqlSecretStore._find_first`): 5 statements per cycle.
+- In-process, SQLite: a claim was a `BEGIN IMMEDIATE` transaction of two
+  statements (the `UPDATE … RETURNING`, then the namespace's fairness turn),
+  four calls into the driver. A trigger takes the turn inside the `UPDATE`
+  now (migration 375; PostgreSQL keeps its CTE): one statement, no
+  transaction.
+- In-process, PostgreSQL: `Database.once` asked `cursor.description`
+  whether rows came back, which builds a `Column` per column (25 for a
+  claim), a tenth of a claim's Python time; it asks the result's field
+  count now.
+- Server: a log line per claim and per completion (stdlib logging, the
+  structlog formatter, JSON, redaction), 19 %. Now one info line per job
+  (`job completed`; `job claimed` is debug, `-v` shows it).
+- Server: two or three thread hops per request (a sync auth dependency, the
+  endpoint, the response's validation), 31 % of the event loop's time. Now
+  the executor endpoints read the bearer token on the loop
+  (`api.bearer_token`), authenticate on their own worker thread and answer
+  with a `JSONResponse`: one hop.
+- Server: `JobRecord.to_json` (`dataclasses.fields` and ABC `isinstance`
+  per field), 11 %. Field names are cached per class and plain values
+  returned first: 48 → 19 µs.
+- Server: route matching, the executor routes after twenty others, 10 %.
+  They are registered first now.
+- Server: the token check as a write transaction (`BEGIN IMMEDIATE` on
+  SQLite, three round trips on PostgreSQL), 5 %. Now one `SELECT` outside a
+  transaction; the last-use stamp is written at most every 30 s, as before,
+  and a revocation takes effect at the next request, as before.
+- Bench: httpx in the load generator spent 2.3–2.8 ms of CPU per job against
+  the server's 3.0–3.2, on the same 2 cores. Now a keep-alive `http.client`
+  connection per executor thread: 0.5 ms per job.
+- Bench: SQLite's raw floor ran at the driver's default `synchronous =
+  FULL` (a WAL sync per commit: 627–925 jobs/s) where runner runs `NORMAL`.
+  The floor runs runner's pragma now: 5,000–10,000 jobs/s; the old ratio
+  above 1 was the floor's, not runner's.
+
+After (single-thread profile): SQLite 5.25 → 0.84 ms per cycle, PostgreSQL
+15.98 → 2.77 ms; server CPU per job on SQLite 3.0–3.2 → 2.3–2.5 ms
+(in-process 0.6–0.7 ms). `make bench` figures (full run, load 5.6–6.6 on 2
+cores shared with other work): SQLite 386 jobs/s over HTTP (was 144–171),
+1,075–1,434 in-process, 4,659–8,870 raw: `http_vs_inprocess` 0.29,
+`inprocess_vs_raw_sql` 0.24; PostgreSQL 271 over HTTP (was 112–125),
+430–620 in-process, 1,892–3,406 raw: 0.48 and 0.18; two replicas 264 (the
+replicas, their clients and PostgreSQL share the two cores). A `--quick` run
+at load 6 gave PostgreSQL `http_vs_inprocess` 0.51.
+
+What is left. Over HTTP the server spends about 1.7 ms of CPU per job
+beyond the in-process path, about 0.8 ms per request of uvicorn, FastAPI's
+dependency resolution and middleware, pydantic and one thread hop: under
+these ratios only a leaner HTTP layer would close the gap. In-process, a
+claim on PostgreSQL still makes five statements where the floor makes two
+(the claim, the submitter's rights, the registry credentials, the
+namespace's policy, the completion), each with psycopg's Python overhead;
+folding the policy into the claim's `RETURNING` and resolving every secret
+of a claim in one query are the next steps. SQLite's floor costs 0.1–0.2 ms
+a job, and runner's claim-and-complete 0.6–0.7 ms of Python (the same reads,
+the state machine's fields, one log line, the metrics).
 
 ### `interrupt_latency_s`: Ctrl-C in a large workspace
 

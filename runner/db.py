@@ -409,7 +409,10 @@ class Database:
                 if self.dialect == "postgresql":
                     adapted = [int(p) if isinstance(p, bool) else p for p in params]
                     cursor: Any = self._pg().execute(to_pyformat(sql), adapted)
-                    return list(cursor.fetchall()) if cursor.description else []
+                    # Whether rows came back, from the result itself: ``description``
+                    # builds a Column per column, a tenth of a claim's Python time.
+                    result = cursor.pgresult
+                    return list(cursor.fetchall()) if result and result.nfields else []
                 with self._lock:
                     cursor = self._sqlite().execute(sql, tuple(params))
                     return list(cursor.fetchall()) if cursor.description else []

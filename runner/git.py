@@ -146,26 +146,43 @@ def _communicate(
     where: Path | None,
 ) -> tuple[bytes, bytes]:
     """git's stdout and stderr; on cancel, git is killed first."""
-    with proc:
-        try:
-            if cancel is None:
-                return proc.communicate(input)
-            while True:
-                try:
-                    # communicate may be called again after a timeout: nothing is lost,
-                    # and what is left of the input is still sent (given once only:
-                    # passing it again raises ValueError).
-                    return proc.communicate(input, timeout=CANCEL_POLL_S)
-                except subprocess.TimeoutExpired:
-                    input = None
-                    if cancel.is_set():
-                        break
-        except BaseException:  # KeyboardInterrupt or the like: leave no git behind
+    if cancel is None:
+        with proc:
+            return proc.communicate(input)
+    # communicate may be called again after a timeout without losing output,
+    # but not to go on sending input (it stops writing stdin when retried):
+    # a thread of its own writes the input.
+    feeder = None
+    if input is not None and proc.stdin is not None:
+        stdin, proc.stdin = proc.stdin, None
+        feeder = threading.Thread(target=_send, args=(stdin, input), name="git-stdin")
+        feeder.start()
+    try:
+        with proc:
+            try:
+                while True:
+                    try:
+                        return proc.communicate(timeout=CANCEL_POLL_S)
+                    except subprocess.TimeoutExpired:
+                        if cancel.is_set():
+                            break
+            except BaseException:  # KeyboardInterrupt or the like: leave no git behind
+                proc.kill()
+                raise
             proc.kill()
-            raise
-        proc.kill()
-        proc.communicate()
+            proc.communicate()
+    finally:
+        if feeder is not None:
+            feeder.join()  # git has ended: the write finished or failed
     raise _canceled(args, where)
+
+
+def _send(stdin: IO[bytes], data: bytes) -> None:
+    try:
+        with stdin:
+            stdin.write(data)
+    except OSError:  # git ended (killed, or failed) before reading it all
+        pass
 
 
 def git_pipe(

@@ -78,10 +78,27 @@ def visible(text: str) -> str:
     return text.translate(_VISIBLE) if _CONTROL.search(text) else text
 
 
+# The bytes `visible` leaves alone in ASCII text: printable ones and tab.
+_SHOWN_ASCII = bytes(range(0x20, 0x7F)) + b"\t"
+# The bytes a JSON string holds as they are (ensure_ascii=False): all but `"`,
+# `\` and C0 controls. UTF-8 writes every other character in bytes >= 0x80.
+_JSON_AS_IS = bytes(b for b in range(0x20, 0x100) if b not in b'"\\')
+
+
+def _only(joined: str, lines: int, kept: bytes) -> bool:
+    """Whether ``joined`` (``lines`` lines joined by newlines) holds only ``kept`` bytes
+    besides those newlines. ``bytes.translate`` is one pass in C, ten times a regex search."""
+    rest = joined.encode("utf-8", "surrogatepass").translate(None, kept)
+    return len(rest) == lines - 1  # nothing left but the newlines that join them
+
+
 def visible_lines(lines: Sequence[str]) -> Sequence[str]:
-    """``visible`` of each line; one search over them all when none needs it (the usual case)."""
+    """``visible`` of each line; one pass over them all when none needs it (the usual case)."""
     joined = "\n".join(lines)
-    if joined.count("\n") == len(lines) - 1 and not _CONTROL_BUT_NEWLINE.search(joined):
+    if joined.isascii():  # (a flag of the string: no pass at all)
+        if _only(joined, len(lines), _SHOWN_ASCII):
+            return lines
+    elif joined.count("\n") == len(lines) - 1 and not _CONTROL_BUT_NEWLINE.search(joined):
         return lines
     return [visible(line) for line in lines]
 
@@ -105,7 +122,11 @@ def output_events(
         return ""
     head = json.dumps(dict(fields), ensure_ascii=False, default=str)
     head = head[:-1] + (', "line": ' if fields else '"line": ')
-    text = json_lines(head, "}\n", lines, encode_basestring)
+    joined = "\n".join(lines)
+    if _only(joined, len(lines), _JSON_AS_IS):  # nothing to escape: quotes around each line
+        text = head + '"' + joined.replace("\n", '"}\n' + head + '"') + '"}\n'
+    else:
+        text = json_lines(head, "}\n", lines, encode_basestring)
     if redact(text) != text:
         text = "".join(redact(line) + "\n" for line in text.split("\n")[:-1])
     return text
@@ -232,7 +253,7 @@ class LogReporter:
     def __init__(self, *, show_output: bool = True) -> None:
         self._log = get_logger("runner.run")
         self._show_output = show_output
-        self._phases: dict[tuple[Any, Any], Any] = {}
+        self._phases: dict[tuple[Any, ...], Any] = {}
         self._lock = threading.Lock()
 
     def step_output(self, lines: Sequence[str], **fields: Any) -> None:
@@ -252,7 +273,7 @@ class LogReporter:
                 )
             return
         if name == "workspace.phase":
-            where = (fields.get("repository"), fields.get("path"))
+            where = (fields.get("repository"), fields.get("path"), fields.get("branch"))
             with self._lock:
                 changed = self._phases.get(where) != fields.get("phase")
                 self._phases[where] = fields.get("phase")
@@ -367,7 +388,7 @@ class LiveReporter:
         self._show_output = show_output
         self._clock = clock
         self._began = clock()
-        self._rows: dict[tuple[str, str], _Row] = {}
+        self._rows: dict[tuple[str, str, str], _Row] = {}  # repository, path, branch
         self._counts = dict.fromkeys(STATUSES, 0)
         self._pacer = _OutputPacer(self.OUTPUT_LINES_PER_S, clock)
         self._lock = threading.Lock()
@@ -386,12 +407,13 @@ class LiveReporter:
     # self._lock is held: rich calls render() under its own locks.
     def event(self, name: str, **fields: Any) -> None:
         key = (str(fields.get("repository")), str(fields.get("path") or ""))
+        row_key = (*key, str(fields.get("branch")))  # a workspace per branch, as in `on:`
         printed: list[Any] = []
         with self._lock:
-            row = self._rows.get(key)
+            row = self._rows.get(row_key)
             now = self._clock()
             if name == "workspace.started":
-                self._rows[key] = _Row(workspace_label(*key), since=now)
+                self._rows[row_key] = _Row(workspace_label(*key), since=now)
             elif row is not None and name == "workspace.phase":
                 self._on_phase(row, fields, now)
             elif row is not None and name in ("step.started", "step.cached", "step.skipped"):
@@ -411,7 +433,7 @@ class LiveReporter:
             elif name in WARNINGS:
                 printed = [self._warning(key, fields)]
             elif name == "workspace.finished":
-                self._rows.pop(key, None)
+                self._rows.pop(row_key, None)
                 status = str(fields.get("status"))
                 self._counts[status] = self._counts.get(status, 0) + 1
             if name in ("step.finished", "workspace.finished") and self._show_output:

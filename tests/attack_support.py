@@ -6,7 +6,8 @@
 - ``Postgres``: a throwaway PostgreSQL server (initdb as the postgres user in a
   private folder, on a private port) that a test may restart.
 - ``Cluster``: a coordinator, executors and the CLI, each its own process.
-- Canary specs: steps that try every way to print a secret.
+- Canary specs: steps that try every way to print a secret; ``LocalCanary``, a
+  local run's folders and environment, and the scan of all it left behind.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -618,6 +620,8 @@ class Cluster:
 
 # Canary specs --------------------------------------------------------------------------------
 
+# Characters that URL encoding, JSON, HTML and the shell each treat specially.
+CANARY = 'Cn4ry/s3cr+t=v&l u%e"q\\z<>'
 CANARY_TAIL = """\
 changesetTemplate:
   title: canary {title}
@@ -787,3 +791,36 @@ class Watcher:
         for label in hits(proc_cmdlines(), self.forms):
             self.found.add(f"/proc/*/cmdline: {label}")
         self.found.update(scan_paths(self.extra_paths, self.forms, skip=step_written))
+
+
+@dataclass(frozen=True)
+class LocalCanary:
+    """A canary's local runs: RUNNER_HOME, TMPDIR and --out under one folder, run as alice."""
+
+    home: Path
+    tmp: Path
+    out: Path
+    env: dict[str, str]
+
+    @classmethod
+    def make(cls, root: Path) -> LocalCanary:
+        home, tmp, out = root / "home", root / "tmp", root / "out"
+        tmp.mkdir(parents=True)
+        env = base_env(RUNNER_HOME=str(home), TMPDIR=str(tmp), RUNNER_USER="alice")
+        return cls(home, tmp, out, env)
+
+    def set_secret(self, name: str, value: str, *flags: str) -> None:
+        proc = run_cli(["secret", "set", name, *flags], self.env, input=value)
+        assert proc.returncode == 0, proc.stderr
+
+    def assert_no_leaks(
+        self, printed: bytes, watcher: Watcher, forms: Mapping[bytes, str], *also: Path
+    ) -> None:
+        """Zero hits: in what runner printed, what the watcher saw while steps ran, every
+        file under --out, RUNNER_HOME, TMPDIR and ``also``, and every process's command
+        line; and no temporary folder of runner's left behind."""
+        assert hits(printed, forms) == []
+        assert sorted(watcher.found) == []
+        assert scan_paths([self.out, self.home, self.tmp, *also], forms) == []
+        assert hits(proc_cmdlines(), forms) == []
+        assert runner_temp_leftovers(self.tmp) == []

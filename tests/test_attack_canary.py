@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from tests.attack_support import (
+    CANARY,
     Cluster,
+    LocalCanary,
     Watcher,
-    base_env,
     canary_spec,
     events_of,
     hits,
@@ -36,8 +37,6 @@ from tests.helpers import make_repo
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-# Characters that URL encoding, JSON, HTML and the shell each treat specially.
-CANARY = 'Cn4ry/s3cr+t=v&l u%e"q\\z<>'
 # A multi-line global value: each line is registered on its own.
 GLOBAL_CANARY = (
     "-----BEGIN CANARY-----\nline-one-ABCDEF123\nline-two-GHIJKL456\n-----END CANARY-----"
@@ -139,20 +138,12 @@ def test_local_run_leaks_no_secret_anywhere(
 ) -> None:
     if "gvisor" in sandbox:
         request.getfixturevalue("gvisor")  # the engine must have runsc
-    home, tmp, out = tmp_path / "home", tmp_path / "tmp", tmp_path / "out"
-    tmp.mkdir()
+    local = LocalCanary.make(tmp_path)
+    env, out = local.env, local.out
     repos = make_repos(tmp_path / "repos")
-    env = base_env(RUNNER_HOME=str(home), TMPDIR=str(tmp), RUNNER_USER="alice")
-    for name, value, flag in (
-        ("CANARY", CANARY, "--user=alice"),
-        ("GLOBAL_CANARY", GLOBAL_CANARY, "--global"),
-    ):
-        proc = run_cli(["secret", "set", name, flag], env, input=value)
-        assert proc.returncode == 0, proc.stderr
-    proc = run_cli(
-        ["secret", "set", "FILE_CANARY", "--user=alice", "--type", "file"], env, input=FILE_CANARY
-    )
-    assert proc.returncode == 0, proc.stderr
+    local.set_secret("CANARY", CANARY, "--user=alice")
+    local.set_secret("GLOBAL_CANARY", GLOBAL_CANARY, "--global")
+    local.set_secret("FILE_CANARY", FILE_CANARY, "--user=alice", "--type", "file")
     specs = write_specs(tmp_path / "specs", REPOS)
     specs["extras"] = specs["print"].parent / "extras.yaml"
     specs["extras"].write_text(EXTRAS_SPEC)
@@ -227,11 +218,7 @@ def test_local_run_leaks_no_secret_anywhere(
         assert summary["isolation"] == "gvisor"
 
     # Zero hits anywhere.
-    assert hits(terminal, forms) == []
-    assert sorted(watcher.found) == []
-    assert scan_paths([out, home, tmp, specs["print"].parent], forms) == []
-    assert hits(proc_cmdlines(), forms) == []
-    assert runner_temp_leftovers(tmp) == []
+    local.assert_no_leaks(terminal, watcher, forms, specs["print"].parent)
     cache = run_cli(["cache", "list", "--json"], env)
     assert cache.returncode == 0 and json.loads(cache.stdout), cache.stderr
     assert hits(cache.stdout.encode(), forms) == []
@@ -365,11 +352,10 @@ def _distributed(c: Cluster, tmp_path: Path) -> None:
 def test_a_secret_rebuilt_by_a_template_never_reaches_disk(
     tmp_path: Path, docker_client: Any
 ) -> None:
-    home, tmp = tmp_path / "home", tmp_path / "tmp"
-    tmp.mkdir()
+    local = LocalCanary.make(tmp_path)
+    env, tmp = local.env, local.tmp
     repos = make_repos(tmp_path / "repos")
-    env = base_env(RUNNER_HOME=str(home), TMPDIR=str(tmp), RUNNER_USER="alice")
-    assert run_cli(["secret", "set", "CANARY", "--user=alice"], env, input=CANARY).returncode == 0
+    local.set_secret("CANARY", CANARY, "--user=alice")
     spec = tmp_path / "rebuild.yaml"
     spec.write_text(
         "name: rebuild\non:\n  - repository: github.com/acme/app\nsteps:\n"
@@ -396,13 +382,12 @@ def test_a_secret_rebuilt_by_a_template_never_reaches_disk(
                 "--repos-root",
                 str(repos),
                 "--out",
-                str(tmp_path / "out"),
+                str(local.out),
                 "--json",
             ],
             env,
         )
-    assert sorted(watcher.found) == []
     assert proc.returncode == 3, proc.stderr
     (finished,) = [e for e in events_of(proc.stdout) if e["event"] == "workspace.finished"]
     assert finished["status"] == "failed" and "CANARY" in finished["error"], finished["error"]
-    assert hits(proc.stdout.encode() + proc.stderr.encode(), forms) == []
+    local.assert_no_leaks(proc.stdout.encode() + proc.stderr.encode(), watcher, forms)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,30 +28,16 @@ from tests.test_queue_support import (
     SPEC_PLAIN,
     SPEC_WITH_SECRET,
     TOKEN_VALUE,
-    ManualClock,
     World,
-    fresh_postgres_database,
     leaks,
-    make_repos,
+    world,
     write_spec,
 )
 
+__all__ = ["world"]  # a fixture, used by name
+
 # Starlette's TestClient asks for a package we do not use; the warning is not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    repos = make_repos(tmp_path / "repos")
-    if request.param == "sqlite":
-        w = World(f"sqlite:///{tmp_path / 'state.db'}", repos, ManualClock())
-        yield w
-        w.close()
-        return
-    with fresh_postgres_database(request.getfixturevalue("postgres_url")) as url:
-        w = World(url, repos, ManualClock())
-        yield w
-        w.close()
 
 
 def bundle(tmp_path: Path, text: str = SPEC_WITH_SECRET) -> Bundle:

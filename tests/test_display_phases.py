@@ -50,6 +50,7 @@ def test_preparing_stepping_diffing_and_cleaning_are_reported_in_order(
         "run_id": "run-unit",
         "repository": "github.com/acme/app",
         "path": "",
+        "branch": "main",
         "phase": "preparing",
     }
     counted = [e["files"] for e in preparing if "files" in e]

@@ -17,23 +17,19 @@ from typing import Any
 import pytest
 
 from tests.attack_support import (
+    CANARY,
+    LocalCanary,
     Watcher,
-    base_env,
     canary_spec,
     events_of,
-    hits,
     leak_forms,
-    proc_cmdlines,
     run_cli,
-    runner_temp_leftovers,
-    scan_paths,
 )
 from tests.helpers import make_repo
 from tests.test_egress import serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-CANARY = 'Cn4ry/s3cr+t=v&l u%e"q\\z<>'
 # In hex (one of the value's registered forms), so that the URLs are valid and reach the proxy.
 EXFILTRATE = (
     "h=$(printf '%s' \"$CANARY\" | od -An -tx1 -v | tr -d ' \\n'); "
@@ -43,12 +39,10 @@ EXFILTRATE = (
 
 
 def test_allow_runs_the_canary_with_zero_hits(tmp_path: Path, docker_client: Any) -> None:
-    home, tmp, out = tmp_path / "home", tmp_path / "tmp", tmp_path / "out"
-    tmp.mkdir()
+    local = LocalCanary.make(tmp_path)
     repos = tmp_path / "repos"
     make_repo(repos, "github.com/acme/app", {"README.md": "# app\n"})
-    env = base_env(RUNNER_HOME=str(home), TMPDIR=str(tmp), RUNNER_USER="alice")
-    assert run_cli(["secret", "set", "CANARY", "--user=alice"], env, input=CANARY).returncode == 0
+    local.set_secret("CANARY", CANARY, "--user=alice")
     forms = leak_forms([CANARY])
     with serve("127.0.0.1") as port:
         spec_text = canary_spec(title="egress", repositories=["github.com/acme/app"])
@@ -67,7 +61,7 @@ def test_allow_runs_the_canary_with_zero_hits(tmp_path: Path, docker_client: Any
                     "--repos-root",
                     str(repos),
                     "--out",
-                    str(out),
+                    str(local.out),
                     "--json",
                     "--network",
                     "allow",
@@ -76,7 +70,7 @@ def test_allow_runs_the_canary_with_zero_hits(tmp_path: Path, docker_client: Any
                     "--add-host",
                     "testhost:127.0.0.1",
                 ],
-                env,
+                local.env,
             )
     assert watcher.containers_seen, "the watcher never saw a step container"
     assert proc.returncode == 0, proc.stderr
@@ -88,11 +82,7 @@ def test_allow_runs_the_canary_with_zero_hits(tmp_path: Path, docker_client: Any
         (1, "exfil.example", 80),
         (2, "exfil.example", 80),
     ]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((local.out / "summary.json").read_text())
     assert summary["egress_denied"] == 2
 
-    assert hits(proc.stdout.encode() + proc.stderr.encode(), forms) == []
-    assert sorted(watcher.found) == []
-    assert scan_paths([out, home, tmp, spec.parent], forms) == []
-    assert hits(proc_cmdlines(), forms) == []
-    assert runner_temp_leftovers(tmp) == []
+    local.assert_no_leaks(proc.stdout.encode() + proc.stderr.encode(), watcher, forms, spec.parent)

@@ -117,14 +117,19 @@ PLAIN = [
 LINES = [*PLAIN, "a \\ backslash and \\n, not a newline"]
 # Every line quoted by the console renderer, none needing more than quotes: one call there too.
 QUOTED = ["a line with blanks", 'with "double" quotes', "key = value", "é ü € 😀"]
+# Nothing a JSON string or the screen would escape (DEL and non-ASCII are kept as they are).
+AS_IS = ["2024-05-01T12:00:00Z INFO build: compiling", "", "del \x7f", "é ü € 😀 \u0085"]
 BATCHES = pytest.mark.parametrize(
-    "given", [PLAIN, LINES, QUOTED], ids=["one-call", "line-by-line", "all-quoted"]
+    "given",
+    [PLAIN, LINES, QUOTED, AS_IS],
+    ids=["one-call", "line-by-line", "all-quoted", "as-is"],
 )
 FIELDS = {"run_id": "r1", "repository": "github.com/acme/app", "path": "", "step": 1}
 
 
 def _without_time(text: str) -> list[dict[str, Any]]:
-    events = [json.loads(line) for line in text.splitlines()]
+    # JSON lines end at "\n" only (splitlines would also cut at a U+0085 inside a line).
+    events = [json.loads(line) for line in text.split("\n") if line]
     for event in events:
         event.pop("time", None)
         event.pop("timestamp", None)
@@ -234,7 +239,9 @@ def test_a_batch_faster_than_a_terminal_is_summarised_on_screen_only(
 
 @BATCHES
 def test_visible_lines_are_each_line_made_visible(given: list[str]) -> None:
-    for lines in (given, [*given, "bell\x07", "csi\x9b"]):
+    # ASCII text is checked apart; each of these controls alone in it must be seen.
+    ascii_only = [["tab\tonly"], *(["tab\tonly", c] for c in ("bell\x07", "esc\x1b[2J", "\x7f"))]
+    for lines in (given, [*given, "bell\x07", "csi\x9b"], *ascii_only):
         assert list(visible_lines(lines)) == [visible(line) for line in lines]
 
 

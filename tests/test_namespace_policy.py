@@ -25,10 +25,12 @@ from tests.test_queue_support import (
     SPEC_PLAIN,
     ManualClock,
     World,
-    fresh_postgres_database,
     make_repos,
+    world,
     write_spec,
 )
+
+__all__ = ["world"]  # a fixture, used by name
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -40,20 +42,6 @@ STRICT = NamespacePolicy(
     job_timeout_s=60,
     disk_cap_bytes=1 << 30,
 )
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    repos = make_repos(tmp_path / "repos")
-    if request.param == "sqlite":
-        w = World(f"sqlite:///{tmp_path / 'state.db'}", repos, ManualClock())
-        yield w
-        w.close()
-        return
-    with fresh_postgres_database(request.getfixturevalue("postgres_url")) as url:
-        w = World(url, repos, ManualClock())
-        yield w
-        w.close()
 
 
 def submit(world: World, tmp_path: Path, namespace: str, text: str = SPEC_PLAIN) -> list[str]:

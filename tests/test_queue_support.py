@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
+
 from runner.testing.clock import FakeClock
 
 # A clock tests move by hand, so stall limits need no sleeping.
@@ -184,3 +186,22 @@ def write_spec(folder: Path, text: str, name: str = "spec.yaml") -> Path:
     path = folder / name
     path.write_text(text)
     return path
+
+
+# The SQL backends every coordinator test runs on; PostgreSQL under its marker.
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """A ``World`` on each backend (import it by name into a test module to use it)."""
+    repos = make_repos(tmp_path / "repos")
+    if request.param == "sqlite":
+        w = World(f"sqlite:///{tmp_path / 'state.db'}", repos, ManualClock())
+        yield w
+        w.close()
+        return
+    with fresh_postgres_database(request.getfixturevalue("postgres_url")) as url:
+        w = World(url, repos, ManualClock())
+        yield w
+        w.close()

@@ -22,29 +22,17 @@ from runner.queue.store import JobStore, SqlJobStore
 from runner.sandbox.tighten import NamespacePolicy
 from runner.testing.queue import MemoryJobStore
 from tests.test_queue_support import (
+    BACKENDS,
     SPEC_PLAIN,
     ManualClock,
     World,
     fresh_postgres_database,
     make_repos,
+    world,
     write_spec,
 )
 
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(params=BACKENDS)
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
-    repos = make_repos(tmp_path / "repos")
-    if request.param == "sqlite":
-        w = World(f"sqlite:///{tmp_path / 'state.db'}", repos, ManualClock())
-        yield w
-        w.close()
-        return
-    with fresh_postgres_database(request.getfixturevalue("postgres_url")) as url:
-        w = World(url, repos, ManualClock())
-        yield w
-        w.close()
+__all__ = ["world"]  # a fixture, used by name
 
 
 def _bundle(tmp_path: Path) -> Bundle:

@@ -4,7 +4,8 @@
 the command gets them as one ``Confinement`` (flags over settings over
 defaults), which it puts into its ``SandboxPolicy``. The engine is asked
 for the level's runtime once, before any container starts
-(``check_isolation``).
+(``check_isolation``). ``sandbox_policy`` and ``run_limits`` build what
+`runner run` and `runner executor` both hand to the step loop, the same way.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from runner.cli._limits import JobLimits
 from runner.config import ISOLATIONS, Settings
+from runner.egress import NetworkChoice
 from runner.execute.docker_sandbox import parse_user
-from runner.sandbox import Hardening, Isolation
+from runner.execute.steps import RunLimits
+from runner.sandbox import Hardening, Isolation, SandboxPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,6 +48,33 @@ def confinement(
     return Confinement(
         isolation=cast(Isolation, isolation or settings.isolation),
         hardening=Hardening(pids_limit=pids_limit or settings.pids_limit, user=chosen),
+    )
+
+
+def sandbox_policy(
+    confinement: Confinement, job_limits: JobLimits, network: NetworkChoice
+) -> SandboxPolicy:
+    """The confinement, then the job limits, then the network flags (``--add-host`` is
+    the operator's alone: a submitted job never sets it)."""
+    sandbox = SandboxPolicy(isolation=confinement.isolation, hardening=confinement.hardening)
+    return network.apply(job_limits.apply(sandbox))
+
+
+def run_limits(
+    settings: Settings,
+    *,
+    timeout_s: float | None = None,
+    memory_bytes: int | None = None,
+    cpus: float | None = None,
+    log_cap_bytes: int | None = None,
+) -> RunLimits:
+    """Each step's limits: the flags given, else the settings."""
+    return RunLimits(
+        timeout_s=timeout_s or settings.step_timeout_s,
+        capture_limit=settings.capture_limit_bytes,
+        memory_bytes=settings.step_memory_bytes if memory_bytes is None else memory_bytes,
+        cpus=cpus or settings.step_cpus,
+        log_cap_bytes=settings.job_log_cap_bytes if log_cap_bytes is None else log_cap_bytes,
     )
 
 

@@ -31,18 +31,17 @@ from runner.cli._local_secrets import (
     local_secret_options,
 )
 from runner.cli._network import NetworkChoice, job_networks, network_options
-from runner.cli._sandbox import Confinement, isolation_options
+from runner.cli._sandbox import Confinement, isolation_options, run_limits, sandbox_policy
 from runner.config import parse_size
 from runner.errors import RunnerError
 from runner.execute.job import register_values, resolve_images
 from runner.execute.registry import find_registry_auth, reveal_registry_auth
 from runner.execute.rerun import plan_rerun
 from runner.execute.run import RunPlan, execute, new_run_id, sweep_leftovers
-from runner.execute.steps import RUN_LABEL, RunLimits
+from runner.execute.steps import RUN_LABEL
 from runner.log import get_logger
 from runner.plan import RepoArg
 from runner.report import JsonLinesReporter, LiveReporter, LogReporter, Reporter, one_line
-from runner.sandbox import SandboxPolicy
 
 log = get_logger("runner.cli.run")
 
@@ -217,19 +216,14 @@ def run_cmd(
         images=images,
         local=local,
     )
-    limits = RunLimits(
-        timeout_s=timeout_s or settings.step_timeout_s,
-        capture_limit=settings.capture_limit_bytes,
-        memory_bytes=parse_size(memory) if memory else settings.step_memory_bytes,
-        cpus=cpus or settings.step_cpus,
-        log_cap_bytes=parse_size(log_cap) if log_cap else settings.job_log_cap_bytes,
+    limits = run_limits(
+        settings,
+        timeout_s=timeout_s,
+        memory_bytes=parse_size(memory) if memory else None,
+        cpus=cpus,
+        log_cap_bytes=parse_size(log_cap) if log_cap else None,
     )
-    sandbox = SandboxPolicy(
-        isolation=confinement.isolation,
-        hardening=confinement.hardening,
-    )
-    sandbox = job_limits.apply(sandbox)
-    sandbox = network_choice.apply(sandbox)
+    sandbox = sandbox_policy(confinement, job_limits, network_choice)
     networks.preflight(sandbox)
     cache = None
     if not no_cache:

@@ -27,7 +27,7 @@ from runner.cli._app import app, cli, common_options, table
 from runner.cli._limits import JobLimits, limit_options
 from runner.cli._network import job_networks, network_options
 from runner.cli._options import Remote, remote_flags
-from runner.cli._sandbox import Confinement, isolation_options
+from runner.cli._sandbox import Confinement, isolation_options, run_limits, sandbox_policy
 from runner.egress import NetworkChoice
 from runner.errors import RunnerError, UsageError
 from runner.sandbox.tighten import describe
@@ -235,22 +235,14 @@ def executor_cmd(
     them; three times exits at once.
     """
     from runner.execute.docker_runtime import DockerRuntime
-    from runner.execute.steps import RunLimits
     from runner.namespaces import check_principal_name
     from runner.queue.executor import Executor, ExecutorSettings
     from runner.queue.routing import parse_labels
-    from runner.sandbox import SandboxPolicy
 
     ctx = app()
     settings = ctx.settings
     chosen = check_principal_name(name or _default_name(), "executor name")
-    sandbox = SandboxPolicy(
-        isolation=confinement.isolation,
-        hardening=confinement.hardening,
-    )
-    sandbox = job_limits.apply(sandbox)
-    # --add-host is the operator's alone: a submitted job never sets it.
-    sandbox = network_choice.apply(sandbox)
+    sandbox = sandbox_policy(confinement, job_limits, network_choice)
     client = remote.client()
     runtime = DockerRuntime.from_environ(
         ctx.env, max_pool_size=max(32, max_jobs * 4 + 4), network_pool=settings.network_pool
@@ -264,13 +256,7 @@ def executor_cmd(
         runtime=runtime,
         settings=ExecutorSettings(
             name=chosen,
-            limits=RunLimits(
-                timeout_s=settings.step_timeout_s,
-                capture_limit=settings.capture_limit_bytes,
-                memory_bytes=settings.step_memory_bytes,
-                cpus=settings.step_cpus,
-                log_cap_bytes=settings.job_log_cap_bytes,
-            ),
+            limits=run_limits(settings),
             max_jobs=max_jobs,
             poll_interval_s=poll_interval or settings.poll_interval_s,
             heartbeat_interval_s=settings.heartbeat_interval_s,

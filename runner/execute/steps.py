@@ -239,6 +239,9 @@ class WorkspaceRunner:
             "run_id": ctx.run_id,
             "repository": workspace.repository,
             "path": workspace.path,
+            # Two workspaces may share a repository and path (`on:` branches): the
+            # branch tells their events apart (their logs, the display's rows).
+            "branch": workspace.branch,
         }
         # preparing, diffing, cleaning: so a large workspace's slow parts show
         self.phases = PhaseEvents(self.emit)
@@ -253,7 +256,7 @@ class WorkspaceRunner:
         self.ctx.reporter.event(name, **self.fields, **extra)
 
     def run(self) -> WorkspaceResult:
-        self.emit("workspace.started", branch=self.ws.branch, steps=self.total)
+        self.emit("workspace.started", steps=self.total)
         local: LocalWorkspace | None = None
         result: WorkspaceResult | None = None
         try:

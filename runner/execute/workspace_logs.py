@@ -6,7 +6,8 @@ also writes each workspace's events and its steps' output lines to that
 workspace's log, one line each, so a failed workspace can be read on its own
 after the run. Output lines arrive already redacted by the stream redactor;
 event lines go through the redactor once more, as ``--json`` does. Events
-name their workspace by repository and path; the branch comes from the plan.
+name their workspace by repository, path and branch: two workspaces of one
+repository and path (an ``on:`` entry with several branches) keep two logs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from runner.report import Reporter, now_rfc3339, report_output, visible, visible
 
 SUFFIX = ".log"
 # Fields every event of a workspace carries: its log is already theirs.
-_IMPLIED = ("run_id", "repository", "path", "time")
+_IMPLIED = ("run_id", "repository", "path", "branch", "time")
+# A workspace as its events name it: repository, path, branch.
+_Where = tuple[str, str, str]
 
 
 def log_path(out: Path, ws: Workspace) -> Path:
@@ -45,12 +48,10 @@ class WorkspaceLogs:
         self._inner = inner
         self._out = out
         self._redact = redact
-        self._paths: dict[tuple[str, str], Path] = {}
-        for ws in workspaces:  # the same repository and path twice: the first one's log
-            self._paths.setdefault((ws.repository, ws.path), log_path(out, ws))
-        self._files: dict[tuple[str, str], IO[str]] = {}
+        self._paths = {_key(ws): log_path(out, ws) for ws in workspaces}
+        self._files: dict[_Where, IO[str]] = {}
         self._lock = threading.Lock()
-        self.written: dict[tuple[str, str], str] = {}  # (repository, path) -> path below out
+        self.written: dict[_Where, str] = {}  # workspace -> its log's path below out
 
     def planned(self) -> list[str]:
         """Every log this run may write, relative to --out."""
@@ -58,7 +59,7 @@ class WorkspaceLogs:
 
     def relative(self, ws: Workspace) -> str | None:
         """Where ``ws``'s log was written, relative to --out (None: it has none)."""
-        return self.written.get((ws.repository, ws.path))
+        return self.written.get(_key(ws))
 
     def event(self, name: str, **fields: Any) -> None:
         self._inner.event(name, **fields)
@@ -73,16 +74,21 @@ class WorkspaceLogs:
     def step_output(self, lines: Sequence[str], **fields: Any) -> None:
         report_output(self._inner, lines, **fields)
         where = self._where(fields)
-        if where is None:
+        if where is None or not lines:
             return
         head = f"{now_rfc3339()} step {fields.get('step')} {fields.get('stream')} | "
-        self._write(where, [head + line for line in visible_lines(lines)])
+        # One join makes every line (a chunk holds thousands of short ones).
+        self._write(where, [head + ("\n" + head).join(visible_lines(lines))])
 
-    def _where(self, fields: dict[str, Any]) -> tuple[str, str] | None:
-        where = (str(fields.get("repository")), str(fields.get("path") or ""))
+    def _where(self, fields: dict[str, Any]) -> _Where | None:
+        where = (
+            str(fields.get("repository")),
+            str(fields.get("path") or ""),
+            str(fields.get("branch")),
+        )
         return where if where in self._paths else None
 
-    def _write(self, where: tuple[str, str], lines: list[str], *, close: bool = False) -> None:
+    def _write(self, where: _Where, lines: list[str], *, close: bool = False) -> None:
         with self._lock:
             handle = self._files.get(where)
             if handle is None:
@@ -108,6 +114,10 @@ class WorkspaceLogs:
     def close(self) -> None:
         self.close_logs()
         self._inner.close()
+
+
+def _key(ws: Workspace) -> _Where:
+    return (ws.repository, ws.path, ws.branch)
 
 
 def _value(value: Any) -> str:

@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.db import Database, Transaction, db_time, parse_db_time
 from runner.errors import BusyError, JobNotFoundError, LeaseLostError
+from runner.migrations import Migration, register
 from runner.queue import routing, schema, states
 from runner.queue.models import (
     CLAIMABLE_STATES,
@@ -282,12 +283,27 @@ _TAKE_TURN = (
     "INSERT INTO runner_job_fairness (namespace, last_claim) {source}"
     " ON CONFLICT (namespace) DO UPDATE SET last_claim = excluded.last_claim"
 )
+# SQLite has no data-modifying CTE: a trigger takes the namespace's turn inside the
+# claim's own UPDATE, so the claim is one statement there too, with no BEGIN IMMEDIATE
+# transaction around two (a third of a claim's cost on SQLite, issue 21). A job enters
+# `processing` only by a claim. PostgreSQL's claim takes the turn in a CTE.
+TURN_TRIGGER = Migration(
+    375,
+    "queue: a claim takes its namespace's turn in the same statement",
+    {
+        "sqlite": "CREATE TRIGGER runner_jobs_claim_turn AFTER UPDATE OF state ON runner_jobs"
+        " WHEN NEW.state = 'processing' AND OLD.state <> 'processing' BEGIN "
+        + _TAKE_TURN.format(source=f"VALUES (NEW.namespace, {_NEXT_TURN})")
+        + "; END;\n",
+        "postgresql": "SELECT 1;",
+    },
+)
+register(TURN_TRIGGER)
 
 
 @lru_cache(maxsize=64)
-def _claim_sql(dialect: str, sets: str, where: str) -> tuple[str, str]:
-    """The claiming statement and, on SQLite, the statement taking the namespace's turn
-    after it (PostgreSQL does both in one statement, so the second is empty)."""
+def _claim_sql(dialect: str, sets: str, where: str) -> str:
+    """The claiming statement; it takes the namespace's turn too (see TURN_TRIGGER)."""
     lock = " FOR UPDATE OF j SKIP LOCKED" if dialect == "postgresql" else ""
     pick = (
         "SELECT j.seq FROM runner_jobs j"  # noqa: S608 (fixed text; values are parameters)
@@ -303,16 +319,16 @@ def _claim_sql(dialect: str, sets: str, where: str) -> tuple[str, str]:
         " WHERE s.id = runner_jobs.submission_id) AS bundle"
     )
     if dialect != "postgresql":
-        return update, _TAKE_TURN.format(source=f"VALUES (?, {_NEXT_TURN})")
+        return update
     taken = _TAKE_TURN.format(source=f"SELECT namespace, {_NEXT_TURN} FROM claimed")  # noqa: S608
-    return f"WITH claimed AS ({update}), turn AS ({taken}) SELECT * FROM claimed", ""  # noqa: S608
+    return f"WITH claimed AS ({update}), turn AS ({taken}) SELECT * FROM claimed"  # noqa: S608
 
 
 class SqlJobStore(JobEvents):
     def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._db = db
         self._clock = clock
-        db.migrate((*schema.MIGRATIONS, *routing.MIGRATIONS))
+        db.migrate((*schema.MIGRATIONS, *routing.MIGRATIONS, TURN_TRIGGER))
         # When this process last wrote each executor's labels (see note_executor).
         self._noted: dict[str, tuple[tuple[str, ...], float]] = {}
 
@@ -454,22 +470,11 @@ class SqlJobStore(JobEvents):
     ) -> Claimed | None:
         # One UPDATE picks the row, applies states.claimed_fields and returns the job with
         # its payload and bundle (``decide``, the same rule on a record, is the memory
-        # store's). PostgreSQL also takes the namespace's turn in the same statement.
+        # store's) and takes the namespace's turn (a CTE, or SQLite's TURN_TRIGGER).
         sets, set_params = _sets(states.claimed_fields(executor=executor, now=self._now()))
         where, label_params = routing.claim_filter(labels)
-        update, turn = _claim_sql(self._db.dialect, sets, where)
-        params = [*set_params, lease_hash(token), *label_params]
-        if not turn:
-            rows = self._db.once(update, params)
-        else:
-
-            def work(tx: Transaction) -> list[dict[str, Any]]:
-                found = tx.all(update, params)
-                if found:
-                    tx.execute(turn, [found[0]["namespace"]])
-                return found
-
-            rows = self._run(work)
+        update = _claim_sql(self._db.dialect, sets, where)
+        rows = self._db.once(update, [*set_params, lease_hash(token), *label_params])
         if not rows:
             return None
         row = rows[0]
