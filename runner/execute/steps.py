@@ -45,9 +45,9 @@ from runner.execute.limits import DiskWatcher, JobDeadline
 from runner.execute.masks import MaskCommand
 from runner.execute.pipeline import Ahead, AnyTime, WorkspaceTurn
 from runner.execute.runtime import ContainerRuntime, Mount, OutputStream, StepContainer, StepExit
-from runner.execute.workspace import LocalWorkspace, Source, files_after_diff, resolve_source
-from runner.git import CANCELED
+from runner.execute.workspace import LocalWorkspace, read_blobs, resolve_source
 from runner.log import get_logger
+from runner.patch import SEPARATOR, apply_delta, written
 from runner.plan import Workspace
 from runner.redact.protocol import Redacts
 from runner.report import PhaseEvents, Reporter, report_output
@@ -263,7 +263,7 @@ class WorkspaceRunner:
             # The cache is asked first: a full hit needs no tree on disk at all.
             source = resolve_source(self.ws, self.ctx.cancel)
             self._keyed = self._cache_lookup(source.tree)
-            cached = self._full_hit(source)
+            cached = self._full_hit()
             if cached is not None:
                 return self._finish(cached)
             self.phases.enter("preparing")
@@ -326,30 +326,22 @@ class WorkspaceRunner:
         keys = step_keys(workspace, inputs)
         return _Keyed(keys, inputs, self._lookup(keys), workspace)
 
-    def _full_hit(self, source: Source) -> WorkspaceResult | None:
+    def _full_hit(self) -> WorkspaceResult | None:
         """The result of a workspace whose last step is cached, from its entry alone:
-        no tree written, snapshotted or diffed, no container. The files the diff
-        changes still go through the secret check, read from a scratch index."""
+        no tree written, snapshotted or diffed, no container. What the diff writes
+        still goes through the secret check, read from the diff itself."""
         keys, hit = self._keyed.keys, self._keyed.hit
         if hit is None or hit[0] != len(keys) - 1:
             return None
         entry = hit[1]
         try:
-            files = files_after_diff(
-                self.ws,
-                source,
-                entry.diff,
-                run_id=self.ctx.run_id,
-                temp_root=self.ctx.temp_root,
-                cancel=self.ctx.cancel,
-            )
-        except GitError as exc:
-            if exc.detail == CANCELED:
-                raise
-            # Not the commit's tree (submodules, normalised files): the workspace decides.
-            log.info("the cached diff needs the workspace", detail=exc.detail)
+            files = _written_files(self.ws.repo_path, entry.diff)
+        except (CacheError, GitError) as exc:
+            # A patch that shows no bytes, or a blob that cannot be read: the
+            # workspace is written and its files checked instead.
+            log.info("the cached diff is checked in the workspace", error=str(exc))
             return None
-        self._check_for_secrets(files, entry.diff)
+        self._check_written(files, entry.diff)
         for step in self.spec.steps:
             self.emit("step.cached", step=step.number, steps=self.total)
         acc = entry.accumulated
@@ -693,6 +685,7 @@ class WorkspaceRunner:
         step_dir = local.root / f"step-{step.number}"
         step_dir.mkdir(exist_ok=True)
         mounts = [Mount(source=local.tree_dir.resolve(), target="/work", read_only=False)]
+        mounts += [Mount(source=src.resolve(), target=dst) for src, dst in local.git_mounts()]
         for i, f in enumerate(step.files):
             content = self._render(step, f"files[{f.target}]", f.content, context)
             self._refuse_secrets(step, f"file {f.target}", content)
@@ -810,6 +803,17 @@ class WorkspaceRunner:
             ) from None
 
     # -- the diff check ----------------------------------------------------------
+    def _check_written(self, files: Sequence[tuple[str, bytes]], diff: bytes) -> None:
+        """``_check_for_secrets`` in one pass over everything, the usual case being clean;
+        only a leak is looked for again file by file, to name the file."""
+        whole = SEPARATOR.join([*(data for _, data in files), diff])
+        if _leaked_names(self.ctx.redactor, whole):
+            self._check_for_secrets(files, diff)
+            raise StepFailed(
+                "the workspace's changes put a secret into the diff; no diff was written",
+                hint="make the steps keep secret values out of the files they change",
+            )
+
     def _check_for_secrets(self, files: Iterable[tuple[str, bytes]], diff: bytes) -> None:
         """No secret value in a changed file (whole: a binary diff hides bytes) or the diff."""
         redactor = self.ctx.redactor
@@ -856,6 +860,14 @@ def _named(keyed: _Keyed, upto: int) -> dict[str, Any] | None:
 
 
 _KINDS = ("modified", "added", "deleted", "renamed")  # FileChanges' fields, in order
+
+
+def _written_files(repo: Path, diff: bytes) -> list[tuple[str, bytes]]:
+    """What ``diff`` writes into each file it touches, from the diff (runner.patch) and
+    the old blobs of its binary deltas."""
+    parts = list(written(diff))
+    bases = iter(read_blobs(repo, [p.base for p in parts if p.base is not None]))
+    return [(p.path, p.data if p.base is None else apply_delta(next(bases), p.data)) for p in parts]
 
 
 def _changed_files(local: LocalWorkspace, changes: FileChanges) -> Iterator[tuple[str, bytes]]:

@@ -11,7 +11,8 @@ fetched, and a Git LFS file is its pointer file, not smudged. The user's
 repository is only ever read.
 
 The workspace's own repository lives beside the files (``git/``, not
-``repo/.git``: a step sees only the files and cannot break the bookkeeping)
+``repo/.git``: a step sees it read-only at ``/work/.git``, see ``git_mounts``,
+and cannot break the bookkeeping)
 and owns no copy of the objects: it borrows the user's repository's object
 folder as an alternate, and writes only what the steps add. Its index is
 written here, from the commit's listing and the ``lstat`` of each file just
@@ -25,9 +26,9 @@ over every file, as before, so that no step is charged with a normalisation.
 After each step ``snapshot()`` stages everything and writes a tree object:
 comparing trees gives the changed-file lists and the diff without commits.
 
-A full cache hit needs no tree at all: ``files_after_diff`` applies the cached
-diff to the commit's tree in a scratch index (objects borrowed the same way)
-and reads back only the files it changed, for the secret check.
+A full cache hit needs no tree at all: the secret check reads what the cached
+diff writes from the diff itself (``runner.patch``); ``read_blobs`` gives it
+the old blobs a binary delta is applied to.
 
 Everything that can take seconds on a large tree notices the run's cancel
 event: between files while writing them, and around every git (killed when
@@ -126,6 +127,10 @@ class _Entry:
         return cls(mode, kind, oid, path)
 
 
+# Where a step finds the objects the workspace's repository borrows (``git_mounts``).
+BORROWED_OBJECTS = "/.runner-objects"
+
+
 @dataclass
 class LocalWorkspace:
     """A prepared copy of one workspace's repository tree."""
@@ -149,6 +154,37 @@ class LocalWorkspace:
     @property
     def workdir_in_container(self) -> str:
         return "/work" + (f"/{self.workspace.path}" if self.workspace.path else "")
+
+    def git_mounts(self) -> list[tuple[Path, str]]:
+        """(host path, path in the container) pairs a step mounts read-only.
+
+        Sourcegraph's steps run in a git repository (src-cli commits the tree
+        in it; an executor's workspace is a clone), so tools that read
+        ``.gitignore`` only inside a repository, or ``git diff`` and ``git
+        ls-files``, behave alike here: the workspace's repository at
+        ``/work/.git``, and the objects it borrows under a fixed folder, with
+        an ``alternates`` file naming them there laid over the host's (whose
+        paths mean nothing in the container, and could even fall inside
+        ``/work``). All read-only: the bookkeeping stays runner's, whatever a
+        step runs.
+        """
+        if not (self.git_dir / "HEAD").exists():
+            return []
+        mounts = [(self.git_dir, "/work/.git")]
+        alternates = self.git_dir / "objects" / "info" / "alternates"
+        if not alternates.exists():
+            return mounts
+        named: list[str] = []
+        for line in alternates.read_bytes().splitlines():
+            borrowed = Path(os.fsdecode(line.strip()))
+            if borrowed.is_absolute() and borrowed.is_dir():
+                target = f"{BORROWED_OBJECTS}/{len(named)}"
+                mounts.append((borrowed, target))
+                named.append(target)
+        in_container = self.root / "alternates-in-container"
+        in_container.write_text("".join(f"{t}\n" for t in named))
+        mounts.append((in_container, "/work/.git/objects/info/alternates"))
+        return mounts
 
     @classmethod
     def create(
@@ -400,45 +436,14 @@ def _write_index(index: Path, tree: bytes, files: Sequence[_Entry], *, sha256: b
     index.write_bytes(out)
 
 
-def files_after_diff(
-    workspace: Workspace,
-    source: Source,
-    diff: bytes,
-    *,
-    run_id: str,
-    temp_root: Path | None = None,
-    cancel: threading.Event | None = None,
-) -> list[tuple[str, bytes]]:
-    """Each file ``diff`` adds or changes, as it is after the diff, with no tree on disk.
-
-    The diff is applied to the commit's tree in a scratch index whose
-    repository borrows the user's objects; only the changed blobs are
-    written, and read back. ``GitError`` when the diff does not apply there
-    (a tree that is not the commit's: submodules, normalised files): the
-    caller then builds the workspace.
-    """
-    scratch = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{run_id}-", dir=temp_root))
-    try:
-        git_dir = scratch / "git"
-        _make_git_dir(git_dir, source.objects, sha256=len(source.tree) == _SHA256_HEX)
-
-        def run(args: Sequence[str], input: bytes | None = None) -> bytes:
-            return git(args, cwd=scratch, git_dir=git_dir, input=input, cancel=cancel)
-
-        run(["read-tree", source.tree])
-        if diff:
-            run(["apply", "--cached", "--binary", "--whitespace=nowarn", "-"], input=diff)
-        raw = run(["diff-index", "--cached", "--raw", "-z", "--no-renames", source.tree])
-        changed: list[tuple[str, bytes]] = []
-        parts = raw.split(b"\0")
-        for meta, path in zip(parts[0::2], parts[1::2], strict=False):
-            fields = meta.split()
-            if len(fields) == 5 and fields[4] != b"D":
-                changed.append((path.decode("utf-8", "replace"), fields[3]))
-        with _BlobStream(scratch, [oid for _, oid in changed], git_dir=git_dir) as stream:
-            return [(path, stream.read(oid)) for path, oid in changed]
-    finally:
-        remove_tree(scratch, no_progress)
+def read_blobs(repo: Path, oids: Sequence[str]) -> list[bytes]:
+    """The blobs named, whole, from one ``git cat-file`` in ``repo`` (a few small ones:
+    the bases of a cached diff's binary deltas)."""
+    if not oids:
+        return []
+    names = [oid.encode() for oid in oids]
+    with _BlobStream(repo, names) as stream:
+        return [stream.read(oid) for oid in names]
 
 
 class _BlobStream:
