@@ -437,6 +437,31 @@ default bridge 0.68). Under that load every process start and git run
 queues for a core, which runner pays more of than the CLI does; the
 parallel goals need a quieter round to judge.
 
+### Parallel workspaces: the running wave first, networks side by side (issue 21)
+
+Traced per engine call (8 × `sleep 2` at `-j 4`, load 5–7): job networks
+were made one at a time under a lock that listed every engine network per
+creation (0.3 s each, 2.6 s for eight), and the workspaces getting ready
+behind the first wave took that lock and the engine before the first wave
+had its networks (workspace 1 got its network last, 4.3 s in). Now subnets
+come from runner's own count (`runner/execute/subnets.py`: the engine listed
+once, and again only when it refuses one another process took), so a wave's
+networks are made side by side; a workspace waiting for a turn starts
+getting ready only once every workspace holding a turn has made its first
+container; a network's firewall rules are removed beside its removal, not
+before it; and container removals run four at a time. What is left on the
+critical path: interpreter start and imports (0.55–1.1 s depending on the
+load; about half of runner's CPU, of which psycopg, imported for SQLite
+runs too, is a tenth), the first wave's container starts (0.7–1.1 s each,
+the engine's), and the last wave's teardown (container, then network: about
+0.25 s). `parallel_efficiency` 0.43 → 0.506 and `parallel_vs_docker_cli`
+0.92 → 1.09 (rounds 0.83, 1.09, 1.14, 1.05, 1.11), load 6–9, in the same
+round as `step_overhead_ratio` 0.667 (`fixed_overhead_runs` 6.28 at that
+load, 2.83 at load 0.7 before: start-up counted in `docker run`s grows with
+the load). Not done: a pool of networks made ahead while runner starts up
+and reused by the next workspace of the same job (would help
+`many_workspaces_vs_floor` most), and lazy imports on the CLI path.
+
 ### `step_overhead_ratio`: on the goal's edge
 
 A marginal step costs about one `docker run`: across full runs the figure
@@ -492,7 +517,7 @@ Changed: `runner/db.py` now gives each thread its own PostgreSQL connection
 so the PostgreSQL figure now sits on the goal's edge on this 2-core machine,
 where server, clients and PostgreSQL share the cores.
 
-### The coordinator against its own floors (issues 21 and 22): 2.3× faster, short
+### The coordinator against its own floors (issues 21 and 22): 2.1–2.9× the jobs/s, 1 ratio of 4 met
 
 `coordinator_http_vs_inprocess` divides the HTTP figure by the same
 claim-and-complete through the same `Coordinator` class in the bench's
@@ -564,13 +589,14 @@ Where the time went before, its share, and what changed:
 
 After (single-thread profile): SQLite 5.25 → 0.84 ms per cycle, PostgreSQL
 15.98 → 2.77 ms; server CPU per job on SQLite 3.0–3.2 → 2.3–2.5 ms
-(in-process 0.6–0.7 ms). `make bench` figures (full run, load 5.6–6.6 on 2
-cores shared with other work): SQLite 386 jobs/s over HTTP (was 144–171),
-1,075–1,434 in-process, 4,659–8,870 raw: `http_vs_inprocess` 0.29,
-`inprocess_vs_raw_sql` 0.24; PostgreSQL 271 over HTTP (was 112–125),
-430–620 in-process, 1,892–3,406 raw: 0.48 and 0.18; two replicas 264 (the
-replicas, their clients and PostgreSQL share the two cores). A `--quick` run
-at load 6 gave PostgreSQL `http_vs_inprocess` 0.51.
+(in-process 0.6–0.7 ms). `make bench` figures (`--only coordinator`, 5
+rounds, load 4.8 rising to 9.2 on 2 cores shared with other work): SQLite
+418 jobs/s over HTTP (was 144–171), 885–1,744 in-process, 1,337–4,921 raw:
+`http_vs_inprocess` 0.35, `inprocess_vs_raw_sql` 0.37; PostgreSQL 268 over
+HTTP (was 112–125), 315–522 in-process, 2,205–2,894 raw: 0.63 (met) and
+0.18; two replicas 273 (the replicas, their clients and PostgreSQL share
+the two cores). The run before the SQLite trigger (load 5.6–6.6): SQLite
+386, 0.29 and 0.24; PostgreSQL 271, 0.48 and 0.18.
 
 What is left. Over HTTP the server spends about 1.7 ms of CPU per job
 beyond the in-process path, about 0.8 ms per request of uvicorn, FastAPI's
@@ -632,6 +658,25 @@ longer lines) against 27.9 MiB/s for the docker CLI alone in the same rounds;
 an earlier pass at a steadier load of 9 gave 8.1, 7.8 and 12. Under such load
 the rounds spread widely (2.3–4.7 s for the same run): the engine and the
 other work on the machine, not runner's CPU, set most of the wall time.
+
+A second pass, profiled the same way: the per-workspace log's search for
+control characters (a regex over every chunk, 0.48 s of the 64 MiB run) and
+the JSON encoder run over lines that need no escaping (0.35 s) were the
+largest costs left on the `--json` path. Each is now one `bytes.translate`
+pass over the chunk's bytes (printable ASCII for the log; anything but `"`,
+`\\` and control characters for `--json`, whose lines are then only
+quoted), and the log writes a chunk's lines with one join. runner's CPU for
+the `--json` run: 2.0 s → 1.6 s (medians of 4 alternated runs at load
+8–9.5), of which 0.7–1.0 s is start-up and the workspace, as for a step that
+prints nothing. The wall time at that load did not follow: 7.2 MiB/s
+(`--json`) and 9.2 (`text`) against 14 for the docker CLI at load 9.2
+(before: 7.8, 8.1 and 12 at 9.0), runs of the same command spreading from
+3.4 to 8.6 s. Of a 5 s `--json` run about 1.7 s passes before `run.started`
+(interpreter, imports, engine checks) and 1.5 s preparing the workspace (its
+64 MiB file, its first container). A round at load 7.5 a little later: 22.6
+MiB/s (`--json`) and 19.7 (`text`) against 25.3 for the docker CLI, where
+the same code gave 19.3 and 24.5 against 27.9 at 6.5–9.5 before: `--json`,
+with the longer lines, is now the faster of the two.
 """
 
 

@@ -24,22 +24,24 @@ import hashlib
 import os
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
-
-import psycopg
-import psycopg.errors
-from psycopg.rows import dict_row
 
 from runner.clock import SYSTEM_CLOCK
 from runner.errors import BusyError, IntegrityError, StoreError
 from runner.migrations import Dialect, Migration, ordered, registered
+
+if TYPE_CHECKING:
+    # psycopg is imported where a PostgreSQL URL is opened: a local run on SQLite
+    # (every `runner run`) does not pay for loading it.
+    import psycopg
 
 Row = dict[str, Any]
 Params = Sequence[Any]
@@ -142,13 +144,19 @@ def _first_line(exc: BaseException) -> str:
 _SQLITE_BUSY = re.compile(r"locked|busy", re.IGNORECASE)
 
 
+def _psycopg_errors() -> Any:
+    """``psycopg.errors`` if a PostgreSQL database was opened, else None (nothing can raise it)."""
+    return sys.modules.get("psycopg.errors")
+
+
 def _translate(exc: Exception) -> StoreError:
-    if isinstance(exc, sqlite3.IntegrityError | psycopg.errors.IntegrityError):
+    pg = _psycopg_errors()
+    if isinstance(exc, sqlite3.IntegrityError) or (pg and isinstance(exc, pg.IntegrityError)):
         return IntegrityError(
             f"the database refused a write: {_first_line(exc)}",
             hint="retry; if it persists, report it",
         )
-    if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected) or (
+    if (pg and isinstance(exc, pg.SerializationFailure | pg.DeadlockDetected)) or (
         isinstance(exc, sqlite3.OperationalError) and _SQLITE_BUSY.search(str(exc))
     ):
         return BusyError(
@@ -161,7 +169,10 @@ def _translate(exc: Exception) -> StoreError:
     )
 
 
-_DRIVER_ERRORS = (sqlite3.Error, psycopg.Error)
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """The drivers' error classes, psycopg's only once it is loaded."""
+    pg = _psycopg_errors()
+    return (sqlite3.Error, pg.Error) if pg else (sqlite3.Error,)
 
 
 class Transaction:
@@ -179,6 +190,8 @@ class Transaction:
         db = self._db
         try:
             if db.dialect == "postgresql":
+                import psycopg
+
                 adapted = [int(p) if isinstance(p, bool) else p for p in params]
                 conn = db._pg()
                 try:
@@ -190,7 +203,7 @@ class Transaction:
                         raise
                     return db._new_pg().execute(to_pyformat(sql), adapted)
             return db._sqlite().execute(sql, tuple(params))
-        except _DRIVER_ERRORS as exc:
+        except _driver_errors() as exc:
             raise _translate(exc) from exc
 
     def execute(self, sql: str, params: Params = ()) -> int:
@@ -229,7 +242,7 @@ class Transaction:
             conn = db._sqlite()
             for statement in _split_sqlite(script):
                 conn.execute(statement)
-        except _DRIVER_ERRORS as exc:
+        except _driver_errors() as exc:
             raise _translate(exc) from exc
 
 
@@ -339,6 +352,8 @@ class Database:
             # lone SELECT is one round trip instead of three (most of a claim's reads).
             yield tx
             return
+        import psycopg
+
         conn = self._pg()
         try:
             begin = conn.transaction()
@@ -356,14 +371,14 @@ class Database:
                 begin.__exit__(type(exc), exc, exc.__traceback__)
                 raise
             begin.__exit__(None, None, None)
-        except _DRIVER_ERRORS as exc:
+        except _driver_errors() as exc:
             raise _translate(exc) from exc
 
     def _sqlite_transaction(self, tx: Transaction) -> Iterator[Transaction]:
         conn = self._sqlite()
         try:
             conn.execute("BEGIN IMMEDIATE" if tx.write else "BEGIN")
-        except _DRIVER_ERRORS as exc:
+        except _driver_errors() as exc:
             raise _translate(exc) from exc
         try:
             yield tx
@@ -372,7 +387,7 @@ class Database:
             raise
         try:
             conn.commit()
-        except _DRIVER_ERRORS as exc:
+        except _driver_errors() as exc:
             conn.rollback()
             raise _translate(exc) from exc
 
@@ -416,7 +431,7 @@ class Database:
                 with self._lock:
                     cursor = self._sqlite().execute(sql, tuple(params))
                     return list(cursor.fetchall()) if cursor.description else []
-            except _DRIVER_ERRORS as exc:
+            except _driver_errors() as exc:
                 error = _translate(exc)
                 if isinstance(error, BusyError) and attempt < attempts:
                     continue
@@ -530,6 +545,9 @@ def _connect_sqlite(url: str, busy_timeout_s: float) -> Database:
 
 
 def _connect_postgres(url: str, busy_timeout_s: float) -> Database:
+    import psycopg
+    from psycopg.rows import dict_row
+
     def connect_once() -> psycopg.Connection[Row]:
         try:
             conn: psycopg.Connection[Row] = psycopg.connect(

@@ -414,6 +414,7 @@ class LiveReporter:
             now = self._clock()
             if name == "workspace.started":
                 self._rows[row_key] = _Row(workspace_label(*key), since=now)
+                self._name_branches(key)
             elif row is not None and name == "workspace.phase":
                 self._on_phase(row, fields, now)
             elif row is not None and name in ("step.started", "step.cached", "step.skipped"):
@@ -440,6 +441,13 @@ class LiveReporter:
                 printed += self._dropped_note()
         for line in printed:
             self._console.print(line, highlight=False, soft_wrap=False)
+
+    def _name_branches(self, key: tuple[str, str]) -> None:
+        """Rows of one repository and path on several branches say their branch."""
+        same = [(k[2], row) for k, row in self._rows.items() if k[:2] == key]
+        if len(same) > 1:
+            for branch, row in same:
+                row.label = f"{workspace_label(*key)}@{branch}"
 
     def step_output(self, lines: Sequence[str], **fields: Any) -> None:
         if not self._show_output:

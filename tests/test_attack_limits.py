@@ -219,13 +219,12 @@ def test_a_step_printing_forever_is_stopped_at_the_cap(
     # Bursts of 500 kB a second: past a 1 MiB cap within about two seconds.
     burst = "head -c 500000 /dev/zero | tr '\\0' z | fold -w 200; sleep 1"
     spec = spec_file(local["root"] / "specs", "forever", f"while :; do {burst}; done")
-    started = time.monotonic()
-    proc = run_cli(run_args(local, spec, "--log-cap", "1m", "--timeout", "6"), local["env"])
-    elapsed = time.monotonic() - started
+    # Stopped by the cap, not by the step timeout (which would say so instead); no
+    # wall-clock assertion, as the machine's load decides how long the bursts take.
+    proc = run_cli(run_args(local, spec, "--log-cap", "1m", "--timeout", "120"), local["env"])
     assert proc.returncode == 3
     (finished,) = [e for e in events_of(proc.stdout) if e["event"] == "workspace.finished"]
-    assert "over the log cap" in finished["error"]
-    assert elapsed < 5, f"stopped only after {elapsed:.1f}s (the timeout is 6s)"
+    assert "over the log cap" in finished["error"] and "timeout" not in finished["error"]
 
 
 def test_a_chatty_step_that_times_out_is_a_timeout_not_an_engine_failure(

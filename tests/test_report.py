@@ -154,6 +154,24 @@ def test_finished_rows_leave_and_the_overall_line_keeps_the_counts(
     assert term.lines() == screen  # what stays after the run: the overall line alone
 
 
+def test_workspaces_of_one_repository_on_two_branches_keep_a_row_each(
+    live: LiveReporter, term: ScreenFile
+) -> None:
+    main, release = ({**ws(1), "branch": b} for b in ("main", "release/1.x"))
+    live.event("workspace.started", **main, steps=2)
+    live.event("workspace.started", **release, steps=2)
+    live.event("step.started", **release, step=2, steps=2)
+    screen = shown(live, term)
+    assert [line.split()[0] for line in screen[:2]] == [
+        "github.com/acme/repo-01@main",
+        "github.com/acme/repo-01@release/1.x",
+    ]
+    live.event("workspace.finished", **main, status="changed")
+    screen = shown(live, term)
+    assert len(screen) == 2 and "@release/1.x  step 2/2" in screen[0], screen
+    assert "1/5 · 1 running · 1 changed" in screen[-1]
+
+
 def test_the_overall_line_stays_last_whatever_the_number_of_workspaces(
     make_live: MakeLive, term: ScreenFile
 ) -> None:

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import ExecutionError
+from runner.errors import CacheError, ExecutionError
 from runner.execute.run import sweep_leftovers
-from runner.execute.workspace import PREPARING, LocalWorkspace
+from runner.execute.workspace import PREPARING, LocalWorkspace, read_blobs
 from runner.git import git as git_bytes
+from runner.patch import apply_delta, written
 from runner.plan import Workspace
 from runner.testing import FakeRuntime, FakeStepRun
 from tests.helpers import TEST_IMAGE, git, make_repo, run_runner, runner_env
@@ -159,6 +160,19 @@ def test_the_patch_is_the_one_a_fresh_repository_gives(
         assert b"old mode 100644\nnew mode 100755" in expected
         assert b"GIT binary patch" in expected
         assert b"+bbbb" in expected
+        # What a full cache hit checks, read from the patch alone: each binary
+        # file whole as the step left it (a delta applied to the commit's blob).
+        parts = {p.path: p for p in written(expected)}
+        assert parts["data.bin"].base is not None  # a delta, not the whole file
+        for name in ("data.bin", "new.bin"):
+            part = parts[name]
+            data = part.data
+            if part.base is not None:
+                data = apply_delta(read_blobs(repo, [part.base])[0], data)
+            assert data == (ref / name).read_bytes()
+        assert parts["a.txt"].data == b"bbbb\n"
+        assert b"tracked, so changed\n" in parts["ignored.log"].data
+        assert "gone.txt" not in parts
 
 
 def test_a_cancel_in_the_middle_of_a_large_export_stops_and_leaves_nothing(
@@ -220,6 +234,22 @@ def test_a_cancellable_git_gets_all_of_a_large_input_however_slowly_it_reads(
 
 
 # -- the step loop, on the fake runtime ------------------------------------------------
+
+
+def test_a_patch_that_shows_no_bytes_or_a_delta_for_another_blob_is_refused() -> None:
+    # Either way the full hit cannot check what the diff writes: the caller
+    # then writes the workspace and checks its files instead.
+    hidden = (
+        b"diff --git a/x.bin b/x.bin\nindex 1..2 100644\nBinary files a/x.bin and b/x.bin differ\n"
+    )
+    with pytest.raises(CacheError, match=r"x\.bin"):
+        list(written(hidden))
+    delta = bytes([3, 4, 0x90, 4])  # for a 3-byte blob: copy 4 bytes from offset 0
+    assert apply_delta(b"abc", bytes([3, 3, 0x90, 3])) == b"abc"
+    with pytest.raises(CacheError):
+        apply_delta(b"abcd", delta)  # the delta says its blob has 3 bytes
+    with pytest.raises(CacheError):
+        apply_delta(b"abc", delta)  # 3 bytes copied where it promised 4
 
 
 @pytest.fixture
@@ -288,9 +318,12 @@ def test_a_full_cache_hit_still_refuses_a_secret_hidden_in_a_binary_file(
     assert list((h.tmp / "work").iterdir()) == []
 
 
-def test_a_cached_diff_that_needs_the_workspace_is_applied_there(h: Harness) -> None:
-    # A submodule is left out of the baseline: a diff adding a file in its
-    # folder does not apply to the commit's tree, so the workspace is written.
+def test_a_cached_diff_into_a_submodule_folder_is_answered_without_a_tree(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A submodule is an empty folder in the workspace: the diff adds a file in
+    # it, which git would not apply to the commit's tree. The entry is read,
+    # never applied, so the re-run still needs no tree.
     repo = h.workspace.repo_path
     sha = git(repo, "rev-parse", "HEAD")
     git(repo, "update-index", "--add", "--cacheinfo", f"160000,{sha},vendor/lib")
@@ -299,10 +332,46 @@ def test_a_cached_diff_that_needs_the_workspace_is_applied_there(h: Harness) -> 
     h.handlers["vendor"] = writes("vendor/lib/patch.txt", "patched\n")
     first, _ = h.run(step("vendor"))
     assert first.status == "changed", first.error
+    monkeypatch.setattr(LocalWorkspace, "create", _no_tree)
     again, events = h.run(step("vendor"))
     assert (again.status, again.diff) == ("changed", first.diff)
     assert len(h.runtime.steps) == 1
-    assert "preparing" in [e.get("phase") for e in events.named("workspace.phase")]
+    assert events.named("workspace.phase") == []
+
+
+def test_a_full_cache_hit_refuses_a_secret_a_binary_delta_completes(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The commit's binary file holds the value's first half; the step adds the
+    # second half after it. Neither the delta nor the old blob shows the value:
+    # only the file rebuilt from both does.
+    repo = h.workspace.repo_path
+    noise = hashlib.sha256(b"noise").digest() * 128
+    half = len(VALUE) // 2
+    (repo / "blob.bin").write_bytes(b"\0" + noise + VALUE[:half].encode() + noise)
+    git(repo, "add", "blob.bin")
+    git(repo, "commit", "-q", "-m", "a binary file")
+    h.workspace = workspace_of(repo)
+
+    def complete(run: FakeStepRun) -> int:
+        path = run.host_path("blob.bin")
+        data = path.read_bytes()
+        cut = 1 + len(noise) + half
+        path.write_bytes(data[:cut] + VALUE[half:].encode() + data[cut:])
+        return 0
+
+    h.handlers["complete"] = complete
+    first, _ = h.run(step("complete"))
+    assert first.status == "failed" and "blob.bin" in (first.error or ""), first.error
+    [key] = h.cache._entries
+    entry = h.cache.get(key)
+    assert entry is not None and b"\ndelta " in entry.diff  # the cache holds a delta
+    monkeypatch.setattr(LocalWorkspace, "create", _no_tree)
+    again, events = h.run(step("complete"))
+    assert len(h.runtime.steps) == 1  # the entry answered
+    assert again.status == "failed" and "TOKEN" in (again.error or ""), again
+    assert "blob.bin" in (again.error or "")
+    assert VALUE not in json.dumps(events.items)
 
 
 # -- on the real engine ----------------------------------------------------------------

@@ -16,11 +16,12 @@ from typing import Any
 from runner.env import HostEnv, plan_env
 from runner.execute.run import RunPlan, execute
 from runner.execute.steps import RunLimits
-from runner.plan import Workspace
+from runner.plan import Workspace, discover, plan_workspaces
 from runner.redact.active import ActiveRedactor
 from runner.report import RecordingReporter
 from runner.secrets.value import Secret
 from runner.spec import load_spec_text
+from runner.spec.models import BatchSpec
 from runner.testing import FakeRuntime, FakeSecretStore, FakeStepRun
 from tests.helpers import git, make_repo
 
@@ -48,23 +49,16 @@ changesetTemplate:
 """
 
 
-def _workspaces(root: Path) -> list[Workspace]:
+def _workspaces(spec: BatchSpec, root: Path) -> list[Workspace]:
+    """The spec's workspaces as `runner run` plans them: one per branch of the repository."""
     repo = make_repo(root, REPO, {"README.md": "on main\n"})
     git(repo, "checkout", "-q", "-b", "release/1.x")
     (repo / "README.md").write_text("on release/1.x\n")
     git(repo, "commit", "-q", "-am", "release")
-    return [
-        Workspace(
-            repository=REPO,
-            repo_path=repo,
-            branch=branch,
-            commit=git(repo, "rev-parse", branch),
-            path="",
-            only_fetch_workspace=False,
-            search_result_paths=(),
-        )
-        for branch in BRANCHES
-    ]
+    git(repo, "checkout", "-q", "main")
+    planned = plan_workspaces(spec, discover(root))
+    assert [(w.repository, w.path, w.branch) for w in planned] == [(REPO, "", b) for b in BRANCHES]
+    return planned
 
 
 def _print_readme(run: FakeStepRun) -> int:
@@ -88,7 +82,7 @@ def test_workspaces_differing_only_in_branch_keep_their_own_logs(tmp_path: Path)
         spec_dir=tmp_path,
         namespace="user:alice",
         actor="alice",
-        workspaces=_workspaces(tmp_path / "repos"),
+        workspaces=_workspaces(spec, tmp_path / "repos"),
         env_plan=plan_env(spec, "user:alice", store),
         host=HostEnv(),
         images={IMAGE: IMAGE_ID},

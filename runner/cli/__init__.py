@@ -10,10 +10,9 @@ import click
 
 from runner.cli._app import cli
 from runner.cli._text import format_error, stderr_width
-from runner.cli.commands import register_commands
 from runner.errors import RunnerError
 
-register_commands()
+# Each command's module is loaded when the command is called (runner.cli.commands).
 
 
 def _redact_text(text: str) -> str:

@@ -19,6 +19,7 @@ import click
 
 from runner import __version__
 from runner.cli._text import headline_and_details, stderr_width
+from runner.cli.commands import load_command, register_commands
 from runner.config import LogFormat, Settings, settings_from_env
 from runner.errors import UsageError
 from runner.log import configure_logging
@@ -28,7 +29,23 @@ from runner.spec import BatchSpec
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """Loads a command's module when the command is looked up (``runner.cli.commands``)."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            load_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        register_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="runner")
 @click.pass_context
 def cli(ctx: click.Context) -> None:

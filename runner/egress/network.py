@@ -191,6 +191,20 @@ class JobNetworks:
         finally:
             rules.join()
 
+    def sweep_stale_rules(self) -> int:
+        """Remove firewall rules whose bridge is gone, whichever run left them.
+
+        A run killed with SIGKILL leaves its rules; once its network is gone
+        (removed by any sweep) they match nothing, but they should not pile up.
+        """
+        if not self.firewall.available():
+            return 0
+        try:
+            return self.firewall.sweep()
+        except ExecutionError as exc:
+            log.warning("could not sweep leftover firewall rules", error=str(exc))
+            return 0
+
     def sweep(self, job_id: str | None = None) -> int:
         removed = self.runtime.sweep_networks(job_id) + sweep_confdirs()
         if self.firewall.available():

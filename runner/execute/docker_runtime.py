@@ -341,6 +341,8 @@ class DockerRuntime:
     # -- isolation -----------------------------------------------------------
 
     def check_isolation(self, isolation: Isolation) -> None:
+        if self._runtimes[isolation] is None:
+            return  # the engine's default runtime: `docker info` (slow) has nothing to tell
         with _engine("list its runtimes"):
             info = self._api.info()
         check_runtimes(isolation, info.get("Runtimes") or {}, self._runtimes)

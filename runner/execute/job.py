@@ -399,23 +399,16 @@ def _run_steps(
     session = BrokerSession(ctx.broker.rules(), on_broker) if ctx.broker else None
 
     stack = ExitStack()
-    opened: list[StepNetwork] = []
-
-    def network() -> StepNetwork:
-        # Made on the first step that runs a container: a fully cached workspace needs
-        # none. A network that cannot be made fails that step as an engine failure.
-        if not opened:
-            opened.append(
-                stack.enter_context(
-                    networks.open(ctx.run_id, ctx.sandbox, on_denied, broker=session)
-                )
-            )
-        return opened[0]
-
-    runner.append(WorkspaceRunner(replace(ctx, network=network), ws))
+    network = _WorkspaceNetwork(
+        lambda: stack.enter_context(
+            networks.open(ctx.run_id, ctx.sandbox, on_denied, broker=session)
+        )
+    )
+    runner.append(WorkspaceRunner(replace(ctx, network=network, network_soon=network.soon), ws))
 
     def teardown() -> None:
         runner[0].settle()  # its containers are gone before its network goes
+        network.join()  # one still being opened is opened, then closed with the rest
         stack.close()
 
     try:
@@ -428,6 +421,55 @@ def _run_steps(
     result.egress_denied = denied[0]
     result.broker_mismatch = mismatched[0]
     return result
+
+
+class _WorkspaceNetwork:
+    """A workspace job's network, opened once: when a step first needs it, or ahead.
+
+    Made only for a workspace that runs a container (a fully cached one needs
+    none). ``soon`` starts opening it on a thread as soon as the step loop
+    knows a container will run, so the engine makes the network while the
+    workspace's tree is written; the first step then waits for it. A network
+    that cannot be made fails that step as an engine failure, as if it were
+    made in the step's own thread.
+    """
+
+    def __init__(self, open_network: Callable[[], StepNetwork]) -> None:
+        self._open = open_network
+        self._lock = threading.Lock()
+        self._opened: StepNetwork | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def soon(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._opened is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._open_once, name="open-network", daemon=True
+            )
+            self._thread.start()
+
+    def __call__(self) -> StepNetwork:
+        self.join()
+        opened = self._open_once()
+        if opened is None:
+            assert self._error is not None
+            raise self._error
+        return opened
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def _open_once(self) -> StepNetwork | None:
+        with self._lock:
+            if self._opened is None and self._error is None:
+                try:
+                    self._opened = self._open()
+                except BaseException as exc:  # raised again in the step that needs it
+                    self._error = exc
+            return self._opened
 
 
 def _keep(ctx: RunContext, outcome: WorkspaceOutcome, sink: ResultSink) -> None:

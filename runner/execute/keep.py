@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,9 @@ from runner.execute.workspace import remove_tree
 from runner.output import changeset_base
 from runner.plan import Workspace
 from runner.redact.protocol import Redacts
+
+# Where the engine mounted runner's git data for the steps (LocalWorkspace.git_mounts).
+RUNNER_GIT = ".git"
 
 SUFFIX = ".workspace"
 
@@ -67,7 +70,7 @@ class WorkspaceKeeper:
             if dest.exists():
                 remove_tree(dest)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(tree, dest, symlinks=True)
+            shutil.copytree(tree, dest, symlinks=True, ignore=_without_runner_git(tree))
             outcome = Kept(str(dest.relative_to(self._out)))
         with self._lock:
             self.kept[ws.key] = outcome
@@ -81,9 +84,20 @@ class WorkspaceKeeper:
         return sorted(found)
 
 
+def _without_runner_git(tree: Path) -> Callable[[str, list[str]], set[str]]:
+    """``copytree``'s ``ignore``: the top-level ``.git``, where steps saw runner's git data."""
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return {RUNNER_GIT} & set(names) if Path(folder) == tree else set()
+
+    return ignore
+
+
 def _contents(tree: Path) -> Iterator[tuple[bytes, bytes]]:
     """Each entry's path (relative, as bytes) and content: a link's target, a file's bytes."""
     for folder, dirs, files in os.walk(tree):
+        if Path(folder) == tree and RUNNER_GIT in dirs:
+            dirs.remove(RUNNER_GIT)  # where runner's own git data was mounted: not the step's
         for name in [*dirs, *files]:
             full = Path(folder) / name
             relative = os.fsencode(full.relative_to(tree))

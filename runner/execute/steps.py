@@ -98,6 +98,9 @@ class RunContext:
     # The workspace job's network: run_workspace passes a function that opens one for the
     # workspace on the first step that runs a container (a fully cached workspace makes none).
     network: Callable[[], StepNetwork] = StepNetwork
+    # Starts opening that network on a thread once a container will run, so the engine
+    # makes it while the tree is written (job.py's _WorkspaceNetwork.soon).
+    network_soon: Callable[[], None] | None = None
     # What each step adds to cache keys; the same for every workspace of a run,
     # so a run computes it once (it reads every mounted file).
     step_key_inputs: Sequence[StepKeyInput] | None = None
@@ -266,6 +269,8 @@ class WorkspaceRunner:
             cached = self._full_hit()
             if cached is not None:
                 return self._finish(cached)
+            if self.ctx.network_soon is not None:
+                self.ctx.network_soon()
             self.phases.enter("preparing")
             local = LocalWorkspace.create(
                 self.ws,

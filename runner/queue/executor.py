@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +57,7 @@ from runner.execute.steps import (
     RunLimits,
     WorkspaceResult,
 )
+from runner.execute.workspace import remove_tree
 from runner.git import git, git_text
 from runner.log import get_logger
 from runner.metrics import ExecutorMetrics
@@ -484,7 +484,7 @@ class JobRunner:
         except RunnerError as exc:
             return Outcome("failed", error=str(exc))
         finally:
-            shutil.rmtree(root, ignore_errors=True)
+            remove_tree(root)  # the clone and its workspace: unlinked in parallel
 
     def _clone(self, target: Path, commit: str) -> Path:
         git(["clone", "--bare", "--quiet", "--", self.claim.clone_url, str(target)])
