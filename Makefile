@@ -4,7 +4,9 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+# Two workers, each taking whole test files: most tests wait on Docker or a
+# subprocess, so two share two cores well; a file's tests share its fixtures.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: install services test demo bench lint clean
 

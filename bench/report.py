@@ -371,10 +371,9 @@ asked of git once. A `.gitattributes` that sets `text`, `eol`, `crlf` or
 `ident` keeps the old `git add -A -f` baseline, so no step is charged with a
 normalisation. A full cache hit writes no tree: the keys start from
 `COMMIT^{tree}` (one `git rev-parse`, which also names the objects folder),
-the result is the last step's entry, and the files its diff adds or changes
-are read from a scratch index (`read-tree`, `apply --cached`, `diff-index`,
-`cat-file`) for the secret check, which a binary patch would otherwise
-dodge. Removal, the sweep of interrupted runs and `runner cleanup` share one
+the result is the last step's entry, and what its diff writes goes through
+the secret check read from the diff itself (see the re-run below).
+Removal, the sweep of interrupted runs and `runner cleanup` share one
 parallel `remove_tree`. Preparing a workspace starts 3 git processes
 (`rev-parse`, `ls-tree`, `cat-file`) where it started 7 (`ls-tree`, `init`,
 `cat-file`, `pack-objects`, `index-pack`, `add`, `write-tree`).
@@ -384,10 +383,30 @@ First figures (`--quick`: 2 rounds, 10 workspaces instead of 50; load average
 the 2,450-file repository 0.82 × the floor, the `sed` 0.89 ×, peak RSS 3.6 MiB
 above a one-file repository (69.3 against 65.7 MiB), 10 workspaces at `-j 2`
 0.98 × the floor, with no step started. The fully cached re-run
-(0.95–1.24 s against 0.39 s for `runner validate`, 2.8 ×) misses its 1.5: its
-cost now follows the size of the cached diff (the `sed` touches hundreds of
-files: the entry is read, the diff applied in a scratch index and every
-changed file read back and scanned for secrets), not the tree's.
+(0.95–1.24 s against 0.39 s for `runner validate`, 2.8 ×) missed its 1.5: its
+cost followed the size of the cached diff (the entry's diff applied in a
+scratch index, every changed file read back and scanned for secrets).
+
+Then (growth2): a full hit's secret check reads what the diff writes from
+the diff itself (`runner/patch.py`): the new side of each hunk, context
+included, so a value's lines stand together; each binary patch decoded
+(base85, zlib), a delta applied to its old blob, read with one `git
+cat-file` only when the diff holds one; all of it and the diff in one pass
+of the redactor's automaton, file by file only to name a leak. No scratch
+folder, and one git (`rev-parse`) per workspace where there were five; under
+runc `docker info` is no longer asked (only gVisor needs its list of
+runtimes). py-spy of the re-run: the full hit went from about 100 ms to
+2 ms. The same loop of re-runs and `runner validate` at the same load
+(average 8.2–8.6): 1.79 × before, 1.27 × after. Meanwhile `runner validate`
+itself lost most of its imports (0.67 s → 0.2–0.3 s), so `--quick` now
+reads 2.38 × (0.75–0.96 s against 0.28–0.47 s; load 6.8–6.9) and the goal
+is still missed: with every module already imported the whole cached
+`runner run` takes 60 ms, the rest is start-up the run needs and validate
+does not — the docker SDK (about 0.1 s of CPU even on its own thread) and
+the run machinery behind `cli._front` (about 70 ms: the step loop, egress,
+cache, the secret store and its crypto). The next cut is there: an engine
+client that answers the few questions a fully cached run asks (version,
+image ID, the sweeps) without loading the SDK.
 
 ### `parallel_efficiency`: bound by the engine on this machine
 

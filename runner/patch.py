@@ -73,7 +73,11 @@ def _path(lines: list[bytes]) -> str:
         for prefix in (b"+++ b/", b"rename to ", b"copy to "):
             if line.startswith(prefix):
                 return line[len(prefix) :].decode("utf-8", "replace")
+        if line.startswith(b'+++ "b/'):  # git quotes a name with unusual bytes
+            return line[len(b'+++ "b/') : -1].decode("utf-8", "replace")
     rest = lines[0][len(b"diff --git ") :]
+    if rest.startswith(b'"'):
+        return rest.rpartition(b' "b/')[2].rstrip(b'"').decode("utf-8", "replace")
     # `a/P b/P`: the same path twice, so its length is known.
     half = (len(rest) - 5) // 2
     return rest[2 : 2 + half].decode("utf-8", "replace") if half > 0 else "(unnamed)"

@@ -12,10 +12,11 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 stamp=.venv/.installed
-# A dependency added since the last install (prometheus_client for /metrics) also
-# forces one, even where pyproject.toml's time stamp did not move (a fresh clone).
+# A dependency added since the last install (prometheus_client for /metrics,
+# xdist for `make test`) also forces one, even where pyproject.toml's time stamp
+# did not move (a fresh clone).
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
-  || ! .venv/bin/python -c 'import prometheus_client' 2>/dev/null; then
+  || ! .venv/bin/python -c 'import prometheus_client, xdist' 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip >&2
   .venv/bin/pip install -q -e '.[dev]' >&2
   touch "$stamp"

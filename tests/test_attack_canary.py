@@ -82,10 +82,15 @@ REPOS = ["github.com/acme/app", "github.com/acme/lib"]
 
 def _run_flags() -> set[str]:
     """Every flag `runner run` has, read when the tests are collected."""
+    import click
+
     import runner.cli  # noqa: F401  (registers the commands)
     from runner.cli._app import cli
 
-    return {flag for param in cli.commands["run"].params for flag in getattr(param, "opts", ())}
+    # The group loads its commands when asked (lazily, to keep start-up short).
+    run = cli.get_command(click.Context(cli), "run")
+    assert run is not None
+    return {flag for param in run.params for flag in getattr(param, "opts", ())}
 
 
 def _sandbox(flags: tuple[str, ...], name: str) -> Any:

@@ -320,8 +320,12 @@ def test_the_coordinator_survives_a_postgres_restart_and_loses_nothing(
 def _tables(db: Path) -> dict[str, list[Any]]:
     conn = sqlite3.connect(db)
     try:
+        present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        # A table no command has needed yet (the cache's, before any run) is empty.
         return {
             table: conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()  # noqa: S608
+            if table in present
+            else []
             for table in ("secrets", "secret_versions", "master_keys", "secret_audit", "step_cache")
         }
     finally:
@@ -548,7 +552,9 @@ def test_an_executor_killed_mid_job_the_job_completes_once_elsewhere(
 def test_the_coordinator_killed_and_restarted_mid_job_the_job_completes(
     tmp_path: Path, teardown_containers: list[str]
 ) -> None:
-    c = _cluster(tmp_path, ["github.com/acme/app", "github.com/acme/lib"])
+    # No stall may end a job here: the coordinator's restart takes as long as the machine's
+    # load makes it, and the executor must simply carry on.
+    c = _cluster(tmp_path, ["github.com/acme/app", "github.com/acme/lib"], RUNNER_STALL_LIMIT="30")
     try:
         c.start_server()
         jobs = _submit(

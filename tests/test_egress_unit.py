@@ -337,3 +337,71 @@ def test_allow_without_root_is_refused_before_anything_runs() -> None:
         networks.preflight(SandboxPolicy(network="allow"))
     networks.preflight(SandboxPolicy(network="open"))  # a warning, not a refusal
     assert runtime.networks_made == []
+
+
+class _RecordingFirewall(NoFirewall):
+    def __init__(self) -> None:
+        self.guarded: list[str] = []
+        self.released: list[str] = []
+
+    def guard(self, net: NetworkInfo, policy: SandboxPolicy, *, proxy_port: int | None) -> None:
+        self.guarded.append(net.name)
+
+    def release(self, net: NetworkInfo) -> None:
+        self.released.append(net.name)
+
+
+def test_a_workspace_hands_its_network_to_the_next_of_the_same_job_only() -> None:
+    """Making and removing a network costs the engine more than a step: an ended
+    workspace's network (rules and all) serves the job's next workspace of the same
+    policy; another job, another policy, or a workspace that ended in an error gets
+    a new one; the job's end removes what is left, rules too."""
+    runtime = FakeRuntime(images={IMAGE: IMAGE_ID})
+    firewall, proxy = _RecordingFirewall(), FakeProxy()
+    networks = JobNetworks(runtime, firewall=firewall, proxy=proxy, pool=POOL, addresses=frozenset)
+    open_policy, allow = SandboxPolicy(), SandboxPolicy(network="allow")
+
+    def use(job: str, policy: SandboxPolicy) -> str | None:
+        with networks.open(job, policy, lambda h, p: None) as net:
+            return net.network
+
+    first = use("job-1", open_policy)
+    assert use("job-1", open_policy) == first  # handed on, not made again
+    assert firewall.guarded == [first]  # and fenced once
+    assert use("job-2", open_policy) != first  # never to another job
+    allowed = use("job-1", allow)  # nor under another policy
+    assert allowed not in (first, None)
+    assert use("job-1", allow) == allowed
+    assert proxy.stopped == 2 and len(proxy.started) == 2  # a proxy per workspace all the same
+    with pytest.raises(RuntimeError), networks.open("job-1", open_policy, lambda h, p: None):
+        raise RuntimeError("the workspace ended in an error")
+    assert len(runtime.networks_made) == 3  # that one was the spare, and it is gone
+    assert first not in runtime.networks and first in firewall.released
+    assert use("job-1", open_policy) not in (first, allowed)
+
+    networks.drain("job-1")
+    assert [job for job, _ in runtime.networks.values()] == ["job-2"]
+    assert set(firewall.released) >= {allowed, first}
+    # Drained: no workspace of job-1 is left to start, so one that ends removes its own.
+    last = use("job-1", open_policy)
+    assert last not in runtime.networks and last in firewall.released
+    networks.drain("job-2")
+    assert runtime.networks == {}
+
+
+def test_a_job_leaves_no_network_behind_when_its_workspaces_share_them(tmp_path: Path) -> None:
+    repos = [f"github.com/acme/r{i}" for i in range(5)]
+    job, _ = _job(tmp_path, step("a"), repos)
+    runtime = FakeRuntime(images={IMAGE: IMAGE_ID})
+    services = _services(
+        tmp_path,
+        runtime,
+        Recorder(ActiveRedactor()),
+        networks=_networks(runtime, FakeProxy()),
+        parallelism=1,
+    )
+    outcomes = run_job(job, _no_secrets, services)
+    assert [o.status for o in outcomes] == ["unchanged"] * 5
+    # One running, one getting ready: two at once at most; every one gone at the end.
+    assert 2 <= len(runtime.networks_made) <= 5
+    assert runtime.networks == {}

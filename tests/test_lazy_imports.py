@@ -75,7 +75,7 @@ def test_every_command_is_found_from_a_fresh_process() -> None:
 
 
 def test_the_command_map_names_every_module_that_adds_to_a_command() -> None:
-    from runner.cli import cli
+    from runner.cli._app import cli
     from runner.cli.commands import COMMAND_MODULES, register_commands
 
     register_commands()

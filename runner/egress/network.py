@@ -26,6 +26,7 @@ rules) are swept by the job's id; a proxy ends with its runner by itself.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -79,6 +80,15 @@ class JobNetworkSeam(Protocol):
         """Remove what killed runs of ``job_id`` (all if None) left; return how many."""
         ...
 
+    def drain(self, job_id: str) -> None:
+        """Remove the networks the job's ended workspaces left for its next ones, and
+        each one handed back from now on (no workspace of the job is left to start)."""
+        ...
+
+
+_SpareKey = tuple[str, SandboxPolicy, bool]
+"""A spare network's job, policy and whether its rules let steps reach a proxy."""
+
 
 def proxy_env(gateway: str, port: int) -> dict[str, str]:
     """Both spellings, since tools differ in which they read."""
@@ -107,6 +117,12 @@ class JobNetworks:
     pool: str
     addresses: Callable[[], frozenset[str]] = host_addresses
     _warned: bool = field(default=False, init=False, repr=False)
+    # Networks a finished workspace handed back, for the next workspace of the same job
+    # with the same policy: making and removing one costs the engine more than a step.
+    _spare: dict[_SpareKey, list[NetworkInfo]] = field(default_factory=dict, init=False)
+    _spare_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # Jobs with no workspace left to start: a network handed back is removed at once.
+    _drained: deque[str] = field(default_factory=lambda: deque(maxlen=64), init=False)
 
     @contextmanager
     def open(
@@ -123,10 +139,16 @@ class JobNetworks:
         self._check_firewall(policy)
         allow = policy.network == "allow"
         proxied = allow or broker is not None
-        net = self.runtime.create_network(job_id, internal=allow)
+        key = (job_id, policy, proxied)
+        net = self._take(key)
+        fenced = net is not None  # a spare keeps the rules its first workspace got
+        if net is None:
+            net = self.runtime.create_network(job_id, internal=allow)
         proxy: RunningProxy | None = None
+        ended = False
         try:
-            self.firewall.guard(net, policy, proxy_port=PROXY_PORT if proxied else None)
+            if not fenced:
+                self.firewall.guard(net, policy, proxy_port=PROXY_PORT if proxied else None)
             env: dict[str, str] = {}
             if proxied:
                 proxy = self.proxy.start(
@@ -143,9 +165,43 @@ class JobNetworks:
                 proxy_env=env,
                 ca_cert=proxy.ca_cert if proxy is not None else None,
             )
+            ended = True
         finally:
             if proxy is not None:
                 proxy.stop()
+            if ended:  # its containers are gone (the caller's promise): the next may use it
+                self._give_back(key, net)
+            else:
+                self._close(net)
+
+    def drain(self, job_id: str) -> None:
+        """Remove the job's spare networks (side by side), and from now on each one
+        handed back; the job calls it once no workspace is left to start, and as it ends."""
+        with self._spare_lock:
+            if job_id not in self._drained:
+                self._drained.append(job_id)
+            keys = [key for key in self._spare if key[0] == job_id]
+            spare = [net for key in keys for net in self._spare.pop(key)]
+        closing = [
+            threading.Thread(target=self._close, args=(net,), name="network-drain", daemon=True)
+            for net in spare
+        ]
+        for thread in closing:
+            thread.start()
+        for thread in closing:
+            thread.join()
+
+    def _take(self, key: _SpareKey) -> NetworkInfo | None:
+        with self._spare_lock:
+            spare = self._spare.get(key)
+            return spare.pop() if spare else None
+
+    def _give_back(self, key: _SpareKey, net: NetworkInfo) -> None:
+        with self._spare_lock:
+            wanted = key[0] not in self._drained
+            if wanted:
+                self._spare.setdefault(key, []).append(net)
+        if not wanted:
             self._close(net)
 
     def preflight(self, policy: SandboxPolicy) -> None:
@@ -239,6 +295,9 @@ class NoJobNetworks:
 
     def sweep(self, job_id: str | None = None) -> int:
         return 0
+
+    def drain(self, job_id: str) -> None:
+        pass
 
 
 def _without_job_network(policy: SandboxPolicy) -> StepNetwork:

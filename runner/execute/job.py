@@ -290,6 +290,8 @@ def run_job(
     finally:
         # Finished containers are removed in the background: none outlives the job.
         services.runtime.settle()
+        # Then the networks its workspaces handed on to the next ones.
+        services.networks.drain(job.id)
         if broker and services.on_brokered is not None:
             _report_brokered(broker, services.on_brokered)
 
@@ -515,6 +517,7 @@ def _run_all(
     with ThreadPoolExecutor(max_workers=2 * turns.width, thread_name_prefix="workspace") as pool:
         pending: dict[Future[WorkspaceOutcome], int] = {}
         queue = list(enumerate(workspaces))
+        drained = False
         while queue or pending:
             while queue and turns.may_start(queue[0][0]) and not ctx.cancel.is_set():
                 index, ws = queue.pop(0)
@@ -522,6 +525,11 @@ def _run_all(
                 future = pool.submit(_in_turn, ctx, ws, services, turn, teardowns)
                 future.add_done_callback(lambda _: turns.poke())
                 pending[future] = index
+            if not queue and not drained:
+                # No workspace left to start: a network handed back now would wait for
+                # nobody, so it goes at once, off the critical path (and so do the spares).
+                drained = True
+                teardowns.submit(partial(services.networks.drain, ctx.run_id))
             if not pending:
                 break
             with turns.changed:
