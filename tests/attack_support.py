@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -120,6 +121,8 @@ class Dockerd:
         self.sock = self.root / "docker.sock"
         self.host = f"unix://{self.sock}"
         self.log = self.root / "dockerd.log"
+        # containerd's namespaces take letters and digits (mkdtemp's names also hold _ and -).
+        self.ident = "atk-" + re.sub(r"[^A-Za-z0-9]", "x", self.root.name[-8:])
         self.proc: subprocess.Popen[bytes] | None = None
         self.holder: subprocess.Popen[bytes] | None = None
 
@@ -157,9 +160,9 @@ class Dockerd:
             "--iptables=false",
             "--ip6tables=false",
             "--storage-driver=vfs",
-            f"--containerd-namespace=atk-{r.name[-8:]}",
-            f"--containerd-plugins-namespace=atk-{r.name[-8:]}-plugins",
-            f"--cgroup-parent=/atk-{r.name[-8:]}",
+            f"--containerd-namespace={self.ident}",
+            f"--containerd-plugins-namespace={self.ident}-plugins",
+            f"--cgroup-parent=/{self.ident}",
         ]
 
     def start(self) -> None:
@@ -241,7 +244,7 @@ class Dockerd:
                 self.holder.wait(10)
             _unmount_under(self.root)
             shutil.rmtree(self.root, ignore_errors=True)
-            remove_cgroups(f"atk-{self.root.name[-8:]}")
+            remove_cgroups(self.ident)
 
 
 @contextlib.contextmanager

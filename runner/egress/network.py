@@ -18,6 +18,10 @@ too, letting through every name but the addresses it refuses under
 certificate authority (``StepNetwork.ca_cert``). Under ``none`` there is no
 proxy, and a brokered secret's placeholder reaches nothing.
 
+An ended workspace job's network (its containers gone, the caller's promise)
+serves the next workspace of the same job and policy, fence included; the
+job's ``drain`` removes what is left. The proxy is started anew for each.
+
 Refused connections reach ``on_denied(host, port)``; the caller turns them
 into ``step.egress_denied`` events. Leftovers of a killed run (networks,
 rules) are swept by the job's id; a proxy ends with its runner by itself.
