@@ -192,8 +192,8 @@ def event_time(event: Mapping[str, Any]) -> float:
     return datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00")).timestamp()
 
 
-def container_starts(run_id: str, since: float, until: float) -> int:
-    """How many containers the engine started for one run (by its label)."""
+def container_events(run_id: str, since: float, until: float, event: str = "start") -> list[str]:
+    """The IDs of one run's containers (by its label) the engine reported ``event`` for."""
     proc = subprocess.run(
         [
             "docker",
@@ -205,7 +205,7 @@ def container_starts(run_id: str, since: float, until: float) -> int:
             "--filter",
             "type=container",
             "--filter",
-            "event=start",
+            f"event={event}",
             "--filter",
             f"label={RUN_LABEL}={run_id}",
             "--format",
@@ -216,7 +216,12 @@ def container_starts(run_id: str, since: float, until: float) -> int:
         text=True,
         timeout=60,
     )
-    return len([line for line in proc.stdout.splitlines() if line.strip()])
+    return [line for line in proc.stdout.splitlines() if line.strip()]
+
+
+def container_starts(run_id: str, since: float, until: float) -> int:
+    """How many containers the engine started for one run (by its label)."""
+    return len(container_events(run_id, since, until))
 
 
 def require_image(image: str = IMAGE) -> None:

@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,27 @@ class LoadClient:
         self._conn.close()
 
 
+def _timed(
+    worker: Callable[[int], None],
+    ready: threading.Barrier,
+    done: list[int],
+    errors: list[str],
+    what: str,
+) -> Drain:
+    """Run ``worker(i)`` on a thread per client; the clock starts once all pass ``ready``."""
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(done))]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    if errors:
+        raise BenchError(f"{what} failed: {errors[0][:300]}")
+    return Drain(sum(done), seconds)
+
+
 def drain(server: Server, clients: int = CLIENTS) -> Drain:
     """``clients`` executor threads claim and complete until the queue is empty."""
     ready = threading.Barrier(clients + 1)
@@ -223,17 +244,7 @@ def drain(server: Server, clients: int = CLIENTS) -> Drain:
         finally:
             client.close()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - start
-    if errors:
-        raise BenchError(f"an executor client failed: {errors[0][:300]}")
-    return Drain(sum(done), seconds)
+    return _timed(worker, ready, done, errors, "an executor client")
 
 
 # In-process and raw SQL: the floors the HTTP figure is measured against ------------------
@@ -378,17 +389,7 @@ def _threads(cycle: Any, clients: int = CLIENTS) -> Drain:
         except Exception as exc:  # reported as the bench's failure
             errors.append(f"{type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - start
-    if errors:
-        raise BenchError(f"an in-process client failed: {errors[0][:300]}")
-    return Drain(sum(done), seconds)
+    return _timed(worker, ready, done, errors, "an in-process client")
 
 
 @dataclass

@@ -37,9 +37,8 @@ from tests.test_queue_support import (
     SPEC_PLAIN,
     SPEC_WITH_SECRET,
     TOKEN_VALUE,
-    ManualClock,
     World,
-    make_repos,
+    sqlite_world,
     write_spec,
 )
 
@@ -316,9 +315,8 @@ def _use(meta_id: str, name: str, version: int, **hosts: int) -> dict[str, objec
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(f"sqlite:///{tmp_path / 'state.db'}", make_repos(tmp_path / "repos"), ManualClock())
-    yield w
-    w.close()
+    with sqlite_world(tmp_path) as w:
+        yield w
 
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")

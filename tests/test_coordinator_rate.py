@@ -26,9 +26,8 @@ from tests import test_secrets_support as support
 from tests.test_queue_support import (
     SPEC_WITH_SECRET,
     TOKEN_VALUE,
-    ManualClock,
     World,
-    make_repos,
+    sqlite_world,
     write_spec,
 )
 from tests.test_secrets_support import Backend
@@ -39,9 +38,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.te
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(f"sqlite:///{tmp_path / 'state.db'}", make_repos(tmp_path / "repos"), ManualClock())
-    yield w
-    w.close()
+    with sqlite_world(tmp_path) as w:
+        yield w
 
 
 def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:

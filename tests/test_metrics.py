@@ -29,7 +29,7 @@ from tests.test_queue_support import (
     World,
     free_port,
     leaks,
-    make_repos,
+    sqlite_world,
     write_spec,
 )
 
@@ -55,9 +55,8 @@ def value(text: str, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(f"sqlite:///{tmp_path / 'state.db'}", make_repos(tmp_path / "repos"), ManualClock())
-    yield w
-    w.close()
+    with sqlite_world(tmp_path) as w:
+        yield w
 
 
 def scrape(world: World) -> str:

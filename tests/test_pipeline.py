@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bench.common import container_events
 from runner.execute.job import run_job
 from runner.execute.runtime import Mount, StepContainer
 from runner.secrets.value import Secret
@@ -238,32 +239,6 @@ def test_a_waiting_container_holds_nothing_of_its_payload(tmp_path: Path) -> Non
     assert scan_tree([tmp_path], [token]) == [f"{workspace / 'seen.txt'}: {token[:4]}…"]
 
 
-def _docker_events(since: float, until: float, run_id: str, event: str) -> list[str]:
-    proc = subprocess.run(
-        [
-            "docker",
-            "events",
-            "--since",
-            f"{since:.3f}",
-            "--until",
-            f"{until:.3f}",
-            "--filter",
-            "type=container",
-            "--filter",
-            f"event={event}",
-            "--filter",
-            f"label={RUN_LABEL}={run_id}",
-            "--format",
-            "{{.ID}}",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return [line for line in proc.stdout.splitlines() if line.strip()]
-
-
 @pytest.mark.docker
 def test_a_failed_and_a_fail_fast_run_leave_no_container_and_no_network(tmp_path: Path) -> None:
     env = runner_env(tmp_path / "home", TMPDIR=str(tmp_path / "tmp"))
@@ -315,7 +290,7 @@ def test_a_failed_and_a_fail_fast_run_leave_no_container_and_no_network(tmp_path
     assert not any(e["step"] == 3 for e in started)
     # Containers were made ahead (app's step 3 at least, while its step 2 ran) that
     # never ran a step; every one is gone when runner exits, and so are the networks.
-    created = _docker_events(since, until, run_id, "create")
+    created = container_events(run_id, since, until, "create")
     assert len(created) > len(started)
     left = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label={RUN_LABEL}={run_id}"],

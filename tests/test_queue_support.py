@@ -175,6 +175,16 @@ class World:
         self.db.close()
 
 
+@contextmanager
+def sqlite_world(tmp_path: Path) -> Iterator[World]:
+    """A coordinator on SQLite under ``tmp_path`` with a hand-moved clock, closed after."""
+    w = World(f"sqlite:///{tmp_path / 'state.db'}", make_repos(tmp_path / "repos"), ManualClock())
+    try:
+        yield w
+    finally:
+        w.close()
+
+
 def make_repos(root: Path) -> Path:
     make_repo(root, "github.com/acme/one")
     make_repo(root, "github.com/acme/two")

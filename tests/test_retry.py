@@ -17,10 +17,9 @@ from runner.secrets.value import Secret
 from tests.test_queue_support import (
     SPEC_WITH_SECRET,
     TOKEN_VALUE,
-    ManualClock,
     World,
     leaks,
-    make_repos,
+    sqlite_world,
     write_spec,
 )
 
@@ -31,9 +30,8 @@ NEW_VALUE = "tok-alice-rotated-777-secret"
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(f"sqlite:///{tmp_path / 'state.db'}", make_repos(tmp_path / "repos"), ManualClock())
-    yield w
-    w.close()
+    with sqlite_world(tmp_path) as w:
+        yield w
 
 
 def submit(world: World, tmp_path: Path, namespace: str = "user:alice") -> list[str]:

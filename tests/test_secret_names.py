@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from runner.errors import SecretValidationError
 from runner.secrets.names import check_name, normalize_name
 from tests.helpers import run_runner, runner_env, scan_tree
-from tests.test_queue_support import ManualClock, World, make_repos
+from tests.test_queue_support import World, sqlite_world
 
 VALUE = "lower-case-test-value-0123"
 
@@ -61,9 +61,8 @@ def test_the_cli_refuses_a_lower_case_name_with_the_upper_case_suggestion(tmp_pa
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(f"sqlite:///{tmp_path / 'state.db'}", make_repos(tmp_path / "repos"), ManualClock())
-    yield w
-    w.close()
+    with sqlite_world(tmp_path) as w:
+        yield w
 
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")

@@ -27,7 +27,12 @@ from runner.testing import FakeSecretStore
 from tests import test_secrets_support as support
 from tests.test_cli_secret import Cli, Run
 from tests.test_cli_secret import runner as cli_runner
-from tests.test_queue_support import SPEC_WITH_SECRET, ManualClock, World, make_repos, write_spec
+from tests.test_queue_support import (
+    SPEC_WITH_SECRET,
+    World,
+    sqlite_world,
+    write_spec,
+)
 from tests.web_support import WebWorld, csrf_of
 
 store = support.store
@@ -347,9 +352,8 @@ def test_the_cache_key_follows_the_type() -> None:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(f"sqlite:///{tmp_path / 'state.db'}", make_repos(tmp_path / "repos"), ManualClock())
-    yield w
-    w.close()
+    with sqlite_world(tmp_path) as w:
+        yield w
 
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")

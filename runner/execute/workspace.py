@@ -182,7 +182,8 @@ class LocalWorkspace:
                 mounts.append((borrowed, target))
                 named.append(target)
         in_container = self.root / "alternates-in-container"
-        in_container.write_text("".join(f"{t}\n" for t in named))
+        if not in_container.exists():  # once per workspace: every step mounts the same
+            in_container.write_text("".join(f"{t}\n" for t in named))
         mounts.append((in_container, "/work/.git/objects/info/alternates"))
         return mounts
 
