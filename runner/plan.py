@@ -33,6 +33,7 @@ from runner.errors import (
     UsageError,
 )
 from runner.git import git, git_text, is_repository
+from runner.git_refs import branch_commit, head_branch
 from runner.spec.glob import Glob
 from runner.spec.models import BatchSpec, OnQuery, OnRepository, WorkspaceConfig
 
@@ -222,6 +223,8 @@ def _walk(folder: Path, depth: int) -> list[Path]:
 
 
 def current_branch(repo: Repo) -> str:
+    if (read := head_branch(repo.path)) is not None:
+        return read
     try:
         return git_text(["symbolic-ref", "--short", "HEAD"], cwd=repo.path)
     except GitError:
@@ -232,6 +235,8 @@ def current_branch(repo: Repo) -> str:
 
 
 def resolve_commit(repo: Repo, branch: str) -> str:
+    if (read := branch_commit(repo.path, branch)) is not None:
+        return read
     try:
         return git_text(["rev-parse", "--verify", "--quiet", f"{branch}^{{commit}}"], cwd=repo.path)
     except GitError:

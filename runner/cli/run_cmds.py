@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import signal
@@ -35,10 +34,13 @@ from runner.cli._network import NetworkChoice, job_networks, network_options
 from runner.cli._sandbox import Confinement, isolation_options, run_limits, sandbox_policy
 from runner.config import parse_size
 from runner.errors import RunnerError
+from runner.execute.engine_probe import EngineProbe
 from runner.execute.job import register_values, resolve_images
+from runner.execute.lazy_runtime import LazyRuntime
 from runner.execute.registry import find_registry_auth, reveal_registry_auth
 from runner.execute.rerun import plan_rerun
 from runner.execute.run import RunPlan, execute, new_run_id, sweep_leftovers
+from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import RUN_LABEL
 from runner.log import get_logger
 from runner.plan import RepoArg
@@ -72,25 +74,23 @@ def interrupt_handling(cancel: threading.Event, interrupted: threading.Event) ->
             signal.signal(sig, old)
 
 
-def _load_engine_client_soon() -> None:
-    """Load the docker SDK (a tenth of a second of imports) on a thread of its own.
+def _runtime(ctx: App, parallelism: int) -> LazyRuntime:
+    """The engine, asked through ``EngineProbe`` until a container or network is needed.
 
-    The front half spends much of its time waiting for git; the SDK loads meanwhile,
-    so ``_runtime`` finds it loaded.
+    A fully cached run never loads the docker SDK; another loads it on the
+    thread that opens the first workspace's network.
     """
-    threading.Thread(
-        target=importlib.import_module, args=("docker",), name="load-docker", daemon=True
-    ).start()
 
+    def make() -> ContainerRuntime:
+        from runner.execute.docker_runtime import DockerRuntime
 
-def _runtime(ctx: App, parallelism: int) -> Any:
-    from runner.execute.docker_runtime import DockerRuntime
+        return DockerRuntime.from_environ(
+            ctx.env,
+            max_pool_size=max(32, parallelism * 2 + 4),
+            network_pool=ctx.settings.network_pool,
+        )
 
-    return DockerRuntime.from_environ(
-        ctx.env,
-        max_pool_size=max(32, parallelism * 2 + 4),
-        network_pool=ctx.settings.network_pool,
-    )
+    return LazyRuntime(make, EngineProbe.from_environ(ctx.env))
 
 
 def _reporter(as_json: bool, total: int, *, verbose: bool) -> Reporter:
@@ -188,7 +188,6 @@ def run_cmd(
 
     ctx = app()
     settings = ctx.settings
-    _load_engine_client_soon()
     front = front_half(
         ctx, spec_path, namespace, repos_root, repos, allow_host, secret_files, secret_names
     )
@@ -282,15 +281,14 @@ def run_cmd(
     return 130 if interrupted.is_set() else outcome.exit_code
 
 
-def _forget_run(runtime: Any, run_id: str, record: Path) -> None:
+def _forget_run(runtime: LazyRuntime, run_id: str, record: Path) -> None:
     """Remove the run's record once none of its containers is left.
 
     If the engine cannot be asked (it died mid-run), the record stays, so the
     next run or `runner cleanup` sweeps what the engine still holds.
     """
     try:
-        runtime.sweep(RUN_LABEL, run_id)
-        runtime.sweep_networks(run_id)
+        runtime.sweep_own(RUN_LABEL, run_id)
     except RunnerError as exc:
         log.warning("could not check for leftover containers; the next run will", error=str(exc))
         return
