@@ -41,11 +41,21 @@ def prepare_out_dir(out: Path) -> None:
             f"--out {out} is not empty and was not written by runner",
             hint="pass an empty or new folder with --out",
         )
+    root = out.resolve()
+    parents: dict[Path, Path] = {}  # each folder resolved once, not once per file
+    emptied: set[Path] = set()
     for rel in previous.get("files", []):
-        target = (out / rel).resolve()
-        if out.resolve() in target.parents and target.is_file():
+        where = Path(rel)
+        if where.parent not in parents:
+            parents[where.parent] = (out / where.parent).resolve()
+        folder = parents[where.parent]
+        target = folder / where.name
+        # Only inside --out, links in the path followed (a folder linked elsewhere is not ours).
+        if (folder == root or root in folder.parents) and target.is_file():
             target.unlink()
-            _prune_empty(target.parent, out)
+            emptied.add(folder)
+    for folder in sorted(emptied, key=lambda f: len(f.parts), reverse=True):
+        _prune_empty(folder, root)
     summary.unlink(missing_ok=True)
 
 
@@ -65,8 +75,8 @@ def _read_summary(path: Path) -> dict[str, Any] | None:
 
 
 def _prune_empty(folder: Path, stop: Path) -> None:
-    stop = stop.resolve()
-    current = folder.resolve()
+    """Remove ``folder`` and its parents up to ``stop`` while empty (both resolved)."""
+    current = folder
     while current != stop and stop in current.parents:
         try:
             current.rmdir()

@@ -101,11 +101,17 @@ def test_a_local_run_never_loads_psycopg_or_the_web_stack(tmp_path: Path) -> Non
         "  commit:\n    message: m\n"
     )
     env = runner_env(tmp_path / "home")
-    proc, names = _loaded(
-        "run", str(spec), "--repos-root", str(repos), "--out", str(tmp_path / "out"), env=env
-    )
+    args = ("run", str(spec), "--repos-root", str(repos), "--out", str(tmp_path / "out"))
+    proc, names = _loaded(*args, env=env)
     assert proc.returncode == 0, proc.stderr[:3000]
     assert "changed" in proc.stdout
     # It did load what a run uses (the engine's SDK, the cache), and nothing else.
     assert {"docker", "runner.cache.sql", "runner.execute.docker_runtime"} <= names
+    assert forbidden(names) == []
+    # Fully cached, it asks the engine for the image's ID on its socket: no SDK, no
+    # container runtime, no cipher library (it decrypts nothing).
+    proc, names = _loaded(*args, env=env)
+    assert proc.returncode == 0, proc.stderr[:3000]
+    assert "changed" in proc.stdout and "runner.execute.engine_probe" in names
+    assert not {"docker", "runner.execute.docker_runtime", "cryptography"} & names
     assert forbidden(names) == []

@@ -183,3 +183,19 @@ def test_keyrings_refuse_duplicates_and_emptiness() -> None:
         MasterKey("k1", b"short")
     with pytest.raises(MasterKeyError, match="invalid master key id"):
         MasterKey("k1\n", b"k" * 32)
+
+
+@settings(max_examples=25)
+@given(material=st.binary(min_size=32, max_size=32), purpose=st.text(min_size=1, max_size=40))
+def test_derived_keys_are_hkdf_sha256_as_the_cryptography_library_computes_it(
+    material: bytes, purpose: str
+) -> None:
+    # Cache keys already stored were made with the library's HKDF: the same bytes, always.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    key = MasterKey("mk-1", material)
+    info = f"runner:{purpose}:mk-1".encode()
+    expected = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(material)
+    assert Keyring([key]).derive(purpose) == expected
+    assert Keyring([MasterKey("mk-2", material)]).derive(purpose) != expected

@@ -58,6 +58,8 @@ from typing import IO, Final
 from runner.changeset import FileChanges
 from runner.errors import ExecutionError, GitError
 from runner.git import git, git_process
+from runner.git_objects import commit_tree
+from runner.git_refs import git_dir
 from runner.plan import Workspace
 
 TEMP_PREFIX = "runner-ws-"
@@ -97,7 +99,14 @@ class Source:
 
 
 def resolve_source(workspace: Workspace, cancel: threading.Event | None = None) -> Source:
-    """The commit's tree (what cache keys start from) and its repository's objects, one git."""
+    """The commit's tree (what cache keys start from) and its repository's objects, one git.
+
+    Read from the object store when it can be (``runner.git_objects``): a
+    fully cached workspace then starts no process at all.
+    """
+    found = git_dir(workspace.repo_path)
+    if found is not None and (read := commit_tree(found / "objects", workspace.commit)):
+        return Source(read, found.absolute() / "objects")
     out = git(
         ["rev-parse", "--path-format=absolute", "--git-common-dir", f"{workspace.commit}^{{tree}}"],
         cwd=workspace.repo_path,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -24,14 +26,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import TYPE_CHECKING
 
 from runner.errors import MasterKeyError
 from runner.secrets.value import Secret
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -69,7 +70,21 @@ def new_key_id(now: datetime | None = None) -> str:
 
 
 def new_master_key(now: datetime | None = None) -> MasterKey:
-    return MasterKey(new_key_id(now), AESGCM.generate_key(bit_length=256))
+    return MasterKey(new_key_id(now), os.urandom(KEY_BYTES))
+
+
+def _aead(key: bytes) -> AESGCM:
+    """AES-GCM under ``key``. The library loads here, not with this module: a run
+    that decrypts nothing (a fully cached one without secrets) never loads it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
 
 
 class Keyring:
@@ -114,13 +129,10 @@ class Keyring:
         Other components (the cache's HMAC of host-passed values) get a key of
         their own without ever seeing master key material; a rotation changes it.
         """
-        hkdf = HKDF(
-            algorithm=hashes.SHA256(),
-            length=KEY_BYTES,
-            salt=None,
-            info=f"runner:{purpose}:{self.primary.key_id}".encode(),
-        )
-        return hkdf.derive(self.primary.material)
+        # HKDF-SHA256 (RFC 5869) without salt, one block long: extract, then expand.
+        info = f"runner:{purpose}:{self.primary.key_id}".encode()
+        prk = hmac.digest(bytes(hashlib.sha256().digest_size), self.primary.material, "sha256")
+        return hmac.digest(prk, info + b"\x01", "sha256")[:KEY_BYTES]
 
     def __contains__(self, key_id: object) -> bool:
         return key_id in self._by_id
@@ -172,7 +184,7 @@ def _wrap_aad(key_id: str, binding: Binding) -> bytes:
 
 def _wrap(master: MasterKey, data_key: bytes, binding: Binding) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(master.material).encrypt(
+    return nonce + _aead(master.material).encrypt(
         nonce, data_key, _wrap_aad(master.key_id, binding)
     )
 
@@ -180,8 +192,8 @@ def _wrap(master: MasterKey, data_key: bytes, binding: Binding) -> bytes:
 def _unwrap(master: MasterKey, wrapped: bytes, binding: Binding) -> bytes:
     nonce, body = wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:]
     try:
-        data_key = AESGCM(master.material).decrypt(nonce, body, _wrap_aad(master.key_id, binding))
-    except (InvalidTag, ValueError) as exc:
+        data_key = _aead(master.material).decrypt(nonce, body, _wrap_aad(master.key_id, binding))
+    except (_invalid_tag(), ValueError) as exc:
         raise Undecryptable from exc
     if len(data_key) != KEY_BYTES:
         raise Undecryptable
@@ -195,17 +207,17 @@ def key_check(master: MasterKey) -> bytes:
     """A value only this key's material decrypts: tells a key file with the
     right id but other bytes apart from the key that encrypted the store."""
     nonce = os.urandom(NONCE_BYTES)
-    body = AESGCM(master.material).encrypt(nonce, _CHECK_PLAINTEXT, master.key_id.encode())
+    body = _aead(master.material).encrypt(nonce, _CHECK_PLAINTEXT, master.key_id.encode())
     return nonce + body
 
 
 def key_matches(master: MasterKey, check: bytes) -> bool:
     nonce, body = check[:NONCE_BYTES], check[NONCE_BYTES:]
     try:
-        return AESGCM(master.material).decrypt(nonce, body, master.key_id.encode()) == (
+        return _aead(master.material).decrypt(nonce, body, master.key_id.encode()) == (
             _CHECK_PLAINTEXT
         )
-    except (InvalidTag, ValueError):
+    except (_invalid_tag(), ValueError):
         return False
 
 
@@ -214,9 +226,9 @@ def seal(
 ) -> Sealed:
     """Encrypt ``value`` for the row ``binding`` under a fresh data key."""
     wrapping = master or keyring.primary
-    data_key = AESGCM.generate_key(bit_length=256)
+    data_key = os.urandom(KEY_BYTES)
     nonce = os.urandom(NONCE_BYTES)
-    ciphertext = AESGCM(data_key).encrypt(
+    ciphertext = _aead(data_key).encrypt(
         nonce, value.reveal().encode("utf-8"), _VALUE_AAD + binding.aad()
     )
     return Sealed(wrapping.key_id, _wrap(wrapping, data_key, binding), nonce, ciphertext)
@@ -229,11 +241,9 @@ def unseal(keyring: Keyring, sealed: Sealed, binding: Binding) -> Secret:
         raise KeyNotLoaded(sealed.key_id)
     data_key = _unwrap(master, sealed.wrapped_key, binding)
     try:
-        plain = AESGCM(data_key).decrypt(
-            sealed.nonce, sealed.ciphertext, _VALUE_AAD + binding.aad()
-        )
+        plain = _aead(data_key).decrypt(sealed.nonce, sealed.ciphertext, _VALUE_AAD + binding.aad())
         return Secret(plain.decode("utf-8"))
-    except (InvalidTag, ValueError, UnicodeDecodeError) as exc:
+    except (_invalid_tag(), ValueError, UnicodeDecodeError) as exc:
         raise Undecryptable from exc
 
 

@@ -307,6 +307,8 @@ def _parse_cached(text: str, names: frozenset[str]) -> ParsedTemplate:
 
 def render_template(text: str, context: Mapping[str, Any]) -> str:
     """Render ``text`` with ``context``'s keys as root names; raises TemplateError."""
+    if LEFT_DELIM not in text:
+        return text  # one text node renders as itself: no context to convert
     return parse_template(text, context.keys()).render(context)
 
 
