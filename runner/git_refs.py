@@ -27,7 +27,10 @@ def git_dir(repo: Path) -> Path | None:
         found = repo  # bare
     else:
         return None  # a `.git` file (worktree, submodule) or not a repository
-    return None if (found / "commondir").exists() else found
+    # A worktree's refs live elsewhere; a reftable repository keeps none in files.
+    if (found / "commondir").exists() or (found / "reftable").exists():
+        return None
+    return found
 
 
 def _read(path: Path) -> str | None:

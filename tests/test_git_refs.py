@@ -45,6 +45,11 @@ def test_loose_and_packed_branches_read_as_git_reads_them(repo: Path) -> None:
     assert branch_commit(repo, "nope") is None
 
 
+def test_a_reftable_repository_is_left_to_git(repo: Path) -> None:
+    (repo / ".git" / "reftable").mkdir()  # git 2.45's ref storage: refs are not files there
+    assert head_branch(repo) is None and branch_commit(repo, "main") is None
+
+
 def test_bare_repositories_are_read_too(repo: Path, tmp_path: Path) -> None:
     bare = tmp_path / "bare.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)

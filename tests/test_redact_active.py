@@ -18,7 +18,9 @@ OTHER = "org-deploy-key-5be1a9"
 def test_values_are_covered_from_registration_on() -> None:
     redactor = ActiveRedactor()
     assert redactor.redact(TOKEN) == TOKEN
+    assert not redactor.knows_values()  # a full cache hit then skips its secret check
     redactor.register("GH_TOKEN", Secret(TOKEN))
+    assert redactor.knows_values()
     assert redactor.redact(f"t={TOKEN}") == "t=[REDACTED:GH_TOKEN]"
     assert redactor.redact_bytes(TOKEN.encode()) == b"[REDACTED:GH_TOKEN]"
 
@@ -34,6 +36,10 @@ def test_a_job_scope_is_released_after_its_output_is_flushed() -> None:
         assert late == b"last line [REDACTED:GH_TOKEN]"
     assert redactor.redact(TOKEN) == TOKEN
     assert redactor.redact(OTHER) == "[REDACTED:PROCESS_WIDE]"
+    redactor.release("job:1")
+    assert redactor.knows_values(), "the process-wide value is still known"
+    redactor.clear()
+    assert not redactor.knows_values()
 
 
 def test_a_value_shared_by_two_jobs_stays_until_both_are_released() -> None:

@@ -94,6 +94,9 @@ class ActiveRedactor:
     def redact_bytes(self, data: bytes) -> bytes:
         return self.current().redact_bytes(data)
 
+    def knows_values(self) -> bool:
+        return self.current().knows_values()
+
     def stream(self) -> StreamRedactor:
         """A stream that also covers values registered while it is open."""
         return StreamRedactor(self.current)

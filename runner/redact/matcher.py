@@ -251,6 +251,9 @@ class Redactor:
     def marker(self, owner: int) -> bytes:
         return self._markers[owner]
 
+    def knows_values(self) -> bool:
+        return bool(self._names)
+
     def redact_bytes(self, data: bytes) -> bytes:
         if self._automaton is None:
             return bytes(data)
