@@ -4,20 +4,21 @@ A real ``runner server`` subprocess on 127.0.0.1 per backend (SQLite in its
 ``RUNNER_HOME``; PostgreSQL in a fresh database of the server named by
 ``RUNNER_TEST_POSTGRES_URL``). Each round first queues trivial jobs (a spec
 without steps over one repository with many workspaces), then 8 executor
-threads loop claim → complete until the queue is empty, three ways on the same
-database: over HTTP (each thread its own httpx client and keep-alive
-connection); in-process, through the same ``Coordinator`` the server runs;
-and in raw SQL (one ``UPDATE … RETURNING`` claims, one ``UPDATE``
-completes). On PostgreSQL a fourth drain spreads the HTTP clients over two
-replicas. Each figure is completed jobs over the wall time of its drain; the
-ratios are taken within a round; the backends alternate round by round, and
-the median round counts.
+threads drain the queue, three ways on the same database: over HTTP as
+``runner executor`` does it (each thread its own keep-alive connection; one
+claim, then each job's completion claims the next in the same request, until
+no job comes back: one request per job); in-process, through the same
+``Coordinator`` the server runs (claim, then complete: two service calls per
+job, the same two the server makes for a complete-and-claim); and in raw SQL
+(one ``UPDATE … RETURNING`` claims, one ``UPDATE`` completes). On PostgreSQL a
+fourth drain spreads the HTTP clients over two replicas. Each figure is completed
+jobs over the wall time of its drain; the ratios are taken within a round; the
+backends alternate round by round, and the median round counts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import signal
@@ -171,30 +172,56 @@ class Drain:
 
 
 class LoadClient:
-    """One executor's keep-alive connection, on the standard library's ``http.client``.
+    """One executor's keep-alive connection: HTTP/1.1 written and read by hand.
 
     The load generator shares the coordinator's cores, so it must cost little: httpx
     spent 2.3-2.8 ms of CPU per claim-and-complete, as much as the coordinator itself
-    (3 ms), and the figure measured the client half of the time. Real executors run
-    elsewhere. This one sends the same requests for a tenth of that.
+    (3 ms), and the figure measured the client half of the time; the standard
+    library's ``http.client`` still spent 0.25-0.3 ms a job (a response object and an
+    email-parser pass over the headers per answer) when the server spent 0.5. Real
+    executors run elsewhere. This one sends the same requests (a ``Content-Length``
+    body, keep-alive) and reads answers the server sends with a ``Content-Length`` or
+    none (204); anything else is a ``BenchError``.
     """
 
     def __init__(self, url: str, token: str) -> None:
         parts = urlsplit(url)
-        self._conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        host, port = parts.hostname or "", parts.port or 80
+        self._sock = socket.create_connection((host, port), timeout=60)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._answers = self._sock.makefile("rb")
+        self._headers = (
+            f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n"
+        )
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         """The JSON answer (None for 204); a BenchError for any error status."""
-        self._conn.request("POST", path, json.dumps(body).encode(), self._headers)
-        answer = self._conn.getresponse()
-        data = answer.read()
-        if answer.status >= 400:
-            raise BenchError(f"POST {path}: {answer.status} {data[:300]!r}")
-        return json.loads(data) if data else None
+        data = json.dumps(body).encode()
+        head = f"POST {path} HTTP/1.1\r\n{self._headers}Content-Length: {len(data)}\r\n\r\n"
+        self._sock.sendall(head.encode() + data)
+        status_line = self._answers.readline()
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            raise BenchError(f"POST {path}: no HTTP answer ({status_line[:100]!r})")
+        status, length = int(parts[1]), 0
+        while (line := self._answers.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" or (
+                name == b"connection" and value.strip().lower() == b"close"
+            ):
+                raise BenchError(f"POST {path}: unexpected {line.strip()!r}")
+        answer = self._answers.read(length) if length else b""
+        if status >= 400:
+            raise BenchError(f"POST {path}: {status} {answer[:300]!r}")
+        return json.loads(answer) if answer else None
 
     def close(self) -> None:
-        self._conn.close()
+        self._answers.close()
+        self._sock.close()
 
 
 def _timed(
@@ -219,7 +246,8 @@ def _timed(
 
 
 def drain(server: Server, clients: int = CLIENTS) -> Drain:
-    """``clients`` executor threads claim and complete until the queue is empty."""
+    """``clients`` executor threads drain the queue as ``runner executor`` does: one claim,
+    then each completion asks for the next job (``"claim"`` in its body) until none comes."""
     ready = threading.Barrier(clients + 1)
     done = [0] * clients
     errors: list[str] = []
@@ -233,13 +261,15 @@ def drain(server: Server, clients: int = CLIENTS) -> Drain:
                 client.post("/api/executor/heartbeat", {"executor": name, "jobs": []})
             finally:
                 ready.wait()
-            while (job := client.post("/api/executor/claim", {"executor": name})) is not None:
-                client.post(
+            claim = {"executor": name}
+            job = client.post("/api/executor/claim", claim)
+            while job is not None:
+                job = client.post(
                     f"/api/executor/jobs/{job['job']['id']}/complete",
-                    {"lease": job["lease"], "result": RESULT},
+                    {"lease": job["lease"], "result": RESULT, "claim": claim},
                 )
                 done[index] += 1
-        except (BenchError, OSError, http.client.HTTPException) as exc:
+        except (BenchError, OSError, ValueError) as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
         finally:
             client.close()

@@ -282,17 +282,21 @@ is what a burst of load from elsewhere looks like.
   rounds, rotating first; each run is checked for one line per output line.
 - `coordinator_claims_per_s`: a `runner server` subprocess on 127.0.0.1 over
   SQLite and over PostgreSQL; trivial jobs (no containers) queued beforehand;
-  8 executor threads, each with its own keep-alive connection (the standard
-  library's `http.client`: the load generator shares the server's cores, and
-  httpx cost as much CPU per job as the server), loop claim → complete over
-  HTTP until the queue is empty; completed jobs over the wall time. 600 jobs
-  a round, 3 to 5 rounds, the backends alternating. In the same round and
-  database the same drain runs in-process through the `Coordinator` class
-  (logging through the server's chain into a file) and in raw SQL (each
-  thread its own connection in autocommit; on SQLite with runner's
-  `synchronous = NORMAL`), giving `coordinator_http_vs_inprocess` and
-  `coordinator_inprocess_vs_raw_sql`; on PostgreSQL the HTTP clients are
-  also spread over two replicas (`postgresql_two_replicas`).
+  8 executor threads, each with its own keep-alive connection (HTTP/1.1 read
+  and written by hand on a socket: the load generator shares the server's
+  cores; httpx cost as much CPU per job as the server, `http.client` half as
+  much), each draining the queue over HTTP as `runner executor` does: one
+  claim, then each completion claims the next job in the same request
+  (`"claim"` in its body) until none comes back, one request per job;
+  completed jobs over the wall time. 600 jobs a round, 3 to 5 rounds, the
+  backends alternating. In the same round and database the same drain runs
+  in-process through the `Coordinator` class (claim, then complete: the two
+  service calls the server makes for one such request; logging through the
+  server's chain into a file) and in raw SQL (each thread its own connection
+  in autocommit; on SQLite with runner's `synchronous = NORMAL`), giving
+  `coordinator_http_vs_inprocess` and `coordinator_inprocess_vs_raw_sql`; on
+  PostgreSQL the HTTP clients are also spread over two replicas
+  (`postgresql_two_replicas`).
 - `interrupt_latency_s` (seconds, lower is better, no goal): one generated
   repository of 20,000 small files; `runner run --json --no-cache` of one
   `true` step on it, SIGINT as soon as the run reports the phase
@@ -661,6 +665,223 @@ folding the policy into the claim's `RETURNING` and resolving every secret
 of a claim in one query are the next steps. SQLite's floor costs 0.1–0.2 ms
 a job, and runner's claim-and-complete 0.6–0.7 ms of Python (the same reads,
 the state machine's fields, one log line, the metrics).
+
+#### In-process against raw SQL (issue 21, coordsql): two statements a job
+
+Profiled with cProfile on CPU time (`cProfile.Profile(time.thread_time)`)
+and with `EXPLAIN ANALYZE` / `EXPLAIN QUERY PLAN`, one thread draining the
+bench's trivial jobs in-process, on each backend. Per claim-and-complete,
+before:
+
+- Five statements where the floor makes two: the claim, the submitter's
+  rights (`runner_users`), the registry credentials (`secrets`), the
+  namespace's policy, the completion. Three of them read the same answer
+  for every job of a submission.
+- PostgreSQL's claim statement took 0.6 ms of the server's time against the
+  floor's 0.15 ms: picking the row joined every claimable job to its
+  namespace's turn and sorted them all (`Sort` over 300 rows with 300 jobs
+  queued, 0.8 ms), so a claim cost more the longer the queue.
+- SQLite's claim returned the submission's bundle from a subquery in
+  `RETURNING`, where SQLite uses no index: `SCAN s`, every submission ever
+  made, at every claim (and the bundle's JSON decoded each time).
+- The `job completed` info line through the JSON chain: 100 µs of the
+  bench process's CPU per job (31 µs in isolation), half of what was left.
+
+What changed:
+
+- A claim stamp (`runner/queue/stamp.py`, migration 390): one counter row,
+  raised by triggers on every write to the tables a claim's checks read
+  (users, orgs, memberships, secrets' metadata, namespace policies), in
+  the writing transaction, whoever writes (another replica, `runner secret
+  set` on the server's database). The claim's `UPDATE … RETURNING` returns
+  it; the service keeps each submission's checks (rights, env plan with the
+  secrets' current versions, registry credentials, policy) while the stamp
+  it read is the one they were made under. Decrypting each secret and its
+  `accessed` audit event still happen at every claim. Two statements a job,
+  as the floor. `tests/test_claim_stamp.py` makes each kind of change from a
+  second connection between two claims of one submission, on SQLite and
+  PostgreSQL; dropping any table from the triggers fails it.
+- Turn rows (migration 391): each namespace gets its fairness row at its
+  first submission (`arrived` orders the namespaces not served yet as their
+  oldest job did), with an index on (turn, arrived) and a partial index of
+  the claimable jobs per namespace. The claim walks namespaces by turn to
+  the first one with a job these labels may run (a `LATERAL … FOR UPDATE
+  SKIP LOCKED` on PostgreSQL, a correlated subquery on SQLite): 0.6 → 0.3 ms
+  of PostgreSQL's time at 400 queued, and the same with any queue length.
+  It passes over namespaces whose turn comes first but that have nothing
+  this executor may run (one index probe each).
+- The bundle is read once per submission and process (`SqlJobStore._bundle`,
+  a `Memo`: bundles never change), not in the claim's `RETURNING`.
+- No info line for a claim or a completion (both are debug lines, built only
+  under `-v`); a job that fails, is refused or reset still logs at info,
+  and the metrics count every end.
+- On SQLite a claim and a completion each take the connection's lock once
+  for their whole work (`Database.turns`, re-entrant) instead of once per
+  statement: with 8 threads the statements' turns made the threads hand the
+  interpreter's lock to each other between statements only to wait again.
+  In-process jobs/s with 8 threads, alternating (load 3.1–3.7): 2,042–3,746
+  with the lock around the whole claim against 2,489–3,314 without, then
+  2,972–4,217 with the lock as it is now. Nothing changes on PostgreSQL (a connection per
+  thread, round trips in parallel).
+- Smaller: a record decoded from a precomputed column table and set field by
+  field without the frozen dataclass's `__init__` (7 → 3 µs a record), the
+  `SET` text of a state change cached, no text round trip to put `now` at
+  the database's precision (it has it), the metrics' series of each outcome
+  looked up once, the queue wait and a job's duration taken from the times
+  the claim and the completion stamped, no `inc(0)`, no reveal call for a
+  job without secrets.
+
+CPU per claim-and-complete on one thread (alternating the old `runner/` and
+the new in one session, load 6–9 on 2 cores): SQLite 533–596 → 217–246 µs
+(the raw floor 70–97 µs), PostgreSQL (client side) 838–1,199 → 339–387 µs
+(floor 141–188 µs). In-process jobs/s with 8 threads, same runs: SQLite
+952–1,628 → 2,107–3,071, PostgreSQL 348–485 → 724–1,356. With the load this
+high the raw floor itself moved between 1,600 and 7,000 jobs/s from one
+drain to the next, so the ratios of single rounds ranged 0.42–1.0 (SQLite)
+and 0.42–0.63 (PostgreSQL). `--only coordinator` (5 rounds each, medians),
+`inprocess_vs_raw_sql` SQLite and PostgreSQL: 0.152 and 0.173 before (the
+last `make bench`, load 1.9–4.1); 0.428 and 0.636 with the stamp, the turn
+rows, the bundle read once and no info lines (load 6.6 → 5.1); with
+`Database.turns` 0.507 and 0.555 (load 3.4 → 2.9), 0.494 and 0.699 (load
+7.2 → 8.6), and with everything above 0.578 and 0.621 (load 1.9 → 2.9: SQLite
+2,153–3,416 jobs/s in-process against 4,567–7,004 raw, PostgreSQL
+1,094–2,265 against 1,620–3,623). Both goals are met with little margin:
+under load the raw floor moves most (SQLite's from 2,900 to 8,700 jobs/s
+within one run), and runner's cycle still costs 2.5 times its CPU.
+
+What is left, from the same profiles. On SQLite a cycle is now two
+statements of SQLite's own time (the claim 52–58 µs against the floor's
+42–48, the completion 35–41 against 24–29: both return the whole record,
+which the API answers with), about 20 µs in the driver and `Database.once`
+(dict rows of 24 columns), and 50–75 µs of Python: decoding two records
+(3 µs each), times encoded and parsed, the payload's and the result's JSON,
+the lease token and its hashes, the metrics (8 µs), the memo lookups. On
+PostgreSQL, psycopg's work per statement is most of the client's CPU (a
+row factory that kept each result's column names instead of decoding them at
+every execute was tried: no measurable change), the rest as on SQLite. The
+floor pays none of this: it returns one column and builds no record.
+
+### The coordinator's HTTP layer (issue 21, part `coordhttp`)
+
+Profiled with py-spy (`record --gil --threads`, the samples of the thread
+holding the GIL) on `runner server` while the bench's 8 clients drained
+SQLite, with each process's CPU time per job from `/proc`. Before: 1.9–2.0
+ms of server CPU per claim-and-complete where the same cycle in-process cost
+0.7. Of the server's samples, 60 % were the event loop (uvicorn, eight
+Starlette and FastAPI middlewares, routing, dependency resolution, the
+response), 40 % the worker threads; within them the token `SELECT` of every
+request 7–11 %, the socket sends 13–17 % (uvicorn writes a response's head
+and body apart), the anyio hop to a worker thread and back around 0.3 ms a
+job. What changed, each measured alone as it landed (server CPU per job):
+
+- `queue/fastpath.py` answers the executors' POSTs (claim, heartbeat, logs,
+  steps, complete, fail) in front of FastAPI, with `api.py`'s own handler
+  functions, request models and error answers; whatever is not plain valid
+  JSON for them goes on to FastAPI with its body replayed, so a malformed
+  request gets FastAPI's own answer (`tests/test_fastpath.py` sends thirty
+  requests both ways and compares status, headers and body): 1.9 → 1.6 ms.
+- A token checked is trusted for one second (`SqlTokenStore(cache_s=1)` in
+  `runner server`; a revocation through the same store counts at once, one
+  made by `runner token revoke` or another replica within the second): 1.6
+  → 1.1–1.3 ms. A revocation check per request would have been the same
+  one-row `SELECT` the cache saves.
+- On SQLite the fast path calls the service on the event loop: one
+  connection behind one lock, so a worker thread gave no parallelism, only
+  two thread switches and their GIL hand-offs per request: 1.0 → 0.7 ms.
+  PostgreSQL keeps a thread pool (a connection per thread, waiting on the
+  network in parallel), its own `ThreadPoolExecutor` rather than anyio's.
+- `queue/coalesce.py`: uvicorn's protocol with what a loop turn writes sent
+  as one `write`, head and body in one segment: 0.60 → 0.55 ms (two servers
+  drained alternately; sending each head at once with its body instead saved
+  nothing). uvicorn's access log is off unless it would print (it built each
+  request's arguments first: 2 %).
+- Bench: the load generator reads and writes HTTP/1.1 by hand on its
+  keep-alive socket instead of `http.client` (a response object and an
+  email-parser pass per answer): 0.25–0.30 → 0.12–0.14 ms of the bench
+  process's CPU per job, on the cores the server uses. Not the thing
+  measured: real executors run elsewhere.
+
+The HTTP layer alone, old against new on the same service code (the old
+`api.py`, `server.py`, `tokens.py` and `server_cmds.py` in a copy of the
+tree), two servers drained alternately, 10 rounds of 600 jobs, load 4.6–7.3:
+SQLite 628 → 1,479 jobs/s (server CPU 1.38 → 0.57 ms a job), PostgreSQL 572
+→ 882 (1.55 → 0.85 ms). `python -m bench --only coordinator` at the start
+(`--quick`, load 1.4–3.1): SQLite 488 jobs/s over HTTP, 0.305 of in-process;
+PostgreSQL 395, 0.592. After, with `coordsql`'s faster service in the same
+tree (two runs, load 4.1 rising to 8.2): SQLite 1,094 and 943 jobs/s, 0.359
+and 0.387 of in-process (2,155–3,463 jobs/s); PostgreSQL 951 and 1,232,
+0.699 and 0.797 (met). The SQLite ratio fell while its HTTP rate doubled:
+the in-process cycle got cheaper faster than the HTTP one could.
+
+What is left. On SQLite the server spends 0.55 ms a job where the
+in-process cycle costs 0.25–0.30: 0.10–0.14 ms in the kernel (a receive and
+a send per request, each waking the other side), the rest uvicorn's parser
+and its task per request, JSON both ways, the request models. Under load
+the HTTP figure moves most: each request needs the client and the server
+scheduled in turn, where an in-process thread runs cycles back to back
+until the GIL changes hands. On PostgreSQL the hop to a pool thread and
+back costs about 0.25 ms a job; calling the service on the event loop would
+save it and wait on every round trip with the loop stopped. Several server
+processes were tried on SQLite (two servers on one database file, the lock
+that refuses a second one lifted, the 8 clients split between them,
+alternating with one server, 8 rounds, load 7.6): 1,130 jobs/s against
+1,223 for one, no gain on 2 shared cores, and each worker would keep its own
+`/metrics` counters; not done.
+
+### One request per job: an end claims the next (issue 21, part `coordnext`)
+
+After `coordhttp`, each job over HTTP was two requests (claim, complete),
+and the server spent 0.50–0.58 ms of CPU a job where the same two service
+calls cost 0.25–0.30 in-process. Per request, about 0.1 ms was fixed: a
+receive and a send on the socket (each waking the other side), uvicorn's
+parser and its task, the body's JSON and model, the token check. Where the
+wall time went, from `/proc/PID/task/*/schedstat` around each drain: when
+the server got a CPU at once (under 0.01 ms a job waiting in the run queue),
+its wall time a job was its CPU time a job, so the HTTP figure is the
+server's CPU per job; under load it also waited 0.1–0.3 ms a job for a CPU,
+and the ratio fell with it.
+
+What changed: `POST /api/executor/jobs/ID/complete` and `/fail` take an
+optional `"claim"` (the claim's own body). The server then records the end
+and claims, the same two service calls in the same order, and answers with
+the claim's answer; the header `Runner-Job-Ended` tells the executor that an
+error in that answer is the claim's and the end stands. `runner executor`
+asks so whenever it would claim at that moment (not once stopping, not past
+`--max-jobs-total`), and the claimed job takes the ended one's slot. The
+bench's load generator now drains as the executor does: one claim, then one
+request per job. The in-process figure is still claim, then complete. Also
+`fields_to_json` tests for plain values inline instead of calling per field
+(a claim's record has 21).
+
+Old drain against new on the same server, alternating, rounds of 600 jobs:
+SQLite (8 rounds, load 5.2–6.0) 1,949 → 2,390 jobs/s, server CPU 0.50 →
+0.39 ms a job, `http_vs_inprocess` 0.503 → 0.625 (in-process 3,858);
+another session (6 rounds, load 3.9–5.6) 0.58 → 0.48 ms a job, its rates
+too scattered to rank (533–1,637 jobs/s). PostgreSQL (6 rounds, load
+5.9–6.5): 952 → 1,166 jobs/s, server CPU 0.93 → 0.76 ms a job. A worker
+thread for SQLite's calls instead of the event loop was tried again (one
+thread, 8 rounds, load 7): 1,317 against 1,749 jobs/s, 0.59 against 0.43 ms
+a job; not done. `python -m bench --only coordinator`, four runs: load 4.7
+rising to 8.2: SQLite 0.376 (HTTP 670–1,751 jobs/s from round to round),
+PostgreSQL 0.79; load 5.5–5.9: 0.51 and 0.72; load 5.7–6.2: 0.625 and 0.642;
+load 3.0–3.2: 0.595 and 0.518. PostgreSQL's HTTP medians were 1,085–1,310
+jobs/s (951–1,232 before); its ratio moved with the in-process rate
+(medians 1,497–2,106, faster as `coordsql`'s work landed in the same tree).
+
+What is left. The server spends 0.39–0.48 ms a job against 0.26–0.28 ms of
+wall time a job in-process: the two service calls 0.20–0.25 ms, the API
+around them 0.04 (the claimed record to JSON 8 µs, encoding the answer 10–12
+µs, the body's model 5 µs, the metrics 3 µs), uvicorn and the kernel about
+0.1 (one receive, one send that wakes the client, the parser, a task per
+request). The server is one thread on the event loop; under load it waits
+for a CPU as one thread, while the in-process drain runs 8 threads whose
+SQLite statements release the GIL. Above a load of about 6 on the 2 cores
+the SQLite ratio drops under 0.5 again. On PostgreSQL the server spends
+0.76 ms of CPU a job (the hop to a pool thread and back, psycopg's work per
+statement: the section above), mostly holding the one interpreter lock, and
+its HTTP rate stayed at 1,030–1,310 jobs/s whatever the load, while the
+in-process drain costs 0.35–0.4 ms a job: the faster the service gets, the
+nearer that ratio comes to 0.5.
 
 ### `interrupt_latency_s`: Ctrl-C in a large workspace
 

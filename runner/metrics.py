@@ -165,6 +165,8 @@ class CoordinatorMetrics(_Registry):
         )
         self._open_steps: dict[tuple[str, int], float] = {}
         self._lock = threading.Lock()
+        self._ends: dict[str, Counter] = {}
+        self._durations: dict[str, Histogram] = {}
 
     def watch(
         self,
@@ -199,9 +201,16 @@ class CoordinatorMetrics(_Registry):
         """An attempt ended ``outcome`` after ``seconds`` (None: it never started)."""
         if outcome not in OUTCOMES:
             return
-        self.outcomes.labels(outcome).inc()
+        # Each outcome's series looked up once: ``labels`` locks and checks at every call,
+        # and every job ends (issue 21).
+        ends = self._ends
+        if outcome not in ends:
+            ends[outcome] = self.outcomes.labels(outcome)
+        ends[outcome].inc()
         if seconds is not None:
-            self.job_seconds.labels(outcome).observe(max(0.0, seconds))
+            if outcome not in self._durations:
+                self._durations[outcome] = self.job_seconds.labels(outcome)
+            self._durations[outcome].observe(max(0.0, seconds))
 
     def step(self, job_id: str, step: int, status: str, at_s: float) -> None:
         """A step's report; a ``finished`` one is timed from the ``started`` this replica saw."""

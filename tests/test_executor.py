@@ -84,6 +84,7 @@ class Daemon:
         tmp_path: Path,
         *,
         max_jobs: int = 2,
+        max_jobs_total: int | None = None,
         api: Any = None,
     ) -> None:
         self.runtime = FakeRuntime(handler=handler, images=IMAGES)
@@ -99,6 +100,7 @@ class Daemon:
                 log_flush_interval_s=0.05,
                 report_timeout_s=5,
                 temp_root=tmp_path,
+                max_jobs_total=max_jobs_total,
             ),
         )
         self.thread = threading.Thread(target=self.executor.run, daemon=True)
@@ -323,3 +325,85 @@ def test_the_executor_backs_off_while_the_coordinator_is_down(world: World, tmp_
     # 0.05 + 0.1 + 0.2 s of back-off (with jitter) before the fourth claim went through.
     assert time.monotonic() - began > 0.25
     daemon.stop()
+
+
+# The next job claimed with a job's end -------------------------------------------------
+
+
+class Calls:
+    """The executor API, noting which calls brought a job back."""
+
+    def __init__(self, inner: InProcessExecutorApi) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def claim(self, executor: str | None = None, labels: Sequence[str] = ()) -> Any:
+        got = self.inner.claim(executor, labels)
+        if got is not None:
+            self.calls.append("claim")
+        return got
+
+    def complete(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("complete")
+        return self.inner.complete(*args, **kwargs)
+
+    def end_and_claim(self, *args: Any) -> Any:
+        got = self.inner.end_and_claim(*args)
+        self.calls.append("end+claim" if got.claim is not None else "end+none")
+        return got
+
+
+def three_jobs(world: World, tmp_path: Path) -> list[str]:
+    repos = "".join(f"  - repository: github.com/acme/{r}\n" for r in ("one", "two"))
+    spec = SPEC_PLAIN.replace("  - repository: github.com/acme/one\n", repos)
+    return submit(world, tmp_path, spec) + submit(world, tmp_path / "again", SPEC_PLAIN)
+
+
+def test_a_busy_executor_claims_its_next_job_with_the_last_ones_end(
+    world: World, tmp_path: Path
+) -> None:
+    ids = three_jobs(world, tmp_path)
+    api = Calls(InProcessExecutorApi(world.coordinator, world.token["exec"]))
+    daemon = Daemon(world, writes_file, tmp_path / "tmp", max_jobs=1, api=api)
+    wait_for(lambda: states(world, ids) == ["completed"] * 3)
+    daemon.stop()
+    # One claim of its own; every later job came with the end of the one before.
+    assert api.calls == ["claim", "end+claim", "end+claim", "end+none"]
+    assert daemon.executor.claimed == 3
+
+
+@pytest.mark.parametrize("total", [1, 2])
+def test_an_executor_with_a_job_budget_asks_for_no_more_than_it_may_run(
+    world: World, tmp_path: Path, total: int
+) -> None:
+    """--ephemeral (1) and --max-jobs-total 2: the end of the last job claims nothing."""
+    ids = three_jobs(world, tmp_path)
+    api = Calls(InProcessExecutorApi(world.coordinator, world.token["exec"]))
+    daemon = Daemon(world, writes_file, tmp_path / "tmp", max_jobs=1, max_jobs_total=total, api=api)
+    daemon.thread.join(10)
+    assert not daemon.thread.is_alive() and daemon.executor.exit_code == 0
+    assert sorted(states(world, ids)) == sorted(["completed"] * total + ["queued"] * (3 - total))
+    assert api.calls == ["claim"] + ["end+claim"] * (total - 1) + ["complete"]
+
+
+def test_a_refused_claim_with_an_end_stops_the_executor_and_keeps_the_end(
+    world: World, tmp_path: Path
+) -> None:
+    from runner.errors import PermissionDeniedError
+    from runner.queue.client import NextJob
+
+    ids = three_jobs(world, tmp_path)
+
+    class Refusing(Calls):
+        def end_and_claim(self, job_id: str, lease: str, end: Any, *ask: Any) -> Any:
+            self.inner.complete(job_id, lease, end.result, brokered=end.brokered)
+            return NextJob(refused=PermissionDeniedError("the token was revoked"))
+
+    api = Refusing(InProcessExecutorApi(world.coordinator, world.token["exec"]))
+    daemon = Daemon(world, writes_file, tmp_path / "tmp", max_jobs=1, api=api)
+    daemon.thread.join(10)
+    assert not daemon.thread.is_alive() and daemon.executor.exit_code == 1
+    assert sorted(states(world, ids)) == ["completed", "queued", "queued"]

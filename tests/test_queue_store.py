@@ -317,6 +317,31 @@ def test_tokens_are_stored_hashed_and_can_be_revoked(
         assert hash_token(token) in dump
 
 
+def test_a_record_reads_back_as_it_was_built(store: JobStore, clock: ManualClock) -> None:
+    sub = Submission(
+        id=new_id("sub"),
+        namespace="org:acme",
+        submitter="alice",
+        spec_name="spec.yaml",
+        bundle={},
+        created_at=clock.now(),
+    )
+    new = NewJob(
+        namespace="org:acme",
+        submitter="alice",
+        repository="github.com/o/r",
+        branch="main",
+        commit="0" * 40,
+        path="sub/dir",
+        payload={},
+        labels=("gpu", "linux"),
+    )
+    built = store.add_submission(sub, [new])
+    read = [store.get(job.id) for job in built]
+    assert read == built and [hash(r) for r in read] == [hash(b) for b in built]
+    assert [vars(r) for r in read] == [vars(b) for b in built]
+
+
 def test_every_answer_is_what_the_store_then_reads(store: JobStore, clock: ManualClock) -> None:
     first, second = submit(store, "user:alice", 2)
     lease = store.claim("ex")

@@ -79,7 +79,13 @@ def server_cmd(
     """
     from runner.queue.fleet import SqlFleetStore
     from runner.queue.policies import SqlPolicyStore
-    from runner.queue.server import ServeOptions, check_options, parse_listen, serve
+    from runner.queue.server import (
+        AUTH_CACHE_S,
+        ServeOptions,
+        check_options,
+        parse_listen,
+        serve,
+    )
     from runner.queue.service import Coordinator, CoordinatorSettings
     from runner.queue.store import SqlJobStore
     from runner.queue.tokens import SqlTokenStore
@@ -103,7 +109,7 @@ def server_cmd(
     cache, on_change = _cache(settings, store)
     coordinator = Coordinator(
         jobs=SqlJobStore(store.db),
-        tokens=SqlTokenStore(store.db),
+        tokens=SqlTokenStore(store.db, cache_s=AUTH_CACHE_S),
         secrets=store,
         users=SqlUserDirectory(store.db),
         settings=CoordinatorSettings(

@@ -25,6 +25,7 @@ from runner.errors import RunnerError, error_to_json
 from runner.execute.job import register_values
 from runner.log import get_logger
 from runner.namespaces import parse_namespace, parse_optional
+from runner.queue.models import ENDED_HEADER
 from runner.queue.service import Coordinator
 from runner.queue.tokens import Principal
 from runner.redact import active
@@ -118,7 +119,10 @@ class HeartbeatBody(BaseModel):
 class RetryBody(BaseModel):
     """Retry these jobs, or (``failed``) every failed job not retried yet."""
 
-    job_ids: list[str] = Field(default_factory=list, max_length=10000)
+    # Ids are text without NUL: PostgreSQL cannot compare one that holds it.
+    job_ids: list[Annotated[str, Field(pattern=r"^[^\x00]*$")]] = Field(
+        default_factory=list, max_length=10000
+    )
     failed: bool = False
     namespace: str | None = None
 
@@ -156,6 +160,8 @@ class CompleteBody(BaseModel):
     lease: str
     result: dict[str, Any]
     brokered: list[BrokeredUseBody] = Field(default_factory=list, max_length=256)
+    # Claim the executor's next job in the same request: the answer is then the claim's.
+    claim: ClaimBody | None = None
 
 
 class FailBody(BaseModel):
@@ -163,6 +169,7 @@ class FailBody(BaseModel):
     state: Literal["failed", "errored", "canceled"]
     error: str
     brokered: list[BrokeredUseBody] = Field(default_factory=list, max_length=256)
+    claim: ClaimBody | None = None
 
 
 class PolicyBody(BaseModel):
@@ -202,7 +209,89 @@ Who = Annotated[Principal, Depends(principal)]
 # Token and authenticate on the endpoint's own worker thread: a sync dependency runs
 # on a thread of its own, and that second hop per request was a tenth of the
 # coordinator's CPU per job (issue 21). They answer with a JSONResponse for the same
-# reason: a returned dict is validated and encoded again, on a third hop.
+# reason: a returned dict is validated and encoded again, on a third hop. Their work
+# is done by the functions below, which `runner.queue.fastpath` calls too: it answers
+# the same requests without FastAPI's routing, dependencies and middleware.
+
+
+def claim_answer(c: Coordinator, token: str | None, body: ClaimBody) -> Response:
+    return _claimed_answer(c, c.authenticate(token), body)
+
+
+def _claimed_answer(c: Coordinator, who: Principal, body: ClaimBody) -> Response:
+    with c.metrics.claim_seconds.time():
+        claimed = c.claim(who, executor=body.executor, labels=body.labels)
+    c.metrics.claims.labels("empty" if claimed is None else "claimed").inc()
+    if claimed is None:
+        return Response(status_code=204)
+    # Values are revealed here, into the response body only. While they are in plain
+    # text in this process, whatever it logs (a traceback's locals) is redacted too.
+    with active().scoped(f"claim:{claimed.lease.job.id}:{claimed.lease.attempt}") as scope:
+        register_values(scope, plan=claimed.plan, secrets=claimed.secrets)
+        return JSONResponse(claimed.to_json(), headers={"Cache-Control": "no-store"})
+
+
+def heartbeat_answer(c: Coordinator, token: str | None, body: HeartbeatBody) -> Response:
+    who = c.authenticate(token)
+    leases = {j.id: j.lease for j in body.jobs}
+    info = body.info.model_dump() if body.info is not None else None
+    answer = c.heartbeat(who, executor=body.executor, leases=leases, info=info)
+    return JSONResponse(answer.to_json())
+
+
+def logs_answer(c: Coordinator, token: str | None, job_id: str, body: LogsBody) -> Response:
+    who = c.authenticate(token)
+    added = c.append_logs(
+        who, job_id, lease=body.lease, chunks=[(ch.seq, ch.text) for ch in body.chunks]
+    )
+    return JSONResponse({"added": added})
+
+
+def step_answer(c: Coordinator, token: str | None, job_id: str, body: StepBody) -> Response:
+    c.record_step(
+        c.authenticate(token),
+        job_id,
+        lease=body.lease,
+        step=body.step,
+        status=body.status,
+        exit_code=body.exit_code,
+    )
+    return JSONResponse({"ok": True})
+
+
+def complete_answer(c: Coordinator, token: str | None, job_id: str, body: CompleteBody) -> Response:
+    who = c.authenticate(token)
+    brokered = [use.model_dump() for use in body.brokered]
+    record = c.complete(who, job_id, lease=body.lease, result=body.result, brokered=brokered)
+    if body.claim is None:
+        return JSONResponse(record.to_json())
+    return _next_job_answer(c, who, record.state, body.claim)
+
+
+def fail_answer(c: Coordinator, token: str | None, job_id: str, body: FailBody) -> Response:
+    who = c.authenticate(token)
+    brokered = [use.model_dump() for use in body.brokered]
+    record = c.fail(
+        who, job_id, lease=body.lease, state=body.state, error=body.error, brokered=brokered
+    )
+    if body.claim is None:
+        return JSONResponse(record.to_json())
+    return _next_job_answer(c, who, record.state, body.claim)
+
+
+def _next_job_answer(c: Coordinator, who: Principal, state: str, claim: ClaimBody) -> Response:
+    """After a job's end, the executor's next job answered as ``/api/executor/claim`` would
+    (the job, a 204, or the claim's error): one round trip where there were two. The end
+    stays recorded whatever the claim says; the header tells the executor so."""
+    path = "/api/executor/claim"
+    try:
+        response: Response = _claimed_answer(c, who, claim)
+    except RunnerError as exc:
+        response = runner_error_answer(path, exc)
+    except Exception as exc:  # the end stays recorded; the log says what failed
+        response = internal_error_answer(path, exc)
+    response.headers[ENDED_HEADER] = state
+    return response
 
 
 # The application ----------------------------------------------------------------------
@@ -223,65 +312,31 @@ def add_api(app: FastAPI, coordinator: Coordinator) -> None:
 
     @app.post("/api/executor/claim", tags=["executors"], response_model=None)
     def claim(token: Token, body: ClaimBody) -> Response:
-        who = c.authenticate(token)
-        with c.metrics.claim_seconds.time():
-            claimed = c.claim(who, executor=body.executor, labels=body.labels)
-        c.metrics.claims.labels("empty" if claimed is None else "claimed").inc()
-        if claimed is None:
-            return Response(status_code=204)
-        # Values are revealed here, into the response body only. While they are in plain
-        # text in this process, whatever it logs (a traceback's locals) is redacted too.
-        with active().scoped(f"claim:{claimed.lease.job.id}:{claimed.lease.attempt}") as scope:
-            register_values(scope, plan=claimed.plan, secrets=claimed.secrets)
-            return JSONResponse(claimed.to_json(), headers={"Cache-Control": "no-store"})
+        return claim_answer(c, token, body)
 
     @app.post("/api/executor/heartbeat", tags=["executors"], response_model=None)
-    def heartbeat(token: Token, body: HeartbeatBody) -> JSONResponse:
-        who = c.authenticate(token)
-        leases = {j.id: j.lease for j in body.jobs}
-        info = body.info.model_dump() if body.info is not None else None
-        answer = c.heartbeat(who, executor=body.executor, leases=leases, info=info)
-        return JSONResponse(answer.to_json())
+    def heartbeat(token: Token, body: HeartbeatBody) -> Response:
+        return heartbeat_answer(c, token, body)
 
     @app.get("/api/executors", tags=["executors"])
     def list_executors(who: Who) -> list[dict[str, Any]]:
         return c.executors(who)
 
     @app.post("/api/executor/jobs/{job_id}/logs", tags=["executors"], response_model=None)
-    def append_logs(token: Token, job_id: str, body: LogsBody) -> JSONResponse:
-        who = c.authenticate(token)
-        added = c.append_logs(
-            who, job_id, lease=body.lease, chunks=[(ch.seq, ch.text) for ch in body.chunks]
-        )
-        return JSONResponse({"added": added})
+    def append_logs(token: Token, job_id: str, body: LogsBody) -> Response:
+        return logs_answer(c, token, job_id, body)
 
     @app.post("/api/executor/jobs/{job_id}/steps", tags=["executors"], response_model=None)
-    def record_step(token: Token, job_id: str, body: StepBody) -> JSONResponse:
-        c.record_step(
-            c.authenticate(token),
-            job_id,
-            lease=body.lease,
-            step=body.step,
-            status=body.status,
-            exit_code=body.exit_code,
-        )
-        return JSONResponse({"ok": True})
+    def record_step(token: Token, job_id: str, body: StepBody) -> Response:
+        return step_answer(c, token, job_id, body)
 
     @app.post("/api/executor/jobs/{job_id}/complete", tags=["executors"], response_model=None)
-    def complete(token: Token, job_id: str, body: CompleteBody) -> JSONResponse:
-        who = c.authenticate(token)
-        brokered = [use.model_dump() for use in body.brokered]
-        record = c.complete(who, job_id, lease=body.lease, result=body.result, brokered=brokered)
-        return JSONResponse(record.to_json())
+    def complete(token: Token, job_id: str, body: CompleteBody) -> Response:
+        return complete_answer(c, token, job_id, body)
 
     @app.post("/api/executor/jobs/{job_id}/fail", tags=["executors"], response_model=None)
-    def fail(token: Token, job_id: str, body: FailBody) -> JSONResponse:
-        who = c.authenticate(token)
-        brokered = [use.model_dump() for use in body.brokered]
-        record = c.fail(
-            who, job_id, lease=body.lease, state=body.state, error=body.error, brokered=brokered
-        )
-        return JSONResponse(record.to_json())
+    def fail(token: Token, job_id: str, body: FailBody) -> Response:
+        return fail_answer(c, token, job_id, body)
 
     @app.get("/api/executor/cache/{key}", tags=["executors"], response_model=None)
     def cache_get(who: Who, key: str) -> Response:
@@ -412,18 +467,34 @@ def add_api(app: FastAPI, coordinator: Coordinator) -> None:
         return {"namespace": str(ns), "cleared": c.clear_namespace_policy(who, ns)}
 
 
+def runner_error_answer(path: str, exc: RunnerError) -> JSONResponse:
+    """The class, message, hint and declared fields, every string redacted: the client
+    raises the same class again from them."""
+    status = exc.http_status
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status >= 500:
+        log.error("request failed", path=path, error=str(exc))
+    return JSONResponse(
+        {"error": error_to_json(exc, active().redact)}, status_code=status, headers=headers
+    )
+
+
+def internal_error_answer(path: str, exc: Exception) -> JSONResponse:
+    log.error("internal error", path=path, error=f"{type(exc).__name__}: {exc}")
+    return JSONResponse(
+        error_body(
+            "InternalError",
+            "the coordinator failed to handle the request",
+            "see the coordinator's log",
+        ),
+        status_code=500,
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RunnerError)
     async def runner_error(request: Request, exc: RunnerError) -> JSONResponse:
-        # The class, message, hint and declared fields, every string redacted: the client
-        # raises the same class again from them.
-        status = exc.http_status
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        if status >= 500:
-            log.error("request failed", path=request.url.path, error=str(exc))
-        return JSONResponse(
-            {"error": error_to_json(exc, active().redact)}, status_code=status, headers=headers
-        )
+        return runner_error_answer(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -448,15 +519,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
-        return JSONResponse(
-            error_body(
-                "InternalError",
-                "the coordinator failed to handle the request",
-                "see the coordinator's log",
-            ),
-            status_code=500,
-        )
+        return internal_error_answer(request.url.path, exc)
 
 
 def _problem(error: Mapping[str, Any]) -> str:

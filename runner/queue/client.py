@@ -33,7 +33,7 @@ from runner.errors import (
 )
 from runner.queue.bundle import Bundle
 from runner.queue.jobs import env_plan_from_json
-from runner.queue.models import HeartbeatAnswer
+from runner.queue.models import ENDED_HEADER, HeartbeatAnswer
 from runner.sandbox.tighten import NamespacePolicy
 from runner.secrets.delivery import Delivery, UsesJson
 from runner.secrets.models import AuditEvent, SecretMeta
@@ -107,6 +107,29 @@ class Claim:
             ) from None
 
 
+@dataclass(frozen=True, kw_only=True)
+class JobEnd:
+    """A job's end as its executor reports it: ``completed`` with its result, or
+    another end state with its error; ``brokered``: what its proxy authenticated."""
+
+    state: str
+    result: Mapping[str, Any] = field(default_factory=dict)
+    error: str = ""
+    brokered: UsesJson = ()
+
+
+@dataclass(frozen=True)
+class NextJob:
+    """What reporting a job's end brought back when it also asked for the next job.
+
+    ``claim``: the next job, or None (none queued, or a coordinator that does not claim
+    with an end). ``refused``: the claim part's error; the end itself was recorded.
+    """
+
+    claim: Claim | None = None
+    refused: RunnerError | None = None
+
+
 def _tls_context(verify: bool | str | ssl.SSLContext) -> bool | ssl.SSLContext:
     """``verify`` as httpx wants it: a CA file path becomes a context trusting that CA."""
     if not isinstance(verify, str):
@@ -168,10 +191,21 @@ class CoordinatorClient:
         params: Mapping[str, Any] | None = None,
         missing_ok: bool = False,
     ) -> httpx.Response | None:
+        response = self._send(method, path, body=body, params=params)
+        if missing_ok and response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    def _send(
+        self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None
+    ) -> httpx.Response:
+        """The answer, whatever its status; ``CoordinatorUnavailableError`` when none came."""
         headers = {"Authorization": f"Bearer {self._token}"}
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = self._http.request(
+            return self._http.request(
                 method, path, json=body, params=clean or None, headers=headers
             )
         except httpx.HTTPError as exc:
@@ -179,15 +213,13 @@ class CoordinatorClient:
                 f"cannot reach the coordinator at {self.url}: {type(exc).__name__}: {exc}",
                 hint="check --url, the network, and that `runner server` is running",
             ) from exc
-        if missing_ok and response.status_code == 404:
-            return None
-        if response.status_code >= 400:
-            raise self._error(response)
-        return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
         assert response is not None
+        return self._decode(response, path)
+
+    def _decode(self, response: httpx.Response, path: str) -> Any:
         if response.status_code == 204:
             return None
         try:
@@ -317,6 +349,33 @@ class CoordinatorClient:
         body = {"executor": executor, "labels": list(labels)}
         data = self._json("POST", "/api/executor/claim", body=body)
         return Claim.from_json(data) if data is not None else None
+
+    def end_and_claim(
+        self, job_id: str, lease: str, end: JobEnd, executor: str | None, labels: Sequence[str]
+    ) -> NextJob:
+        """``complete`` or ``fail``, and the executor's next job claimed in the same request."""
+        if end.state == "completed":
+            path = f"/api/executor/jobs/{job_id}/complete"
+            body: dict[str, Any] = {"lease": lease, "result": dict(end.result)}
+        else:
+            path = f"/api/executor/jobs/{job_id}/fail"
+            body = {"lease": lease, "state": end.state, "error": end.error}
+        body["brokered"] = [*end.brokered]
+        body["claim"] = {"executor": executor, "labels": list(labels)}
+        response = self._send("POST", path, body=body)
+        if ENDED_HEADER not in response.headers:
+            # The end was refused (the error is the end's), or a coordinator older than
+            # the claim field recorded it and answered with the job: no next job then.
+            if response.status_code >= 400:
+                raise self._error(response)
+            return NextJob()
+        if response.status_code >= 400:
+            return NextJob(refused=self._error(response))
+        try:
+            data = self._decode(response, path)
+            return NextJob(claim=Claim.from_json(data) if data is not None else None)
+        except RunnerError as exc:  # a malformed claim answer: the end is recorded all the same
+            return NextJob(refused=exc)
 
     def heartbeat(
         self,

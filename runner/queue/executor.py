@@ -61,7 +61,7 @@ from runner.execute.workspace import remove_tree
 from runner.git import git, git_text
 from runner.log import get_logger
 from runner.metrics import ExecutorMetrics
-from runner.queue.client import Claim
+from runner.queue.client import Claim, JobEnd, NextJob
 from runner.queue.jobs import workspace_from_json
 from runner.queue.models import HeartbeatAnswer
 from runner.redact import ActiveRedactor, Redacts, active
@@ -98,6 +98,10 @@ class ExecutorApi(Protocol):
     def fail(
         self, job_id: str, lease: str, *, state: str, error: str, brokered: UsesJson = ()
     ) -> Mapping[str, Any]: ...
+    # ``complete`` or ``fail``, with the executor's next job claimed in the same request.
+    def end_and_claim(
+        self, job_id: str, lease: str, end: JobEnd, executor: str | None, labels: Sequence[str]
+    ) -> NextJob: ...
     def cache_get(self, key: str) -> CacheEntry | None: ...
     def cache_put(
         self, key: str, entry: CacheEntry, *, namespace: str, secret_refs: Sequence[str]
@@ -275,6 +279,18 @@ class JobLog:
 # One job --------------------------------------------------------------------------------------
 
 
+class NextJobs(Protocol):
+    """Whether a job ending now may ask for the next one (``Executor`` decides)."""
+
+    def reserve(self) -> bool:
+        """True to ask with the end: a slot is then held for the answer."""
+        ...
+
+    def settle(self, next_job: NextJob | None) -> Claim | None:
+        """The answer (None when the report failed); the claim to start, if any."""
+        ...
+
+
 @dataclass
 class Outcome:
     state: EndState
@@ -296,6 +312,7 @@ class JobRunner:
         on_done: Callable[[JobRunner], None],
         clock: Clock = SYSTEM_CLOCK,
         metrics: ExecutorMetrics | None = None,
+        next_jobs: NextJobs | None = None,
     ) -> None:
         self.claim = claim
         self._api = api
@@ -314,6 +331,9 @@ class JobRunner:
         self.sandbox = settings.sandbox  # what the job runs under, once claimed
         # What the job's proxy authenticated, reported with its end for the audit log.
         self.brokered: list[BrokeredUse] = []
+        self._next_jobs = next_jobs
+        # The job claimed with this one's end: it takes this job's slot.
+        self.next_claim: Claim | None = None
         self.thread = threading.Thread(target=self.run, name=f"job-{claim.job_id}", daemon=True)
 
     @property
@@ -390,17 +410,12 @@ class JobRunner:
         retry = Retry(REPORT_BACKOFF, clock=self._clock, timeout_s=self._settings.report_timeout_s)
         brokered = [use.to_json() for use in self.brokered]
         while True:
+            # Ask for the next job with this one's end only when the executor would claim
+            # one now; the slot stays reserved until the answer is in.
+            ask = self._next_jobs is not None and self._next_jobs.reserve()
+            next_job: NextJob | None = None
             try:
-                if outcome.state == "completed":
-                    self._api.complete(claim.job_id, claim.lease, outcome.result, brokered=brokered)
-                else:
-                    self._api.fail(
-                        claim.job_id,
-                        claim.lease,
-                        state=outcome.state,
-                        error=outcome.error or outcome.state,
-                        brokered=brokered,
-                    )
+                next_job = self._send_end(outcome, brokered, ask)
                 log.info("job finished", job=claim.job_id, state=outcome.state, error=outcome.error)
                 return
             except LeaseLostError:
@@ -413,6 +428,22 @@ class JobRunner:
                 if not retry.wait():
                     log.error("could not report the job's end", job=claim.job_id, error=str(exc))
                     return
+            finally:
+                if ask and self._next_jobs is not None:
+                    self.next_claim = self._next_jobs.settle(next_job)
+
+    def _send_end(self, outcome: Outcome, brokered: UsesJson, ask: bool) -> NextJob | None:
+        """Report the end; with ``ask``, the next job claimed in the same request."""
+        claim, api, settings = self.claim, self._api, self._settings
+        error = outcome.error or outcome.state
+        if ask:
+            end = JobEnd(state=outcome.state, result=outcome.result, error=error, brokered=brokered)
+            return api.end_and_claim(claim.job_id, claim.lease, end, settings.name, settings.labels)
+        if outcome.state == "completed":
+            api.complete(claim.job_id, claim.lease, outcome.result, brokered=brokered)
+        else:
+            api.fail(claim.job_id, claim.lease, state=outcome.state, error=error, brokered=brokered)
+        return None
 
     def _execute(self, job_log: JobLog, registry: ValueRegistry) -> Outcome:
         claim = self.claim
@@ -560,6 +591,9 @@ class Executor:
         self.finished: list[JobRunner] = []
         self.exit_code = 0
         self.claimed = 0
+        # Claims sent and not answered yet: they count against --max-jobs-total.
+        self._asking = 0
+        self._cancel_reason: str | None = None
         self.metrics = metrics or ExecutorMetrics(running=lambda: len(self.running))
 
     # Control (signal handlers call these) ------------------------------------------------------
@@ -571,6 +605,7 @@ class Executor:
     def cancel_running(self, reason: str) -> None:
         self.stop_claiming()
         with self._lock:
+            self._cancel_reason = reason
             runners = list(self._running.values())
         for runner in runners:
             runner.cancel(reason)
@@ -599,20 +634,22 @@ class Executor:
             while not self._stop_claiming.is_set():
                 if self._claimed_enough():
                     break
-                if len(self.running) >= settings.max_jobs:
+                if len(self.running) >= settings.max_jobs or not self.reserve():
                     self._slot_free.wait(settings.poll_interval_s)
                     self._slot_free.clear()
                     continue
+                claim = None
                 try:
                     claim = self._api.claim(settings.name, labels=settings.labels)
                 except (NotAuthenticatedError, PermissionDeniedError) as exc:
-                    log.error("the coordinator refused this executor's token", error=str(exc))
-                    self.exit_code = 1
+                    self._refused(exc)
                     break
                 except RunnerError as exc:
                     log.warning("cannot claim a job", error=str(exc), retry_in_s=retry.delay)
                     retry.wait()
                     continue
+                finally:
+                    self._answered(claim)
                 retry.reset()
                 if claim is None:
                     pause = jittered(settings.poll_interval_s, self._rng)
@@ -633,8 +670,42 @@ class Executor:
         log.info("claimed --max-jobs-total jobs; exiting once they end", max_jobs_total=total)
         return True
 
+    def reserve(self) -> bool:
+        """Whether to claim a job now (a slot is free is the caller's check): not once
+        stopping or once --max-jobs-total claims are made or on their way."""
+        total = self.settings.max_jobs_total
+        with self._lock:
+            if self._stop_claiming.is_set():
+                return False
+            if total is not None and self.claimed + self._asking >= total:
+                return False
+            self._asking += 1
+            return True
+
+    def settle(self, next_job: NextJob | None) -> Claim | None:
+        """A job's end was reported asking for the next one; what came back."""
+        claim = next_job.claim if next_job is not None else None
+        self._answered(claim)
+        refused = next_job.refused if next_job is not None else None
+        if isinstance(refused, (NotAuthenticatedError, PermissionDeniedError)):
+            self._refused(refused)
+        elif refused is not None:
+            log.warning("cannot claim a job", error=str(refused))
+        return claim
+
+    def _answered(self, claim: Claim | None) -> None:
+        with self._lock:
+            self._asking -= 1
+            if claim is not None:
+                self.claimed += 1
+        self._slot_free.set()  # the main loop may claim what this answer did not
+
+    def _refused(self, exc: RunnerError) -> None:
+        log.error("the coordinator refused this executor's token", error=str(exc))
+        self.exit_code = 1
+        self.stop_claiming()
+
     def _start(self, claim: Claim) -> None:
-        self.claimed += 1
         runner = JobRunner(
             claim,
             api=self._api,
@@ -644,9 +715,12 @@ class Executor:
             on_done=self._done,
             clock=self._clock,
             metrics=self.metrics,
+            next_jobs=self,
         )
         with self._lock:
             self._running[claim.job_id] = runner
+            if self._cancel_reason is not None:  # claimed as the executor was told to stop
+                runner.cancel(self._cancel_reason)
         log.info(
             "job claimed",
             job=claim.job_id,
@@ -656,6 +730,10 @@ class Executor:
         runner.thread.start()
 
     def _done(self, runner: JobRunner) -> None:
+        if runner.next_claim is not None:
+            # Started before the old job leaves, so a drain never sees no job running.
+            self._start(runner.next_claim)
+            runner.next_claim = None
         with self._lock:
             self._running.pop(runner.job_id, None)
             self.finished.append(runner)

@@ -2,9 +2,11 @@
 
 A claim needs its submission's spec parsed and checked; parsing YAML was half
 of a claim's CPU time (issue 21), and a submission's bundle never changes
-once stored, so the parsed spec is kept per submission id. Only what is
-immutable for its key belongs here: anything that can change (a secret's
-version, a user's rights, a token's revocation) is read again every time.
+once stored, so the parsed spec (and the bundle) is kept per submission id.
+Only what is immutable for its key belongs here, or what carries the stamp it
+was made under and is used only while the database shows that same stamp
+(a claim's checks, ``runner.queue.stamp``): anything else that can change (a
+token's revocation) is read again every time.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ CLAIMABLE_STATES: Final[tuple[str, ...]] = ("queued", "errored")
 # What an executor may report instead of completing.
 FailState = Literal["failed", "errored", "canceled"]
 FAIL_STATES: Final[tuple[str, ...]] = get_args(FailState)
+# On every answer to a complete or fail that also claimed the next job, once the end is
+# recorded: the state it recorded. An error in that answer is then the claim's.
+ENDED_HEADER: Final = "Runner-Job-Ended"
 
 
 def new_id(prefix: str) -> str:
@@ -59,11 +62,15 @@ def _json_value(value: Any) -> Any:
 
 def fields_to_json(value: Any, *, leave_out: Collection[str] = ()) -> dict[str, Any]:
     """A dataclass's fields in their order, as JSON values (times in RFC 3339)."""
-    return {
-        name: _json_value(getattr(value, name))
-        for name in _field_names(type(value))
-        if name not in leave_out
-    }
+    # A loop with the plain test inline, not a call per field: every claim over HTTP
+    # answers with a record of 21 fields, and the calls were a tenth of its CPU.
+    out: dict[str, Any] = {}
+    for name in _field_names(type(value)):
+        if name in leave_out:
+            continue
+        field_value = getattr(value, name)
+        out[name] = field_value if type(field_value) in _PLAIN else _json_value(field_value)
+    return out
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
@@ -157,6 +164,8 @@ class Lease:
     attempt: int
     payload: Mapping[str, Any]
     bundle: Mapping[str, Any]
+    # The claim stamp read with the claim (``runner.queue.stamp``), or None.
+    stamp: int | None = None
 
     def __repr__(self) -> str:
         return f"Lease(job={self.job.id!r}, attempt={self.attempt})"

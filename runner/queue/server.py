@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import logging
 import os
 import signal
 import threading
@@ -22,12 +23,14 @@ from pathlib import Path
 from types import FrameType
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from runner import __version__
 from runner.db import Database, sqlite_path
 from runner.errors import ConfigError, RunnerError, UsageError
 from runner.log import get_logger
 from runner.queue.api import add_api
+from runner.queue.fastpath import ExecutorFastPath
 from runner.queue.probes import add_probes
 from runner.queue.service import Coordinator
 from runner.queue.store import SqlJobStore
@@ -35,6 +38,11 @@ from runner.web import mount_web
 from runner.web.session import Sessions, SqlSessionStore
 
 log = get_logger("runner.queue.server")
+
+# How long `runner server` trusts a token it has checked (``SqlTokenStore(cache_s=…)``):
+# a token revoked by `runner token revoke` or on another replica stops working within
+# this; one revoked through this process's store, at once.
+AUTH_CACHE_S = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +64,18 @@ class ServeOptions:
         return f"{self.scheme}://{host}:{self.port}"
 
 
+class CoordinatorApp(FastAPI):
+    """FastAPI with the executors' hot endpoints answered in front of it (``fastpath``)."""
+
+    fast_path: ExecutorFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.fast_path(scope, receive, send, super().__call__)
+
+
 def create_app(
     coordinator: Coordinator,
     *,
@@ -63,7 +83,7 @@ def create_app(
     poll_interval_s: float = 1.0,
 ) -> FastAPI:
     """The coordinator's app: the JSON API under ``/api``, the probes, the pages elsewhere."""
-    app = FastAPI(
+    app = CoordinatorApp(
         title="runner coordinator",
         version=__version__,
         description=(
@@ -74,8 +94,10 @@ def create_app(
         redoc_url=None,
     )
     add_api(app, coordinator)
-    # /healthz, /readyz and /metrics: unauthenticated, revealing nothing else.
     jobs = coordinator.jobs
+    sqlite = isinstance(jobs, SqlJobStore) and jobs.db.dialect == "sqlite"
+    app.fast_path = ExecutorFastPath(coordinator, inline=sqlite)
+    # /healthz, /readyz and /metrics: unauthenticated, revealing nothing else.
     add_probes(app, coordinator.metrics, jobs.db if isinstance(jobs, SqlJobStore) else None)
     # Web sessions live in the database when there is one: every replica serves them,
     # and they survive a restart.
@@ -185,15 +207,21 @@ def serve(coordinator: Coordinator, options: ServeOptions) -> None:
     """Run until SIGINT or SIGTERM (uvicorn stops gracefully on either)."""
     import uvicorn
 
+    from runner.queue.coalesce import CoalescingHttpProtocol
+
     check_options(options)
     config = uvicorn.Config(
         create_app(coordinator),
+        http=CoalescingHttpProtocol,
         host=options.host,
         port=options.port,
         ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
         ssl_keyfile=str(options.tls_key) if options.tls_key else None,
         # Our logging set-up (redacting, stderr) stays in charge of uvicorn's loggers.
         log_config=None,
+        # uvicorn builds each request's access-log arguments before asking whether the
+        # line is wanted: off unless the line would show (`-vv`), 2 % of a request.
+        access_log=logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO),
         lifespan="off",
         timeout_graceful_shutdown=10,
         server_header=False,

@@ -8,6 +8,9 @@ Secrets: submit resolves metadata only (a missing secret is refused there);
 a claim resolves the current versions again, checks that the submitter may
 still use them, decrypts them and writes one ``accessed`` audit event per
 secret, naming the job and the executor. Nothing else here sees a value.
+The metadata checks are kept per submission while the claim stamp the
+claim's statement returned stays the same (``runner.queue.stamp``: any write
+to what they read raises it); decrypting and the audit happen every time.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -73,6 +78,13 @@ from runner.spec.models import BatchSpec
 from runner.users.directory import UserDirectory, ensure_owner
 
 log = get_logger("runner.queue.coordinator")
+_std_log = logging.getLogger("runner.queue.coordinator")
+
+
+def _debugging() -> bool:
+    """Whether debug lines are written (``-v``): the hot path skips building the rest."""
+    return _std_log.isEnabledFor(logging.DEBUG)
+
 
 # `runner jobs retry --failed` looks at this many of the newest jobs.
 MAX_RETRY_SCAN = 10_000
@@ -124,6 +136,17 @@ class ClaimedJob:
         }
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Checked:
+    """What a claim checks and resolves without decrypting, the same for every job of
+    a submission until the claim stamp moves: no value in it."""
+
+    stamp: int | None
+    plan: EnvPlan
+    registry: SecretMeta | None
+    policy: NamespacePolicy
+
+
 class Coordinator:
     def __init__(
         self,
@@ -156,6 +179,10 @@ class Coordinator:
         self.policy = AccessPolicy(users, secrets)
         # Each submission's spec, parsed and checked once (a claim parsed it again).
         self._specs: Memo[str, BatchSpec] = Memo(SPECS_KEPT)
+        # Each submission's claim checks, under the claim stamp they were made at.
+        self._checks: Memo[str, _Checked] = Memo(SPECS_KEPT)
+        # A claim or a completion takes SQLite's connection once (``Database.turns``).
+        self._turns = jobs.db.turns() if isinstance(jobs, SqlJobStore) else nullcontext()
         self.fleet = fleet
         self.metrics = metrics or CoordinatorMetrics()
         if metrics is None and isinstance(jobs, SqlJobStore):
@@ -482,14 +509,18 @@ class Coordinator:
         """The next job this executor may run (it has every label the job requires)."""
         name = self.executor(principal, executor)
         have = parse_labels(labels)
+        with self._turns:
+            return self._claim(name, have)
+
+    def _claim(self, name: str, have: Sequence[str]) -> ClaimedJob | None:
         self.jobs.note_executor(name, have)
         for _ in range(MAX_REFUSALS_PER_CLAIM):
             lease = self.jobs.claim(name, have)
             if lease is None:
                 return None
             try:
-                plan, values = self._open_secrets(lease, name)
-                registry_auth = self._open_registry_auth(lease, name)
+                checked = self._checked(lease)
+                secrets, registry_auth = self._reveal(lease, checked, name)
             except StaleSecretError as exc:
                 self._refuse(lease, "errored", f"a secret changed while the job was claimed: {exc}")
                 continue
@@ -510,19 +541,25 @@ class Coordinator:
             except RunnerError as exc:
                 self._refuse(lease, "failed", f"refused when claimed: {exc}")
                 continue
-            # One info line per job (its end); a line per claim too was a tenth of the
-            # coordinator's CPU per job (issue 21). The audit log names each secret access.
-            log.debug(
-                "job claimed",
-                job=lease.job.id,
-                executor=name,
-                attempt=lease.attempt,
-                secrets=len(values),
-            )
-            self._claimed(lease.job, len(values))
-            policy = self._policy_of(lease.job.namespace)
+            # No info line for a claim or a completion: through the JSON chain each was
+            # as costly as the rest of the cycle (issue 21). A job that fails, is refused
+            # or reset says so at info; the audit log names each secret access, and the
+            # metrics count every end.
+            if _debugging():
+                log.debug(
+                    "job claimed",
+                    job=lease.job.id,
+                    executor=name,
+                    attempt=lease.attempt,
+                    secrets=len(secrets),
+                )
+            self._claimed(lease.job, len(secrets))
             return ClaimedJob(
-                lease=lease, plan=plan, secrets=values, policy=policy, registry_auth=registry_auth
+                lease=lease,
+                plan=checked.plan,
+                secrets=secrets,
+                policy=checked.policy,
+                registry_auth=registry_auth,
             )
         return None
 
@@ -537,7 +574,21 @@ class Coordinator:
         )
         self._ended(record)
 
-    def _open_secrets(self, lease: Lease, executor: str) -> tuple[EnvPlan, dict[str, Secret]]:
+    def _checked(self, lease: Lease) -> _Checked:
+        """What the claim of ``lease`` checks from metadata: kept per submission while
+        the claim stamp the lease was read with stays the same (``queue/stamp.py``)."""
+        job = lease.job
+        if lease.stamp is None:
+            return self._check(lease, None)
+        kept = self._checks.get(job.submission_id, lambda: self._check(lease, lease.stamp))
+        if kept.stamp != lease.stamp:
+            kept = self._check(lease, lease.stamp)
+            self._checks.put(job.submission_id, kept)
+        return kept
+
+    def _check(self, lease: Lease, stamp: int | None) -> _Checked:
+        """The submitter may still run in the namespace and use each secret; the plan
+        (current versions), the registry credentials and the namespace's policy."""
         job = lease.job
         self.policy.check_run_in(job.submitter, job.namespace)
         spec = self._specs.get(
@@ -546,21 +597,28 @@ class Coordinator:
         plan: EnvPlan = plan_env(spec, job.namespace, self.secrets)
         for meta in plan.secrets():
             self.policy.check_use(job.namespace, meta, actor=job.submitter, job=job.id)
+        registry = find_registry_auth(self.secrets, job.namespace)
+        if registry is not None:
+            self.policy.check_use(job.namespace, registry, actor=job.submitter, job=job.id)
+        policy = self._policy_of(job.namespace)
+        return _Checked(stamp=stamp, plan=plan, registry=registry, policy=policy)
+
+    def _reveal(
+        self, lease: Lease, checked: _Checked, executor: str
+    ) -> tuple[dict[str, Secret], Secret | None]:
+        """Each secret's value and the registry credentials', audited per claim."""
+        if checked.registry is None and not any(checked.plan.steps.values()):
+            return {}, None  # nothing to reveal (most jobs of a trivial spec)
+        job = lease.job
+        actor = f"executor:{executor}"
         values = reveal_secrets(
-            plan,
+            checked.plan,
             lambda ref, step: self.secrets.reveal(
-                ref.id, version=ref.version, actor=f"executor:{executor}", run_id=job.id, step=step
+                ref.id, version=ref.version, actor=actor, run_id=job.id, step=step
             ),
         )
-        return plan, values
-
-    def _open_registry_auth(self, lease: Lease, executor: str) -> Secret | None:
-        """The job's registry credentials, checked and audited like a step's secret."""
-        job = lease.job
-        meta = find_registry_auth(self.secrets, job.namespace)
-        if meta is not None:
-            self.policy.check_use(job.namespace, meta, actor=job.submitter, job=job.id)
-        return reveal_registry_auth(self.secrets, meta, actor=f"executor:{executor}", run_id=job.id)
+        auth = reveal_registry_auth(self.secrets, checked.registry, actor=actor, run_id=job.id)
+        return values, auth
 
     def heartbeat(
         self,
@@ -610,11 +668,13 @@ class Coordinator:
         brokered: Sequence[Mapping[str, Any]] = (),
     ) -> JobRecord:
         self.executor(principal)
-        running = self._running_with_uses(job_id, brokered)
-        record = self.jobs.complete(job_id, lease, result)
-        self._ended(record)
-        self._audit_brokered(running, brokered)
-        log.info("job completed", job=job_id, executor=record.executor)
+        with self._turns:
+            running = self._running_with_uses(job_id, brokered)
+            record = self.jobs.complete(job_id, lease, result)
+            self._ended(record)
+            self._audit_brokered(running, brokered)
+        if _debugging():
+            log.debug("job completed", job=job_id, executor=record.executor)
         return record
 
     def fail(
@@ -791,14 +851,19 @@ class Coordinator:
     # Operations: metrics, the executor fleet, retries --------------------------------------
 
     def _claimed(self, job: JobRecord, secrets: int) -> None:
-        self.metrics.secret_accesses.inc(secrets)
-        waited = (self._clock.now() - job.created_at).total_seconds()
+        if secrets:
+            self.metrics.secret_accesses.inc(secrets)
+        # The claim stamped its start with the clock already.
+        waited = ((job.started_at or self._clock.now()) - job.created_at).total_seconds()
         self.metrics.queue_wait_seconds.observe(max(0.0, waited))
 
     def _ended(self, job: JobRecord) -> None:
         """Count an attempt that reached ``job.state`` (a no-op for any other state)."""
         started = job.started_at
-        seconds = (self._clock.now() - started).total_seconds() if started else None
+        if started is None:
+            self.metrics.ended(job.state, None)
+            return
+        seconds = ((job.finished_at or self._clock.now()) - started).total_seconds()
         self.metrics.ended(job.state, seconds)
 
     def executors(self, principal: Principal) -> list[dict[str, Any]]:

@@ -122,10 +122,28 @@ def _record(row: dict[str, Any]) -> TokenRecord:
     )
 
 
+# At most this many tokens are remembered by an authentication cache; a full cache
+# starts again empty (a coordinator has a few tokens per executor and user).
+AUTH_CACHE_SIZE = 4096
+
+
 class SqlTokenStore:
-    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    """``cache_s`` > 0 remembers each authenticated token for that many seconds.
+
+    A coordinator authenticates every request, several a second per executor: with
+    the cache, one ``SELECT`` per token per ``cache_s`` instead of one per request.
+    A revocation made through this store empties the cache at once; one made by
+    another process (``runner token revoke``, another replica) takes effect within
+    ``cache_s``, the bound the server states. Unknown tokens are never cached, so a
+    new token works at once.
+    """
+
+    def __init__(self, db: Database, *, clock: Clock = SYSTEM_CLOCK, cache_s: float = 0) -> None:
         self._db = db
         self._clock = clock
+        self._cache_s = cache_s
+        # token hash -> (monotonic expiry, record); the token itself is never kept.
+        self._cache: dict[str, tuple[float, TokenRecord]] = {}
         db.migrate(schema.MIGRATIONS)
 
     def create(self, kind: TokenKind, owner: str) -> tuple[TokenRecord, str]:
@@ -149,9 +167,21 @@ class SqlTokenStore:
         if not token.startswith(TOKEN_PREFIX):
             return None
         wanted = hash_token(token)
-        # Every request asks: one statement, outside any transaction (on SQLite no
-        # write lock, on PostgreSQL one round trip), and a write only when the
-        # stamp of its last use is older than LAST_USED_GRANULARITY.
+        if self._cache_s > 0:
+            cached = self._cache.get(wanted)
+            if cached is not None and cached[0] > self._clock.monotonic():
+                return cached[1]
+        record = self._lookup(wanted)
+        if record is not None and self._cache_s > 0:
+            if len(self._cache) >= AUTH_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[wanted] = (self._clock.monotonic() + self._cache_s, record)
+        return record
+
+    def _lookup(self, wanted: str) -> TokenRecord | None:
+        # Every request without a cached answer asks: one statement, outside any
+        # transaction (on SQLite no write lock, on PostgreSQL one round trip), and a
+        # write only when the stamp of its last use is older than LAST_USED_GRANULARITY.
         rows = self._db.once(
             "SELECT * FROM runner_tokens WHERE token_hash = ? AND revoked_at IS NULL", [wanted]
         )
@@ -191,4 +221,5 @@ class SqlTokenStore:
             return _record(row)
 
         result: TokenRecord = self._db.run(work)
+        self._cache.clear()
         return result

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.cache import CacheEntry
 from runner.clock import SYSTEM_CLOCK, Clock
+from runner.errors import RunnerError
 from runner.namespaces import check_principal_name
 from runner.queue import states
 from runner.queue.models import (
@@ -50,7 +51,7 @@ from runner.queue.tokens import not_found as token_not_found
 from runner.secrets.delivery import UsesJson
 
 if TYPE_CHECKING:
-    from runner.queue.client import Claim
+    from runner.queue.client import Claim, JobEnd, NextJob
     from runner.queue.service import Coordinator
 
 
@@ -122,7 +123,8 @@ class MemoryJobStore(JobEvents):
             record = job.apply(move)
             self._fairness[record.namespace] = max(self._fairness.values(), default=0) + 1
             bundle = self._submissions[record.submission_id].bundle
-            return record, copy.deepcopy(job.payload), copy.deepcopy(bundle)
+            # No claim stamp: the coordinator checks every claim of this store afresh.
+            return record, copy.deepcopy(job.payload), copy.deepcopy(bundle), None
 
     def note_executor(self, executor: str, labels: Sequence[str]) -> None:
         with self._lock:
@@ -349,6 +351,22 @@ class InProcessExecutorApi:
             self._who, job_id, lease=lease, state=state, error=error, brokered=brokered
         )
         return record.to_json()
+
+    def end_and_claim(
+        self, job_id: str, lease: str, end: JobEnd, executor: str | None, labels: Sequence[str]
+    ) -> NextJob:
+        """As the coordinator's API does it: the end, then a claim whose error does not
+        undo the end."""
+        from runner.queue.client import NextJob
+
+        if end.state == "completed":
+            self.complete(job_id, lease, end.result, brokered=end.brokered)
+        else:
+            self.fail(job_id, lease, state=end.state, error=end.error, brokered=end.brokered)
+        try:
+            return NextJob(claim=self.claim(executor, labels))
+        except RunnerError as exc:
+            return NextJob(refused=exc)
 
     def cache_get(self, key: str) -> CacheEntry | None:
         data = self._c.cache_get(self._who, key)
