@@ -518,6 +518,73 @@ starts (0.4–0.7 s each with four at once), 0.15 s per `sleep 2` between the
 step's payload and its exit seen, and the last wave's network removal
 (0.2–0.4 s, which the CLI pays too).
 
+### Exits seen at once, networks kept ready between runs (issue 21, parallel3)
+
+Timeline of one bench run (8 × `sleep 2`, `-j 4`) from runner's `--json`
+events, `docker events` and timings of the engine calls (a wrapper script
+around `runner`, not committed), before, at load 1.4–3.2 (6.2 s):
+`run.started` at 0.41 s; the first wave's four networks made one after
+another by the engine (0.06–0.27 s each, 0.44–0.70 s), their containers
+started at 0.84–1.18 s; each step's `die` event 54–140 ms before runner saw
+the step end (the output stream of a container attached after it started
+ends only once the engine has cleaned up after it, network disconnect
+included; the wait endpoint answers as late), once per wave; after the
+last `workspace.finished`, 0.25 s of network removals (serialised in the
+engine, 0.18–0.31 s each) before `run.finished`, and 0.07–0.2 s to exit.
+What changed:
+
+- A prepared container is attached before it starts (as `run_step` always
+  did) and keeps that connection until its turn: its output now ends when
+  it exits. Exit codes come from the engine's `die` events
+  (`runner/execute/docker_exits.py`, one event stream per runtime), from
+  the wait endpoint only if no event comes within a second. `die` to
+  `step.finished` went from 54–140 ms to 0–17 ms; the `inspect` before each
+  prepared step's payload is gone too.
+- `runner run` keeps the `open` networks (no proxy) it drains ready for the
+  next run of the same `RUNNER_HOME` (`runner/egress/ready.py`, up to
+  `RUNNER_READY_NETWORKS`, 8): no network is removed at the end, and the
+  next run takes them instead of making them, checking their rules with
+  `iptables -C` (20–40 ms; removing and adding them again took 0.15–0.23 s
+  with four at once). Kept networks carry the shelf's label, not a run's; a
+  run that dies holding one has it removed by the next run, and `runner
+  cleanup` removes all of them (`tests/test_ready_networks.py`, with a
+  SIGKILL).
+
+After, the same trace at load 3.6 (5.7 s): `run.started` 0.33 s, networks
+taken and checked by 0.36–0.37 s, containers created from 0.38 s; from the
+last `workspace.finished` to `run.finished` 75 ms (the last containers'
+removal), 70 ms to exit. runner's own CPU for the run 0.8 s (user + sys)
+against 1.0 s before. Same rounds, alternating, the commit before (a `git
+archive` of it on `PYTHONPATH`) against this tree and the docker CLI with a
+network per container: at load 2.5–3.7 (8 rounds), 6.27 s against 5.66 s
+(efficiency 0.638 → 0.707; the CLI 7.38 s; against the CLI, median 1.10
+before and 1.26 after); at load 4.5–7 (6 rounds), 6.85 s against 6.06 s;
+at load 4.6–8.6 (8 rounds), 6.73 s against 6.29 s. `python -m bench --only
+parallel` on a copy of this tree at load 3.1 falling to 1.9:
+`parallel_efficiency` 0.725 (5.51, 5.52, 5.59 s; its first round is a
+first run in a fresh home, which makes its networks),
+`parallel_vs_docker_cli` 1.158 (1.13, 1.16, 1.23; the CLI 6.25–6.88 s);
+right after, a copy of the commit before at load 1.9 rising to 4.0: 0.606
+and 1.139 (the CLI 7.10–7.64 s). The loads of those two differ; the
+alternated rounds are the fairer comparison. The sequential workload of
+`fixed_overhead_runs` gains too (no network made or removed, each step's
+end seen sooner): 10 steps 3.34 → 3.25 s, 20 steps 6.21 → 5.69 s (medians
+of 6 alternated rounds, load 2.2–3.9; 8 more at load 4.4–6.6 read 3.33 →
+3.45 s and 5.39 → 5.95 s, the same runs spreading 2.8–5.5 s), and the
+interval between two steps' `step.started`, which needs no subtraction,
+0.254 → 0.236 s (medians over 6 alternated 20-step runs each, load 5);
+`--quick` rounds at load 5–6 spread from −1.9 to 10.9 `docker run`s for
+both trees, too noisy for the subtraction the figure makes.
+
+What is left of the 0.80 (5.0 s) is the engine's and start-up's. The first
+wave's four container starts at once take 0.5 s each at load 1.5 and
+0.8–1.2 s at load 3–4 (the same with or without attaching first, measured
+apart on the engine); runner's start-up to `run.started` 0.33–0.55 s; the
+end 0.15–0.25 s (the last containers' removal, then the interpreter's
+exit). A network per workspace costs each start the engine's embedded DNS
+(the CLI on the default bridge is about 1.1 s faster than with a network
+per container). The ideal 4 s plus those is about 5.1–5.6 s here, 0.71–0.78.
+
 ### `step_overhead_ratio`: on the goal's edge
 
 A marginal step costs about one `docker run`: across full runs the figure

@@ -58,6 +58,8 @@ class Settings:
     allow_hosts: tuple[str, ...] = ()  # HOST[:PORT] entries, parsed by the CLI
     add_hosts: tuple[str, ...] = ()  # NAME:ADDRESS entries, an operator's setting
     network_pool: str = DEFAULT_NETWORK_POOL
+    # Job networks `runner run` keeps ready for the next run (runner.egress.ready); 0: none.
+    ready_networks: int = 8
     proxy_bin: Path | None = None  # mitmdump; None: the one `make services` installs
     broker_ca_file: Path | None = None  # roots the broker trusts upstream; None: the system's
 
@@ -167,6 +169,7 @@ class _Egress(TypedDict):
     allow_hosts: tuple[str, ...]
     add_hosts: tuple[str, ...]
     network_pool: str
+    ready_networks: int
     proxy_bin: Path | None
     broker_ca_file: Path | None
 
@@ -180,6 +183,10 @@ def _egress(env: Mapping[str, str]) -> _Egress:
         "allow_hosts": _list(env, "RUNNER_ALLOW_HOSTS"),
         "add_hosts": _list(env, "RUNNER_ADD_HOSTS"),
         "network_pool": env.get("RUNNER_NETWORK_POOL") or DEFAULT_NETWORK_POOL,
+        # 0 turns keeping networks off (_int refuses it).
+        "ready_networks": 0
+        if (env.get("RUNNER_READY_NETWORKS") or "").strip() == "0"
+        else _int(env, "RUNNER_READY_NETWORKS", 8),
         "proxy_bin": Path(proxy_bin).expanduser() if proxy_bin else None,
         "broker_ca_file": Path(broker_ca).expanduser() if broker_ca else None,
     }

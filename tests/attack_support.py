@@ -430,7 +430,7 @@ def runner_temp_leftovers(tmp: Path) -> list[Path]:
 
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNNER_", "DOCKER_"))}
-    env.update(PYTHONUNBUFFERED="1")
+    env.update(PYTHONUNBUFFERED="1", RUNNER_READY_NETWORKS="0")  # see conftest.py
     env.update(extra)
     return env
 

@@ -13,6 +13,9 @@ from typing import cast
 import pytest
 
 REQUIRE_SERVICES = os.environ.get("RUNNER_TEST_REQUIRE_SERVICES") == "1"
+# Each test's RUNNER_HOME is thrown away with its networks kept ready for the next run
+# (runner.egress.ready), which nothing would then remove: tests keep none unless they ask.
+os.environ.setdefault("RUNNER_READY_NETWORKS", "0")
 TEST_IMAGE = "runner-test/busybox:latest"
 DEBIAN_IMAGE = "runner-test/debian-tools:latest"
 

@@ -52,6 +52,7 @@ def runner_env(home: Path, **extra: str) -> dict[str, str]:
     """An environment for a `runner` subprocess with its own state folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
     env.update({"RUNNER_HOME": str(home), "RUNNER_USER": "alice", "PYTHONUNBUFFERED": "1"})
+    env["RUNNER_READY_NETWORKS"] = "0"  # its home is thrown away (see conftest.py)
     env.update(extra)
     return env
 

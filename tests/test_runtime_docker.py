@@ -34,6 +34,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.errors import ContainerRuntimeError, ImageNotFoundError
+from runner.execute.docker_exits import Exits
 from runner.execute.docker_runtime import (
     SCRIPT_PATH,
     DockerRuntime,
@@ -608,8 +609,44 @@ def test_image_without_a_shell_is_the_images_fault(
         # Not an engine failure to retry: the step fails, and says why.
         assert result.exit_code == 127
         assert "/bin/sh" in out.text("stderr")
+        # Made ahead, it ends before its turn: what it printed waited on its connection.
+        prepared = runtime.prepare(step)
+        out = Output()
+        result = prepared.run(step, on_output=out, cancel=threading.Event())
+        prepared.wait_removed()
+        assert result.exit_code == 127
+        assert "/bin/sh" in out.text("stderr")
     finally:
         client.images.remove(f"{tag}:latest", force=True)
+
+
+class _NoEvents:
+    """The engine's client, with an event stream that cannot be opened."""
+
+    def __init__(self, api: docker.APIClient) -> None:
+        self._api = api
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+    def events(self, **kwargs: Any) -> Any:
+        raise docker.errors.APIError("no events here")
+
+
+@pytest.mark.docker
+def test_exit_codes_come_from_the_engines_events_or_else_from_waiting(
+    client: docker.DockerClient, runtime: DockerRuntime, image_id: str, run_label: dict[str, str]
+) -> None:
+    # A step that closes its output a second before it exits too: its die event comes later.
+    steps = (("exit 3", 3), ("exec >&- 2>&-; sleep 1; exit 4", 4))
+    for exits, follows in ((runtime._exits, True), (Exits(_NoEvents(client.api)), False)):
+        runtime._exits = exits
+        for script, code in steps:
+            step = _step(image_id, script, run_label)
+            result = runtime.prepare(step).run(step, on_output=Output(), cancel=threading.Event())
+            assert result.exit_code == code
+        assert exits.following is follows
+    runtime.settle()
 
 
 def test_cancel_before_start_runs_nothing() -> None:

@@ -22,6 +22,7 @@ from runner.config import NETWORK_POLICIES, Settings
 from runner.egress import JobNetworks, NetworkChoice
 from runner.egress.firewall import Iptables
 from runner.egress.proxy import MitmProxy
+from runner.egress.ready import ReadyNetworks
 from runner.execute.runtime import ContainerRuntime
 
 __all__ = ["NetworkChoice", "job_networks", "network_choice", "network_options", "proxy_binary"]
@@ -55,9 +56,24 @@ def proxy_binary(settings: Settings) -> Path:
 
 
 def job_networks(
-    settings: Settings, runtime: ContainerRuntime, broker_ca_file: Path | None = None
+    settings: Settings,
+    runtime: ContainerRuntime,
+    broker_ca_file: Path | None = None,
+    *,
+    keep_ready: bool = False,
 ) -> JobNetworks:
-    """``broker_ca_file``: ``NetworkChoice.broker_ca_file`` (else the setting)."""
+    """``broker_ca_file``: ``NetworkChoice.broker_ca_file`` (else the setting).
+
+    ``keep_ready``: networks are kept ready between runs of this ``RUNNER_HOME``
+    (`runner run`, and `runner cleanup`, which removes them).
+    """
+    ready = None
+    if keep_ready and settings.ready_networks > 0:
+        ready = ReadyNetworks(
+            settings.home / "ready-networks",
+            pool=settings.network_pool,
+            limit=settings.ready_networks,
+        )
     return JobNetworks(
         runtime,
         firewall=Iptables(),
@@ -65,6 +81,7 @@ def job_networks(
             proxy_binary(settings), upstream_ca=broker_ca_file or settings.broker_ca_file
         ),
         pool=settings.network_pool,
+        ready=ready,
     )
 
 

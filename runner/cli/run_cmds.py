@@ -10,6 +10,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -206,7 +207,7 @@ def run_cmd(
     confinement.check(runtime)
     temp_root = Path(tempfile.gettempdir())
     runs_dir = settings.home / "runs"
-    networks = job_networks(settings, runtime, network_choice.broker_ca_file)
+    networks = job_networks(settings, runtime, network_choice.broker_ca_file, keep_ready=True)
     swept = sweep_leftovers(runtime, runs_dir, temp_root, RUN_LABEL, networks)
     if swept:
         log.info("swept what interrupted runs left behind", count=swept)
@@ -359,11 +360,15 @@ def cleanup_cmd() -> int:
     """Remove containers and temporary folders that interrupted runs left behind."""
     ctx = app()
     runtime = _runtime(ctx, 1)
-    networks = job_networks(ctx.settings, runtime)
+    # Even with RUNNER_READY_NETWORKS=0: what an earlier setting kept goes too.
+    networks = job_networks(replace(ctx.settings, ready_networks=1), runtime, keep_ready=True)
     swept = sweep_leftovers(
         runtime, ctx.settings.home / "runs", Path(tempfile.gettempdir()), RUN_LABEL, networks
     )
     click.echo(f"swept {swept} leftover{'s' if swept != 1 else ''}")
+    kept = networks.sweep_ready(everything=True)
+    if kept:
+        click.echo(f"removed {kept} network{'s' if kept != 1 else ''} kept ready")
     # Rules whose network is gone, whoever's run left them (counted apart: they are not
     # this user's runs).
     stale = networks.sweep_stale_rules()

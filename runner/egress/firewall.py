@@ -51,6 +51,11 @@ class Firewall(Protocol):
         """Add the job network's rules; ``ExecutionError`` if they cannot be added."""
         ...
 
+    def fenced(self, net: NetworkInfo, policy: SandboxPolicy, proxy_port: int | None) -> bool:
+        """Whether every rule ``guard`` would add is in place (a network kept ready by an
+        earlier run for the same rules: runner.egress.ready); never raises."""
+        ...
+
     def release(self, net: NetworkInfo) -> None:
         """Remove the job network's rules; never raises."""
         ...
@@ -68,6 +73,9 @@ class NoFirewall:
 
     def guard(self, net: NetworkInfo, policy: SandboxPolicy, *, proxy_port: int | None) -> None:
         pass
+
+    def fenced(self, net: NetworkInfo, policy: SandboxPolicy, proxy_port: int | None) -> bool:
+        return False  # as if made anew: guard is asked again (and adds nothing)
 
     def release(self, net: NetworkInfo) -> None:
         pass
@@ -164,6 +172,26 @@ class Iptables:
                 self._run(["-D", *words[1:]])
                 removed += 1
         return removed
+
+    def fenced(self, net: NetworkInfo, policy: SandboxPolicy, proxy_port: int | None) -> bool:
+        # Checking a rule costs what adding it does; removing and adding all of them,
+        # several times that (two listings, a deletion each).
+        return net.bridge is None or all(
+            self._has(rule) for rule in rules_for(net, policy, proxy_port)
+        )
+
+    def _has(self, rule: list[str]) -> bool:
+        """Whether ``rule`` (chain, args...) is in place (``iptables -C``)."""
+        try:
+            done = subprocess.run(
+                [self._binary, "-w", "10", "-C", *rule],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0
 
     def _run(self, args: list[str]) -> str:
         try:

@@ -20,7 +20,10 @@ proxy, and a brokered secret's placeholder reaches nothing.
 
 An ended workspace job's network (its containers gone, the caller's promise)
 serves the next workspace of the same job and policy, fence included; the
-job's ``drain`` removes what is left. The proxy is started anew for each.
+job's ``drain`` removes what is left, or keeps it for the next run on the
+shelf of networks kept ready (``ready.py``, `runner run` only: ``open``
+networks without a proxy, fenced afresh when taken). The proxy is started
+anew for each.
 
 Refused connections reach ``on_denied(host, port)``; the caller turns them
 into ``step.egress_denied`` events. Leftovers of a killed run (networks,
@@ -34,12 +37,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Protocol
 
 from runner.egress.broker import BrokerSession
 from runner.egress.firewall import Firewall, host_addresses
 from runner.egress.proxy import PROXY_PORT, OnDenied, ProxyLauncher, RunningProxy, sweep_confdirs
+from runner.egress.ready import ReadyNetworks
 from runner.egress.rules import EgressRules
 from runner.errors import ExecutionError
 from runner.execute.runtime import ContainerRuntime, NetworkInfo
@@ -89,6 +94,10 @@ class JobNetworkSeam(Protocol):
         each one handed back from now on (no workspace of the job is left to start)."""
         ...
 
+    def sweep_ready(self, *, everything: bool = False) -> int:
+        """Remove kept networks whose run is gone (``everything``: every free one too)."""
+        ...
+
 
 _SpareKey = tuple[str, SandboxPolicy, bool]
 """A spare network's job, policy and whether its rules let steps reach a proxy."""
@@ -127,6 +136,8 @@ class JobNetworks:
     _spare_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     # Jobs with no workspace left to start: a network handed back is removed at once.
     _drained: deque[str] = field(default_factory=lambda: deque(maxlen=64), init=False)
+    # Networks kept ready between runs (`runner run`): drained ones go there if they may.
+    ready: ReadyNetworks | None = None
 
     @contextmanager
     def open(
@@ -146,11 +157,24 @@ class JobNetworks:
         key = (job_id, policy, proxied)
         net = self._take(key)
         fenced = net is not None  # a spare keeps the rules its first workspace got
-        if net is None:
+        shelf = self.ready if policy.network == "open" and not proxied else None
+        fence = _fence(policy)
+        adopted = False
+        if net is None and shelf is not None:
+            net = self._adopt(shelf, fence)
+            adopted = net is not None
+        if net is None and shelf is not None:
+            net = self.runtime.create_network(shelf.label, internal=False)
+            shelf.claimed(net, fence)
+        elif net is None:
             net = self.runtime.create_network(job_id, internal=allow)
         proxy: RunningProxy | None = None
         ended = False
         try:
+            if adopted and self.firewall.fenced(net, policy, None):
+                fenced = True  # kept by an earlier run for these rules, and they are all there
+            elif adopted and self.firewall.available():
+                self.firewall.release(net)  # some went (a reboot, a flush): all made afresh
             if not fenced:
                 self.firewall.guard(net, policy, proxy_port=PROXY_PORT if proxied else None)
             env: dict[str, str] = {}
@@ -179,13 +203,15 @@ class JobNetworks:
                 self._close(net)
 
     def drain(self, job_id: str) -> None:
-        """Remove the job's spare networks (side by side), and from now on each one
-        handed back; the job calls it once no workspace is left to start, and as it ends."""
+        """Remove the job's spare networks (side by side) or keep them ready, and from
+        now on each one handed back; the job calls it once no workspace is left to
+        start, and as it ends."""
         with self._spare_lock:
             if job_id not in self._drained:
                 self._drained.append(job_id)
             keys = [key for key in self._spare if key[0] == job_id]
             spare = [net for key in keys for net in self._spare.pop(key)]
+        spare = [net for net in spare if not self._keep(net)]
         closing = [
             threading.Thread(target=self._close, args=(net,), name="network-drain", daemon=True)
             for net in spare
@@ -205,8 +231,36 @@ class JobNetworks:
             wanted = key[0] not in self._drained
             if wanted:
                 self._spare.setdefault(key, []).append(net)
-        if not wanted:
+        if not wanted and not self._keep(net):
             self._close(net)
+
+    def _adopt(self, shelf: ReadyNetworks, fence: str) -> NetworkInfo | None:
+        """A network an earlier run kept ready for the same rules (``open`` checks them)."""
+        busy: list[NetworkInfo] = []
+        found = None
+        while found is None and (net := shelf.take(fence)) is not None:
+            bridge = Path("/sys/class/net", net.bridge) if net.bridge else None
+            if bridge is not None and not bridge.exists():
+                shelf.drop(net)  # removed meanwhile (`docker network prune`): forgotten
+            elif bridge is not None and any((bridge / "brif").iterdir()):
+                busy.append(net)  # a container is on it (one not removed yet): not ours
+            else:
+                found = net
+        for net in busy:  # for a later run, once it is empty; if the shelf is full, the
+            shelf.park(net)  # claim stays, and the sweep after this run removes it
+        return found
+
+    def _keep(self, net: NetworkInfo) -> bool:
+        """Keep ``net`` (empty now) ready for the next run, if it is a shelf's and there is room."""
+        return self.ready is not None and self.ready.park(net)
+
+    def sweep_ready(self, *, everything: bool = False) -> int:
+        if self.ready is None:
+            return 0
+        gone = self.ready.stale() + (self.ready.take_all() if everything else [])
+        for net in gone:
+            self._close(net)
+        return len(gone)
 
     def preflight(self, policy: SandboxPolicy) -> None:
         """Refuse, before any container starts, a policy this host cannot keep."""
@@ -250,6 +304,8 @@ class JobNetworks:
             self.runtime.remove_network(net.name)
         finally:
             rules.join()
+            if self.ready is not None:
+                self.ready.drop(net)
 
     def sweep_stale_rules(self) -> int:
         """Remove firewall rules whose bridge is gone, whichever run left them.
@@ -302,6 +358,16 @@ class NoJobNetworks:
 
     def drain(self, job_id: str) -> None:
         pass
+
+    def sweep_ready(self, *, everything: bool = False) -> int:
+        return 0
+
+
+def _fence(policy: SandboxPolicy) -> str:
+    """What a kept network's rules depend on beyond itself (``open``, no proxy): the
+    ``--allow-host`` entries. A network is taken only for the rules it was kept with,
+    so none of another policy's can linger on it."""
+    return ",".join(sorted(f"{entry.host}:{entry.port or ''}" for entry in policy.allow_hosts))
 
 
 def _without_job_network(policy: SandboxPolicy) -> StepNetwork:

@@ -60,6 +60,7 @@ from docker.utils import kwargs_from_env
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.config import DEFAULT_NETWORK_POOL
 from runner.errors import ConfigError, ContainerRuntimeError, ExecutionError, ImageNotFoundError
+from runner.execute.docker_exits import Exits
 from runner.execute.docker_sandbox import (
     RUNTIMES,
     check_runtimes,
@@ -104,6 +105,10 @@ WRAPPER = (
     f"unset {_SENTINEL}; exec /bin/sh {SCRIPT_PATH} </dev/null"
 )
 ENTRYPOINT = ["/bin/sh", "-c", WRAPPER]
+
+# How long a step whose output ended waits for its die event before asking the
+# engine's wait endpoint (a step may close its output long before it exits).
+_EVENT_WAIT_S = 1.0
 
 _HEADER = struct.Struct(">BxxxL")
 _STREAMS: dict[int, OutputStream] = {1: "stdout", 2: "stderr", 3: "stderr"}
@@ -245,6 +250,8 @@ class DockerRuntime:
         # Finished containers go in the background; settle() waits for them. Four
         # at once: a wave of -j 4 ends together, and its networks wait for them.
         self._reaper = Reaper(workers=4)
+        # Exit codes from the engine's events, ahead of its wait endpoint.
+        self._exits = Exits(api)
 
     @classmethod
     def from_environ(
@@ -278,6 +285,7 @@ class DockerRuntime:
 
     def close(self) -> None:
         self._reaper.settle()
+        self._exits.close()
         self._api.close()
 
     # -- images --------------------------------------------------------------
@@ -388,6 +396,10 @@ class DockerRuntime:
             raise
         prepared = _Prepared(self, container_id, scratch, made)
         try:
+            # Attached before it starts, as run_step does: attached to a running
+            # container, its output would end only once the engine has cleaned up
+            # after it (40-170 ms after it exits, on the critical path of its turn).
+            prepared.attached = self._attach(container_id)
             with _engine("start the step's container"):
                 self._api.start(container_id)
         except BaseException:
@@ -404,14 +416,6 @@ class DockerRuntime:
             shutil.rmtree(scratch, ignore_errors=True)
 
         return self._reaper.submit(remove)
-
-    def _running(self, container_id: str) -> bool:
-        with _engine("inspect the step's container"):
-            try:
-                state = self._api.inspect_container(container_id)["State"]
-            except docker.errors.NotFound:
-                return False
-        return bool(state.get("Running"))
 
     def _create(self, step: StepContainer, script: Path) -> str:
         mounts = [
@@ -452,7 +456,9 @@ class DockerRuntime:
                 # the spec never asked for; the spec's env is the whole env.
                 use_config_proxy=False,
             )
-        return str(created["Id"])
+        container_id = str(created["Id"])
+        self._exits.watch(container_id)  # before it starts: its death cannot be missed
+        return container_id
 
     def _attach(self, container_id: str) -> tuple[Any, socket.socket]:
         with _engine("attach to the step's container"):
@@ -541,6 +547,16 @@ class DockerRuntime:
             handle.close()
 
     def _wait(self, container_id: str, deadline: float, cancel: threading.Event) -> StepExit:
+        # Its output ended, so it has most likely died: the engine's die event says
+        # so before the wait endpoint would (runner.execute.docker_exits).
+        for _ in range(max(1, round(_EVENT_WAIT_S / self._poll_interval_s))):
+            if cancel.is_set() or self._clock.monotonic() >= deadline:
+                break
+            code = self._exits.code(container_id, timeout=self._poll_interval_s)
+            if code is not None:
+                return self._exit_from(container_id, {"StatusCode": code})
+            if not self._exits.following:
+                break
         # The output ends when the step closes stdout and stderr, which it may
         # do long before it exits: keep honouring the timeout and cancel.
         while True:
@@ -584,6 +600,7 @@ class DockerRuntime:
         return StepExit(exit_code=code, timed_out=timed_out, canceled=canceled)
 
     def _remove(self, container_id: str) -> None:
+        self._exits.forget(container_id)
         try:
             self._api.remove_container(container_id, force=True, v=True)
         except docker.errors.NotFound:
@@ -773,6 +790,8 @@ class _Prepared:
         self._made = made
         self._used = False
         self._removed: threading.Event | None = None
+        # Its attach connection, made before it started; the payload goes there at its turn.
+        self.attached: tuple[Any, socket.socket] | None = None
 
     def run(
         self, step: StepContainer, *, on_output: OutputCallback, cancel: threading.Event
@@ -793,25 +812,21 @@ class _Prepared:
                 return early
             hand_over_workspace(step)
             (self._scratch / "step.sh").write_text(step.script, encoding="utf-8")
-            handle, raw = runtime._attach(self._id)
-            try:
-                running = runtime._running(self._id)
-            except BaseException:
-                runtime._detach(raw, handle)
-                raise
-            if not running:
-                # It ended before its payload (an image without /bin/sh, say), and what
-                # it printed then went nowhere: run the step afresh to show it.
-                runtime._detach(raw, handle)
-                self.discard()
-                return runtime.run_step(step, on_output=on_output, cancel=cancel)
+            if self.attached is None:  # prepare attached it; only discard detaches it
+                raise ExecutionError("a prepared step container was discarded before its turn")
+            (handle, raw), self.attached = self.attached, None
             payload = _exports(payload_env(step)) + env_payload(step.secret_env, step.secret_files)
+            # A container that ended before its payload (an image without /bin/sh, say)
+            # refuses it; what it printed waits in the connection and is shown as its output.
             return runtime._exchange(self._id, handle, raw, step, payload, on_output, cancel)
         finally:
             self.discard()
 
     def discard(self) -> None:
         self._used = True
+        if self.attached is not None:
+            (handle, raw), self.attached = self.attached, None
+            self._runtime._detach(raw, handle)
         if self._removed is None:
             self._removed = self._runtime._remove_later(self._id, self._scratch)
 

@@ -10,7 +10,6 @@ under ``--out`` as its workspace finishes, and writes ``summary.json``.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 from runner.cache import StepCache
 from runner.changeset import import_records
 from runner.egress import JobNetworkSeam, NoJobNetworks
+from runner.egress.ready import process_alive
 from runner.env import EnvPlan, HostEnv, SecretRef
 from runner.execute.job import (
     CheckedChangeset,
@@ -341,7 +341,7 @@ def sweep_leftovers(
             pid = int(record.read_text().strip() or "0")
         except (OSError, ValueError):
             pid = 0
-        if pid and _alive(pid):
+        if pid and process_alive(pid):
             continue
         run_id = record.name
         swept += runtime.sweep(label, run_id)
@@ -351,14 +351,7 @@ def sweep_leftovers(
             remove_tree(leftover)  # in parallel, as a workspace is removed
             swept += 1
         record.unlink(missing_ok=True)
+    # Networks kept ready that a run took and did not give back (it was killed).
+    if networks is not None:
+        swept += networks.sweep_ready()
     return swept
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -1,0 +1,170 @@
+"""Job networks kept ready between local runs, each used by one run at a time.
+
+Making a job network and removing it cost the engine a few tenths of a
+second each, on the critical path of a run's first workspaces and after its
+last ones. So `runner run` keeps the networks its last workspaces used (their
+containers gone) on this shelf instead of removing them, and the next run
+takes them from it; ``JobNetworks`` fences each one afresh when it is taken.
+Only networks of the ``open`` policy without a proxy are kept: their fence
+is the only thing that differs between runs, and it is made again.
+
+The shelf is a folder under ``RUNNER_HOME``:
+
+* ``NAME.json``: a kept network, free for the next run (its ``NetworkInfo``
+  and the address pool it came from);
+* ``NAME.PID.claim``: the same network, in use by process PID. A run claims
+  a kept one by renaming its file (only one of two runs can), and one it
+  makes as soon as it is made.
+
+A kept network carries the shelf's label (``label``), never a run's, so the
+sweep of a run's leftovers leaves it to the shelf: ``stale`` hands over the
+networks of claims whose process is gone (the next run and `runner cleanup`
+remove them), and `runner cleanup` removes the free ones too (``take_all``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.execute.runtime import NetworkInfo
+
+CLAIM = ".claim"
+FREE = ".json"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class ReadyNetworks:
+    """The shelf of one ``RUNNER_HOME``: at most ``limit`` free networks of ``pool``."""
+
+    folder: Path
+    pool: str
+    limit: int = 8
+    pid: int = field(default_factory=os.getpid)
+
+    @property
+    def label(self) -> str:
+        """What kept networks carry as their job label: this shelf's, not a run's."""
+        digest = hashlib.sha256(str(self.folder.resolve()).encode()).hexdigest()
+        return f"ready-{digest[:12]}"
+
+    def claimed(self, net: NetworkInfo, fence: str) -> None:
+        """``net`` was just made to be kept, fenced by the rules ``fence`` names: it is
+        this process's until parked or removed."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{net.name}.{self.pid}.tmp"
+        tmp.write_text(json.dumps({**self._record(net), "fence": fence}))
+        tmp.rename(self._claim(net.name, self.pid))
+
+    def take(self, fence: str) -> NetworkInfo | None:
+        """Claim a free network of this shelf's pool kept for rules ``fence``; None if none."""
+        for path in self._free():
+            net, kept = _read(path)
+            if net is None or kept != (self.pool, fence):
+                continue
+            try:
+                path.rename(self._claim(net.name, self.pid))
+            except FileNotFoundError:
+                continue  # another run took it first
+            return net
+        return None
+
+    def park(self, net: NetworkInfo) -> bool:
+        """Free ``net`` (claimed by this process) for the next run; False if the shelf is full."""
+        if self.limit <= 0 or sum(1 for _ in self._free()) >= self.limit:
+            return False
+        try:
+            self._claim(net.name, self.pid).rename(self.folder / f"{net.name}{FREE}")
+        except FileNotFoundError:
+            return False  # not on the shelf: not this shelf's to keep
+        return True
+
+    def drop(self, net: NetworkInfo) -> None:
+        """``net`` is removed (or gone): forget this process's claim on it."""
+        self._claim(net.name, self.pid).unlink(missing_ok=True)
+
+    def stale(self) -> list[NetworkInfo]:
+        """The networks of claims whose process is gone, claimed now by this one."""
+        found: list[NetworkInfo] = []
+        for path in self._files(f"*{CLAIM}"):
+            name, _, pid = path.name.removesuffix(CLAIM).rpartition(".")
+            if not pid.isdigit() or process_alive(int(pid)):
+                continue
+            net, _ = _read(path)
+            try:
+                path.rename(self._claim(name, self.pid))
+            except FileNotFoundError:
+                continue  # another sweep took it
+            if net is not None:
+                found.append(net)
+            else:
+                self._claim(name, self.pid).unlink(missing_ok=True)
+        return found
+
+    def take_all(self) -> list[NetworkInfo]:
+        """Claim every free network, whatever its pool (`runner cleanup` removes them)."""
+        found: list[NetworkInfo] = []
+        for path in self._free():
+            net, _ = _read(path)
+            name = path.name.removesuffix(FREE)
+            try:
+                path.rename(self._claim(name, self.pid))
+            except FileNotFoundError:
+                continue
+            if net is not None:
+                found.append(net)
+            else:
+                self._claim(name, self.pid).unlink(missing_ok=True)
+        return found
+
+    def _record(self, net: NetworkInfo) -> dict[str, object]:
+        return {
+            "name": net.name,
+            "subnet": net.subnet,
+            "gateway": net.gateway,
+            "bridge": net.bridge,
+            "internal": net.internal,
+            "pool": self.pool,
+        }
+
+    def _claim(self, name: str, pid: int) -> Path:
+        return self.folder / f"{name}.{pid}{CLAIM}"
+
+    def _free(self) -> Iterator[Path]:
+        return self._files(f"*{FREE}")
+
+    def _files(self, pattern: str) -> Iterator[Path]:
+        if not self.folder.is_dir():
+            return iter(())
+        return iter(sorted(self.folder.glob(pattern)))
+
+
+def _read(path: Path) -> tuple[NetworkInfo | None, tuple[str, str] | None]:
+    """A record's network, and the pool and fence it was kept for; Nones if unreadable."""
+    try:
+        data = json.loads(path.read_text())
+        net = NetworkInfo(
+            name=str(data["name"]),
+            subnet=str(data["subnet"]),
+            gateway=str(data["gateway"]),
+            bridge=data.get("bridge"),
+            internal=bool(data.get("internal")),
+        )
+        return net, (str(data.get("pool")), str(data.get("fence")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
