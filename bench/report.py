@@ -950,6 +950,63 @@ its HTTP rate stayed at 1,030–1,310 jobs/s whatever the load, while the
 in-process drain costs 0.35–0.4 ms a job: the faster the service gets, the
 nearer that ratio comes to 0.5.
 
+### Margins for the coordinator's ratios (issue 21, part `coordmargin`)
+
+The two ratios of each backend pull against each other: a saving in the
+service or its SQL is the same µs in-process and over HTTP, so it raises
+`inprocess_vs_raw_sql` and lowers `http_vs_inprocess`; only a saving in the
+HTTP layer raises the second alone. Which one is thin depends on the load:
+at load 3 the raw-SQL ratios were the low ones (SQLite 0.526–0.537,
+PostgreSQL 0.528–0.542), above 5 SQLite's HTTP one (below).
+
+What changed. The executors' answers (a claim, an end's record) are encoded
+by pydantic's serializer (`api.CompactJSON`) instead of `json.dumps`: the
+same bytes for what they hold (a test compares a real claim's answer, a
+record and awkward strings and integers with Starlette's), 3 µs against 9.8
+for a claim's 1.3 kB. The fast path reads a body with
+`model_validate_json`, parse and validation in one pass (2 µs against 5);
+what pydantic refuses and `json.loads` takes goes to FastAPI as before.
+`Database.once` on PostgreSQL runs on a cursor each thread keeps on its
+connection instead of a new cursor per statement (psycopg copies an adapters
+map into each), a new one when the connection was replaced (a test drops
+the connection under it).
+
+Before and after, alternated on the same machine: over HTTP, a server with
+the old encoding and parsing against one with the new, rounds of 600 jobs,
+the in-process drain between them. SQLite, 8 rounds, load 3.0 → 2.8: server
+CPU 0.379 → 0.373 ms a job, 2,456 → 2,469 jobs/s, `http_vs_inprocess`
+0.625 → 0.642. PostgreSQL, 8 rounds, load 2.6 → 4.3: 0.652 → 0.588 ms a
+job, 1,204 → 1,321 jobs/s (rounds 910–1,545), ratio 0.689 → 0.698. The kept
+cursor, one thread in-process on PostgreSQL, 10 alternated rounds of 600
+claim-and-complete cycles at load 4–4.7: 283 → 274 µs of CPU a cycle; the
+8-thread drain spread too much to rank (1,441–2,297 jobs/s both ways).
+`python -m bench --only coordinator`, as committed before, load 4.4 → 6.6:
+SQLite HTTP 0.591, raw 0.59; PostgreSQL 0.521 and 0.68. With the encoding
+and parsing, load 3.1 → 2.8: 0.671, 0.526; 0.57, 0.542; load 2.3 → 3.8:
+0.491, 0.537; 0.705, 0.528. With the cursor too, load 4.7 → 6.4: 0.492,
+0.577; 0.749, 0.704; load 6.5 → 7.8: 0.487, 0.556; 0.84, 0.766. Tried and
+not kept: a pool of 8 threads instead of 16 for PostgreSQL's calls (6
+rounds: 1,122 against 1,391 jobs/s, 0.616 against 0.577 ms a job); a hop of
+our own (a queue and `call_soon_threadsafe`) instead of `run_in_executor`
+(under uvloop 40–45 µs a round trip against 33–36); the completion's
+`RETURNING` cut to the columns it does not set (SQLite 91–102 µs against
+92–96 for both statements: the row costs, not its columns).
+
+What is left. In-process on SQLite a claim and its completion cost 185–210
+µs of CPU on one thread: the two statements 95 (the raw floor's two, 80:
+the difference is the returned rows, about 15), the store's Python 45–65
+(two records decoded, 4.5 µs each; two `SET` lists, 4–5 each; the lease and
+its hash), the service's 20. One thread runs 4,850 cycles a second; the 8
+threads of the drain 3,450–3,900, taking the one connection in turns. On
+PostgreSQL a cycle is 275 µs of CPU, about 40 of them psycopg's per
+statement. SQLite's server is one thread, and the scheduler shares CPUs by
+thread: at load 4.7–7.8 its HTTP rate fell to 1,300–1,900 jobs/s (2,300–
+2,500 at load 3) while the 8-thread in-process drain kept 2,700–3,700, and
+the ratio went under 0.5 (0.487–0.492); at load 3 it was 0.49–0.67. Lifting
+it under load means less CPU in the server's loop per request (uvicorn's
+parser and task, the socket: about 0.1 ms of the 0.37) or a second thread
+that does not contend for the interpreter lock; neither was in reach here.
+
 ### `interrupt_latency_s`: Ctrl-C in a large workspace
 
 Before, a workspace was made with `git archive` read whole into memory and

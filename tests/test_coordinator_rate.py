@@ -138,11 +138,15 @@ def test_a_read_survives_a_dropped_postgresql_connection(postgres_url: str) -> N
         with connect(url) as db:
             with db.transaction(write=False) as tx:
                 pid = tx.scalar("SELECT pg_backend_pid() AS pid")
+            # ``once`` keeps a cursor per thread: on this connection for now.
+            assert db.once("SELECT pg_backend_pid() AS pid") == [{"pid": pid}]
             with psycopg.connect(url, autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", [pid])
             with db.transaction(write=False) as tx:
                 again = tx.scalar("SELECT pg_backend_pid() AS pid")
             assert again != pid
+            # ... and on the new one once the old one is gone.
+            assert db.once("SELECT pg_backend_pid() AS pid") == [{"pid": again}]
 
 
 def test_a_secret_resolves_through_its_namespaces_in_one_query(backend: Backend) -> None:

@@ -239,6 +239,34 @@ def test_an_executor_cycle_goes_through_the_fast_path(
     assert [c["text"] for c in alice.job_logs(job["id"])["chunks"]] == ["hello\n"]
 
 
+def test_claim_and_end_answers_are_the_bytes_json_dumps_would_send(
+    world: World, tmp_path: Path
+) -> None:
+    """``CompactJSON`` (pydantic's encoder) against Starlette's ``JSONResponse``: a real
+    claim's answer and record, and the awkward strings a value or a path may hold."""
+    from starlette.responses import JSONResponse
+
+    from runner.queue.api import CompactJSON
+
+    alice = world.client("alice")
+    alice.submit(_bundle(tmp_path), "user:alice")
+    executor = world.coordinator.authenticate(world.token["exec"])
+    claimed = world.coordinator.claim(executor, executor="ex1")
+    assert claimed is not None
+    record = world.coordinator.complete(
+        executor, claimed.lease.job.id, lease=claimed.lease.token, result={"status": "ok"}
+    )
+    awkward = {
+        "text": 'é 😀 \u2028 \x00 \x1f \x7f " \\ </script> \t\n',
+        "numbers": [0, -1, 2**63 - 1, -(2**63), 2**70, 1.5, 0.1, 1e16],
+        "nested": {"a": [None, True, False, {}, []], "": "empty key"},
+    }
+    for content in (claimed.to_json(), record.to_json(), awkward):
+        assert CompactJSON(content).body == JSONResponse(content).body
+    # Never a non-JSON token: json.dumps refused these, the answer has null instead.
+    assert json.loads(bytes(CompactJSON([float("nan"), float("inf")]).body)) == [None, None]
+
+
 def test_an_unexpected_failure_answers_500_without_its_details(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
+from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runner.errors import RunnerError, error_to_json
@@ -214,6 +215,21 @@ Who = Annotated[Principal, Depends(principal)]
 # the same requests without FastAPI's routing, dependencies and middleware.
 
 
+class CompactJSON(JSONResponse):
+    """``JSONResponse``'s body from pydantic's serializer instead of ``json.dumps``.
+
+    The same bytes for the values these answers hold (str, int, bool, None, lists and
+    dicts: ``tests/test_fastpath.py`` compares them), in a third of the time: a claim's
+    answer of 1.3 kB took 9.8 µs to encode, 3 µs this way (issue 21). Only the
+    executors' answers use it: they are sent once per job. Where ``json.dumps``
+    refused a NaN or an infinity (none of these answers holds a float), this sends
+    null.
+    """
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content, inf_nan_mode="null")
+
+
 def claim_answer(c: Coordinator, token: str | None, body: ClaimBody) -> Response:
     return _claimed_answer(c, c.authenticate(token), body)
 
@@ -228,7 +244,7 @@ def _claimed_answer(c: Coordinator, who: Principal, body: ClaimBody) -> Response
     # text in this process, whatever it logs (a traceback's locals) is redacted too.
     with active().scoped(f"claim:{claimed.lease.job.id}:{claimed.lease.attempt}") as scope:
         register_values(scope, plan=claimed.plan, secrets=claimed.secrets)
-        return JSONResponse(claimed.to_json(), headers={"Cache-Control": "no-store"})
+        return CompactJSON(claimed.to_json(), headers={"Cache-Control": "no-store"})
 
 
 def heartbeat_answer(c: Coordinator, token: str | None, body: HeartbeatBody) -> Response:
@@ -264,7 +280,7 @@ def complete_answer(c: Coordinator, token: str | None, job_id: str, body: Comple
     brokered = [use.model_dump() for use in body.brokered]
     record = c.complete(who, job_id, lease=body.lease, result=body.result, brokered=brokered)
     if body.claim is None:
-        return JSONResponse(record.to_json())
+        return CompactJSON(record.to_json())
     return _next_job_answer(c, who, record.state, body.claim)
 
 
@@ -275,7 +291,7 @@ def fail_answer(c: Coordinator, token: str | None, job_id: str, body: FailBody) 
         who, job_id, lease=body.lease, state=body.state, error=body.error, brokered=brokered
     )
     if body.claim is None:
-        return JSONResponse(record.to_json())
+        return CompactJSON(record.to_json())
     return _next_job_answer(c, who, record.state, body.claim)
 
 

@@ -19,7 +19,6 @@ OpenAPI document and that fallback.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -95,8 +94,11 @@ def parse(model: type[BaseModel], scope: Scope, body: bytes) -> BaseModel | None
     if content_type.partition(";")[0].strip().lower() != "application/json":
         return None
     try:
-        return model.model_validate(json.loads(body))
-    except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError too
+        # Parsed and validated in one pass by pydantic (2 µs against json.loads and
+        # model_validate's 5, issue 21). Anything it refuses that FastAPI's json.loads
+        # takes (another UTF encoding, a lone surrogate) goes to FastAPI, which answers.
+        return model.model_validate_json(body)
+    except (ValueError, ValidationError):  # UnicodeDecodeError too
         return None
 
 
