@@ -163,14 +163,7 @@ def test_an_end_with_a_claim_gets_the_same_answers_with_and_without_the_fast_pat
 
     alice, executor = world.client("alice"), world.client("exec")
     headers = {"Authorization": f"Bearer {world.token['exec']}"}
-    served: list[str] = []
-    real = fastpath._answer
-
-    def counting(call: Any, path: str) -> Any:
-        served.append(path.rsplit("/", 1)[-1])
-        return real(call, path)
-
-    monkeypatch.setattr(fastpath, "_answer", counting)
+    served = _count_fast_answers(monkeypatch)
 
     def held(queued: int) -> list[Any]:
         for _ in range(queued):
@@ -215,14 +208,7 @@ def test_an_end_with_a_claim_gets_the_same_answers_with_and_without_the_fast_pat
 def test_an_executor_cycle_goes_through_the_fast_path(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    served: list[str] = []
-    real = fastpath._answer
-
-    def counting(call: Any, path: str) -> Any:
-        served.append(path.rsplit("/", 1)[-1])
-        return real(call, path)
-
-    monkeypatch.setattr(fastpath, "_answer", counting)
+    served = _count_fast_answers(monkeypatch)
     alice, executor = world.client("alice"), world.client("exec")
     (job,) = alice.submit(_bundle(tmp_path), "user:alice")["jobs"]
     claim = executor.claim("ex1")
@@ -433,3 +419,16 @@ def test_a_real_server_answers_requests_on_one_keep_alive_connection(
     assert answers[1][1] == b""
     assert "/api/executor/claim" in json.loads(answers[2][1])["paths"]
     assert json.loads(answers[4][1])["error"]["type"] == "InvalidRequest"
+
+
+def _count_fast_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The last path segment of each request the fast path answered, in order."""
+    served: list[str] = []
+    real = fastpath._answer
+
+    def counting(call: Any, path: str) -> Any:
+        served.append(path.rsplit("/", 1)[-1])
+        return real(call, path)
+
+    monkeypatch.setattr(fastpath, "_answer", counting)
+    return served
