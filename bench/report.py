@@ -1059,6 +1059,28 @@ it under load means less CPU in the server's loop per request (uvicorn's
 parser and task, the socket: about 0.1 ms of the 0.37) or a second thread
 that does not contend for the interpreter lock; neither was in reach here.
 
+### `coordinator_http_vs_inprocess.postgresql`: one server, every core (issue 21, part `workers`)
+
+On PostgreSQL one `runner server` process was the bottleneck: its event
+loop and the threads of its database calls share one interpreter lock, so
+it used one core of two while the in-process drain's 8 threads (psycopg
+releasing the lock in its waits) used both; two replicas on one database
+already drained 1,800–2,100 jobs/s against 1,100–1,300 for one. `runner
+server` now binds its address once and forks one worker per CPU (2 here),
+each a full replica on its own connections, the parent supervising; fork
+after binding rather than `SO_REUSEPORT` so a port in use fails once in the
+parent, no other process can join the group, and idle workers take
+connections from one accept queue. The bench's server is `runner server` as
+an operator runs it, so it now has 2 workers (`postgresql_two_replicas`, two
+such servers, is now 4 processes on 2 cores: no faster than one). Before:
+the last `make bench` read 0.484 (rounds 0.46, 0.46, 0.70, 0.50), 1,100–
+1,300 jobs/s. After, `python -m bench --only coordinator`, load 1.0 → 1.6:
+0.664 (rounds 0.50, 0.77, 0.56, 0.78, 0.66), 1,340–1,830 jobs/s; load 1.5 →
+1.6: 0.716 (rounds 0.73, 0.70, 0.64, 0.86); the final code, load 0.8 →
+2.8: 0.633 (rounds 0.55, 0.57, 0.73, 0.83, 0.63), 1,430 jobs/s. The lowest
+of those 14 rounds was 0.50. SQLite stays one process (one writer;
+`--workers 2` is refused): its ratios are unchanged (0.64–0.66).
+
 ### `interrupt_latency_s`: Ctrl-C in a large workspace
 
 Before, a workspace was made with `git archive` read whole into memory and

@@ -92,17 +92,45 @@ def _counter(
 class _Registry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # What a scrape reads: the registry itself, or (several worker processes) the
+        # figures every worker wrote into the shared directory.
+        self.exposed = self.registry
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
-        return generate_latest(self.registry)
+        return generate_latest(self.exposed)
+
+
+# Set in each worker process of a `runner server --workers N` (``use_multiprocess_values``).
+_multiprocess_dir: str | None = None
+
+
+def use_multiprocess_values(directory: str) -> None:
+    """Keep the value of every metric created from now on in a file of ``directory``
+    (which the caller also names in ``PROMETHEUS_MULTIPROC_DIR``: only the CLI sets the
+    environment), and let a coordinator's scrape sum the files of every worker process,
+    so any worker of one `runner server` answers the server's figures."""
+    from prometheus_client import values
+
+    global _multiprocess_dir
+    _multiprocess_dir = directory
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 class CoordinatorMetrics(_Registry):
-    """What a coordinator replica counts, and the gauges it reads from the database."""
+    """What a coordinator replica counts, and the gauges it reads from the database.
+
+    In a worker process of `runner server --workers N` (``use_multiprocess_values``),
+    a scrape answers the counters and histograms summed over every worker.
+    """
 
     def __init__(self) -> None:
         super().__init__()
+        if _multiprocess_dir is not None:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self.exposed = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self.exposed, path=_multiprocess_dir)  # type: ignore[no-untyped-call]
         r = self.registry
         self.outcomes = _counter(
             r,
@@ -176,7 +204,7 @@ class CoordinatorMetrics(_Registry):
         executors: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         """Export the database's counts at each scrape (call once per registry)."""
-        self.registry.register(
+        self.exposed.register(
             DatabaseGauge(
                 "runner_jobs",
                 "Jobs in the database, by state (the same on every replica).",
@@ -186,7 +214,7 @@ class CoordinatorMetrics(_Registry):
             )
         )
         if executors is not None:
-            self.registry.register(
+            self.exposed.register(
                 DatabaseGauge(
                     "runner_executors",
                     "Executors that sent a heartbeat, by state: live, or stale (quiet for "

@@ -63,7 +63,10 @@ def start_server(cluster: Cluster, name: str, port: int) -> str:
     cluster.spawn(
         name,
         ["server", "--listen", f"127.0.0.1:{port}", "--repos-root", str(cluster.repos)],
-        cluster.coord_env,
+        # One process per replica: these tests kill replicas with SIGKILL, which would
+        # leave a multi-worker server's metrics folder until the next server starts
+        # (tests/test_server_workers.py covers workers).
+        {**cluster.coord_env, "RUNNER_SERVER_WORKERS": "1"},
     )
 
     def answers() -> bool:

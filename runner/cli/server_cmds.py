@@ -62,6 +62,14 @@ def _echo_json(data: object) -> None:
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM cert.")
 @click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM key.")
 @click.option("--insecure", is_flag=True, help="Allow plain HTTP on a non-loopback address.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    envvar="RUNNER_SERVER_WORKERS",
+    help="Server processes on the one listening socket, each a coordinator replica "
+    "(PostgreSQL only; default there: the number of CPUs; SQLite: 1).  "
+    "[env: RUNNER_SERVER_WORKERS]",
+)
 @common_options
 def server_cmd(
     listen: str,
@@ -70,6 +78,7 @@ def server_cmd(
     tls_cert: Path | None,
     tls_key: Path | None,
     insecure: bool,
+    workers: int | None,
 ) -> int:
     """Run the coordinator: the job queue, the secrets API and the executor API.
 
@@ -77,20 +86,8 @@ def server_cmd(
     RUNNER_DATABASE_URL, with the master key of RUNNER_MASTER_KEY_FILE. Secrets
     are decrypted only when an executor claims a job that uses them.
     """
-    from runner.queue.fleet import SqlFleetStore
-    from runner.queue.policies import SqlPolicyStore
-    from runner.queue.server import (
-        AUTH_CACHE_S,
-        ServeOptions,
-        check_options,
-        parse_listen,
-        serve,
-    )
-    from runner.queue.service import Coordinator, CoordinatorSettings
-    from runner.queue.store import SqlJobStore
-    from runner.queue.tokens import SqlTokenStore
+    from runner.queue.server import ServeOptions, check_options, parse_listen, serve, serve_workers
     from runner.secrets import open_store
-    from runner.users.sql import SqlUserDirectory
 
     settings = app().settings
     host, port = parse_listen(listen)
@@ -106,8 +103,99 @@ def server_cmd(
     if repos_root is not None and not repos_root.is_dir():
         raise click.BadParameter(f"{repos_root} is not a folder", param_hint="--repos-root")
     store = open_store(settings)
+    try:
+        workers = _server_workers(workers, store.db.dialect)
+        # Every migration this runner knows, applied now (once, before any worker starts):
+        # /readyz answers ready only then.
+        store.db.migrate()
+        if workers == 1:
+            serve(_coordinator(settings, store, repos_root, clone_url_template), options)
+            return 0
+    finally:
+        store.close()  # (with workers: each opens its own connections, none survives a fork)
+
+    def worker(sock: socket.socket) -> None:
+        from runner.metrics import use_multiprocess_values
+
+        use_multiprocess_values(metrics_dir)
+        with open_store(settings) as mine:
+            serve(_coordinator(settings, mine, repos_root, clone_url_template), options, sock)
+
+    with _metrics_dir() as metrics_dir:
+        serve_workers(options, workers, worker)
+    return 0
+
+
+def _server_workers(asked: int | None, dialect: str) -> int:
+    """How many server processes: ``asked``, or one per CPU on PostgreSQL; one on SQLite."""
+    if dialect != "postgresql":
+        if asked is not None and asked > 1:
+            raise UsageError(
+                f"--workers {asked} needs PostgreSQL: a SQLite database has one writer, "
+                "and one `runner server` serves it",
+                hint="use --workers 1 (the default on SQLite), or put the state in "
+                "PostgreSQL (RUNNER_DATABASE_URL=postgresql://...)",
+            )
+        return 1
+    return asked or len(os.sched_getaffinity(0))
+
+
+METRICS_PREFIX = "runner-server-metrics-"
+
+
+def _remove_orphan_metrics(base: Path) -> None:
+    """Remove what servers killed with SIGKILL left: our directories whose pid is gone."""
+    import shutil
+
+    for path in base.glob(f"{METRICS_PREFIX}*-*"):
+        pid = path.name[len(METRICS_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # gone meanwhile, or a live process of another user
+            continue
+
+
+@contextmanager
+def _metrics_dir() -> Iterator[str]:
+    """A directory on a tmpfs where the workers keep their metrics, gone at exit.
+
+    prometheus_client's multiprocess mode finds it in ``PROMETHEUS_MULTIPROC_DIR``,
+    which the forked workers inherit; the figures are counts, never secrets, and a
+    tmpfs keeps their many small writes off the disk.
+    """
+    import shutil
+
+    # mkdtemp: a fresh name, mode 0700, so no other user can plant or read figures.
+    tmpfs = "/dev/shm"  # noqa: S108  # a tmpfs on Linux, not a shared temporary folder
+    base = tmpfs if os.path.isdir(tmpfs) else tempfile.gettempdir()
+    _remove_orphan_metrics(Path(base))
+    path = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-", dir=base)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _coordinator(
+    settings: Any, store: Any, repos_root: Path | None, clone_url_template: str | None
+) -> Any:
+    """The coordinator `runner server` (or one of its workers) serves, on ``store``."""
+    from runner.queue.fleet import SqlFleetStore
+    from runner.queue.policies import SqlPolicyStore
+    from runner.queue.server import AUTH_CACHE_S
+    from runner.queue.service import Coordinator, CoordinatorSettings
+    from runner.queue.store import SqlJobStore
+    from runner.queue.tokens import SqlTokenStore
+    from runner.users.sql import SqlUserDirectory
+
     cache, on_change = _cache(settings, store)
-    coordinator = Coordinator(
+    return Coordinator(
         jobs=SqlJobStore(store.db),
         tokens=SqlTokenStore(store.db, cache_s=AUTH_CACHE_S),
         secrets=store,
@@ -124,13 +212,6 @@ def server_cmd(
         policies=SqlPolicyStore(store.db),
         fleet=SqlFleetStore(store.db),
     )
-    # Every migration this runner knows, applied now: /readyz answers ready only then.
-    store.db.migrate()
-    try:
-        serve(coordinator, options)
-    finally:
-        store.close()
-    return 0
 
 
 def _cache(settings: Any, store: Any) -> tuple[Any, Any]:

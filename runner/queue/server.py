@@ -15,9 +15,11 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -203,8 +205,14 @@ def _note_signal(signum: int, frame: FrameType | None) -> None:
     log.info("stop signal handled", signal=signal.Signals(signum).name)
 
 
-def serve(coordinator: Coordinator, options: ServeOptions) -> None:
-    """Run until SIGINT or SIGTERM (uvicorn stops gracefully on either)."""
+def serve(
+    coordinator: Coordinator, options: ServeOptions, sock: socket.socket | None = None
+) -> None:
+    """Run until SIGINT or SIGTERM (uvicorn stops gracefully on either).
+
+    ``sock``: a listening socket to serve on (a worker of ``serve_workers``) instead of
+    binding ``options``' address.
+    """
     import uvicorn
 
     from runner.queue.coalesce import CoalescingHttpProtocol
@@ -240,7 +248,7 @@ def serve(coordinator: Coordinator, options: ServeOptions) -> None:
         signals = (signal.SIGINT, signal.SIGTERM)
         previous = {sig: signal.signal(sig, _note_signal) for sig in signals}
         try:
-            server.run()
+            server.run(sockets=[sock] if sock is not None else None)
         finally:
             resetter.stop()
             for sig, handler in previous.items():
@@ -251,3 +259,155 @@ def serve(coordinator: Coordinator, options: ServeOptions) -> None:
             hint="pick a free port, or check the TLS files; the log above says why",
         )
     log.info("coordinator stopped")
+
+
+# How long the workers of `runner server --workers N` have to stop after SIGTERM before
+# they are killed: uvicorn's graceful shutdown (10 s) and the resetter's last round.
+WORKER_STOP_S = 15.0
+
+
+def listen_socket(options: ServeOptions) -> socket.socket:
+    """``options``' address bound once and listening, for every worker to accept on."""
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((options.host, options.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"the coordinator could not listen on {options.host}:{options.port}: "
+            f"{exc.strerror or exc}",
+            hint="pick a free port",
+        ) from None
+    sock.listen(2048)
+    return sock
+
+
+def _die_with_parent() -> None:
+    """Have the kernel send this worker SIGTERM when its parent ends, however it ends
+    (even SIGKILL), so no worker outlives its server."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def serve_workers(
+    options: ServeOptions, workers: int, worker: Callable[[socket.socket], None]
+) -> None:
+    """Serve with ``workers`` processes forked after binding one listening socket.
+
+    Each child calls ``worker(sock)``: it builds its own coordinator (its own database
+    connections: a connection does not survive a fork) and serves on ``sock``; the
+    kernel hands each connection to whichever worker accepts it first. The parent only
+    supervises: SIGINT or SIGTERM stops every worker gracefully; a worker that ends on
+    its own stops the others and the server, with its pid and exit status in the
+    error, for the service manager to restart the whole server (a half-sized server
+    would hide the failure).
+    """
+    check_options(options)
+    sock = listen_socket(options)
+    pids: set[int] = set()
+    try:
+        for _ in range(workers):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child's code ends in os._exit
+                _run_worker(sock, worker)
+            pids.add(pid)
+        sock.close()  # the workers hold it; the parent accepts nothing
+        log.info("coordinator workers started", url=options.url, workers=sorted(pids))
+        failed = _supervise(pids)
+    finally:
+        sock.close()
+        _stop(pids)
+    if failed is not None:
+        pid, code = failed
+        how = f"exited with status {code}" if code >= 0 else f"was killed by signal {-code}"
+        raise RunnerError(
+            f"coordinator worker {pid} {how}; the server stopped its other workers",
+            hint="the log above says why; restart the server",
+        )
+    log.info("coordinator stopped")
+
+
+def _run_worker(sock: socket.socket, worker: Callable[[socket.socket], None]) -> None:
+    """A forked worker: serve, then leave without running the parent's clean-up."""
+    code = 0
+    try:
+        _die_with_parent()
+        if os.getppid() == 1:  # the parent ended before the line above
+            os._exit(1)
+        # Out of the terminal's process group: Ctrl-C reaches the parent alone, which
+        # stops each worker once (a second signal would make uvicorn skip its graceful
+        # stop).
+        os.setpgid(0, 0)
+        worker(sock)
+    except RunnerError as exc:
+        log.error("coordinator worker failed", error=str(exc))
+        code = 1
+    except BaseException as exc:  # a worker reports whatever ended it
+        log.error("coordinator worker failed", error=f"{type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def _supervise(pids: set[int]) -> tuple[int, int] | None:
+    """Wait for the workers; return the first that ended unasked (pid, exit code)."""
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        log.info("stop signal handled", signal=signal.Signals(signum).name)
+        stopping = True
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed: tuple[int, int] | None = None
+    try:
+        while pids:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            pids.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if not stopping:
+                log.error("a coordinator worker ended; stopping the others", pid=pid, code=code)
+                failed, stopping = (pid, code), True
+                for other in pids:
+                    _signal(other, signal.SIGTERM)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return failed
+
+
+def _stop(pids: set[int]) -> None:
+    """SIGTERM the workers still running, wait up to WORKER_STOP_S, then SIGKILL."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + WORKER_STOP_S
+    while pids:
+        for pid in list(pids):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                pids.discard(pid)
+        if pids and time.monotonic() > deadline:
+            for pid in pids:
+                _signal(pid, signal.SIGKILL)
+            deadline = float("inf")
+        if pids:
+            time.sleep(0.05)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):  # it ended already
+        os.kill(pid, sig)
