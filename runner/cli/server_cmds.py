@@ -147,16 +147,17 @@ def _remove_orphan_metrics(base: Path) -> None:
     """Remove what servers killed with SIGKILL left: our directories whose pid is gone."""
     import shutil
 
+    from runner.pids import process_alive
+
     for path in base.glob(f"{METRICS_PREFIX}*-*"):
         pid = path.name[len(METRICS_PREFIX) :].split("-", 1)[0]
         try:
             if not pid.isdigit() or path.stat().st_uid != os.getuid():
                 continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:  # gone meanwhile, or a live process of another user
+        except OSError:  # gone meanwhile
             continue
+        if not process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager

@@ -32,20 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.execute.runtime import NetworkInfo
+from runner.pids import process_alive
 
 CLAIM = ".claim"
 FREE = ".json"
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (one of another user's counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass

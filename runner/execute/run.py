@@ -20,7 +20,6 @@ from typing import Any
 from runner.cache import StepCache
 from runner.changeset import import_records
 from runner.egress import JobNetworkSeam, NoJobNetworks
-from runner.egress.ready import process_alive
 from runner.env import EnvPlan, HostEnv, SecretRef
 from runner.execute.job import (
     CheckedChangeset,
@@ -46,6 +45,7 @@ from runner.output import (
     write_file,
     write_summary,
 )
+from runner.pids import process_alive
 from runner.plan import Workspace
 from runner.redact.protocol import Redacts
 from runner.report import Reporter, now_rfc3339
