@@ -2,6 +2,12 @@
 # Make sure a Docker engine answers. On a machine where one runs already,
 # change nothing; otherwise install Debian's docker.io and start dockerd.
 set -euo pipefail
+# runner's fence between job networks is an nftables table of its own (docs/egress.md).
+if [ "$(id -u)" = 0 ] && ! command -v nft >/dev/null 2>&1; then
+  echo "setup: installing nftables" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >&2
+fi
 if docker info >/dev/null 2>&1; then
   exit 0
 fi

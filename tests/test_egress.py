@@ -187,15 +187,20 @@ def networks_of(run_id: str) -> list[str]:
 
 def rules() -> dict[str, list[str]]:
     """runner's firewall rules on this machine, by the bridge they fence."""
+    listings = [
+        subprocess.run(command, capture_output=True, text=True, check=False).stdout
+        for command in (
+            ["iptables", "-S", "INPUT"],
+            ["iptables", "-S", "DOCKER-USER"],
+            # runner's own table, there once a run has fenced a network on this machine
+            ["nft", "list", "table", "inet", "runner"],
+        )
+    ]
     found: dict[str, list[str]] = {}
-    for chain in ("INPUT", "DOCKER-USER"):
-        listing = subprocess.run(
-            ["iptables", "-S", chain], capture_output=True, text=True, check=True
-        ).stdout
-        for line in listing.splitlines():
-            match = re.search(r"runner:(rnr[0-9a-f]+)", line)
-            if match:
-                found.setdefault(match.group(1), []).append(line)
+    for line in "\n".join(listings).splitlines():
+        match = re.search(r"runner:(rnr[0-9a-f]+)", line)
+        if match:
+            found.setdefault(match.group(1), []).append(line.strip())
     return found
 
 
@@ -365,6 +370,104 @@ def test_open_steps_reach_neither_the_host_nor_link_local_nor_another_job(
         assert_nothing_left(events)
 
 
+@contextlib.contextmanager
+def networks_made_and_removed(docker_client: Any) -> Iterator[list[int]]:
+    """Another user's networks, made and removed in a loop; yields [how many so far].
+
+    Each time a network is made, Docker deletes and inserts again the FORWARD jumps
+    to its isolation chains and to DOCKER-USER: for a moment, a bridge's own ACCEPT
+    rules stand alone.
+    """
+    from docker.types import IPAMConfig, IPAMPool
+
+    made = [0]
+    stop = threading.Event()
+    label = {"org.runner.test": "churn"}
+
+    def churn() -> None:
+        name = f"runner-test-churn-{uuid.uuid4().hex[:8]}"
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet="10.98.9.0/28")])
+        while not stop.is_set():
+            net = docker_client.networks.create(name, driver="bridge", ipam=ipam, labels=label)
+            net.remove()
+            made[0] += 1
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        yield made
+    finally:
+        stop.set()
+        thread.join(60)
+        for net in docker_client.networks.list(filters={"label": "org.runner.test=churn"}):
+            with contextlib.suppress(Exception):
+                net.remove()
+
+
+def probe_often(host: str, port: int, seconds: int) -> str:
+    """A shell script: an HTTP request to host:port every 20 ms, each in the background;
+    HIT for each answer. It ends without waiting for the last ones (under gVisor a
+    dropped connection may outlive nc's timeout)."""
+    request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n'"
+    return (
+        f"i=0; while [ $i -lt {seconds * 40} ]; do "
+        f"({request} | nc -w 1 {host} {port} 2>/dev/null | grep -q {NEIGHBOUR} && echo HIT) & "
+        "usleep 20000; i=$((i+1)); done; sleep 2; echo probes=$i"
+    )
+
+
+def test_jobs_stay_apart_while_other_networks_are_made(
+    tmp_path: Path,
+    env: dict[str, str],
+    repos: Path,
+    neighbour: str,
+    docker_client: Any,
+    isolation: str,
+) -> None:
+    # The control: a container on a network runner made but did not fence, probing the
+    # neighbour at the same time, gets through while networks are being made.
+    from runner.execute.docker_runtime import DockerRuntime
+
+    runtime = DockerRuntime(docker_client.api)
+    job = f"test-control-{uuid.uuid4().hex[:8]}"
+    control_net = runtime.create_network(job, internal=False)
+    runtime_flag = ["--runtime", "runsc"] if isolation == "gvisor" else []
+    script = probe_often(neighbour, 8080, seconds=8)
+    plain = ["docker", "run", "--rm"]
+    try:
+        with networks_made_and_removed(docker_client) as made:
+            control = subprocess.Popen(
+                [
+                    *plain,
+                    "--network",
+                    control_net.name,
+                    *runtime_flag,
+                    TEST_IMAGE,
+                    "sh",
+                    "-c",
+                    script,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            proc, events, output = run(tmp_path, env, repos, script, "--isolation", isolation)
+            control_output, _ = control.communicate(timeout=120)
+        assert made[0] > 0
+        assert "probes=" in control_output
+        assert control_output.count("HIT") > 0, (
+            f"the control never reached the neighbour while {made[0]} networks were made: "
+            "this test shows nothing on this engine"
+        )
+        ends = [e for e in events if e["event"].endswith(".finished")]
+        assert proc.returncode == 0, (proc.stderr, output[-2000:], ends)
+        assert "probes=" in output
+        assert output.count("HIT") == 0, output
+        assert_nothing_left(events)
+    finally:
+        runtime.sweep_networks(job)
+
+
 def test_none_leaves_only_loopback(
     tmp_path: Path, env: dict[str, str], repos: Path, isolation: str
 ) -> None:
@@ -477,7 +580,9 @@ def _fenced(run_id: str) -> str:
     """The run's one network, checked to be fenced; its bridge."""
     (network,) = networks_of(run_id)
     bridge = bridge_of(network)
-    assert len(rules()[bridge]) >= 3
+    mine = rules()[bridge]
+    assert len([r for r in mine if r.startswith("-A INPUT")]) >= 3
+    assert len([r for r in mine if "reject" in r]) >= 2  # runner's nftables table
     return bridge
 
 
@@ -506,4 +611,4 @@ def test_networks_rules_and_proxies_go_after_ctrl_c_and_after_cleanup(
     done = run_runner(["cleanup"], env)
     assert done.returncode == 0, done.stderr
     assert networks_of(run_id) == [] and bridge not in rules()
-    assert bridge not in {r.split()[3] for r in orphan_rules()}
+    assert not any(bridge in r for r in orphan_rules())

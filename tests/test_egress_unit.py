@@ -17,7 +17,7 @@ import pytest
 
 from runner.egress import JobNetworks, NetworkChoice, NoJobNetworks, parse_add_host
 from runner.egress.broker import BrokerSession
-from runner.egress.firewall import NoFirewall, rules_for
+from runner.egress.firewall import NoFirewall, forward_rules, rules_for
 from runner.egress.proxy import OnDenied, RunningProxy
 from runner.egress.rules import EgressRules
 from runner.env import SecretRef
@@ -154,10 +154,39 @@ def test_firewall_rules_refuse_the_host_and_link_local_with_listed_exceptions_fi
         "REJECT --reject-with tcp-reset"
     )
     assert found[2].startswith("INPUT -i rnrx -m comment") and found[2].endswith("-j REJECT")
-    assert found[3].startswith("DOCKER-USER -i rnrx -d 169.254.77.1") and "ACCEPT" in found[3]
-    assert found[4].startswith("DOCKER-USER -i rnrx -d 169.254.0.0/16") and "REJECT" in found[4]
     assert all("--comment runner:rnrx" in r for r in found)
-    assert len(found) == 5  # a name (example.com) is the proxy's to check, not the firewall's
+    assert len(found) == 3  # a name (example.com) is the proxy's to check, not the firewall's
+    forward = forward_rules(net, policy)
+    assert forward[0] == (
+        'iifname "rnrx" ip daddr 169.254.77.1 tcp dport 8080 accept comment "runner:rnrx"'
+    )
+    assert forward[1] == (
+        'iifname "rnrx" ip daddr 169.254.0.0/16 meta l4proto tcp reject with tcp reset'
+        ' comment "runner:rnrx"'
+    )
+    assert forward[2] == 'iifname "rnrx" ip daddr 169.254.0.0/16 reject comment "runner:rnrx"'
+    assert not any("example.com" in r for r in forward)
+
+
+def test_an_open_network_forwards_to_no_other_runner_bridge_nor_docker0_either_way() -> None:
+    # Not left to Docker's isolation chains: Docker lifts them for a moment each time any
+    # network is made (firewall's docstring); runner's own table is never touched.
+    net = NetworkInfo(name="n", subnet="10.213.0.0/28", gateway="10.213.0.1", bridge="rnrx")
+    found = [r.removesuffix(' comment "runner:rnrx"') for r in forward_rules(net, SandboxPolicy())]
+    # each refusal twice: TCP with a reset (fails at once, under gVisor too), then the rest
+    assert found[::2] == [
+        f"{match} meta l4proto tcp reject with tcp reset"
+        for match in (
+            'iifname "rnrx" ip daddr 169.254.0.0/16',
+            'iifname "rnrx" oifname != "rnrx" oifname "rnr*"',
+            'oifname "rnrx" iifname != "rnrx" iifname "rnr*"',
+            'iifname "rnrx" oifname != "rnrx" oifname "docker0"',
+            'oifname "rnrx" iifname != "rnrx" iifname "docker0"',
+        )
+    ]
+    assert found[1::2] == [
+        r.removesuffix(" meta l4proto tcp reject with tcp reset") + " reject" for r in found[::2]
+    ]
 
 
 def test_under_allow_the_proxy_port_is_the_one_way_into_the_host() -> None:
@@ -166,7 +195,14 @@ def test_under_allow_the_proxy_port_is_the_one_way_into_the_host() -> None:
     )
     found = [" ".join(r) for r in rules_for(net, SandboxPolicy(network="allow"), 3128)]
     assert found[0].startswith("INPUT -i rnrx -d 10.213.0.1 -p tcp --dport 3128")
-    assert all(not r.startswith("DOCKER-USER") for r in found)  # internal: nothing forwarded
+    # internal: nothing is forwarded into or out of its bridge, whatever Docker's chains do
+    forward = forward_rules(net, SandboxPolicy(network="allow"))
+    assert [r.removesuffix(' comment "runner:rnrx"') for r in forward] == [
+        'iifname "rnrx" oifname != "rnrx" meta l4proto tcp reject with tcp reset',
+        'iifname "rnrx" oifname != "rnrx" reject',
+        'oifname "rnrx" iifname != "rnrx" meta l4proto tcp reject with tcp reset',
+        'oifname "rnrx" iifname != "rnrx" reject',
+    ]
 
 
 # The job's seam, on the fake runtime -----------------------------------------------------------

@@ -23,6 +23,7 @@ import pytest
 
 from runner.config import settings_from_env
 from runner.egress import JobNetworks
+from runner.egress.firewall import forward_rules, rules_for
 from runner.egress.ready import ReadyNetworks
 from runner.errors import ConfigError
 from runner.execute.runtime import NetworkInfo
@@ -160,8 +161,22 @@ def _joined(since: float, until: float) -> set[str]:
 
 
 def _rules_of(bridge: str) -> list[str]:
-    listing = subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=False)
-    return [line for line in listing.stdout.splitlines() if f"runner:{bridge}" in line]
+    """The bridge's rules: iptables ``INPUT``, then runner's nftables forward chain."""
+    listings = [
+        subprocess.run(command, capture_output=True, text=True, check=False).stdout
+        for command in (
+            ["iptables", "-S"],
+            ["nft", "-a", "list", "chain", "inet", "runner", "forward"],
+        )
+    ]
+    lines = "\n".join(listings).splitlines()
+    return [line.strip() for line in lines if f"runner:{bridge}" in line]
+
+
+def _fence_size() -> int:
+    """How many rules fence an ``open`` network with no host listed."""
+    net = NetworkInfo(name="n", subnet="10.0.0.0/28", gateway="10.0.0.1", bridge="rnrx")
+    return len(rules_for(net, SandboxPolicy(), None)) + len(forward_rules(net, SandboxPolicy()))
 
 
 @pytest.mark.docker
@@ -204,14 +219,19 @@ def test_runs_share_kept_networks_and_cleanup_removes_them_after_a_kill(
         # rules went (a reboot, a flush) is fenced afresh.
         bridge = json.loads((home / "ready-networks" / f"{kept[1]}.json").read_text())["bridge"]
         if os.geteuid() == 0:
-            assert len(_rules_of(bridge)) == 3
+            assert len(_rules_of(bridge)) == _fence_size()
             flushed = _rules_of(bridge)[0].replace("-A ", "-D ", 1)
             subprocess.run(["iptables", *shlex.split(flushed)], check=True)
+            handle = _rules_of(bridge)[-1].rsplit("# handle ", 1)[1]
+            subprocess.run(
+                ["nft", "delete", "rule", "inet", "runner", "forward", "handle", handle], check=True
+            )
+            assert len(_rules_of(bridge)) == _fence_size() - 2
         proc = run_runner([*run("exit 0"), "-j", "2"], env)
         assert proc.returncode == 0, proc.stderr
         assert _kept(home) == kept and _engine_networks(label) == kept
         if os.geteuid() == 0:
-            assert len(_rules_of(bridge)) == 3
+            assert len(_rules_of(bridge)) == _fence_size()
 
         # One removed behind runner's back: skipped, its record forgotten.
         subprocess.run(["docker", "network", "rm", kept[0]], check=True, capture_output=True)

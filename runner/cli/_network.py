@@ -20,7 +20,7 @@ import click
 from runner.cli._options import option_group
 from runner.config import NETWORK_POLICIES, Settings
 from runner.egress import JobNetworks, NetworkChoice
-from runner.egress.firewall import Iptables
+from runner.egress.firewall import HostFirewall
 from runner.egress.proxy import MitmProxy
 from runner.egress.ready import ReadyNetworks
 from runner.execute.runtime import ContainerRuntime
@@ -76,7 +76,7 @@ def job_networks(
         )
     return JobNetworks(
         runtime,
-        firewall=Iptables(),
+        firewall=HostFirewall(),
         proxy=MitmProxy(
             proxy_binary(settings), upstream_ca=broker_ca_file or settings.broker_ca_file
         ),

@@ -1,25 +1,45 @@
-"""Host firewall rules for a job network: the host and link-local addresses stay out of reach.
+"""Host firewall rules for a job network: the host, link-local addresses and other
+networks stay out of reach.
 
-Docker already keeps job networks apart (its isolation chains drop traffic
-between bridges) and an ``internal`` network has no route out. What Docker
-leaves open is the host itself: a step reaches every service the host
-listens on through its network's gateway, and under ``open`` its traffic is
-forwarded to link-local addresses (169.254.0.0/16, where clouds serve
-instance metadata and credentials). So for each job network runner adds:
+Docker keeps bridge networks apart with its ``DOCKER-ISOLATION`` chains, and an
+``internal`` network has no route out. That fence has a gap. Each time any
+network is made on the engine, Docker 20.10 inserts the new bridge's
+``ACCEPT`` rules at the top of ``FORWARD``, then deletes its jumps to
+``DOCKER-USER`` and ``DOCKER-ISOLATION-STAGE-1`` and inserts them again
+above, one ``iptables`` call after another. In between, every bridge's own
+``ACCEPT`` rules apply alone: a step reaches a container on another network,
+or a link-local address that a rule in ``DOCKER-USER`` refused. With plain
+Docker, a container probing another network every 20 ms got through 14 to 20
+times while networks were made for 10 seconds. And since the new rules go on
+top, no rule of runner's in ``FORWARD`` stays ahead of them.
+
+So the forwarding rules are not iptables rules. They live in an nftables
+table of runner's own, ``inet runner``, whose ``forward`` chain Docker never
+touches; a packet it rejects is rejected whatever ``FORWARD`` says. The rules
+for the host stay in iptables ``INPUT``, which Docker leaves alone, where an
+``ACCEPT`` for the proxy port stays ahead of a host's own refusals. For each
+job network runner adds:
 
 * in ``INPUT``: connections from the job's bridge to any of the host's
   addresses are refused, except the job's proxy port on the gateway (under
   ``allow``) and addresses ``--allow-host`` lists;
-* in ``DOCKER-USER`` (forwarded traffic, ``open`` only): link-local
-  destinations are refused unless ``--allow-host`` lists them.
+* in ``inet runner forward``, under ``open``: link-local destinations are
+  refused unless ``--allow-host`` lists them, and so is traffic between the
+  job's bridge and any other runner bridge (``rnr*``) or Docker's default
+  bridge ``docker0``, either way;
+* in ``inet runner forward``, for an ``internal`` network (``allow``):
+  nothing is forwarded into or out of its bridge (its proxy is on the host).
 
 Every rule carries the comment ``runner:<bridge>`` and is removed with its
-network; ``sweep`` removes those whose bridge is gone (a run that was killed).
-This needs root and iptables; ``available`` says whether runner has them.
+network; ``sweep`` removes those whose bridge is gone (a run that was
+killed), and rules an older runner put in ``DOCKER-USER``. The table stays:
+empty, it matches nothing. This needs root, iptables and nft; ``available``
+says whether runner has them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -39,7 +59,12 @@ log = get_logger("runner.egress.firewall")
 
 LINK_LOCAL = "169.254.0.0/16"
 COMMENT_PREFIX = "runner:"
-_CHAINS = ("INPUT", "DOCKER-USER")
+# Every runner job network's bridge is named ``rnr`` + 12 hex digits (docker_runtime).
+RUNNER_BRIDGES = "rnr*"
+# Docker's default bridge, where plain ``docker run`` containers are.
+DEFAULT_BRIDGE = "docker0"
+# DOCKER-USER: where runner's forwarding rules were before its nftables table; swept.
+_IPTABLES_CHAINS = ("INPUT", "DOCKER-USER")
 
 
 class Firewall(Protocol):
@@ -98,48 +123,77 @@ def _listed_addresses(hosts: tuple[HostPort, ...]) -> list[HostPort]:
 
 
 def rules_for(net: NetworkInfo, policy: SandboxPolicy, proxy_port: int | None) -> list[list[str]]:
-    """The iptables rules of one job network, in order, each as (chain, args...)."""
+    """The iptables rules of one job network, in order, each as (chain, args...): ``INPUT``."""
     bridge = net.bridge or ""
     tag = ["-m", "comment", "--comment", f"{COMMENT_PREFIX}{bridge}"]
-    listed = _listed_addresses(policy.allow_hosts)
-
-    def accept(chain: str, entry: HostPort) -> list[str]:
-        port = ["-p", "tcp", "--dport", str(entry.port)] if entry.port else []
-        return [chain, "-i", bridge, "-d", entry.host, *port, *tag, "-j", "ACCEPT"]
-
     rules: list[list[str]] = []
     if proxy_port is not None:
         to_proxy = ["-d", net.gateway, "-p", "tcp", "--dport", str(proxy_port)]
         rules.append(["INPUT", "-i", bridge, *to_proxy, *tag, "-j", "ACCEPT"])
-    rules += [accept("INPUT", entry) for entry in listed]
+    for entry in _listed_addresses(policy.allow_hosts):
+        port = ["-p", "tcp", "--dport", str(entry.port)] if entry.port else []
+        rules.append(["INPUT", "-i", bridge, "-d", entry.host, *port, *tag, "-j", "ACCEPT"])
     rules += [
         ["INPUT", "-i", bridge, "-p", "tcp", *tag, "-j", "REJECT", "--reject-with", "tcp-reset"],
         ["INPUT", "-i", bridge, *tag, "-j", "REJECT"],
     ]
-    if not net.internal:
-        link_local = ipaddress.ip_network(LINK_LOCAL)
-        rules += [
-            accept("DOCKER-USER", e) for e in listed if ipaddress.ip_address(e.host) in link_local
-        ]
-        rules.append(["DOCKER-USER", "-i", bridge, "-d", LINK_LOCAL, *tag, "-j", "REJECT"])
     return rules
 
 
-class Iptables:
-    """The rules through ``iptables`` (waiting for its lock, as Docker's own calls do)."""
+def forward_rules(net: NetworkInfo, policy: SandboxPolicy) -> list[str]:
+    """The nftables rules of one job network in runner's ``forward`` chain, in order."""
+    bridge = net.bridge or ""
+    tag = f'comment "{COMMENT_PREFIX}{bridge}"'
+    me, other = f'"{bridge}"', f'!= "{bridge}"'
 
-    def __init__(self, binary: str = "iptables") -> None:
-        self._binary = binary
+    def refuse(match: str) -> list[str]:
+        # TCP with a reset, so a connection fails at once: under gVisor an ICMP error
+        # leaves it waiting out its timeout (and a step making many waits on threads).
+        return [
+            f"{match} meta l4proto tcp reject with tcp reset {tag}",
+            f"{match} reject {tag}",
+        ]
+
+    if net.internal:
+        # Nothing leaves or enters an internal network's bridge but through the host.
+        return [*refuse(f"iifname {me} oifname {other}"), *refuse(f"oifname {me} iifname {other}")]
+    link_local = ipaddress.ip_network(LINK_LOCAL)
+    rules = []
+    for entry in _listed_addresses(policy.allow_hosts):
+        if ipaddress.ip_address(entry.host) in link_local:
+            port = f" tcp dport {entry.port}" if entry.port else ""
+            rules.append(f"iifname {me} ip daddr {entry.host}{port} accept {tag}")
+    rules += refuse(f"iifname {me} ip daddr {LINK_LOCAL}")
+    for bridges in (RUNNER_BRIDGES, DEFAULT_BRIDGE):
+        rules += refuse(f'iifname {me} oifname {other} oifname "{bridges}"')
+        rules += refuse(f'oifname {me} iifname {other} iifname "{bridges}"')
+    return rules
+
+
+class HostFirewall:
+    """``INPUT`` rules through ``iptables`` (waiting for its lock, as Docker's own calls
+    do); forwarding rules through ``nft``, in runner's own table."""
+
+    def __init__(self, iptables: str = "iptables", nft: str = "nft") -> None:
+        self._iptables_bin = iptables
+        self._nft_bin = nft
 
     def available(self) -> bool:
-        return os.geteuid() == 0 and shutil.which(self._binary) is not None
+        return os.geteuid() == 0 and all(
+            shutil.which(b) for b in (self._iptables_bin, self._nft_bin)
+        )
 
     def guard(self, net: NetworkInfo, policy: SandboxPolicy, *, proxy_port: int | None) -> None:
         if net.bridge is None:
             return
         try:
+            # One transaction: the table and chain if they are not there yet, and the
+            # network's rules, all or none.
+            self._nft_script(
+                [*_TABLE, *(f"add rule {_CHAIN} {r}" for r in forward_rules(net, policy))]
+            )
             # Inserted at the top, last first, so they keep their order ahead of
-            # every other rule (Docker's own included).
+            # every other rule (the host's own included).
             for chain, *args in reversed(rules_for(net, policy, proxy_port)):
                 self._run(["-I", chain, "1", *args])
         except ExecutionError:
@@ -158,12 +212,12 @@ class Iptables:
         return self._delete(lambda bridge: not Path("/sys/class/net", bridge).exists())
 
     def _delete(self, matches: Callable[[str], bool]) -> int:
-        removed = 0
-        for chain in _CHAINS:
+        removed = self._delete_forward(matches)
+        for chain in _IPTABLES_CHAINS:
             try:
                 listing = self._run(["-S", chain])
             except ExecutionError:
-                continue  # no such chain: Docker does not manage iptables here
+                continue  # no such chain (DOCKER-USER: Docker does not manage iptables here)
             for line in listing.splitlines():
                 words = shlex.split(line)
                 bridge = _bridge_of(words)
@@ -173,10 +227,46 @@ class Iptables:
                 removed += 1
         return removed
 
+    def _delete_forward(self, matches: Callable[[str], bool]) -> int:
+        handles = [h for h, bridge in self._forward_listing() if matches(bridge)]
+        if not handles:
+            return 0
+        deletions = [f"delete rule {_CHAIN} handle {h}" for h in handles]
+        try:
+            self._nft_script(deletions)
+        except ExecutionError:
+            # Another run removed one meanwhile (a sweep): the rest one by one.
+            for line in deletions:
+                with contextlib.suppress(ExecutionError):
+                    self._nft_script([line])
+        return len(handles)
+
+    def _forward_listing(self) -> list[tuple[int, str]]:
+        """(handle, bridge) of each rule of runner's in its forward chain."""
+        try:
+            listing = self._nft(["-j", "-a", "list", "chain", *_CHAIN.split()])
+        except ExecutionError:
+            return []  # no table yet: no rule
+        found = []
+        for item in json.loads(listing).get("nftables", []):
+            rule = item.get("rule") if isinstance(item, dict) else None
+            if not isinstance(rule, dict):
+                continue
+            comment = rule.get("comment")
+            if isinstance(comment, str) and comment.startswith(COMMENT_PREFIX):
+                found.append((int(rule["handle"]), comment.removeprefix(COMMENT_PREFIX)))
+        return found
+
     def fenced(self, net: NetworkInfo, policy: SandboxPolicy, proxy_port: int | None) -> bool:
         # Checking a rule costs what adding it does; removing and adding all of them,
         # several times that (two listings, a deletion each).
-        return net.bridge is None or all(
+        if net.bridge is None:
+            return True
+        try:
+            forward = sum(bridge == net.bridge for _, bridge in self._forward_listing())
+        except ValueError:
+            return False
+        return forward == len(forward_rules(net, policy)) and all(
             self._has(rule) for rule in rules_for(net, policy, proxy_port)
         )
 
@@ -184,7 +274,7 @@ class Iptables:
         """Whether ``rule`` (chain, args...) is in place (``iptables -C``)."""
         try:
             done = subprocess.run(
-                [self._binary, "-w", "10", "-C", *rule],
+                [self._iptables_bin, "-w", "10", "-C", *rule],
                 capture_output=True,
                 timeout=30,
                 check=False,
@@ -194,25 +284,40 @@ class Iptables:
         return done.returncode == 0
 
     def _run(self, args: list[str]) -> str:
-        try:
-            done = subprocess.run(
-                [self._binary, "-w", "10", *args],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ExecutionError(
-                f"iptables could not run: {exc}",
-                hint="runner needs root and iptables to fence a job's network",
-            ) from None
-        if done.returncode != 0:
-            raise ExecutionError(
-                f"iptables {' '.join(args[:2])} failed: {done.stderr.strip()[:300]}",
-                hint="runner needs root and iptables to fence a job's network",
-            )
-        return done.stdout
+        return _tool([self._iptables_bin, "-w", "10", *args])
+
+    def _nft(self, args: list[str]) -> str:
+        return _tool([self._nft_bin, *args])
+
+    def _nft_script(self, lines: list[str]) -> None:
+        _tool([self._nft_bin, "-f", "-"], stdin="\n".join(lines) + "\n")
+
+
+_CHAIN = "inet runner forward"
+# `add` leaves a table or chain that is there as it is.
+_TABLE = [
+    "add table inet runner",
+    f"add chain {_CHAIN} {{ type filter hook forward priority filter - 1; policy accept; }}",
+]
+
+
+def _tool(command: list[str], stdin: str | None = None) -> str:
+    name = Path(command[0]).name
+    try:
+        done = subprocess.run(
+            command, input=stdin, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ExecutionError(
+            f"{name} could not run: {exc}",
+            hint="runner needs root, iptables and nft to fence a job's network",
+        ) from None
+    if done.returncode != 0:
+        raise ExecutionError(
+            f"{name} {' '.join(command[1:3])} failed: {done.stderr.strip()[:300]}",
+            hint="runner needs root, iptables and nft to fence a job's network",
+        )
+    return done.stdout
 
 
 def _bridge_of(words: list[str]) -> str | None:
