@@ -369,7 +369,7 @@ class _NoRoot(NoFirewall):
 def test_allow_without_root_is_refused_before_anything_runs() -> None:
     runtime = FakeRuntime()
     networks = JobNetworks(runtime, firewall=_NoRoot(), proxy=FakeProxy(), pool=POOL)
-    with pytest.raises(ExecutionError, match="needs root and iptables"):
+    with pytest.raises(ExecutionError, match="needs root, iptables and nft"):
         networks.preflight(SandboxPolicy(network="allow"))
     networks.preflight(SandboxPolicy(network="open"))  # a warning, not a refusal
     assert runtime.networks_made == []
