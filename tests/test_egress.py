@@ -612,3 +612,19 @@ def test_networks_rules_and_proxies_go_after_ctrl_c_and_after_cleanup(
     assert done.returncode == 0, done.stderr
     assert networks_of(run_id) == [] and bridge not in rules()
     assert not any(bridge in r for r in orphan_rules())
+
+
+def test_cleanup_removes_rules_an_older_runner_left_in_docker_user(env: dict[str, str]) -> None:
+    # Before runner's nftables table, its link-local rule was in DOCKER-USER: a host
+    # upgraded with such a rule left behind (a killed run) gets it swept.
+    bridge = f"rnr{uuid.uuid4().hex[:12]}"
+    tag = ["-m", "comment", "--comment", f"runner:{bridge}"]
+    rule = ["DOCKER-USER", "-i", bridge, "-d", "169.254.0.0/16", *tag, "-j", "REJECT"]
+    subprocess.run(["iptables", "-I", *rule], check=True)
+    try:
+        assert bridge in rules()
+        done = run_runner(["cleanup"], env)
+        assert done.returncode == 0, done.stderr
+        assert bridge not in rules()
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True)
