@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -458,3 +459,52 @@ def test_a_requeued_job_forgets_its_executor(store: JobStore, clock: ManualClock
     assert rec.executor is None and rec.heartbeat_at is None and rec.finished_at is None
     assert rec.error == "executor ex-dead sent no heartbeat for 30 s; requeued"
     assert store.reset_stalled(stall_limit_s=30, max_resets=3) == []
+
+
+def test_a_completion_answers_the_job_as_stored_after_what_happened_while_it_ran(
+    backend: tuple[str, Opener | None], clock: ManualClock
+) -> None:
+    """The SQL store keeps a claimed job's identity and reads back only the state it
+    did not write: a heartbeat and a cancel request while the job ran must show, and a
+    job claimed through another replica (which kept nothing) must complete the same."""
+    _kind, opener = backend
+    if opener is None:
+        stores: list[Any] = [MemoryJobStore(clock=clock)] * 2
+    else:
+        stores = [SqlJobStore(opener(), clock=clock) for _ in range(2)]
+    here, there = stores
+    mine, theirs = submit(here, "org:acme", 2, clock=clock)
+    lease = here.claim("ex-1")
+    other = there.claim("ex-2")
+    assert lease is not None and other is not None
+    assert (lease.job.id, other.job.id) == (mine, theirs)
+    clock.advance(3)
+    here.heartbeat("ex-1", {mine: lease.token})
+    here.request_cancel(mine)
+    clock.advance(2)
+    done = here.complete(mine, lease.token, {"status": "changed", "n": [1, 2]})
+    assert done == here.get(mine) == there.get(mine)
+    assert vars(done) == vars(here.get(mine))
+    assert done.cancel_requested and done.heartbeat_at == done.started_at + timedelta(seconds=3)
+    assert done.state == "completed" and done.result == {"status": "changed", "n": [1, 2]}
+    # Completed through the replica that did not claim it: the whole row read back.
+    done_there = here.complete(theirs, other.token, {"status": "unchanged"})
+    assert vars(done_there) == vars(there.get(theirs))
+    assert done_there.executor == "ex-2" and done_there.repository == "github.com/o/r1"
+
+
+def test_identities_kept_are_bounded_and_an_evicted_job_completes_the_same(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not isinstance(store, SqlJobStore):
+        pytest.skip("only the SQL store keeps claimed jobs' identities")
+    monkeypatch.setattr("runner.queue.store.IDENTITIES_KEPT", 2)
+    submit(store, "user:alice", 4)
+    leases = [store.claim("ex") for _ in range(4)]
+    assert all(lease is not None for lease in leases)
+    assert len(store._identities) == 2  # the two oldest claims were let go
+    for lease in leases:
+        assert lease is not None
+        done = store.complete(lease.job.id, lease.token, {"status": "unchanged"})
+        assert vars(done) == vars(store.get(lease.job.id))
+    assert store._identities == {}

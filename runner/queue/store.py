@@ -17,6 +17,7 @@ namespace's hundred jobs cannot starve another's one.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -49,6 +50,8 @@ from runner.queue.models import (
 MAX_LOG_PAGE = 1000
 # Submissions whose bundle a store keeps for their claims.
 BUNDLES_KEPT = 256
+# Claimed jobs whose identity a store keeps for their completion (see _IDENTITY).
+IDENTITIES_KEPT = 4096
 T = TypeVar("T")
 
 
@@ -288,7 +291,19 @@ def _values(job: JobRecord, names: Sequence[str]) -> list[Any]:
 
 def _sets(fields_: Mapping[str, Any]) -> tuple[str, list[Any]]:
     """``col = ?, …`` and its values for fields decided by ``runner.queue.states``."""
-    return _set_text(tuple(fields_)), [_value(n, v) for n, v in fields_.items()]
+    values: list[Any] = []
+    # A claim stamps its start and its heartbeat with the same moment: encoded once
+    # (db_time is 1.5 µs; the claim and the completion each encode here, issue 21).
+    last: tuple[Any, Any, Any] = (None, None, None)
+    for name, value in fields_.items():
+        codec = _CODECS.get(name)
+        if codec is None or value is None:  # every encoder writes None as NULL
+            values.append(value)
+            continue
+        if value is not last[0] or codec is not last[1]:
+            last = (value, codec, codec[1](value))
+        values.append(last[2])
+    return _set_text(tuple(fields_)), values
 
 
 @lru_cache(maxsize=32)
@@ -296,8 +311,52 @@ def _set_text(names: tuple[str, ...]) -> str:
     return ", ".join(f"{_COLUMN.get(n, n)} = ?" for n in names)
 
 
+# What no event changes once a job is queued: every move writes only _STATE_FIELDS back.
+_IDENTITY = tuple(name for name in _FIELDS if name not in _STATE_FIELDS)
+
+
+@lru_cache(maxsize=16)
+def _read_back(
+    written: tuple[str, ...], identity: bool
+) -> tuple[tuple[str, ...], str, tuple[tuple[int, Callable[[Any], Any]], ...]]:
+    """What an UPDATE writing ``written`` must read back to make the job's record: the
+    state fields it leaves as they were (and the job's identity when ``identity``);
+    their RETURNING list, and the decoders of those that have one, by position.
+
+    The claim and the completion read rows as tuples and decode only these: reading
+    the whole row as a dict and decoding every column (its times parsed back into
+    the moment the UPDATE just wrote) was a fifth of a cycle's Python (issue 21).
+    """
+    names = (_IDENTITY if identity else ()) + tuple(
+        name for name in _STATE_FIELDS if name not in written
+    )
+    columns = ", ".join(_COLUMN.get(name, name) for name in names)
+    decoders = tuple((i, _CODECS[name][0]) for i, name in enumerate(names) if name in _CODECS)
+    return names, columns, decoders
+
+
+def _written_record(
+    read: tuple[str, ...],
+    decoders: tuple[tuple[int, Callable[[Any], Any]], ...],
+    row: Sequence[Any],
+    written: Mapping[str, Any],
+    identity: Mapping[str, Any] | None = None,
+) -> JobRecord:
+    """The job's record after an UPDATE: ``identity`` (unless ``read`` has it), the
+    ``read`` fields as ``row`` returned them (first in it), the ``written`` ones as
+    decided. What a move writes is already at the stored precision (``_now``)."""
+    values = list(row[: len(read)])
+    for i, decode in decoders:
+        values[i] = decode(values[i])
+    fields_ = dict(identity) if identity is not None else {}
+    fields_.update(zip(read, values, strict=True))
+    fields_.update(written)
+    record: JobRecord = object.__new__(JobRecord)  # as in _job
+    record.__dict__.update(fields_)
+    return record
+
+
 _CLAIMABLE = ", ".join(f"'{s}'" for s in CLAIMABLE_STATES)
-_RETURNED = ", ".join(_COLUMN.get(name, name) for name in _FIELDS) + ", lease_hash"
 _NEXT_TURN = "(SELECT COALESCE(MAX(last_claim), 0) + 1 FROM runner_job_fairness)"
 _TAKE_TURN = (
     "INSERT INTO runner_job_fairness (namespace, last_claim) {source}"
@@ -349,8 +408,9 @@ def _first_claimable(where: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _claim_sql(dialect: str, sets: str, where: str) -> str:
-    """The claiming statement; it takes the namespace's turn too (see TURN_TRIGGER)."""
+def _claim_sql(dialect: str, sets: str, where: str, returning: str) -> str:
+    """The claiming statement; it takes the namespace's turn too (see TURN_TRIGGER).
+    It returns ``returning``, then the job's payload and the claim stamp."""
     if dialect == "postgresql":
         # Concurrent claimers pass over each other's rows (SKIP LOCKED).
         pick = (
@@ -367,7 +427,7 @@ def _claim_sql(dialect: str, sets: str, where: str) -> str:
     update = (
         f"UPDATE runner_jobs SET {sets}, attempts = attempts + 1, lease_hash = ?"  # noqa: S608
         f" WHERE seq = ({pick}) AND state IN ({_CLAIMABLE})"
-        f" RETURNING {_RETURNED}, payload, {stamp.STAMP_COLUMN}"
+        f" RETURNING {returning}, payload, {stamp.STAMP_COLUMN}"
     )
     if dialect != "postgresql":
         return update
@@ -383,6 +443,8 @@ class SqlJobStore(JobEvents):
             (*schema.MIGRATIONS, *routing.MIGRATIONS, TURN_TRIGGER, FAIR_TURNS, *stamp.MIGRATIONS)
         )
         self._bundles: Memo[str, Mapping[str, Any]] = Memo(BUNDLES_KEPT)
+        # The identity (_IDENTITY) of each job claimed here, until it completes.
+        self._identities: dict[str, dict[str, Any]] = {}
         # When this process last wrote each executor's labels (see note_executor).
         self._noted: dict[str, tuple[tuple[str, ...], float]] = {}
 
@@ -533,15 +595,24 @@ class SqlJobStore(JobEvents):
         # One UPDATE picks the row, applies states.claimed_fields and returns the job with
         # its payload and bundle (``decide``, the same rule on a record, is the memory
         # store's) and takes the namespace's turn (a CTE, or SQLite's TURN_TRIGGER).
-        sets, set_params = _sets(states.claimed_fields(executor=executor, now=self._now()))
+        written = states.claimed_fields(executor=executor, now=self._now())
+        sets, set_params = _sets(written)
+        read, returning, decoders = _read_back(tuple(written), True)
         where, label_params = routing.claim_filter(labels)
-        update = _claim_sql(self._db.dialect, sets, where)
-        rows = self._db.once(update, [*set_params, lease_hash(token), *label_params])
+        update = _claim_sql(self._db.dialect, sets, where, returning)
+        rows = self._db.once_tuples(update, [*set_params, lease_hash(token), *label_params])
         if not rows:
             return None
         row = rows[0]
-        job = _job(row)
-        return job, json.loads(row["payload"]), self._bundle(job.submission_id), row["stamp"]
+        job = _written_record(read, decoders, row, written)
+        self._keep_identity(job)
+        payload, claim_stamp = row[len(read)], row[len(read) + 1]
+        # pydantic_core's parser reads a payload in half json.loads' time (issue 21);
+        # imported here, by the server that claims (FastAPI has it loaded already), not
+        # by every command that opens the store.
+        from pydantic_core import from_json
+
+        return job, from_json(payload), self._bundle(job.submission_id), claim_stamp
 
     def _bundle(self, submission_id: str) -> Mapping[str, Any]:
         """A submission's bundle, read once per process (it never changes once stored).
@@ -588,17 +659,32 @@ class SqlJobStore(JobEvents):
         )
         return [routing.decode(r["labels"]) for r in rows]
 
+    def _keep_identity(self, job: JobRecord) -> None:
+        """Keep a claimed job's identity for its completion (popped there)."""
+        kept = self._identities
+        kept[job.id] = {name: getattr(job, name) for name in _IDENTITY}
+        if len(kept) > IDENTITIES_KEPT:
+            # The oldest claim (dicts keep their order): its job ended elsewhere, was
+            # reset, or failed; its completion, if one comes, reads its identity back.
+            # Another thread changing the dict meanwhile leaves it to the next claim.
+            with contextlib.suppress(RuntimeError, StopIteration):
+                kept.pop(next(iter(kept)), None)
+
     def complete(self, job_id: str, lease: str, result: Mapping[str, Any]) -> JobRecord:
         # The usual case in one conditional UPDATE: the job is processing under this
         # lease. Anything else (a retried call, a lost lease) is decided as every event.
-        sets, params = _sets(states.completed_fields(result=result, now=self._now()))
-        rows = self._db.once(
+        written = states.completed_fields(result=result, now=self._now())
+        sets, params = _sets(written)
+        # A job claimed here reads back 6 columns; one claimed elsewhere its identity too.
+        identity = self._identities.pop(job_id, None)
+        read, returning, decoders = _read_back(tuple(written), identity is None)
+        rows = self._db.once_tuples(
             f"UPDATE runner_jobs SET {sets} WHERE id = ? AND lease_hash = ?"  # noqa: S608
-            f" AND state = 'processing' RETURNING {_RETURNED}",
+            f" AND state = 'processing' RETURNING {returning}",
             [*params, job_id, lease_hash(lease)],
         )
         if rows:
-            return _job(rows[0])
+            return _written_record(read, decoders, rows[0], written, identity)
         return super().complete(job_id, lease, result)
 
     def _held(self, tx: Transaction, job_id: str, lease: str) -> JobRecord:
