@@ -141,6 +141,10 @@ class Sandbox:
 def runner_env(home: Path, **extra: str) -> dict[str, str]:
     """An environment for a `runner` subprocess with its own state folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNNER_")}
+    # An installed runner has its bytecode compiled; without it (PYTHONDONTWRITEBYTECODE
+    # set in a checkout) every edited module is compiled again at each start, which the
+    # rounds would measure. The warm-up runs write it, as an install would have.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update({"RUNNER_HOME": str(home), "RUNNER_USER": USER, "PYTHONUNBUFFERED": "1"})
     env.update(extra)
     return env

@@ -637,6 +637,68 @@ written). `-j 1` and `-j 4` re-run in the same time: threads cost nothing
 here. What remains optional on that path (egress, limits, masks, keep) is
 7 ms of imports.
 
+### Cached re-runs: what a run that runs nothing loads (issue 21, part `cachedrun`)
+
+Measured on the cache bench's spec (8 workspaces × 3 steps, fully cached,
+`--json`) against `runner validate`, alternating the last commit's code and
+this one in the same rounds (12–15 rounds each, load 3.3–6.7, 2 cores shared
+with other agents' benches), with `-X importtime`, cProfile per thread,
+`time.thread_time` per workspace and a wall-clock timeline of the run's
+phases.
+
+- Bytecode. The checkout runs with `PYTHONDONTWRITEBYTECODE=1`, so every
+  module edited since its `.pyc` was written is compiled again at each
+  start: that day, `db`, the step loop, the job, `run`, the cache's SQL and
+  the egress modules, all on the run's path and none on `validate`'s. The
+  same code's cached re-run was 1.54 × `validate` that way and 1.44 with its
+  bytecode compiled. An installed runner always has it; `bench/common.py`
+  now drops that variable for runner's subprocesses, so the warm-up runs
+  write it. Where the rounds' bytecode came from is not what they measure.
+- Egress loads on first use. `egress/seam.py` holds the seam
+  (`JobNetworkSeam`, `StepNetwork`, `NoJobNetworks`), which the job and the
+  step loop import; `cli/_network.py` hands them `LazyJobNetworks`
+  (`egress/lazy.py`), which builds `JobNetworks` (the proxy, its rules,
+  the shelf, the broker) when a network is first opened, a stale claim
+  must be swept, or the host cannot fence (its `preflight` has something to
+  say only then, or under `allow`); a drain before the build is replayed.
+  The broker is imported only by a job that revealed a value. Capture,
+  masks, limits, `--keep-workspace`, `cache.why` (written entries only) and
+  the tree on disk (`execute/workspace.py`: a full hit needs only
+  `resolve_source`, now `execute/source.py`) load where a step runs.
+  `tests/test_lazy_imports.py` names all of them for a full hit.
+- Dataclasses that nothing compares or prints (`RunContext`, `Job`,
+  `JobServices`, `RunPlan`, the front half, the step loop's private
+  records) generate no `__eq__`, `__hash__` or `__repr__`; results keep
+  their `__repr__`. Python 3.11 compiles each generated method apart: a
+  frozen dataclass with all of them costs 0.54 ms to define, one without
+  0.35 ms.
+- `runner` freezes the garbage collector as its command returns: the
+  collection the interpreter makes at exit walked every object loaded
+  (run 33 ms and `validate` 21 ms faster; the ratio does not move).
+
+Before → after (bytecode compiled for both, in the same rounds): re-run
+296 → 253 ms, `validate` 197 → 176 ms, ratio 1.49 → 1.44 (again at load
+5–6.7: 1.50 → 1.44, 1.51 → 1.44); the large repository's cached re-run
+1.40 → 1.35. `--only cache` then gave 1.40 (5 rounds, 1.36–1.86, load
+3.1–3.5) and `--only large_repo` 1.33 (3 rounds, 1.32–1.35, load
+2.6–5.0). Imports the run adds over `validate`: 78 ms → 42 ms (stale
+bytecode included before); under `-X importtime` the egress machinery was
+14 ms of them, and capture, masks, limits, keep, `cache.why` and the
+workspace module 7 ms.
+
+What is left of the 1.3 (about 75 ms over `validate`'s 175 ms, from the
+timeline): 41 ms of imports, of which 30 ms is the 60 dataclasses the run's
+modules define (the env plan, the step loop and job, the runtime's records,
+the sandbox policy, the secret store, crypto and models, the cache); 11 ms
+to open the secret store, 10 of them its imports (SQLite, the store, its
+models, crypto, migrations); 12–14 ms of workspaces (9.5 ms of CPU for 8:
+per workspace its commit's tree read, 3 keys, one lookup and one touch,
+5 events to `--json` and to its log, 2 result files written); 3.5 ms
+clearing the previous run's files; 3 ms ending. Reaching 1.3 would need the
+run's records defined for less (fewer generated methods, fewer frozen
+ones, in modules of every part) or a full hit that skips the workspace
+machinery altogether.
+
 ### `step_overhead_ratio`: on the goal's edge
 
 A marginal step costs about one `docker run`: across full runs the figure
@@ -1058,6 +1120,76 @@ the ratio went under 0.5 (0.487–0.492); at load 3 it was 0.49–0.67. Lifting
 it under load means less CPU in the server's loop per request (uvicorn's
 parser and task, the socket: about 0.1 ms of the 0.37) or a second thread
 that does not contend for the interpreter lock; neither was in reach here.
+
+### `inprocess_vs_raw_sql.sqlite`: read back only what was not written (issue 21, `coordsql`)
+
+Where a cycle went, on one thread in-process (cProfile, `time.thread_time`
+around every SQLite call, and pieces knocked out one at a time): 185–210 µs
+of CPU, of which the two statements 95–105 (with their rows made into dicts
+by the connection's row factory, which builds the cursor's `description`
+again for every row: 8 µs a cycle) and Python 75–85; the raw floor 73–90.
+Knocked out, the metrics were worth 7 µs and the payload's `json.loads`
+8: every call costs 2–4 times its micro-benchmark inside a cycle whose
+caches SQLite has just walked through.
+
+What changed. `Database.once_tuples` runs a statement as `once` does and
+gives its rows as tuples (a cursor of its own on SQLite's connection, a
+`tuple_row` cursor per thread on PostgreSQL). The claim's and the
+completion's `RETURNING` lists only what their `UPDATE` did not write
+(`store._read_back`): what an event writes is the state machine's decision,
+already at the stored precision, so it is not parsed back (3 of the 4 times
+of a record were); the claim returns the job's identity, the attempt
+counters, error and result, then the payload and the stamp. The store keeps
+each claimed job's identity (the 11 fields no event changes: every move
+writes only the state fields) until its completion, which then reads back 6
+columns, not 22; a job claimed on another replica, or among more than 4,096
+claimed and not yet completed here, reads its identity back too. A claim's
+start and heartbeat, one moment, are encoded once. The payload is parsed by
+pydantic_core (2.3 times faster than `json.loads` on its 320 bytes; loaded
+at the first claim). Tests: a heartbeat and a cancel request while the job
+runs show in the completion's record, which equals the row read back, also
+for a job claimed through another store on the same database and for one
+whose identity was let go (both fail when the kept identity is trusted for
+the state, or when the fallback reads no identity).
+
+Before → after, the last commit's code against this one alternated in the
+same runs (5 rounds of 2,000 jobs each, medians, CPU from `process_time`,
+load 1.5–6.5): one thread, 178–209 µs of CPU a cycle → 163–183 (pairs: −9 to
+−38, median −15; raw 73–91 in the same runs); 8 threads 253–261 → 238–248.
+The two statements alone, no runner Python, one thread: 96–98 µs → 88 (raw
+74–76). Over HTTP, the server's CPU a job (SQLite, `/proc` times over 3
+rounds of 3,000 jobs, 8 clients): medians 447, 417, 397, 373 µs → 403, 357,
+353, 357, its rate 1,700–2,600 → 2,500–2,700 jobs/s. `python -m bench --only
+coordinator` (SQLite alone), the last commit and this one alternated, five
+pairs at load 2.8–6.9: `inprocess_vs_raw_sql.sqlite` 0.522, 0.445, 0.556,
+0.367, 0.494 → 0.502, 0.546, 0.627, 0.540, 0.541; `http_vs_inprocess.sqlite`
+0.687, 0.570, 0.680, 0.740, 0.564 → 0.589, 0.502, 0.519, 0.628, 0.519. With
+PostgreSQL, load 3.6 → 4.9: SQLite 0.503 and 0.525, PostgreSQL 0.658 and
+0.706; load 2.5 → 4.9: 0.712 and 0.448, 0.583 and 0.741. Rounds of one run
+spread 0.37–1.16 at these loads. The bench's HTTP rate did not follow the
+server's CPU down (the one-thread SQLite server loses most to the load, as
+the section above says), so `http_vs_inprocess.sqlite` fell in these runs
+(medians of the pairs 0.680 → 0.519) while the raw-SQL ratio rose (0.494 →
+0.541).
+
+Tried and not kept: the metrics, the `ClaimedJob` and the debug check moved
+out of SQLite's turn (8 threads: 224 → 205 and 232 → 194 µs a job), since
+`runner server` calls the service on one thread on SQLite: only a
+many-threaded caller in-process gains, which widens the gap to HTTP (with it,
+0.548 and 0.527); a turn that polls (a try-lock, then sleeps of 0.1 or 0.5
+ms, as SQLite's busy handler makes the raw floor's connections wait) instead
+of waiting on the lock: 255–386 µs a job against 219–242; a connection per
+thread for single statements, as the raw floor has: in the noise, and only
+in-process could gain; `db_time` by `isoformat`: 1.34 against 1.46 µs.
+
+What is left. 8 threads in-process spend 240 µs of CPU a job where one
+thread spends 170: the turn hands SQLite's connection from thread to thread
+twice a cycle (a wake-up and a switch each), where the raw floor's threads
+back off inside SQLite's busy handler and one of them runs many cycles in a
+row. Of a cycle on one thread: the two statements 88 µs against the
+floor's 74 (the rows returned, the fairness pick, the lease condition), and
+about 80 of Python: the metrics 7, the payload 4, two records, two `SET`
+lists, the lease and its hash, the service's checks.
 
 ### `coordinator_http_vs_inprocess.postgresql`: one server, every core (issue 21, part `workers`)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from runner.errors import TemplateError
-from runner.execute.workspace import resolve_source
+from runner.execute.source import resolve_source
 from runner.explain import template_context
 from runner.plan import Workspace
 from runner.spec import template as tmpl

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from runner.execute.workspace import resolve_source
+from runner.execute.source import resolve_source
 from runner.git_objects import commit_tree
 from runner.plan import Workspace
 from tests.helpers import git, make_repo

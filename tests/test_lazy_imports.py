@@ -17,6 +17,24 @@ from tests.helpers import TEST_IMAGE, make_repo, runner_env
 
 # Modules of the coordinator, its web pages and metrics, and of PostgreSQL.
 NOT_FOR_A_LOCAL_RUN = ("psycopg", "fastapi", "uvicorn", "starlette", "jinja2", "prometheus_client")
+# What only a step that runs needs, which a fully cached run never loads: the job
+# network's machinery (proxy, its rules, the broker, the shelf of ready networks),
+# output capture, masks, limits, --keep-workspace, the tree on disk, and what writes a
+# cache entry.
+ONLY_FOR_A_STEP = (
+    "runner.egress.network",
+    "runner.egress.proxy",
+    "runner.egress.rules",
+    "runner.egress.ready",
+    "runner.egress.broker",
+    "runner.egress.broker_rules",
+    "runner.execute.capture",
+    "runner.execute.masks",
+    "runner.execute.limits",
+    "runner.execute.keep",
+    "runner.execute.workspace",
+    "runner.cache.why",
+)
 
 
 # Runs the CLI as `runner` does, then names every module loaded, on stderr's last line.
@@ -114,4 +132,5 @@ def test_a_local_run_never_loads_psycopg_or_the_web_stack(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr[:3000]
     assert "changed" in proc.stdout and "runner.execute.engine_probe" in names
     assert not {"docker", "runner.execute.docker_runtime", "cryptography"} & names
+    assert not set(ONLY_FOR_A_STEP) & names
     assert forbidden(names) == []

@@ -23,7 +23,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from runner.cache.entry import CacheEntry, EntryInfo, parse_ref
-from runner.cache.why import Candidate
 from runner.clock import SYSTEM_CLOCK, Clock
 from runner.config import MIB
 from runner.db import Database, Transaction, db_time, parse_db_time
@@ -33,6 +32,7 @@ from runner.migrations import Migration, register
 from runner.secrets.store import secret_event
 
 if TYPE_CHECKING:
+    from runner.cache.why import Candidate
     from runner.config import Settings
     from runner.secrets.models import SecretMeta
     from runner.secrets.store import SqlSecretStore
@@ -272,6 +272,8 @@ class SqlStepCache:
                 " WHERE scope = ? AND step = ?",
                 [scope, step],
             )
+        from runner.cache.why import Candidate  # `runner cache why` only
+
         return [
             Candidate(
                 inputs=json.loads(row["inputs"]),

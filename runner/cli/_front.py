@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from runner.secrets.store import SqlSecretStore
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class FrontHalf:
     spec: BatchSpec
     spec_dir: Path

@@ -13,17 +13,19 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from runner.cli._options import option_group
 from runner.config import NETWORK_POLICIES, Settings
-from runner.egress import JobNetworks, NetworkChoice
+from runner.egress import NetworkChoice
 from runner.egress.firewall import HostFirewall
-from runner.egress.proxy import MitmProxy
-from runner.egress.ready import ReadyNetworks
+from runner.egress.lazy import LazyJobNetworks
 from runner.execute.runtime import ContainerRuntime
+
+if TYPE_CHECKING:
+    from runner.egress.network import JobNetworks
 
 __all__ = ["NetworkChoice", "job_networks", "network_choice", "network_options", "proxy_binary"]
 
@@ -61,28 +63,38 @@ def job_networks(
     broker_ca_file: Path | None = None,
     *,
     keep_ready: bool = False,
-) -> JobNetworks:
+) -> LazyJobNetworks:
     """``broker_ca_file``: ``NetworkChoice.broker_ca_file`` (else the setting).
 
     ``keep_ready``: networks are kept ready between runs of this ``RUNNER_HOME``
     (`runner run`, and `runner cleanup`, which removes them).
+
+    The real seam (``JobNetworks``, with the proxy, its rules and the shelf) is
+    built when a network is first opened or something must be removed: a fully
+    cached run never loads it.
     """
-    ready = None
-    if keep_ready and settings.ready_networks > 0:
-        ready = ReadyNetworks(
-            settings.home / "ready-networks",
+    firewall = HostFirewall()
+    shelf = settings.home / "ready-networks" if keep_ready and settings.ready_networks > 0 else None
+
+    def make() -> JobNetworks:
+        from runner.egress.network import JobNetworks
+        from runner.egress.proxy import MitmProxy
+        from runner.egress.ready import ReadyNetworks
+
+        ready = None
+        if shelf is not None:
+            ready = ReadyNetworks(shelf, pool=settings.network_pool, limit=settings.ready_networks)
+        return JobNetworks(
+            runtime,
+            firewall=firewall,
+            proxy=MitmProxy(
+                proxy_binary(settings), upstream_ca=broker_ca_file or settings.broker_ca_file
+            ),
             pool=settings.network_pool,
-            limit=settings.ready_networks,
+            ready=ready,
         )
-    return JobNetworks(
-        runtime,
-        firewall=HostFirewall(),
-        proxy=MitmProxy(
-            proxy_binary(settings), upstream_ca=broker_ca_file or settings.broker_ca_file
-        ),
-        pool=settings.network_pool,
-        ready=ready,
-    )
+
+    return LazyJobNetworks(make, firewall=firewall, ready=shelf)
 
 
 def _chosen(**flags: Any) -> NetworkChoice:

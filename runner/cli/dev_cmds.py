@@ -26,8 +26,8 @@ from runner.cli._front import FrontHalf, front_half, host_mac_key
 from runner.cli._local_secrets import local_secret_options
 from runner.cli.cache_cmds import cache_group
 from runner.errors import ImageNotFoundError
+from runner.execute.source import resolve_source
 from runner.execute.steps import spec_key_inputs, workspace_key_input
-from runner.execute.workspace import resolve_source
 from runner.plan import RepoArg, Workspace
 from runner.preview import preview
 

@@ -34,18 +34,18 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
 
 from runner.egress.broker import BrokerSession
 from runner.egress.firewall import Firewall, host_addresses
 from runner.egress.proxy import PROXY_PORT, OnDenied, ProxyLauncher, RunningProxy, sweep_confdirs
 from runner.egress.ready import ReadyNetworks
 from runner.egress.rules import EgressRules
+from runner.egress.seam import StepNetwork, without_job_network
 from runner.errors import ExecutionError
 from runner.execute.runtime import ContainerRuntime, NetworkInfo
 from runner.log import get_logger
@@ -54,49 +54,6 @@ from runner.sandbox import SandboxPolicy
 log = get_logger("runner.egress")
 
 NO_PROXY = "localhost,127.0.0.1"
-
-
-def _no_entries() -> Mapping[str, str]:
-    return MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class StepNetwork:
-    """What a workspace job's steps get: the network to join, /etc/hosts, proxy variables."""
-
-    network: str | None = None  # None: the engine's default (runtimes without job networks)
-    extra_hosts: Mapping[str, str] = field(default_factory=_no_entries)
-    proxy_env: Mapping[str, str] = field(default_factory=_no_entries)
-    # The job CA's certificate (PEM) when the proxy brokers secrets: steps must trust it.
-    ca_cert: str | None = None
-
-
-class JobNetworkSeam(Protocol):
-    def open(
-        self,
-        job_id: str,
-        policy: SandboxPolicy,
-        on_denied: OnDenied,
-        broker: BrokerSession | None = None,
-    ) -> AbstractContextManager[StepNetwork]:
-        """The job's network for its steps, taken down when the block ends (never raises then).
-
-        With ``broker``, the steps' HTTP(S) goes through the job's proxy, which brokers.
-        """
-        ...
-
-    def sweep(self, job_id: str | None = None) -> int:
-        """Remove what killed runs of ``job_id`` (all if None) left; return how many."""
-        ...
-
-    def drain(self, job_id: str) -> None:
-        """Remove the networks the job's ended workspaces left for its next ones, and
-        each one handed back from now on (no workspace of the job is left to start)."""
-        ...
-
-    def sweep_ready(self, *, everything: bool = False) -> int:
-        """Remove kept networks whose run is gone (``everything``: every free one too)."""
-        ...
 
 
 _SpareKey = tuple[str, SandboxPolicy, bool]
@@ -148,7 +105,7 @@ class JobNetworks:
         broker: BrokerSession | None = None,
     ) -> Iterator[StepNetwork]:
         if policy.network == "none":
-            yield _without_job_network(policy)
+            yield without_job_network(policy)
             return
         hosts = MappingProxyType(dict(policy.add_hosts))
         self._check_firewall(policy)
@@ -333,48 +290,8 @@ class JobNetworks:
         return removed
 
 
-class NoJobNetworks:
-    """For runtimes without job networks: steps on the engine's default network.
-
-    ``none`` still takes the network away; ``allow`` cannot be kept and is refused.
-    """
-
-    @contextmanager
-    def open(
-        self,
-        job_id: str,
-        policy: SandboxPolicy,
-        on_denied: OnDenied,
-        broker: BrokerSession | None = None,
-    ) -> Iterator[StepNetwork]:
-        if policy.network == "allow" or (broker is not None and policy.network != "none"):
-            raise ExecutionError(
-                "this runner has no job networks, so it cannot enforce --network allow "
-                "or broker secrets",
-                hint="run with the Docker engine, or use --network none",
-            )
-        yield _without_job_network(policy)
-
-    def sweep(self, job_id: str | None = None) -> int:
-        return 0
-
-    def drain(self, job_id: str) -> None:
-        pass
-
-    def sweep_ready(self, *, everything: bool = False) -> int:
-        return 0
-
-
 def _fence(policy: SandboxPolicy) -> str:
     """What a kept network's rules depend on beyond itself (``open``, no proxy): the
     ``--allow-host`` entries. A network is taken only for the rules it was kept with,
     so none of another policy's can linger on it."""
     return ",".join(sorted(f"{entry.host}:{entry.port or ''}" for entry in policy.allow_hosts))
-
-
-def _without_job_network(policy: SandboxPolicy) -> StepNetwork:
-    """``none``: no network at all; otherwise the engine's default network."""
-    return StepNetwork(
-        network="none" if policy.network == "none" else None,
-        extra_hosts=MappingProxyType(dict(policy.add_hosts)),
-    )

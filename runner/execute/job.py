@@ -30,12 +30,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner.cache import StepCache, host_mac
 from runner.changeset import build_changesets
-from runner.egress import JobNetworkSeam, NoJobNetworks, StepNetwork
-from runner.egress.broker import BrokerSession, JobBroker
+from runner.egress.seam import JobNetworkSeam, NoJobNetworks, StepNetwork
 from runner.env import REGISTRY_AUTH_NAME, EnvPlan, HostEnv, SecretRef
 from runner.errors import ChangesetError
 from runner.execute.pipeline import HeldReporter, Turn, Turns
@@ -52,6 +51,9 @@ from runner.secrets.delivery import BrokeredUse
 from runner.secrets.local import LocalSecrets
 from runner.secrets.value import Secret
 from runner.spec.models import BatchSpec
+
+if TYPE_CHECKING:
+    from runner.egress.broker import JobBroker
 
 log = get_logger("runner.job")
 
@@ -152,7 +154,9 @@ def resolve_images(
 # 4. Changesets, checked ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+# Never compared or hashed: no generated __eq__/__hash__ (nor __repr__ for the bags of
+# services), each of which Python 3.11 compiles at import (a full cache hit pays it).
+@dataclass(frozen=True, eq=False)
 class CheckedChangeset:
     """A changeset spec (Sourcegraph's fields plus the workspace's outputs) free of values."""
 
@@ -197,7 +201,7 @@ class ResultSink(Protocol):
         ...
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkspaceOutcome:
     """A workspace's result, with the changesets kept for it and what the sink named."""
 
@@ -217,7 +221,7 @@ class WorkspaceOutcome:
 # The job ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Job:
     """One job: a spec's workspaces in one namespace, with everything checked already."""
 
@@ -231,7 +235,7 @@ class Job:
     host: HostEnv = field(default_factory=HostEnv)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class JobServices:
     """What runs a job: the engine, the redactor, and where events and results go."""
 
@@ -271,7 +275,7 @@ def run_job(
     """
     secrets = reveal_secrets(job.env_plan, reveal)
     # Brokered secrets get their placeholders now, once for the whole job.
-    broker = JobBroker.of(job.env_plan.steps, secrets)
+    broker = _job_broker(job.env_plan, secrets)
     if broker and services.sandbox.network == "none":
         log.warning(
             "the job's steps have no network (--network none): its brokered secrets "
@@ -282,7 +286,7 @@ def run_job(
     register_values(
         services.registry, plan=job.env_plan, secrets=secrets, host=job.host, broker=broker
     )
-    ctx = replace(_context(job, secrets, services), broker=broker or None)
+    ctx = replace(_context(job, secrets, services), broker=broker)
     if on_open is not None:
         on_open()
     try:
@@ -294,6 +298,19 @@ def run_job(
         services.networks.drain(job.id)
         if broker and services.on_brokered is not None:
             _report_brokered(broker, services.on_brokered)
+
+
+def _job_broker(plan: EnvPlan, secrets: Mapping[str, Secret]) -> JobBroker | None:
+    """The job's brokered secrets, None if it has none.
+
+    A job that revealed nothing brokers nothing: the broker (and the proxy's
+    rules it loads) is imported only for a job holding values.
+    """
+    if not secrets:
+        return None
+    from runner.egress.broker import JobBroker
+
+    return JobBroker.of(plan.steps, secrets) or None
 
 
 def _report_brokered(broker: JobBroker, on_brokered: OnBrokered) -> None:
@@ -398,7 +415,11 @@ def _run_steps(
             mismatched[0] += 1
             network_event("secret.broker_mismatch", host, secret=secret)
 
-    session = BrokerSession(ctx.broker.rules(), on_broker) if ctx.broker else None
+    session = None
+    if ctx.broker:
+        from runner.egress.broker import BrokerSession
+
+        session = BrokerSession(ctx.broker.rules(), on_broker)
 
     stack = ExitStack()
     network = _WorkspaceNetwork(

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import UsageError
-from runner.execute.workspace import remove_tree
 from runner.output import SUMMARY, read_summary
 from runner.plan import Workspace
 
@@ -50,6 +49,8 @@ class Rerun:
                 if root not in target.parents:
                     continue  # a summary naming something outside --out is not obeyed
                 if target.is_dir() and not target.is_symlink():
+                    from runner.execute.workspace import remove_tree  # a kept tree only
+
                     remove_tree(target)
                 else:
                     target.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.cache import StepCache
 from runner.changeset import import_records
@@ -31,11 +31,9 @@ from runner.execute.job import (
     WorkspaceOutcome,
     run_job,
 )
-from runner.execute.keep import WorkspaceKeeper
 from runner.execute.rerun import Rerun
 from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import RunLimits, WorkspaceResult
-from runner.execute.workspace import remove_tree
 from runner.execute.workspace_logs import WorkspaceLogs
 from runner.output import (
     SUMMARY,
@@ -54,12 +52,17 @@ from runner.secrets.local import LocalRef, LocalSecrets
 from runner.secrets.value import Secret
 from runner.spec.models import BatchSpec
 
+if TYPE_CHECKING:
+    from runner.execute.keep import WorkspaceKeeper
+
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-@dataclass(frozen=True)
+# Records of one run, never compared or hashed: no generated __eq__/__hash__ (nor __repr__
+# for the bags of services), each of which Python 3.11 compiles at import.
+@dataclass(frozen=True, eq=False, repr=False)
 class RunPlan:
     """The checked front half of a run: nothing has been decrypted yet."""
 
@@ -76,7 +79,7 @@ class RunPlan:
     local: LocalSecrets = field(default_factory=LocalSecrets)
 
 
-@dataclass
+@dataclass(eq=False)
 class RunOutcome:
     run_id: str
     results: list[WorkspaceResult]
@@ -158,7 +161,11 @@ def execute(
         # written, so the next run clears them even if this one is killed.
         stub = {"run_id": plan.run_id, "batch_change": plan.spec.name, "workspaces": []}
         write_summary(out_dir, stub, logs.planned())
-    keeper = WorkspaceKeeper(out_dir, redactor) if keep_workspace else None
+    keeper = None
+    if keep_workspace:  # --keep-workspace only
+        from runner.execute.keep import WorkspaceKeeper
+
+        keeper = WorkspaceKeeper(out_dir, redactor)
     job = Job(
         id=plan.run_id,
         spec=plan.spec,
@@ -230,7 +237,7 @@ def _prepare(out: Path, rerun: Rerun | None) -> None:
     prepare_out_dir(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class _Found:
     """What a run wrote besides changesets: logs, kept trees; and the summary it updates."""
 
@@ -348,6 +355,8 @@ def sweep_leftovers(
         # After the containers: a network still in use cannot go.
         swept += networks.sweep(run_id) if networks else runtime.sweep_networks(run_id)
         for leftover in temp_root.glob(f"runner-ws-{run_id}-*"):
+            from runner.execute.workspace import remove_tree  # what a killed run left
+
             remove_tree(leftover)  # in parallel, as a workspace is removed
             swept += 1
         record.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from runner.cache import (
     CacheEntry,
@@ -26,10 +26,8 @@ from runner.cache import (
     sha256_hex,
     step_keys,
 )
-from runner.cache.why import named_inputs
 from runner.changeset import FileChanges
-from runner.egress import StepNetwork
-from runner.egress.broker import CA_BUNDLE_PATH, JobBroker, ca_bundle, image_roots, trust_env
+from runner.egress.seam import StepNetwork
 from runner.env import EnvPlan, HostEnv, materialize
 from runner.errors import (
     CacheError,
@@ -40,14 +38,10 @@ from runner.errors import (
     StepFailed,
     TemplateError,
 )
-from runner.execute.capture import OutputSink
-from runner.execute.limits import DiskWatcher, JobDeadline
-from runner.execute.masks import MaskCommand
 from runner.execute.pipeline import Ahead, AnyTime, WorkspaceTurn
 from runner.execute.runtime import ContainerRuntime, Mount, OutputStream, StepContainer, StepExit
-from runner.execute.workspace import LocalWorkspace, read_blobs, resolve_source
+from runner.execute.source import resolve_source
 from runner.log import get_logger
-from runner.patch import SEPARATOR, apply_delta, written
 from runner.plan import Workspace
 from runner.redact.protocol import Redacts
 from runner.report import PhaseEvents, Reporter, report_output
@@ -57,6 +51,12 @@ from runner.spec import template as tmpl
 from runner.spec.models import BatchSpec, Step
 from runner.spec.mounts import resolve_mount
 from runner.spec.yamlpos import YamlError, load_yaml
+
+if TYPE_CHECKING:  # imported where a step runs: a fully cached workspace runs none
+    from runner.egress.broker import JobBroker
+    from runner.execute.limits import DiskWatcher
+    from runner.execute.masks import MaskCommand
+    from runner.execute.workspace import LocalWorkspace
 
 Status = Literal["changed", "unchanged", "failed", "canceled"]
 RUN_LABEL = "org.runner.run-id"
@@ -74,7 +74,9 @@ class RunLimits:
     log_cap_bytes: int | None = None
 
 
-@dataclass(frozen=True)
+# Never compared or hashed: no generated __eq__/__hash__ (nor __repr__ for the bag of
+# services), each of which Python 3.11 compiles at import (a full cache hit pays it).
+@dataclass(frozen=True, eq=False, repr=False)
 class RunContext:
     """Everything the step loop needs, passed in explicitly."""
 
@@ -117,7 +119,7 @@ class RunContext:
     keep_tree: Callable[[Workspace, Path], None] | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class WorkspaceResult:
     workspace: Workspace
     status: Status
@@ -272,6 +274,8 @@ class WorkspaceRunner:
             if self.ctx.network_soon is not None:
                 self.ctx.network_soon()
             self.phases.enter("preparing")
+            from runner.execute.workspace import LocalWorkspace
+
             local = LocalWorkspace.create(
                 self.ws,
                 run_id=self.ctx.run_id,
@@ -382,6 +386,8 @@ class WorkspaceRunner:
             for step in steps[:start]:
                 self.emit("step.cached", step=step.number, steps=self.total)
         ran = 0
+        from runner.execute.limits import JobDeadline
+
         self._prepare_first(local, steps[start:], self._context(local, tree, previous, outputs))
         ctx.turn.wait(ctx.cancel)
         # The job timeout counts from the first step this workspace runs.
@@ -537,6 +543,8 @@ class WorkspaceRunner:
         self._prepare_next(local, step, context)
         self.current_step = step.number  # what a refused connection is reported under
         self.emit("step.started", step=step.number, steps=self.total, container=step.container)
+        from runner.execute.capture import OutputSink
+
         sinks = {
             name: OutputSink(
                 ctx.redactor.stream(),
@@ -605,6 +613,8 @@ class WorkspaceRunner:
         Only its creation counts (image, mounts, labels, network); what
         ``context`` renders is rendered again at the step's turn.
         """
+        from runner.execute.limits import DiskWatcher
+
         stop = _StepStop(self.ctx.cancel)
         disk = DiskWatcher(
             cap=self.ctx.sandbox.disk_cap_bytes,
@@ -708,6 +718,8 @@ class WorkspaceRunner:
         network = ctx.network()
         trust: dict[str, str] = {}
         if network.ca_cert is not None:  # the job's proxy brokers: trust its CA
+            from runner.egress.broker import CA_BUNDLE_PATH, ca_bundle, image_roots, trust_env
+
             image = ctx.images[step.container]
             bundle = local.root / f"ca-bundle-{image.rpartition(':')[2][:16]}.pem"
             if not bundle.exists():
@@ -814,6 +826,8 @@ class WorkspaceRunner:
     def _check_written(self, files: Sequence[tuple[str, bytes]], diff: bytes) -> None:
         """``_check_for_secrets`` in one pass over everything, the usual case being clean;
         only a leak is looked for again file by file, to name the file."""
+        from runner.patch import SEPARATOR
+
         whole = SEPARATOR.join([*(data for _, data in files), diff])
         if _leaked_names(self.ctx.redactor, whole):
             self._check_for_secrets(files, diff)
@@ -841,7 +855,7 @@ class WorkspaceRunner:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class _Ready:
     """A step's container made ahead, with the stop event and disk watcher it was labelled for."""
 
@@ -850,7 +864,7 @@ class _Ready:
     ahead: Ahead
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class _Keyed:
     """A workspace's cache keys, what went into them, and the longest cached prefix."""
 
@@ -864,6 +878,8 @@ def _named(keyed: _Keyed, upto: int) -> dict[str, Any] | None:
     """The named inputs of the key of steps 1..``upto`` (runner.cache.why)."""
     if keyed.workspace is None:
         return None
+    from runner.cache.why import named_inputs  # for a cache entry written: not on a full hit
+
     return named_inputs(keyed.workspace, keyed.inputs, upto)
 
 
@@ -873,6 +889,9 @@ _KINDS = ("modified", "added", "deleted", "renamed")  # FileChanges' fields, in 
 def _written_files(repo: Path, diff: bytes) -> list[tuple[str, bytes]]:
     """What ``diff`` writes into each file it touches, from the diff (runner.patch) and
     the old blobs of its binary deltas."""
+    from runner.execute.workspace import read_blobs
+    from runner.patch import apply_delta, written
+
     parts = list(written(diff))
     bases = iter(read_blobs(repo, [p.base for p in parts if p.base is not None]))
     return [(p.path, p.data if p.base is None else apply_delta(next(bases), p.data)) for p in parts]

@@ -26,9 +26,10 @@ over every file, as before, so that no step is charged with a normalisation.
 After each step ``snapshot()`` stages everything and writes a tree object:
 comparing trees gives the changed-file lists and the diff without commits.
 
-A full cache hit needs no tree at all: the secret check reads what the cached
-diff writes from the diff itself (``runner.patch``); ``read_blobs`` gives it
-the old blobs a binary delta is applied to.
+A full cache hit needs no tree at all, nor this module: its keys start from
+the commit's tree (``runner.execute.source``), and the secret check reads what
+the cached diff writes from the diff itself (``runner.patch``); ``read_blobs``
+gives it the old blobs a binary delta is applied to.
 
 Everything that can take seconds on a large tree notices the run's cancel
 event: between files while writing them, and around every git (killed when
@@ -57,9 +58,8 @@ from typing import IO, Final
 
 from runner.changeset import FileChanges
 from runner.errors import ExecutionError, GitError
+from runner.execute.source import Source, resolve_source
 from runner.git import git, git_process
-from runner.git_objects import commit_tree
-from runner.git_refs import git_dir
 from runner.plan import Workspace
 
 TEMP_PREFIX = "runner-ws-"
@@ -88,32 +88,6 @@ _REMOVE_BATCH: Final = 256
 # The attributes that make `git add` store other bytes than the file's (a
 # set `text`, `eol=`, the old `crlf`, `ident`); `-text` and `!text` unset them.
 _CONVERTING: Final = re.compile(rb"(?<![-!\w])(?:text|eol|crlf|ident)(?![\w-])")
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a workspace comes from: the commit's tree and the objects folder holding it."""
-
-    tree: str
-    objects: Path
-
-
-def resolve_source(workspace: Workspace, cancel: threading.Event | None = None) -> Source:
-    """The commit's tree (what cache keys start from) and its repository's objects, one git.
-
-    Read from the object store when it can be (``runner.git_objects``): a
-    fully cached workspace then starts no process at all.
-    """
-    found = git_dir(workspace.repo_path)
-    if found is not None and (read := commit_tree(found / "objects", workspace.commit)):
-        return Source(read, found.absolute() / "objects")
-    out = git(
-        ["rev-parse", "--path-format=absolute", "--git-common-dir", f"{workspace.commit}^{{tree}}"],
-        cwd=workspace.repo_path,
-        cancel=cancel,
-    )
-    common, _, tree = out.rstrip(b"\n").rpartition(b"\n")
-    return Source(tree.decode(), Path(os.fsdecode(common)) / "objects")
 
 
 def no_progress(phase: str, done: int, total: int | None) -> None:
