@@ -628,3 +628,34 @@ def test_cleanup_removes_rules_an_older_runner_left_in_docker_user(env: dict[str
         assert bridge not in rules()
     finally:
         subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True)
+
+
+def test_without_nft_open_keeps_the_iptables_fence_and_allow_is_refused(
+    docker_client: Any,
+) -> None:
+    from runner.egress.firewall import HostFirewall, docker_user_rules, rules_for
+    from runner.errors import ExecutionError
+    from runner.execute.docker_runtime import DockerRuntime
+    from runner.sandbox import SandboxPolicy
+
+    runtime = DockerRuntime(docker_client.api)
+    job = f"test-no-nft-{uuid.uuid4().hex[:8]}"
+    firewall = HostFirewall(nft="runner-test-no-such-nft")
+    policy = SandboxPolicy()
+    try:
+        net = runtime.create_network(job, internal=False)
+        assert net.bridge is not None
+        firewall.guard(net, policy, proxy_port=None)
+        mine = rules()[net.bridge]
+        assert len(mine) == len(rules_for(net, policy, None)) + len(docker_user_rules(net, policy))
+        assert any("DOCKER-USER" in r and "169.254.0.0/16" in r for r in mine)
+        assert firewall.fenced(net, policy, None)
+        firewall.release(net)
+        assert net.bridge not in rules()
+
+        closed = runtime.create_network(job, internal=True)
+        with pytest.raises(ExecutionError, match="nftables"):
+            firewall.guard(closed, SandboxPolicy(network="allow"), proxy_port=3128)
+        assert closed.bridge not in rules()  # nothing half-made is left
+    finally:
+        runtime.sweep_networks(job)

@@ -17,7 +17,7 @@ import pytest
 
 from runner.egress import JobNetworks, NetworkChoice, NoJobNetworks, parse_add_host
 from runner.egress.broker import BrokerSession
-from runner.egress.firewall import NoFirewall, forward_rules, rules_for
+from runner.egress.firewall import NoFirewall, docker_user_rules, forward_rules, rules_for
 from runner.egress.proxy import OnDenied, RunningProxy
 from runner.egress.rules import EgressRules
 from runner.env import SecretRef
@@ -369,7 +369,7 @@ class _NoRoot(NoFirewall):
 def test_allow_without_root_is_refused_before_anything_runs() -> None:
     runtime = FakeRuntime()
     networks = JobNetworks(runtime, firewall=_NoRoot(), proxy=FakeProxy(), pool=POOL)
-    with pytest.raises(ExecutionError, match="needs root, iptables and nft"):
+    with pytest.raises(ExecutionError, match="needs root and iptables"):
         networks.preflight(SandboxPolicy(network="allow"))
     networks.preflight(SandboxPolicy(network="open"))  # a warning, not a refusal
     assert runtime.networks_made == []
@@ -441,3 +441,19 @@ def test_a_job_leaves_no_network_behind_when_its_workspaces_share_them(tmp_path:
     # One running, one getting ready: two at once at most; every one gone at the end.
     assert 2 <= len(runtime.networks_made) <= 5
     assert runtime.networks == {}
+
+
+def test_without_nft_an_open_network_keeps_its_link_local_rule_in_docker_user() -> None:
+    net = NetworkInfo(name="n", subnet="10.213.0.0/28", gateway="10.213.0.1", bridge="rnrx")
+    policy = SandboxPolicy(allow_hosts=(HostPort("169.254.77.1", 8080),))
+    found = [" ".join(r) for r in docker_user_rules(net, policy)]
+    assert found[0].startswith("DOCKER-USER -i rnrx -d 169.254.77.1 -p tcp --dport 8080")
+    assert found[0].endswith("-j ACCEPT")
+    assert found[1].startswith("DOCKER-USER -i rnrx -d 169.254.0.0/16") and found[1].endswith(
+        "-j REJECT"
+    )
+    assert len(found) == 2
+    internal = NetworkInfo(
+        name="n", subnet="10.213.0.0/28", gateway="10.213.0.1", bridge="rnrx", internal=True
+    )
+    assert docker_user_rules(internal, SandboxPolicy(network="allow")) == []

@@ -33,8 +33,9 @@ job network runner adds:
 Every rule carries the comment ``runner:<bridge>`` and is removed with its
 network; ``sweep`` removes those whose bridge is gone (a run that was
 killed), and rules an older runner put in ``DOCKER-USER``. The table stays:
-empty, it matches nothing. This needs root, iptables and nft; ``available``
-says whether runner has them.
+empty, it matches nothing. This needs root and iptables (``available``); without
+``nft``, ``allow`` is refused and ``open`` gets the ``INPUT`` rules and its
+link-local rule in ``DOCKER-USER``, as before the table, with a warning.
 """
 
 from __future__ import annotations
@@ -170,31 +171,85 @@ def forward_rules(net: NetworkInfo, policy: SandboxPolicy) -> list[str]:
     return rules
 
 
+def docker_user_rules(net: NetworkInfo, policy: SandboxPolicy) -> list[list[str]]:
+    """Where there is no ``nft``: the link-local rules of an ``open`` network in Docker's
+    ``DOCKER-USER``, as runner had them before its table (with Docker's gap)."""
+    if net.internal:
+        return []
+    bridge = net.bridge or ""
+    tag = ["-m", "comment", "--comment", f"{COMMENT_PREFIX}{bridge}"]
+    link_local = ipaddress.ip_network(LINK_LOCAL)
+    rules = []
+    for entry in _listed_addresses(policy.allow_hosts):
+        if ipaddress.ip_address(entry.host) in link_local:
+            port = ["-p", "tcp", "--dport", str(entry.port)] if entry.port else []
+            rules.append(
+                ["DOCKER-USER", "-i", bridge, "-d", entry.host, *port, *tag, "-j", "ACCEPT"]
+            )
+    rules.append(["DOCKER-USER", "-i", bridge, "-d", LINK_LOCAL, *tag, "-j", "REJECT"])
+    return rules
+
+
 class HostFirewall:
     """``INPUT`` rules through ``iptables`` (waiting for its lock, as Docker's own calls
-    do); forwarding rules through ``nft``, in runner's own table."""
+    do); forwarding rules through ``nft``, in runner's own table.
+
+    A host with iptables and no ``nft`` still gets the ``INPUT`` rules and the
+    link-local rule in ``DOCKER-USER`` (``docker_user_rules``), with a warning:
+    Docker lifts that chain, and its isolation chains, for a moment each time
+    a network is made.
+    """
 
     def __init__(self, iptables: str = "iptables", nft: str = "nft") -> None:
         self._iptables_bin = iptables
         self._nft_bin = nft
+        self._warned = False
 
     def available(self) -> bool:
-        return os.geteuid() == 0 and all(
-            shutil.which(b) for b in (self._iptables_bin, self._nft_bin)
-        )
+        return os.geteuid() == 0 and shutil.which(self._iptables_bin) is not None
+
+    @property
+    def has_nft(self) -> bool:
+        return shutil.which(self._nft_bin) is not None
+
+    def _host_rules(
+        self, net: NetworkInfo, policy: SandboxPolicy, port: int | None
+    ) -> list[list[str]]:
+        """The iptables rules ``guard`` adds here: ``INPUT``, and without nft DOCKER-USER's."""
+        extra = [] if self.has_nft else docker_user_rules(net, policy)
+        return [*rules_for(net, policy, port), *extra]
+
+    def _warn_without_nft(self) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "nft is not installed: runner's fence between job networks and against "
+                "link-local addresses falls back to Docker's chains, which Docker lifts for "
+                "a moment each time a network is made; install nftables",
+            )
 
     def guard(self, net: NetworkInfo, policy: SandboxPolicy, *, proxy_port: int | None) -> None:
         if net.bridge is None:
             return
         try:
-            # One transaction: the table and chain if they are not there yet, and the
-            # network's rules, all or none.
-            self._nft_script(
-                [*_TABLE, *(f"add rule {_CHAIN} {r}" for r in forward_rules(net, policy))]
-            )
+            if self.has_nft:
+                # One transaction: the table and chain if they are not there yet, and the
+                # network's rules, all or none.
+                self._nft_script(
+                    [*_TABLE, *(f"add rule {_CHAIN} {r}" for r in forward_rules(net, policy))]
+                )
+            elif net.internal:
+                # Under `allow` the proxy is the only way out; with Docker's gap it is not.
+                raise ExecutionError(
+                    "runner cannot keep --network allow's network closed without nft: "
+                    "Docker opens it for a moment each time a network is made",
+                    hint="install nftables (apt-get install nftables), or use --network none",
+                )
+            else:
+                self._warn_without_nft()
             # Inserted at the top, last first, so they keep their order ahead of
             # every other rule (the host's own included).
-            for chain, *args in reversed(rules_for(net, policy, proxy_port)):
+            for chain, *args in reversed(self._host_rules(net, policy, proxy_port)):
                 self._run(["-I", chain, "1", *args])
         except ExecutionError:
             self.release(net)
@@ -228,6 +283,8 @@ class HostFirewall:
         return removed
 
     def _delete_forward(self, matches: Callable[[str], bool]) -> int:
+        if not self.has_nft:
+            return 0
         handles = [h for h, bridge in self._forward_listing() if matches(bridge)]
         if not handles:
             return 0
@@ -262,13 +319,14 @@ class HostFirewall:
         # several times that (two listings, a deletion each).
         if net.bridge is None:
             return True
-        try:
-            forward = sum(bridge == net.bridge for _, bridge in self._forward_listing())
-        except ValueError:
-            return False
-        return forward == len(forward_rules(net, policy)) and all(
-            self._has(rule) for rule in rules_for(net, policy, proxy_port)
-        )
+        if self.has_nft:
+            try:
+                forward = sum(bridge == net.bridge for _, bridge in self._forward_listing())
+            except ValueError:
+                return False
+            if forward != len(forward_rules(net, policy)):
+                return False
+        return all(self._has(rule) for rule in self._host_rules(net, policy, proxy_port))
 
     def _has(self, rule: list[str]) -> bool:
         """Whether ``rule`` (chain, args...) is in place (``iptables -C``)."""

@@ -239,17 +239,17 @@ class JobNetworks:
             return
         if policy.network == "allow":
             raise ExecutionError(
-                "runner cannot fence the job's network here (it needs root, iptables and "
-                "nft), so it will not pretend to enforce --network allow",
-                hint="run runner as root on a host with iptables and nftables "
-                "(apt-get install nftables), or use --network none",
+                "runner cannot fence the job's network here (it needs root and iptables), "
+                "so it will not pretend to enforce --network allow",
+                hint="run runner as root on a host with iptables and nftables, "
+                "or use --network none",
             )
         if not self._warned:
             self._warned = True
             log.warning(
-                "runner is not root or has no iptables or nft: steps on job networks can "
-                "reach this host's services, link-local addresses and, for a moment each "
-                "time the engine makes a network, other networks",
+                "runner is not root or has no iptables: steps on job networks can reach "
+                "this host's services, link-local addresses and, for a moment each time "
+                "the engine makes a network, other networks",
             )
 
     def _close(self, net: NetworkInfo) -> None:
