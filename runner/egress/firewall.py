@@ -48,6 +48,7 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -123,6 +124,13 @@ def _listed_addresses(hosts: tuple[HostPort, ...]) -> list[HostPort]:
     return found
 
 
+def _listed_link_local(policy: SandboxPolicy) -> list[HostPort]:
+    """The ``--allow-host`` addresses that are link-local: the forwarded exceptions."""
+    link_local = ipaddress.ip_network(LINK_LOCAL)
+    listed = _listed_addresses(policy.allow_hosts)
+    return [entry for entry in listed if ipaddress.ip_address(entry.host) in link_local]
+
+
 def rules_for(net: NetworkInfo, policy: SandboxPolicy, proxy_port: int | None) -> list[list[str]]:
     """The iptables rules of one job network, in order, each as (chain, args...): ``INPUT``."""
     bridge = net.bridge or ""
@@ -158,12 +166,10 @@ def forward_rules(net: NetworkInfo, policy: SandboxPolicy) -> list[str]:
     if net.internal:
         # Nothing leaves or enters an internal network's bridge but through the host.
         return [*refuse(f"iifname {me} oifname {other}"), *refuse(f"oifname {me} iifname {other}")]
-    link_local = ipaddress.ip_network(LINK_LOCAL)
     rules = []
-    for entry in _listed_addresses(policy.allow_hosts):
-        if ipaddress.ip_address(entry.host) in link_local:
-            port = f" tcp dport {entry.port}" if entry.port else ""
-            rules.append(f"iifname {me} ip daddr {entry.host}{port} accept {tag}")
+    for entry in _listed_link_local(policy):
+        port = f" tcp dport {entry.port}" if entry.port else ""
+        rules.append(f"iifname {me} ip daddr {entry.host}{port} accept {tag}")
     rules += refuse(f"iifname {me} ip daddr {LINK_LOCAL}")
     for bridges in (RUNNER_BRIDGES, DEFAULT_BRIDGE):
         rules += refuse(f'iifname {me} oifname {other} oifname "{bridges}"')
@@ -178,14 +184,10 @@ def docker_user_rules(net: NetworkInfo, policy: SandboxPolicy) -> list[list[str]
         return []
     bridge = net.bridge or ""
     tag = ["-m", "comment", "--comment", f"{COMMENT_PREFIX}{bridge}"]
-    link_local = ipaddress.ip_network(LINK_LOCAL)
     rules = []
-    for entry in _listed_addresses(policy.allow_hosts):
-        if ipaddress.ip_address(entry.host) in link_local:
-            port = ["-p", "tcp", "--dport", str(entry.port)] if entry.port else []
-            rules.append(
-                ["DOCKER-USER", "-i", bridge, "-d", entry.host, *port, *tag, "-j", "ACCEPT"]
-            )
+    for entry in _listed_link_local(policy):
+        port = ["-p", "tcp", "--dport", str(entry.port)] if entry.port else []
+        rules.append(["DOCKER-USER", "-i", bridge, "-d", entry.host, *port, *tag, "-j", "ACCEPT"])
     rules.append(["DOCKER-USER", "-i", bridge, "-d", LINK_LOCAL, *tag, "-j", "REJECT"])
     return rules
 
@@ -208,8 +210,9 @@ class HostFirewall:
     def available(self) -> bool:
         return os.geteuid() == 0 and shutil.which(self._iptables_bin) is not None
 
-    @property
+    @cached_property
     def has_nft(self) -> bool:
+        # Once: guard, fenced and release each ask, per network.
         return shutil.which(self._nft_bin) is not None
 
     def _host_rules(
