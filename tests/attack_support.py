@@ -823,7 +823,7 @@ class LocalCanary:
         file under --out, RUNNER_HOME, TMPDIR and ``also``, and every process's command
         line; and no temporary folder of runner's left behind."""
         assert hits(printed, forms) == []
-        assert sorted(watcher.found) == []
+        assert sorted(watcher.found) == [], sorted(watcher.found)
         assert scan_paths([self.out, self.home, self.tmp, *also], forms) == []
         assert hits(proc_cmdlines(), forms) == []
         assert runner_temp_leftovers(self.tmp) == []

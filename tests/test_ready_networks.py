@@ -147,6 +147,12 @@ def _wait_for_claims(home: Path, tmp: Path, count: int) -> list[Path]:
     raise AssertionError(f"the run never held {count} networks")
 
 
+def _holders_of(docker_client: Any, network: str) -> list[str]:
+    """The running holders of a network (``ContainerRuntime.hold_network``)."""
+    found = docker_client.api.containers(filters={"label": f"org.runner.holds={network}"})
+    return sorted(str(c["Id"]) for c in found)
+
+
 def _joined(since: float, until: float) -> set[str]:
     """The networks containers joined between the two times (``docker events``)."""
     window = ["--since", f"{since:.3f}", "--until", f"{until:.3f}"]
@@ -215,6 +221,9 @@ def test_runs_share_kept_networks_and_cleanup_removes_them_after_a_kill(
         assert proc.returncode == 0, proc.stderr
         kept = _kept(home)
         assert len(kept) == 2 and _engine_networks(label) == kept
+        # Each is kept with its holder, still running: the steps joined its namespace.
+        holders = {name: _holders_of(docker_client, name) for name in kept}
+        assert all(len(found) == 1 for found in holders.values())
         # The next run takes them: no network made, the same two kept again; one whose
         # rules went (a reboot, a flush) is fenced afresh.
         bridge = json.loads((home / "ready-networks" / f"{kept[1]}.json").read_text())["bridge"]
@@ -227,13 +236,20 @@ def test_runs_share_kept_networks_and_cleanup_removes_them_after_a_kill(
                 ["nft", "delete", "rule", "inet", "runner", "forward", "handle", handle], check=True
             )
             assert len(_rules_of(bridge)) == _fence_size() - 2
+        since = time.time()
         proc = run_runner([*run("exit 0"), "-j", "2"], env)
         assert proc.returncode == 0, proc.stderr
         assert _kept(home) == kept and _engine_networks(label) == kept
         if os.geteuid() == 0:
             assert len(_rules_of(bridge)) == _fence_size()
+        # The same holders served it: no container joined them (the steps joined the
+        # holders' namespaces).
+        assert {name: _holders_of(docker_client, name) for name in kept} == holders
+        assert not _joined(since, time.time() + 1) & set(kept)
 
-        # One removed behind runner's back: skipped, its record forgotten.
+        # One removed behind runner's back (its holder, then it): skipped, forgotten.
+        for holder in holders[kept[0]]:
+            subprocess.run(["docker", "rm", "-f", holder], check=True, capture_output=True)
         subprocess.run(["docker", "network", "rm", kept[0]], check=True, capture_output=True)
         proc = run_runner([*run("exit 0"), "-j", "1"], env)
         assert proc.returncode == 0, proc.stderr
@@ -278,6 +294,7 @@ def test_runs_share_kept_networks_and_cleanup_removes_them_after_a_kill(
             all=True, filters={"label": f"org.runner.run-id={run_id}"}
         )
         assert left == []
+        assert docker_client.api.containers(all=True, filters={"label": label}) == []  # holders
     finally:
         run_runner(["cleanup"], env)
 

@@ -47,6 +47,9 @@ import os
 import shlex
 import shutil
 import subprocess
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -206,6 +209,9 @@ class HostFirewall:
         self._iptables_bin = iptables
         self._nft_bin = nft
         self._warned = False
+        # The rule counts ``fenced`` last listed, and when that listing began.
+        self._counted: tuple[float, Counter[str], Counter[str]] | None = None
+        self._counting = threading.Lock()
 
     def available(self) -> bool:
         return os.geteuid() == 0 and shutil.which(self._iptables_bin) is not None
@@ -318,31 +324,51 @@ class HostFirewall:
         return found
 
     def fenced(self, net: NetworkInfo, policy: SandboxPolicy, proxy_port: int | None) -> bool:
-        # Checking a rule costs what adding it does; removing and adding all of them,
-        # several times that (two listings, a deletion each).
+        # Counted from listings rather than checked rule by rule (``iptables -C``
+        # each): a run's first workspaces take their kept networks at once, and wait
+        # for this before their containers are made. Only runner adds rules carrying
+        # its comment with a bridge's name, and only for the rules a kept network was
+        # taken for: the right count is the right rules; one missing is noticed.
         if net.bridge is None:
             return True
-        if self.has_nft:
-            try:
-                forward = sum(bridge == net.bridge for _, bridge in self._forward_listing())
-            except ValueError:
-                return False
-            if forward != len(forward_rules(net, policy)):
-                return False
-        return all(self._has(rule) for rule in self._host_rules(net, policy, proxy_port))
-
-    def _has(self, rule: list[str]) -> bool:
-        """Whether ``rule`` (chain, args...) is in place (``iptables -C``)."""
         try:
-            done = subprocess.run(
-                [self._iptables_bin, "-w", "10", "-C", *rule],
-                capture_output=True,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
+            forward, host = self._rule_counts()
+        except ExecutionError:
             return False
-        return done.returncode == 0
+        if self.has_nft and forward[net.bridge] != len(forward_rules(net, policy)):
+            return False
+        return host[net.bridge] == len(self._host_rules(net, policy, proxy_port))
+
+    def _rule_counts(self) -> tuple[Counter[str], Counter[str]]:
+        """How many rules of runner's each bridge has: forward (nft), then iptables.
+
+        From listings begun after the caller asked: concurrent callers share
+        one, so four networks taken at once cost two listings, not four.
+        """
+        asked = time.monotonic()
+        with self._counting:
+            if self._counted is not None and self._counted[0] >= asked:
+                return self._counted[1], self._counted[2]
+            began = time.monotonic()
+            forward: Counter[str] = Counter()
+            if self.has_nft:
+                try:
+                    forward.update(bridge for _, bridge in self._forward_listing())
+                except ValueError as exc:  # not the listing nft gives
+                    raise ExecutionError(f"could not read nft's listing: {exc}") from exc
+            host: Counter[str] = Counter()
+            for chain in _IPTABLES_CHAINS if not self.has_nft else ("INPUT",):
+                try:
+                    listing = self._run(["-S", chain])
+                except ExecutionError:
+                    continue  # no such chain (DOCKER-USER where Docker leaves iptables be)
+                for line in listing.splitlines():
+                    words = shlex.split(line)
+                    bridge = _bridge_of(words)
+                    if bridge is not None and words[:1] == ["-A"]:
+                        host[bridge] += 1
+            self._counted = (began, forward, host)
+            return forward, host
 
     def _run(self, args: list[str]) -> str:
         return _tool([self._iptables_bin, "-w", "10", *args])

@@ -36,7 +36,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -103,6 +103,7 @@ class JobNetworks:
         policy: SandboxPolicy,
         on_denied: OnDenied,
         broker: BrokerSession | None = None,
+        holder_image: str | None = None,
     ) -> Iterator[StepNetwork]:
         if policy.network == "none":
             yield without_job_network(policy)
@@ -127,7 +128,21 @@ class JobNetworks:
             net = self.runtime.create_network(job_id, internal=allow)
         proxy: RunningProxy | None = None
         ended = False
+        # gVisor's steps keep joining the network itself: a holder runs the image's own
+        # shell, which must not run outside the sandbox the policy asks for.
+        held = holder_image is not None and policy.isolation == "runc"
         try:
+            if held and net.holder is None:
+                assert holder_image is not None
+                holder = self.runtime.hold_network(
+                    net,
+                    job_id=shelf.label if shelf is not None else job_id,
+                    image=holder_image,
+                    extra_hosts=hosts,
+                )
+                net = replace(net, holder=holder)
+                if shelf is not None:
+                    shelf.claimed(net, fence)  # kept with the network from now on
             if adopted and self.firewall.fenced(net, policy, None):
                 fenced = True  # kept by an earlier run for these rules, and they are all there
             elif adopted and self.firewall.available():
@@ -145,8 +160,9 @@ class JobNetworks:
                 )
                 env = proxy_env(net.gateway, PROXY_PORT)
             yield StepNetwork(
-                network=net.name,
-                extra_hosts=hosts,
+                network=net.joined if held else net.name,
+                # A step joining the holder's namespace shares its /etc/hosts.
+                extra_hosts=MappingProxyType({}) if held else hosts,
                 proxy_env=env,
                 ca_cert=proxy.ca_cert if proxy is not None else None,
             )
@@ -198,8 +214,15 @@ class JobNetworks:
         while found is None and (net := shelf.take(fence)) is not None:
             bridge = Path("/sys/class/net", net.bridge) if net.bridge else None
             if bridge is not None and not bridge.exists():
+                if net.holder is not None:
+                    self.runtime.release_holder(net.holder)
                 shelf.drop(net)  # removed meanwhile (`docker network prune`): forgotten
-            elif bridge is not None and any((bridge / "brif").iterdir()):
+                continue
+            if net.holder is not None and not self.runtime.holder_alive(net.holder):
+                self.runtime.release_holder(net.holder)  # stopped (an engine restart): anew
+                net = replace(net, holder=None)
+            own = 0 if net.holder is None else 1  # the holder's own port on the bridge
+            if bridge is not None and sum(1 for _ in (bridge / "brif").iterdir()) > own:
                 busy.append(net)  # a container is on it (one not removed yet): not ours
             else:
                 found = net
@@ -260,6 +283,8 @@ class JobNetworks:
         )
         rules.start()
         try:
+            if net.holder is not None:
+                self.runtime.release_holder(net.holder)  # the network cannot go before it
             self.runtime.remove_network(net.name)
         finally:
             rules.join()
@@ -291,7 +316,10 @@ class JobNetworks:
 
 
 def _fence(policy: SandboxPolicy) -> str:
-    """What a kept network's rules depend on beyond itself (``open``, no proxy): the
-    ``--allow-host`` entries. A network is taken only for the rules it was kept with,
-    so none of another policy's can linger on it."""
-    return ",".join(sorted(f"{entry.host}:{entry.port or ''}" for entry in policy.allow_hosts))
+    """What a kept network's rules and holder depend on beyond itself (``open``, no
+    proxy): the ``--allow-host`` entries, and the ``--add-host`` ones its holder's
+    /etc/hosts has. A network is taken only for what it was kept with, so none of
+    another policy's rules or names can linger on it."""
+    allowed = ",".join(sorted(f"{entry.host}:{entry.port or ''}" for entry in policy.allow_hosts))
+    hosts = ",".join(sorted(f"{name}={address}" for name, address in policy.add_hosts))
+    return f"{allowed};{hosts}" if hosts else allowed

@@ -129,6 +129,7 @@ class ReadyNetworks:
             "gateway": net.gateway,
             "bridge": net.bridge,
             "internal": net.internal,
+            "holder": net.holder,
             "pool": self.pool,
         }
 
@@ -154,6 +155,7 @@ def _read(path: Path) -> tuple[NetworkInfo | None, tuple[str, str] | None]:
             gateway=str(data["gateway"]),
             bridge=data.get("bridge"),
             internal=bool(data.get("internal")),
+            holder=data.get("holder"),
         )
         return net, (str(data.get("pool")), str(data.get("fence")))
     except (OSError, ValueError, KeyError, TypeError):

@@ -32,7 +32,9 @@ def _no_entries() -> Mapping[str, str]:
 class StepNetwork:
     """What a workspace job's steps get: the network to join, /etc/hosts, proxy variables."""
 
-    network: str | None = None  # None: the engine's default (runtimes without job networks)
+    # The network's name, "container:ID" (its holder's namespace), or None: the
+    # engine's default (runtimes without job networks).
+    network: str | None = None
     extra_hosts: Mapping[str, str] = field(default_factory=_no_entries)
     proxy_env: Mapping[str, str] = field(default_factory=_no_entries)
     # The job CA's certificate (PEM) when the proxy brokers secrets: steps must trust it.
@@ -46,10 +48,13 @@ class JobNetworkSeam(Protocol):
         policy: SandboxPolicy,
         on_denied: OnDenied,
         broker: BrokerSession | None = None,
+        holder_image: str | None = None,
     ) -> AbstractContextManager[StepNetwork]:
         """The job's network for its steps, taken down when the block ends (never raises then).
 
         With ``broker``, the steps' HTTP(S) goes through the job's proxy, which brokers.
+        With ``holder_image`` (an image of the job's, already present), runc steps
+        join the namespace of a holder made from it (``ContainerRuntime.hold_network``).
         """
         ...
 
@@ -80,6 +85,7 @@ class NoJobNetworks:
         policy: SandboxPolicy,
         on_denied: OnDenied,
         broker: BrokerSession | None = None,
+        holder_image: str | None = None,
     ) -> Iterator[StepNetwork]:
         if policy.network == "allow" or (broker is not None and policy.network != "none"):
             raise ExecutionError(

@@ -72,6 +72,7 @@ from runner.execute.docker_sandbox import (
 from runner.execute.reaper import Reaper
 from runner.execute.registry import Credentials, credentials_for, registry_of
 from runner.execute.runtime import (
+    HOLDER_LABEL,
     KILLED_EXIT_CODE,
     NETWORK_LABEL,
     NETWORK_PREFIX,
@@ -105,6 +106,11 @@ WRAPPER = (
     f"unset {_SENTINEL}; exec /bin/sh {SCRIPT_PATH} </dev/null"
 )
 ENTRYPOINT = ["/bin/sh", "-c", WRAPPER]
+
+# A network's holder runs one shell that only waits: a handful of processes and a
+# few MiB are room enough, and nothing more is allowed it.
+_HOLDER_PIDS = 8
+_HOLDER_MEMORY = 16 * 1024 * 1024
 
 # How long a step whose output ended waits for its die event before asking the
 # engine's wait endpoint (a step may close its output long before it exits).
@@ -752,6 +758,10 @@ class DockerRuntime:
 
     def sweep_networks(self, job_id: str | None = None) -> int:
         label = NETWORK_LABEL if job_id is None else f"{NETWORK_LABEL}={job_id}"
+        with _engine("list leftover network holders"):
+            holders = self._api.containers(all=True, quiet=True, filters={"label": label})
+        for holder in holders:  # a network with its holder on it cannot go
+            self.release_holder(holder["Id"])
         with _engine("list leftover networks"):
             leftovers = self._api.networks(filters={"label": label})
         removed = 0
@@ -771,6 +781,61 @@ class DockerRuntime:
             self._subnets.removed(str(network.get("Name")))
             removed += 1
         return removed
+
+    def hold_network(
+        self, net: NetworkInfo, *, job_id: str, image: str, extra_hosts: Mapping[str, str]
+    ) -> str:
+        host_config = self._api.create_host_config(
+            network_mode=net.name,
+            extra_hosts=dict(extra_hosts) or None,
+            log_config=LogConfig(type=LogConfig.types.NONE),
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            pids_limit=_HOLDER_PIDS,
+            mem_limit=_HOLDER_MEMORY,
+        )
+        with _engine("start the job network's holder"):
+            created = self._api.create_container(
+                image,
+                # sh reading a stdin left open and never written: it waits, doing nothing.
+                entrypoint=["/bin/sh", "-s"],
+                command=[],
+                user="65534:65534",
+                stdin_open=True,
+                tty=False,
+                labels={NETWORK_LABEL: job_id, HOLDER_LABEL: net.name},
+                host_config=host_config,
+                use_config_proxy=False,
+            )
+        holder = str(created["Id"])
+        try:
+            with _engine("start the job network's holder"):
+                self._api.start(holder)
+        except BaseException:
+            self.release_holder(holder)
+            raise
+        return holder
+
+    def release_holder(self, holder: str) -> None:
+        try:
+            self._api.remove_container(holder, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except _ENGINE_ERRORS as exc:
+            # Its network's label is on it: the sweep of the job's networks removes it.
+            log.warning(
+                "could not remove a job network's holder; it will be swept later",
+                container=holder[:12],
+                reason=_reason(exc),
+            )
+
+    def holder_alive(self, holder: str) -> bool:
+        try:
+            state = self._api.inspect_container(holder).get("State") or {}
+        except _ENGINE_ERRORS:  # not found among them
+            return False
+        return bool(state.get("Running")) and not state.get("Paused")
 
 
 class _Prepared:

@@ -422,9 +422,14 @@ def _run_steps(
         session = BrokerSession(ctx.broker.rules(), on_broker)
 
     stack = ExitStack()
+    # The network's holder runs an image the job already has (its first step's): any
+    # will do, since it only waits, and nothing is pulled for it.
+    holder_image = next(iter(ctx.images.values()), None)
     network = _WorkspaceNetwork(
         lambda: stack.enter_context(
-            networks.open(ctx.run_id, ctx.sandbox, on_denied, broker=session)
+            networks.open(
+                ctx.run_id, ctx.sandbox, on_denied, broker=session, holder_image=holder_image
+            )
         )
     )
     runner.append(WorkspaceRunner(replace(ctx, network=network, network_soon=network.soon), ws))

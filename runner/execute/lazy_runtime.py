@@ -125,3 +125,14 @@ class LazyRuntime:
 
     def sweep_networks(self, job_id: str | None = None) -> int:
         return self.real().sweep_networks(job_id)
+
+    def hold_network(
+        self, net: NetworkInfo, *, job_id: str, image: str, extra_hosts: Mapping[str, str]
+    ) -> str:
+        return self.real().hold_network(net, job_id=job_id, image=image, extra_hosts=extra_hosts)
+
+    def release_holder(self, holder: str) -> None:
+        self.real().release_holder(holder)
+
+    def holder_alive(self, holder: str) -> bool:
+        return self.real().holder_alive(holder)

@@ -41,8 +41,12 @@ _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # What a container killed with SIGKILL (timeout, cancel, out of memory) exits with.
 KILLED_EXIT_CODE = 137
 
-# The label on every network runner makes for a job; its value is the job's id.
+# The label on every network runner makes for a job; its value is the job's id. A
+# network's holder (``ContainerRuntime.hold_network``) carries it too, so the sweep
+# of a job's networks finds the containers that keep them in use.
 NETWORK_LABEL = "org.runner.network"
+# On a holder only: the name of the network it holds.
+HOLDER_LABEL = "org.runner.holds"
 # Each job network's subnet: 14 addresses, a job needs two or three.
 NETWORK_PREFIX = 28
 
@@ -214,7 +218,9 @@ class NetworkInfo:
     """A job's network: the name containers join, and where it sits on the host.
 
     ``bridge`` is the host's interface for it (None where a runtime has none,
-    as the fake's), ``gateway`` the host's own address on it.
+    as the fake's), ``gateway`` the host's own address on it. ``holder`` is
+    the container holding a network namespace on it that steps join
+    (``ContainerRuntime.hold_network``), once one is started.
     """
 
     name: str
@@ -222,6 +228,12 @@ class NetworkInfo:
     gateway: str
     bridge: str | None = None
     internal: bool = False
+    holder: str | None = None
+
+    @property
+    def joined(self) -> str:
+        """What a step's container joins: its holder's namespace, else the network."""
+        return f"container:{self.holder}" if self.holder else self.name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,8 +359,34 @@ class ContainerRuntime(Protocol):
     def sweep_networks(self, job_id: str | None = None) -> int:
         """Remove the job networks of ``job_id`` (of every job if None); return how many.
 
-        Sweep the containers first: a network still in use stays.
+        Their holders go first. Sweep the step containers before: a network
+        still in use stays.
         """
+        ...
+
+    def hold_network(
+        self, net: NetworkInfo, *, job_id: str, image: str, extra_hosts: Mapping[str, str]
+    ) -> str:
+        """Start a container on ``net`` that only holds a network namespace; its ID.
+
+        Steps then join that namespace (``NetworkInfo.joined``) instead of the
+        network itself: a step's start skips the engine's work of plugging a
+        container into a network (its own interface, the network's name
+        server), which is most of what starting a container costs. The holder
+        runs ``image``'s ``/bin/sh`` waiting on a stdin nobody writes, with
+        every capability dropped, as nobody; ``extra_hosts`` go in the
+        ``/etc/hosts`` the steps share with it. Labelled as its network
+        (``NETWORK_LABEL=job_id``), so sweeping the job's networks removes it.
+        Raises ``ContainerRuntimeError`` if the engine fails.
+        """
+        ...
+
+    def release_holder(self, holder: str) -> None:
+        """Remove a network's holder (before the network); one gone is fine. Never raises."""
+        ...
+
+    def holder_alive(self, holder: str) -> bool:
+        """Whether the holder still runs (steps can join it). Never raises."""
         ...
 
 

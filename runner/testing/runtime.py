@@ -149,6 +149,10 @@ class FakeRuntime:
     ``prepared`` records the ``creation`` of every container ``prepare``
     made, ``discarded`` counts those removed unused, and ``containers``
     says how many exist now (prepared ones not yet run or discarded).
+    ``holders`` are the network holders alive now (id -> the network's
+    name), ``holders_made`` every one started (id, network, its hosts); as
+    on the engine, a step joining a holder that is gone fails, and a network
+    a holder still holds is not removed.
     """
 
     handler: StepHandler = succeed
@@ -168,6 +172,8 @@ class FakeRuntime:
     prepared: list[StepContainer] = field(default_factory=list)
     discarded: int = 0
     containers: int = 0
+    holders: dict[str, str] = field(default_factory=dict)
+    holders_made: list[tuple[str, str, Mapping[str, str]]] = field(default_factory=list)
     _running: list[FakeStepRun] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -207,6 +213,7 @@ class FakeRuntime:
     def prepare(self, step: StepContainer) -> FakePreparedStep:
         step.before_start(threading.Event())
         self.check_isolation(step.sandbox.isolation)
+        self._check_holder(step)
         made = creation(step)
         with self._lock:
             self.prepared.append(made)
@@ -235,6 +242,7 @@ class FakeRuntime:
         if early is not None:
             return early
         self.check_isolation(step.sandbox.isolation)
+        self._check_holder(step)
         run = FakeStepRun(
             step=step,
             cancel=cancel,
@@ -308,14 +316,45 @@ class FakeRuntime:
 
     def remove_network(self, name: str) -> None:
         with self._lock:
-            self.networks.pop(name, None)
+            if name not in self.holders.values():  # the engine refuses one in use
+                self.networks.pop(name, None)
 
     def sweep_networks(self, job_id: str | None = None) -> int:
         with self._lock:
             gone = [n for n, (job, _) in self.networks.items() if job_id in (None, job)]
+            for holder in [h for h, n in self.holders.items() if n in gone]:
+                del self.holders[holder]
             for name in gone:
                 del self.networks[name]
         return len(gone)
+
+    def hold_network(
+        self, net: NetworkInfo, *, job_id: str, image: str, extra_hosts: Mapping[str, str]
+    ) -> str:
+        with self._lock:
+            if net.name not in self.networks:
+                raise ContainerRuntimeError(f"network {net.name} not found")
+            if image not in self.images.values() and image not in self.images:
+                raise missing_image(image)
+            holder = f"fake-holder-{len(self.holders_made) + 1}"
+            self.holders[holder] = net.name
+            self.holders_made.append((holder, net.name, dict(extra_hosts)))
+        return holder
+
+    def release_holder(self, holder: str) -> None:
+        with self._lock:
+            self.holders.pop(holder, None)
+
+    def holder_alive(self, holder: str) -> bool:
+        with self._lock:
+            return holder in self.holders
+
+    def _check_holder(self, step: StepContainer) -> None:
+        joined = step.sandbox.network or ""
+        if joined.startswith("container:") and not self.holder_alive(joined[len("container:") :]):
+            raise ContainerRuntimeError(
+                f"cannot join the network of {joined}: that container is not running"
+            )
 
 
 class FakePreparedStep:

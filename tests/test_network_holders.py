@@ -1,0 +1,154 @@
+"""Network holders (``ContainerRuntime.hold_network``) on the real engine.
+
+A workspace job's runc steps join the network namespace of one holder on the
+job's network instead of joining the network each: every step of a workspace
+sees the holder's interface, each workspace its own. The holder is confined
+(nobody, no capability, read-only, no secret in its configuration), kept with
+its network between runs, replaced when it stopped, and gone with its
+network. gVisor steps join the network themselves: no holder runs the
+image's shell outside the sandbox they ask for.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.egress.ready import ReadyNetworks
+from tests.helpers import TEST_IMAGE, make_repo, run_runner, runner_env, set_secret
+
+pytestmark = pytest.mark.docker
+
+SECRET = "holder-secret-4d1c9e7a"
+
+STEPS = """\
+steps:
+  - run: cat /sys/class/net/eth0/address > mac-1.txt && hostname > host-1.txt
+    container: {image}
+    env:
+      - HOLDER_TOKEN
+  - run: cat /sys/class/net/eth0/address > mac-2.txt && grep -c git.internal /etc/hosts > hosts.txt
+    container: {image}
+"""
+
+
+# gVisor's sandbox has no /sys/class/net: only the names.
+GVISOR_STEPS = """\
+steps:
+  - run: grep -c git.internal /etc/hosts > hosts.txt
+    container: {image}
+"""
+
+
+def _spec(path: Path, steps: str = STEPS) -> Path:
+    path.write_text(
+        "name: holders\non:\n  - repository: github.com/acme/app\n"
+        "  - repository: github.com/acme/lib\n"
+        + steps.format(image=TEST_IMAGE)
+        + "changesetTemplate:\n  title: t\n  body: b\n  branch: holders\n"
+        "  commit:\n    message: m\n"
+    )
+    return path
+
+
+def _added(out: Path, repo: str) -> dict[str, str]:
+    """The files the run's patch for ``repo`` adds, with their one line."""
+    patch = (out / repo / "_root" / "holders.patch").read_text()
+    files: dict[str, str] = {}
+    name = ""
+    for line in patch.splitlines():
+        if line.startswith("+++ b/"):
+            name = line.removeprefix("+++ b/")
+        elif line.startswith("+") and not line.startswith("+++"):
+            files[name] = line[1:]
+    return files
+
+
+def _holders(docker_client: Any, label: str) -> list[dict[str, Any]]:
+    found = docker_client.api.containers(all=True, filters={"label": label})
+    return [docker_client.api.inspect_container(c["Id"]) for c in found]
+
+
+def _created_holders(since: float, until: float, label: str) -> list[str]:
+    """Holders made on networks labelled ``label`` between the two times (``docker events``)."""
+    window = ["--since", f"{since:.3f}", "--until", f"{until:.3f}"]
+    only = ["--filter", "type=container", "--filter", "event=create"]
+    only += ["--filter", "label=org.runner.holds", "--filter", f"label={label}"]
+    return subprocess.run(
+        ["docker", "events", *window, *only, "--format", "{{.Actor.ID}}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+
+
+def test_steps_share_their_workspace_holder_which_is_confined_kept_and_replaced(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    home = tmp_path / "home"
+    env = runner_env(home, RUNNER_READY_NETWORKS="2")
+    repos = tmp_path / "repos"
+    for name in ("app", "lib"):
+        make_repo(repos, f"github.com/acme/{name}", {"README.md": f"{name}\n"})
+    set_secret(env, "HOLDER_TOKEN", SECRET, "--user=alice")
+    spec = _spec(tmp_path / "batch.yaml")
+    out = tmp_path / "out"
+    args = ["run", str(spec), "--repos-root", str(repos), "--out", str(out), "--no-cache"]
+    args += ["-j", "2", "--add-host", "git.internal:10.0.0.5"]
+    label = "org.runner.network=" + ReadyNetworks(home / "ready-networks", pool="").label
+    try:
+        proc = run_runner(args, env)
+        assert proc.returncode == 0, proc.stderr
+        holders = _holders(docker_client, label)
+        assert len(holders) == 2
+        macs = {}
+        for repo in ("github.com/acme/app", "github.com/acme/lib"):
+            added = _added(out, repo)
+            # Both steps in one namespace, with the names --add-host gave (once).
+            assert added["mac-1.txt"] == added["mac-2.txt"]
+            assert added["hosts.txt"] == "1"
+            macs[repo] = added["mac-1.txt"]
+        assert len(set(macs.values())) == 2  # each workspace its own holder
+        held = {
+            next(iter(h["NetworkSettings"]["Networks"].values()))["MacAddress"]: h for h in holders
+        }
+        assert set(held) == set(macs.values())
+        for holder in holders:
+            assert holder["State"]["Running"]
+            assert holder["Config"]["User"] == "65534:65534"
+            assert holder["HostConfig"]["CapDrop"] == ["ALL"]
+            assert holder["HostConfig"]["ReadonlyRootfs"] is True
+            assert holder["HostConfig"]["SecurityOpt"] == ["no-new-privileges"]
+            assert "git.internal:10.0.0.5" in holder["HostConfig"]["ExtraHosts"]
+            assert SECRET not in json.dumps(holder)
+
+        # Kept with their networks: the next run makes none; one that stopped (an
+        # engine restart, say) is replaced and removed.
+        stopped = holders[0]["Id"]
+        subprocess.run(["docker", "kill", stopped], check=True, capture_output=True)
+        since = time.time()
+        proc = run_runner(args, env)
+        assert proc.returncode == 0, proc.stderr
+        made = _created_holders(since, time.time() + 1, label)
+        assert len(made) == 1
+        now = {h["Id"] for h in _holders(docker_client, label)}
+        assert now == {holders[1]["Id"], made[0]}
+        assert all(h["State"]["Running"] for h in _holders(docker_client, label))
+
+        # gVisor's steps join the network itself: no holder made for them.
+        _spec(spec, GVISOR_STEPS)
+        since = time.time()
+        proc = run_runner([*args, "--isolation", "gvisor"], env)
+        if "runsc" not in proc.stderr:  # an engine without gVisor refuses the whole run
+            assert proc.returncode == 0, proc.stderr
+            assert _created_holders(since, time.time() + 1, label) == []
+            assert _added(out, "github.com/acme/app")["hosts.txt"] == "1"
+    finally:
+        cleanup = run_runner(["cleanup"], env)
+        assert cleanup.returncode == 0, cleanup.stderr
+    assert _holders(docker_client, label) == []
