@@ -6,14 +6,17 @@ sees the holder's interface, each workspace its own. The holder is confined
 (nobody, no capability, read-only, no secret in its configuration), kept with
 its network between runs, replaced when it stopped, and gone with its
 network. gVisor steps join the network themselves: no holder runs the
-image's shell outside the sandbox they ask for.
+image's shell outside the sandbox they ask for. An image whose shell cannot
+idle as nobody gets no holder: its steps join the network, as before.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +155,37 @@ def test_steps_share_their_workspace_holder_which_is_confined_kept_and_replaced(
         cleanup = run_runner(["cleanup"], env)
         assert cleanup.returncode == 0, cleanup.stderr
     assert _holders(docker_client, label) == []
+
+
+def test_an_image_whose_shell_nobody_may_run_gets_no_holder_and_its_steps_still_run(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    tag = f"runner-test/holderless-{uuid.uuid4().hex[:8]}:latest"
+    dockerfile = f"FROM {TEST_IMAGE}\nRUN chmod 700 /bin/busybox\n"
+    image, _ = docker_client.images.build(
+        fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, pull=False
+    )
+    try:
+        env = runner_env(tmp_path / "home")
+        repos = tmp_path / "repos"
+        make_repo(repos, "github.com/acme/app", {"README.md": "app\n"})
+        make_repo(repos, "github.com/acme/lib", {"README.md": "lib\n"})
+        spec = tmp_path / "batch.yaml"
+        spec.write_text(
+            "name: holders\non:\n  - repository: github.com/acme/app\n"
+            "  - repository: github.com/acme/lib\n"
+            + GVISOR_STEPS.format(image=tag)
+            + "changesetTemplate:\n  title: t\n  body: b\n  branch: holders\n"
+            "  commit:\n    message: m\n"
+        )
+        out = tmp_path / "out"
+        args = ["run", str(spec), "--repos-root", str(repos), "--out", str(out), "--no-cache"]
+        proc = run_runner([*args, "--add-host", "git.internal:10.0.0.5"], env)
+        assert proc.returncode == 0, proc.stderr
+        # Its steps had the names all the same, given to them directly.
+        assert _added(out, "github.com/acme/app")["hosts.txt"] == "1"
+        # The holders that could not start are gone (and none of the image runs).
+        made = docker_client.api.containers(all=True, filters={"ancestor": image.id})
+        assert made == []
+    finally:
+        docker_client.images.remove(image.id, force=True)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,7 +46,7 @@ from runner.egress.proxy import PROXY_PORT, OnDenied, ProxyLauncher, RunningProx
 from runner.egress.ready import ReadyNetworks
 from runner.egress.rules import EgressRules
 from runner.egress.seam import StepNetwork, without_job_network
-from runner.errors import ExecutionError
+from runner.errors import ContainerRuntimeError, ExecutionError
 from runner.execute.runtime import ContainerRuntime, NetworkInfo
 from runner.log import get_logger
 from runner.sandbox import SandboxPolicy
@@ -134,15 +134,14 @@ class JobNetworks:
         try:
             if held and net.holder is None:
                 assert holder_image is not None
-                holder = self.runtime.hold_network(
-                    net,
-                    job_id=shelf.label if shelf is not None else job_id,
-                    image=holder_image,
-                    extra_hosts=hosts,
+                holder = self._hold(
+                    net, shelf.label if shelf is not None else job_id, holder_image, hosts
                 )
-                net = replace(net, holder=holder)
-                if shelf is not None:
-                    shelf.claimed(net, fence)  # kept with the network from now on
+                held = holder is not None
+                if holder is not None:
+                    net = replace(net, holder=holder)
+                    if shelf is not None:
+                        shelf.claimed(net, fence)  # kept with the network from now on
             if adopted and self.firewall.fenced(net, policy, None):
                 fenced = True  # kept by an earlier run for these rules, and they are all there
             elif adopted and self.firewall.available():
@@ -174,6 +173,17 @@ class JobNetworks:
                 self._give_back(key, net)
             else:
                 self._close(net)
+
+    def _hold(
+        self, net: NetworkInfo, job_id: str, image: str, hosts: Mapping[str, str]
+    ) -> str | None:
+        """A holder for ``net``, or None: its steps then join the network itself, as
+        they would without holders (an image whose shell cannot idle as nobody, say)."""
+        try:
+            return self.runtime.hold_network(net, job_id=job_id, image=image, extra_hosts=hosts)
+        except ContainerRuntimeError as exc:
+            log.info("steps join the job network itself: no holder", reason=exc.message)
+            return None
 
     def drain(self, job_id: str) -> None:
         """Remove the job's spare networks (side by side) or keep them ready, and from
