@@ -585,6 +585,46 @@ exit). A network per workspace costs each start the engine's embedded DNS
 (the CLI on the default bridge is about 1.1 s faster than with a network
 per container). The ideal 4 s plus those is about 5.1–5.6 s here, 0.71–0.78.
 
+### Steps that join a holder's namespace (issue 21, holders)
+
+Where a container's start goes, on the engine alone (four containers of
+the test image created, then started at once from four threads; medians of
+5 alternated rounds, load 0.6): 0.70 s with each on a bridge network of its
+own (runner's case), 0.64 s on Docker's default bridge, 0.38 s with no
+network, 0.15 s joining the network namespace of a running container. Most
+of a start is plugging the container into its network: a namespace, a veth
+pair on the bridge and, off the default bridge, the embedded name server,
+set up by iptables calls inside the namespace. So each job network now gets
+one idle, confined container, its holder (`ContainerRuntime.hold_network`:
+the job's first image's `/bin/sh` reading a stdin nobody writes, as nobody,
+no capability, read-only), and a workspace's runc steps join its namespace
+(`--network container:ID`); the holder is started beside the tree's
+writing, kept with its network for the job's next workspace and, on the
+shelf, for the next run (docs/egress.md, "The holder"). gVisor's steps
+still join the network: no holder runs the image's code outside the
+sandbox they ask for. Kept networks' rules are now counted from one `nft`
+and one `iptables -S` listing shared by the networks taken at once, where
+each took an `nft` listing and an `iptables -C` per rule (12 processes for
+a wave of four, 2 now).
+
+Timelines of one bench run (8 × `sleep 2`, `-j 4`, `docker events` and
+runner's events, second and later runs of a home), before at load 1.2: the
+first wave's containers created 0.40–0.47 s after launch and started at
+0.92–1.25 s (network connect to start 0.25–0.5 s each), `run.finished` at
+5.43 s; after, at load 0.1–0.3: created at 0.58–0.69 s, started 0.67–1.02 s
+(0.16–0.3 s from create), the last containers' removal 20 ms rather than
+75 ms (no network to leave), 4.93–5.28 s in all. `python -m bench --only
+parallel` at load 1.75–2.2: `parallel_efficiency` 0.847 (rounds 5.43 s, a
+first run in a fresh home that makes its networks and holders, then 4.72 s
+and 4.72 s), `parallel_vs_docker_cli` 1.417 (the CLI 6.31–6.72 s with a
+network per container, 5.19–5.37 s on the default bridge), from 0.739 and
+1.24. Every step gains the same: `python -m bench --only overhead` at load
+1.3 rising to 6.3 (another agent's bench began meanwhile), 11 rounds:
+`step_overhead_ratio` 0.408 (from 0.802; a step's marginal cost 0.184 s
+against 0.386 s for `docker run --rm IMAGE true`; the interval between two
+steps' starts 0.143 s, 0.339 of a `docker run`), `fixed_overhead_runs`
+0.69 (rounds from −1.8 to 3.3 under that load).
+
 ### Cached re-runs that start nothing (issue 21, lead)
 
 Profile of the fully cached re-run (8 workspaces × 3 steps) before, with
