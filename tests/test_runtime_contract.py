@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -564,6 +564,36 @@ def test_job_networks_get_their_own_subnets_from_the_pool_and_go_by_job(engine: 
     finally:
         for job in (job_a, job_b):
             engine.runtime.sweep_networks(job)
+
+
+def test_a_holder_keeps_a_namespace_for_steps_and_goes_with_its_network(engine: Engine) -> None:
+    job = f"contract-{uuid.uuid4().hex[:8]}"
+    try:
+        net = engine.runtime.create_network(job, internal=False)
+        holder = engine.runtime.hold_network(
+            net, job_id=job, image=engine.image, extra_hosts={"git.internal": "10.0.0.5"}
+        )
+        assert engine.runtime.holder_alive(holder)
+        joined = replace(net, holder=holder).joined
+        assert joined == f"container:{holder}" and net.joined == net.name
+        result, out = engine.run(
+            Program().out("joined\n"), sandbox=replace(engine.sandbox, network=joined)
+        )
+        assert result.succeeded and out.text("stdout") == "joined\n"
+        # The network goes with a holder left on it (one whose ID a killed run lost).
+        engine.runtime.remove_network(net.name)
+        assert not engine.runtime.holder_alive(holder)
+        assert engine.runtime.sweep_networks(job) == 0
+        with pytest.raises(ContainerRuntimeError):  # its namespace is gone
+            engine.run(Program().out("never\n"), sandbox=replace(engine.sandbox, network=joined))
+        # Sweeping a job's networks takes their holders first; releasing twice is fine.
+        again = engine.runtime.create_network(job, internal=False)
+        other = engine.runtime.hold_network(again, job_id=job, image=engine.image, extra_hosts={})
+        assert engine.runtime.sweep_networks(job) == 1
+        assert not engine.runtime.holder_alive(other)
+        engine.runtime.release_holder(other)
+    finally:
+        engine.runtime.sweep_networks(job)
 
 
 # Measuring ----------------------------------------------------------------------------------------

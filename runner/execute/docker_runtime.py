@@ -743,7 +743,16 @@ class DockerRuntime:
 
     def remove_network(self, name: str) -> None:
         try:
-            self._api.remove_network(name)
+            try:
+                self._api.remove_network(name)
+            except docker.errors.NotFound:
+                raise
+            except docker.errors.APIError:
+                # In use: by a holder whose ID was lost (a run killed between starting
+                # it and recording it), the holder goes first; else as below.
+                if not self._release_holders_of(name):
+                    raise
+                self._api.remove_network(name)
         except docker.errors.NotFound:
             self._subnets.removed(name)
         except _ENGINE_ERRORS as exc:
@@ -829,6 +838,17 @@ class DockerRuntime:
                 container=holder[:12],
                 reason=_reason(exc),
             )
+
+    def _release_holders_of(self, network: str) -> int:
+        try:
+            found = self._api.containers(
+                all=True, quiet=True, filters={"label": f"{HOLDER_LABEL}={network}"}
+            )
+        except _ENGINE_ERRORS:
+            return 0
+        for holder in found:
+            self.release_holder(holder["Id"])
+        return len(found)
 
     def holder_alive(self, holder: str) -> bool:
         try:

@@ -353,7 +353,8 @@ class ContainerRuntime(Protocol):
         ...
 
     def remove_network(self, name: str) -> None:
-        """Remove a job's network; one already gone is fine. Never raises."""
+        """Remove a job's network, and a holder left on it; one already gone is fine.
+        Never raises."""
         ...
 
     def sweep_networks(self, job_id: str | None = None) -> int:

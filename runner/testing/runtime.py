@@ -151,8 +151,7 @@ class FakeRuntime:
     says how many exist now (prepared ones not yet run or discarded).
     ``holders`` are the network holders alive now (id -> the network's
     name), ``holders_made`` every one started (id, network, its hosts); as
-    on the engine, a step joining a holder that is gone fails, and a network
-    a holder still holds is not removed.
+    on the engine, a step joining a holder that is gone fails.
     """
 
     handler: StepHandler = succeed
@@ -316,8 +315,9 @@ class FakeRuntime:
 
     def remove_network(self, name: str) -> None:
         with self._lock:
-            if name not in self.holders.values():  # the engine refuses one in use
-                self.networks.pop(name, None)
+            for holder in [h for h, held in self.holders.items() if held == name]:
+                del self.holders[holder]
+            self.networks.pop(name, None)
 
     def sweep_networks(self, job_id: str | None = None) -> int:
         with self._lock:
