@@ -91,7 +91,7 @@ def _created_holders(since: float, until: float, label: str) -> list[str]:
 
 
 def test_steps_share_their_workspace_holder_which_is_confined_kept_and_replaced(
-    tmp_path: Path, docker_client: Any
+    tmp_path: Path, docker_client: Any, gvisor: None
 ) -> None:
     home = tmp_path / "home"
     env = runner_env(home, RUNNER_READY_NETWORKS="2")
@@ -147,10 +147,9 @@ def test_steps_share_their_workspace_holder_which_is_confined_kept_and_replaced(
         _spec(spec, GVISOR_STEPS)
         since = time.time()
         proc = run_runner([*args, "--isolation", "gvisor"], env)
-        if "runsc" not in proc.stderr:  # an engine without gVisor refuses the whole run
-            assert proc.returncode == 0, proc.stderr
-            assert _created_holders(since, time.time() + 1, label) == []
-            assert _added(out, "github.com/acme/app")["hosts.txt"] == "1"
+        assert proc.returncode == 0, proc.stderr
+        assert _created_holders(since, time.time() + 1, label) == []
+        assert _added(out, "github.com/acme/app")["hosts.txt"] == "1"
     finally:
         cleanup = run_runner(["cleanup"], env)
         assert cleanup.returncode == 0, cleanup.stderr
