@@ -595,9 +595,10 @@ network, 0.15 s joining the network namespace of a running container. Most
 of a start is plugging the container into its network: a namespace, a veth
 pair on the bridge and, off the default bridge, the embedded name server,
 set up by iptables calls inside the namespace. So each job network now gets
-one idle, confined container, its holder (`ContainerRuntime.hold_network`:
-the job's first image's `/bin/sh` reading a stdin nobody writes, as nobody,
-no capability, read-only), and a workspace's runc steps join its namespace
+one confined container, its holder (`ContainerRuntime.hold_network`: the
+job's first image's `/bin/sh` reading a stdin nobody writes, as nobody, no
+capability, read-only, started once the network is fenced and frozen at
+once with `docker pause`), and a workspace's runc steps join its namespace
 (`--network container:ID`); the holder is started beside the tree's
 writing, kept with its network for the job's next workspace and, on the
 shelf, for the next run (docs/egress.md, "The holder"). gVisor's steps

@@ -4,8 +4,8 @@ A workspace job's runc steps join the network namespace of one holder on the
 job's network instead of joining the network each: every step of a workspace
 sees the holder's interface, each workspace its own. The holder is confined
 (nobody, no capability, read-only, no secret in its configuration), kept with
-its network between runs, replaced when it stopped, and gone with its
-network. gVisor steps join the network themselves: no holder runs the
+its network between runs, frozen (nothing of the image it runs goes on
+running), replaced when it stopped, and gone with its network. gVisor steps join the network themselves: no holder runs the
 image's shell outside the sandbox they ask for. An image whose shell cannot
 idle as nobody gets no holder: its steps join the network, as before.
 """
@@ -122,7 +122,8 @@ def test_steps_share_their_workspace_holder_which_is_confined_kept_and_replaced(
         }
         assert set(held) == set(macs.values())
         for holder in holders:
-            assert holder["State"]["Running"]
+            # Frozen: the image's shell it runs does nothing while it is kept.
+            assert holder["State"]["Running"] and holder["State"]["Paused"]
             assert holder["Config"]["User"] == "65534:65534"
             assert holder["HostConfig"]["CapDrop"] == ["ALL"]
             assert holder["HostConfig"]["ReadonlyRootfs"] is True

@@ -132,6 +132,14 @@ class JobNetworks:
         # shell, which must not run outside the sandbox the policy asks for.
         held = holder_image is not None and policy.isolation == "runc"
         try:
+            if adopted and self.firewall.fenced(net, policy, None):
+                fenced = True  # kept by an earlier run for these rules, and they are all there
+            elif adopted and self.firewall.available():
+                self.firewall.release(net)  # some went (a reboot, a flush): all made afresh
+            if not fenced:
+                self.firewall.guard(net, policy, proxy_port=PROXY_PORT if proxied else None)
+            # After the fence: the holder runs the image's shell, and nothing of the job's
+            # runs on a network before its rules are all in place.
             if held and net.holder is None:
                 assert holder_image is not None
                 holder = self._hold(
@@ -142,12 +150,6 @@ class JobNetworks:
                     net = replace(net, holder=holder)
                     if shelf is not None:
                         shelf.claimed(net, fence)  # kept with the network from now on
-            if adopted and self.firewall.fenced(net, policy, None):
-                fenced = True  # kept by an earlier run for these rules, and they are all there
-            elif adopted and self.firewall.available():
-                self.firewall.release(net)  # some went (a reboot, a flush): all made afresh
-            if not fenced:
-                self.firewall.guard(net, policy, proxy_port=PROXY_PORT if proxied else None)
             env: dict[str, str] = {}
             if proxied:
                 proxy = self.proxy.start(

@@ -821,6 +821,9 @@ class DockerRuntime:
         try:
             with _engine("start the job network's holder"):
                 self._api.start(holder)
+                # Frozen at once, for good: its namespace stays for steps to join, and the
+                # image's shell runs no longer than this moment, on a fenced network.
+                self._api.pause(holder)
         except BaseException:
             self.release_holder(holder)
             raise
@@ -855,7 +858,7 @@ class DockerRuntime:
             state = self._api.inspect_container(holder).get("State") or {}
         except _ENGINE_ERRORS:  # not found among them
             return False
-        return bool(state.get("Running")) and not state.get("Paused")
+        return bool(state.get("Running"))  # paused, as it is kept
 
 
 class _Prepared:

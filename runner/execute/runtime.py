@@ -375,8 +375,9 @@ class ContainerRuntime(Protocol):
         container into a network (its own interface, the network's name
         server), which is most of what starting a container costs. The holder
         runs ``image``'s ``/bin/sh`` waiting on a stdin nobody writes, with
-        every capability dropped, as nobody; ``extra_hosts`` go in the
-        ``/etc/hosts`` the steps share with it. Labelled as its network
+        every capability dropped, as nobody, and is frozen (paused) as soon as
+        it has started: nothing of the image runs on while the holder is kept.
+        ``extra_hosts`` go in the ``/etc/hosts`` the steps share with it. Labelled as its network
         (``NETWORK_LABEL=job_id``), so sweeping the job's networks removes it.
         Raises ``ContainerRuntimeError`` if the engine fails.
         """
