@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -658,4 +659,49 @@ def test_without_nft_open_keeps_the_iptables_fence_and_allow_is_refused(
             firewall.guard(closed, SandboxPolicy(network="allow"), proxy_port=3128)
         assert closed.bridge not in rules()  # nothing half-made is left
     finally:
+        runtime.sweep_networks(job)
+
+
+def test_networks_taken_at_once_are_checked_from_one_listing_and_a_lost_rule_is_seen(
+    docker_client: Any,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runner.egress.firewall import HostFirewall
+    from runner.execute.docker_runtime import DockerRuntime
+    from runner.sandbox import SandboxPolicy
+
+    class Counting(HostFirewall):
+        """The next run's firewall, counting the listings it takes."""
+
+        listings = 0
+
+        def _run(self, args: list[str]) -> str:
+            self.listings += args[:1] == ["-S"]
+            return super()._run(args)
+
+        def _nft(self, args: list[str]) -> str:
+            self.listings += "list" in args
+            return super()._nft(args)
+
+    runtime = DockerRuntime(docker_client.api)
+    job = f"test-counted-{uuid.uuid4().hex[:8]}"
+    policy = SandboxPolicy()
+    nets: list[Any] = []
+    try:
+        nets += [runtime.create_network(job, internal=False) for _ in range(4)]
+        for net in nets:
+            HostFirewall().guard(net, policy, proxy_port=None)
+        checker = Counting()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            assert all(pool.map(lambda n: checker.fenced(n, policy, None), nets))
+        assert checker.listings == 2  # one of nft's table, one of INPUT, for all four
+        # One rule gone (a flush, say): the next run sees it on that network alone.
+        lost = next(r for r in rules()[str(nets[1].bridge)] if r.startswith("-A INPUT"))
+        subprocess.run(["iptables", *shlex.split(lost.replace("-A ", "-D ", 1))], check=True)
+        again = Counting()
+        assert [again.fenced(n, policy, None) for n in nets] == [True, False, True, True]
+    finally:
+        for net in nets:
+            HostFirewall().release(net)
         runtime.sweep_networks(job)

@@ -70,6 +70,8 @@ RUNNER_BRIDGES = "rnr*"
 DEFAULT_BRIDGE = "docker0"
 # DOCKER-USER: where runner's forwarding rules were before its nftables table; swept.
 _IPTABLES_CHAINS = ("INPUT", "DOCKER-USER")
+# How old a listing of the rules may be to serve ``fenced`` (see ``_rule_counts``).
+_COUNTS_FRESH_S = 1.0
 
 
 class Firewall(Protocol):
@@ -240,6 +242,7 @@ class HostFirewall:
     def guard(self, net: NetworkInfo, policy: SandboxPolicy, *, proxy_port: int | None) -> None:
         if net.bridge is None:
             return
+        self._counted = None  # the counts change
         try:
             if self.has_nft:
                 # One transaction: the table and chain if they are not there yet, and the
@@ -276,6 +279,7 @@ class HostFirewall:
         return self._delete(lambda bridge: not Path("/sys/class/net", bridge).exists())
 
     def _delete(self, matches: Callable[[str], bool]) -> int:
+        self._counted = None  # the counts change
         removed = self._delete_forward(matches)
         for chain in _IPTABLES_CHAINS:
             try:
@@ -342,12 +346,14 @@ class HostFirewall:
     def _rule_counts(self) -> tuple[Counter[str], Counter[str]]:
         """How many rules of runner's each bridge has: forward (nft), then iptables.
 
-        From listings begun after the caller asked: concurrent callers share
-        one, so four networks taken at once cost two listings, not four.
+        From listings at most ``_COUNTS_FRESH_S`` older than the ask: the
+        networks a run's first workspaces take at once share one. The check
+        is against rules gone since an earlier run kept the network (a
+        reboot, a flush), not a race; this process's own changes drop them.
         """
         asked = time.monotonic()
         with self._counting:
-            if self._counted is not None and self._counted[0] >= asked:
+            if self._counted is not None and self._counted[0] >= asked - _COUNTS_FRESH_S:
                 return self._counted[1], self._counted[2]
             began = time.monotonic()
             forward: Counter[str] = Counter()
