@@ -95,6 +95,37 @@ def test_a_run_keeps_its_networks_for_the_next_one_which_fences_them_again(
     assert list((tmp_path / "ready").iterdir()) == []
 
 
+def test_a_kept_network_keeps_its_holder_which_is_replaced_once_gone(tmp_path: Path) -> None:
+    runtime = FakeRuntime(images={"busybox": "sha256:b0"})
+    hosts = SandboxPolicy(add_hosts=(("git.internal", "10.0.0.5"),))
+
+    def use(networks: JobNetworks, job: str, policy: SandboxPolicy) -> str:
+        with networks.open(job, policy, lambda h, p: None, holder_image="sha256:b0") as net:
+            joined = str(net.network)
+        networks.drain(job)
+        return joined
+
+    shelf = tmp_path / "ready"
+    joined = use(_networks(runtime, ReadyNetworks(shelf, pool=POOL))[0], "run-1", hosts)
+    ((holder, kept, given),) = runtime.holders_made
+    assert joined == f"container:{holder}" and given == {"git.internal": "10.0.0.5"}
+    assert list(runtime.networks) == [kept] and runtime.holders == {holder: kept}
+    # The next run with the same names takes both: nothing made.
+    assert use(_networks(runtime, ReadyNetworks(shelf, pool=POOL))[0], "run-2", hosts) == joined
+    assert len(runtime.holders_made) == 1 and len(runtime.networks_made) == 1
+    # Other names never get that holder's /etc/hosts: a network of their own.
+    other = use(_networks(runtime, ReadyNetworks(shelf, pool=POOL))[0], "run-3", SandboxPolicy())
+    assert other != joined and len(runtime.networks_made) == 2
+    # A holder gone meanwhile (an engine restart) is replaced on its network.
+    runtime.release_holder(holder)
+    again = use(_networks(runtime, ReadyNetworks(shelf, pool=POOL))[0], "run-4", hosts)
+    (new_holder, on, _) = runtime.holders_made[-1]
+    assert again == f"container:{new_holder}" and new_holder != holder and on == kept
+    # `runner cleanup` removes networks and holders alike.
+    assert _networks(runtime, ReadyNetworks(shelf, pool=POOL))[0].sweep_ready(everything=True) == 2
+    assert runtime.networks == {} and runtime.holders == {}
+
+
 def test_a_network_held_by_a_run_that_died_is_removed_by_the_next_sweep(tmp_path: Path) -> None:
     runtime = FakeRuntime()
     dead = ReadyNetworks(tmp_path / "ready", pool=POOL, pid=DEAD_PID)
