@@ -740,6 +740,75 @@ run's records defined for less (fewer generated methods, fewer frozen
 ones, in modules of every part) or a full hit that skips the workspace
 machinery altogether.
 
+### Cached re-runs: records without generated code, results not written twice (issue 21, cachedrun2)
+
+Measured on the cache bench's spec (8 workspaces × 3 steps, fully cached,
+`--json`, bytecode written) against `runner validate`, with a wall-clock
+timeline of the run's phases, `-X importtime`, the time each `@dataclass`
+took to define, cProfile per thread, `strace -c`, and the process's CPU
+time; before and after alternated in the same rounds (the tree with and
+without this change's files), the load at 1.2–9 from other agents'
+benches on the 2 cores.
+
+- Result files. A run removed every file of the previous run, and the
+  folders they left empty, before it started (3.5–4.7 ms at load 1.5), then
+  made those folders again and wrote each changeset and patch through a
+  temporary file and a rename. Now the previous files stay until the run
+  has written its own: the summary the run writes first names them (so a
+  run killed midway leaves them to the next one, as before), a file whose
+  bytes did not change is read back and left as it was
+  (`output.write_file_if_changed`), and what the run did not write again
+  goes at its end with the folders it empties (`output.remove_stale`). A
+  fully cached re-run rewrites only its logs and the summary. Before →
+  after, that change alone: clearing `--out` 3.5–4.7 → 0.2 ms; the re-run
+  14 ms of CPU and about 20 ms of wall time less (12 rounds, load 2.3–2.9).
+- Records. Python 3.11's `@dataclass` compiles each method it generates
+  with its own `exec`: 0.5–0.7 ms for a frozen record with equality, 0.02 ms
+  for the same record written out. `runner/records.py` has `Frozen` (and
+  `OrderedFrozen`): the class stays a dataclass (`fields`, `replace`,
+  `asdict` work) declared `init=False, repr=False, eq=False`, the base
+  gives it a frozen dataclass's equality, hash, `repr` (fields with
+  `repr=False` left out) and `FrozenInstanceError`, and the record writes
+  its `__init__`. The 39 records a fully cached run loads outside the step
+  loop, the runtime seam, the job and egress (the env plan, the secret
+  store, crypto and models, the cache's entries and keys, the sandbox
+  policy, the run's records, changesets, namespaces, migrations, the CLI's
+  flag records) use it, and three records nothing compares are plain
+  classes; `tests/test_records.py` checks every one against its fields and a
+  genuine frozen dataclass. The time the records a run defines beyond
+  `validate`'s take: 29.5 → 9.6 ms; `-X importtime`'s self time of the
+  modules a run loads beyond `validate`'s: 51 → 29 ms (load 1.1–1.4).
+- `execute/rerun.py` loads only for `--only-failed` or a previous run's
+  kept trees (`tests/test_lazy_imports.py`).
+
+Before → after, alternated in the same rounds, as the median of each
+round's ratio to `validate` (and the least time over `validate`'s least):
+wall 1.43 → 1.30 (1.42 → 1.23), CPU 1.40 → 1.29 (1.39 → 1.24) in 20
+rounds at load 1.2–1.4, the re-run 27 ms of wall and 26 ms of CPU faster;
+wall 1.52 → 1.26 (1.44 → 1.26), CPU 1.44 → 1.25 in 25 rounds at load
+6.5–8. The timeline (3 runs each, load below 1.4): the imports of the run
+command 37–38 → 21–26 ms, the store opened in 12–13 → 6.4–6.8 ms, the 8
+workspaces 14–17 → 10.5–17 ms, `--out` cleared in 3.5–4.7 → 0.2 ms.
+`make bench`'s own rounds swing with the other agents' load: `--only
+cache` gave 1.24 (5 rounds, 0.95–1.50, load 1.7–1.8), 1.56 (5 rounds,
+0.94–1.77, load 3.9–4.0) and 0.96 (9 rounds, 0.61–1.33, load 1.5–2.4),
+`--only cache --quick` 1.26; `--only large_repo` gave the large
+repository's cached re-run 1.32 (4 rounds, 1.18–1.60, load 2.1–6.0; it was
+1.31).
+
+What is left over `validate` (about 40 ms of CPU): the records of the step
+loop, the runtime seam, the job and egress (`RunContext`, `RunLimits`,
+`WorkspaceResult`, `StepContainer`, `Mount`, `StepExit`, `NetworkInfo`,
+`JobServices`, `Job`, `StepNetwork`, `NetworkChoice`: about 8 ms, in
+modules another part was changing); the other modules' own import (about
+15 ms, hashlib, sqlite3 and thread pools among them); opening
+the store (the database's pragmas and migration check, the key file:
+about 3 ms); and 10 ms of CPU in the 8 workspaces (each its commit's tree
+read, 3 keys, a lookup and a touch, 5 events to `--json` and to its log, 2
+result files compared). Building a full hit's results without the
+workspace machinery would save part of the last (the thread pool, turns)
+but needs the step loop's key functions apart from the step loop.
+
 ### `step_overhead_ratio`: on the goal's edge
 
 A marginal step costs about one `docker run`: across full runs the figure

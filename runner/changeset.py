@@ -17,6 +17,7 @@ from typing import Any
 
 from runner.errors import ChangesetError, TemplateError
 from runner.plan import Workspace
+from runner.records import Frozen
 from runner.spec import template as tmpl
 from runner.spec.models import BatchSpec, ChangesetTemplate, TransformGroup
 from runner.spec.published import published_for
@@ -25,14 +26,23 @@ DEFAULT_AUTHOR_NAME = "runner"
 DEFAULT_AUTHOR_EMAIL = "runner@localhost"
 
 
-@dataclass(frozen=True)
-class FileChanges:
+@dataclass(init=False, repr=False, eq=False)  # a Frozen record: see runner.records
+class FileChanges(Frozen):
     """The files a workspace's steps changed, by kind of change (paths in the repository)."""
 
     modified: tuple[str, ...] = ()
     added: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()
     renamed: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        modified: tuple[str, ...] = (),
+        added: tuple[str, ...] = (),
+        deleted: tuple[str, ...] = (),
+        renamed: tuple[str, ...] = (),
+    ) -> None:
+        self._fill(modified, added, deleted, renamed)
 
     def as_template(self) -> dict[str, list[str]]:
         """The lists as templates name them (``steps.modified_files`` …)."""
@@ -49,13 +59,20 @@ class FileChanges:
         return sorted({*self.modified, *self.added, *self.deleted, *self.renamed})
 
 
-@dataclass(frozen=True)
-class ChangesetSpec:
+@dataclass(init=False, repr=False, eq=False)  # a Frozen record: see runner.records
+class ChangesetSpec(Frozen):
+    """One changeset: its repository, path and branch, Sourcegraph's fields, its diff."""
+
     repository: str
     path: str
     branch: str  # the head branch, without refs/heads/
     body: dict[str, Any]  # Sourcegraph's fields
     diff: bytes
+
+    def __init__(
+        self, repository: str, path: str, branch: str, body: dict[str, Any], diff: bytes
+    ) -> None:
+        self._fill(repository, path, branch, body, diff)
 
 
 def _group_directory(directory: str) -> str:

@@ -36,6 +36,7 @@ from runner.errors import (
     SpecError,
 )
 from runner.namespaces import parse_namespace, visible_namespaces
+from runner.records import Frozen
 from runner.secrets.delivery import DEFAULT_DELIVERY, Delivery
 from runner.secrets.local import LocalSecrets
 from runner.secrets.names import RESERVED_NAMES, RESERVED_PREFIX, VALUE_MIN_CHARS
@@ -72,14 +73,28 @@ class SecretResolver(Protocol):
     ) -> SecretRef | None: ...
 
 
-@dataclass(frozen=True)
-class Provenance:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class Provenance(Frozen):
+    """Where a variable's value comes from; a secret's namespace, id and version, no value."""
+
     source: Source
     namespace: str | None = None
     secret_id: str | None = None
     version: int | None = None
     overrides_global: bool = False
     origin: str | None = None  # a local secret's file name, or "prompt"/"stdin"
+
+    def __init__(
+        self,
+        source: Source,
+        namespace: str | None = None,
+        secret_id: str | None = None,
+        version: int | None = None,
+        overrides_global: bool = False,
+        origin: str | None = None,
+    ) -> None:
+        self._fill(source, namespace, secret_id, version, overrides_global, origin)
 
     def describe(self) -> str:
         if self.source == "secret":
@@ -103,8 +118,8 @@ class Provenance:
         return data
 
 
-@dataclass(frozen=True)
-class PlannedVar:
+@dataclass(init=False, repr=False, eq=False)
+class PlannedVar(Frozen):
     """Where one variable of one step comes from. Holds no secret value."""
 
     step: int
@@ -118,6 +133,17 @@ class PlannedVar:
     # How the value reaches the step; only a stored secret's can differ from env.
     delivery: Delivery = DEFAULT_DELIVERY
 
+    def __init__(
+        self,
+        step: int,
+        name: str,
+        provenance: Provenance,
+        text: str | None = None,
+        secret: Any = None,
+        delivery: Delivery = DEFAULT_DELIVERY,
+    ) -> None:
+        self._fill(step, name, provenance, text, secret, delivery)
+
     @property
     def runtime_template(self) -> bool:
         return self.provenance.source == "template" and uses_runtime_values(
@@ -125,8 +151,8 @@ class PlannedVar:
         )
 
 
-@dataclass(frozen=True)
-class HostEnv:
+@dataclass(init=False, repr=False, eq=False)
+class HostEnv(Frozen):
     """Host variables the user allowed by name or ``PREFIX_*`` pattern.
 
     ``values`` holds only the allowed ones (the CLI filters the process environment).
@@ -134,6 +160,11 @@ class HostEnv:
 
     patterns: tuple[str, ...] = ()
     values: Mapping[str, str] = field(default_factory=dict)
+
+    def __init__(
+        self, patterns: tuple[str, ...] = (), values: Mapping[str, str] | None = None
+    ) -> None:
+        self._fill(patterns, {} if values is None else values)
 
     def allows(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
@@ -146,12 +177,22 @@ class HostEnv:
         return cls(patterns=pats, values=chosen)
 
 
-@dataclass(frozen=True)
-class EnvPlan:
+@dataclass(init=False, repr=False, eq=False)
+class EnvPlan(Frozen):
+    """Each step's planned variables (no value), and what the user should hear first."""
+
     namespace: str
     steps: Mapping[int, tuple[PlannedVar, ...]]
     # What the user should hear before anything runs (a local secret hiding a stored one).
     notices: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        namespace: str,
+        steps: Mapping[int, tuple[PlannedVar, ...]],
+        notices: tuple[str, ...] = (),
+    ) -> None:
+        self._fill(namespace, steps, notices)
 
     def secrets(self) -> list[Any]:
         """Each distinct secret the plan uses, once (by id)."""
@@ -321,12 +362,23 @@ def _create_flag(namespace: str) -> str:
     return "--global"
 
 
-@dataclass(frozen=True)
-class ResolvedVar:
+@dataclass(init=False, repr=False, eq=False)
+class ResolvedVar(Frozen):
+    """One variable of one step with its value, as the step loop hands it on."""
+
     name: str
     value: str | Secret
     provenance: Provenance
     delivery: Delivery = DEFAULT_DELIVERY
+
+    def __init__(
+        self,
+        name: str,
+        value: str | Secret,
+        provenance: Provenance,
+        delivery: Delivery = DEFAULT_DELIVERY,
+    ) -> None:
+        self._fill(name, value, provenance, delivery)
 
     @property
     def is_secret(self) -> bool:

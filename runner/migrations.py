@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from runner.records import Frozen
+
 Dialect = Literal["sqlite", "postgresql"]
 
 _MACROS: dict[Dialect, dict[str, str]] = {
@@ -39,11 +41,16 @@ _MACROS: dict[Dialect, dict[str, str]] = {
 }
 
 
-@dataclass(frozen=True)
-class Migration:
+@dataclass(init=False, repr=False, eq=False)  # a Frozen record: see runner.records
+class Migration(Frozen):
+    """One schema change of a component: its version, name and SQL (per dialect, or one)."""
+
     version: int
     name: str
     sql: str | Mapping[Dialect, str]
+
+    def __init__(self, version: int, name: str, sql: str | Mapping[Dialect, str]) -> None:
+        self._fill(version, name, sql)
 
     def script(self, dialect: Dialect) -> str:
         if isinstance(self.sql, str):

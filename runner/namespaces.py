@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from runner.errors import UsageError
+from runner.records import OrderedFrozen
 
 NamespaceKind = Literal["global", "org", "user"]
 
@@ -23,10 +24,15 @@ NAME_HINT = (
 )
 
 
-@dataclass(frozen=True, order=True)
-class Namespace:
+@dataclass(init=False, repr=False, eq=False)  # an ordered Frozen record: see runner.records
+class Namespace(OrderedFrozen):
+    """A parsed namespace; ``str`` gives its one spelling."""
+
     kind: NamespaceKind
     name: str = ""
+
+    def __init__(self, kind: NamespaceKind, name: str = "") -> None:
+        self._fill(kind, name)
 
     def __str__(self) -> str:
         return "global" if self.kind == "global" else f"{self.kind}:{self.name}"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import stat
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +25,51 @@ def changeset_base(out: Path, repository: str, path: str, branch: str) -> Path:
     return out / repository / (path or "_root") / safe_branch
 
 
-def prepare_out_dir(out: Path) -> None:
-    """Make ``out`` ready: remove the previous run's files, refuse foreign content."""
+def prepare_out_dir(out: Path) -> dict[str, Any] | None:
+    """Make ``out`` ready: refuse foreign content; the previous run's summary, if any.
+
+    The previous run's files stay until the new run has written its own
+    (``remove_stale``): a folder it writes into again is not removed and made
+    anew, and a file it writes with the same bytes is not written again.
+    """
     if not out.exists():
         out.mkdir(parents=True)
-        return
+        return None
     if not out.is_dir():
         raise ExecutionError(f"--out {out} is a file", hint="pass a folder for the results")
-    entries = list(out.iterdir())
-    if not entries:
-        return
-    summary = out / SUMMARY
-    previous = _read_summary(summary)
+    if next(out.iterdir(), None) is None:
+        return None
+    previous = _read_summary(out / SUMMARY)
     if previous is None:
         raise ExecutionError(
             f"--out {out} is not empty and was not written by runner",
             hint="pass an empty or new folder with --out",
         )
+    return previous
+
+
+def remove_stale(out: Path, files: Sequence[str], keep: Collection[str] = ()) -> None:
+    """Remove ``files`` (relative to ``out``) but ``keep``, then their folders left empty.
+
+    Only regular files inside ``out`` go, links in the path followed (a folder
+    linked elsewhere is not ours).
+    """
     root = out.resolve()
     parents: dict[Path, Path] = {}  # each folder resolved once, not once per file
     emptied: set[Path] = set()
-    for rel in previous.get("files", []):
+    for rel in files:
+        if rel in keep:
+            continue
         where = Path(rel)
         if where.parent not in parents:
             parents[where.parent] = (out / where.parent).resolve()
         folder = parents[where.parent]
         target = folder / where.name
-        # Only inside --out, links in the path followed (a folder linked elsewhere is not ours).
         if (folder == root or root in folder.parents) and target.is_file():
             target.unlink()
             emptied.add(folder)
     for folder in sorted(emptied, key=lambda f: len(f.parts), reverse=True):
         _prune_empty(folder, root)
-    summary.unlink(missing_ok=True)
 
 
 def read_summary(path: Path) -> dict[str, Any] | None:
@@ -90,6 +103,21 @@ def write_file(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def write_file_if_changed(path: Path, data: bytes) -> None:
+    """``write_file``, unless ``path`` is a regular file holding ``data`` already.
+
+    A re-run whose results did not change rewrites none of them: reading a
+    small file back costs less than writing and renaming it.
+    """
+    try:
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass  # missing or unreadable: written
+    write_file(path, data)
 
 
 def write_summary(out: Path, summary: dict[str, Any], files: Sequence[str]) -> Path:

@@ -35,6 +35,8 @@ ONLY_FOR_A_STEP = (
     "runner.execute.workspace",
     "runner.cache.why",
 )
+# What only `--only-failed` (or a previous run's kept trees) needs.
+ONLY_FOR_A_RERUN = ("runner.execute.rerun",)
 
 
 # Runs the CLI as `runner` does, then names every module loaded, on stderr's last line.
@@ -133,4 +135,5 @@ def test_a_local_run_never_loads_psycopg_or_the_web_stack(tmp_path: Path) -> Non
     assert "changed" in proc.stdout and "runner.execute.engine_probe" in names
     assert not {"docker", "runner.execute.docker_runtime", "cryptography"} & names
     assert not set(ONLY_FOR_A_STEP) & names
+    assert not set(ONLY_FOR_A_RERUN) & names
     assert forbidden(names) == []

@@ -23,12 +23,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from runner.errors import CacheError
+from runner.records import Frozen
 
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class CacheEntry:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class CacheEntry(Frozen):
     """What step i left behind: enough to resume after it without running it."""
 
     diff: bytes  # from the baseline, after step i
@@ -41,6 +43,19 @@ class CacheEntry:
     # The key's named inputs (runner.cache.why.named_inputs): content as hashes,
     # secrets as name and version, never a value; what `runner cache why` compares.
     inputs: Mapping[str, Any] | None = None
+
+    def __init__(
+        self,
+        diff: bytes,
+        changes: Mapping[str, list[str]],
+        accumulated: Mapping[str, list[str]],
+        outputs: Mapping[str, Any],
+        stdout: str,
+        stderr: str,
+        skipped: bool = False,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._fill(diff, changes, accumulated, outputs, stdout, stderr, skipped, inputs)
 
     def to_bytes(self) -> bytes:
         """The stored form; ``CacheError`` if an output is not JSON."""
@@ -93,14 +108,27 @@ def _inputs(data: Any) -> Mapping[str, Any] | None:
     return data
 
 
-@dataclass(frozen=True)
-class EntryInfo:
+@dataclass(init=False, repr=False, eq=False)
+class EntryInfo(Frozen):
+    """An entry's bookkeeping: its key, namespace, size, times and secret refs."""
+
     key: str
     namespace: str
     size: int
     created_at: datetime
     last_used_at: datetime
     secret_refs: tuple[str, ...]  # "secret_id:version" of every secret the key used
+
+    def __init__(
+        self,
+        key: str,
+        namespace: str,
+        size: int,
+        created_at: datetime,
+        last_used_at: datetime,
+        secret_refs: tuple[str, ...],
+    ) -> None:
+        self._fill(key, namespace, size, created_at, last_used_at, secret_refs)
 
 
 def parse_ref(ref: str) -> tuple[str, int]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runner.env import PlannedVar
+from runner.records import Frozen
 
 KEY_VERSION = 1
 
@@ -31,8 +32,9 @@ def _canonical(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-@dataclass(frozen=True)
-class StepKeyInput:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class StepKeyInput(Frozen):
     """What one step contributes to the keys of itself and every later step."""
 
     definition: Any  # the step as written
@@ -41,6 +43,24 @@ class StepKeyInput:
     mount_hashes: Mapping[str, str]  # mountpoint -> sha256 of the mounted file(s)
     env: Sequence[PlannedVar]
     host_macs: Mapping[str, str] = field(default_factory=dict)  # name -> HMAC of the value
+
+    def __init__(
+        self,
+        definition: Any,
+        image_id: str,
+        file_hashes: Mapping[str, str],
+        mount_hashes: Mapping[str, str],
+        env: Sequence[PlannedVar],
+        host_macs: Mapping[str, str] | None = None,
+    ) -> None:
+        self._fill(
+            definition,
+            image_id,
+            file_hashes,
+            mount_hashes,
+            env,
+            {} if host_macs is None else host_macs,
+        )
 
     def canonical(self) -> dict[str, Any]:
         env: list[dict[str, Any]] = []
@@ -81,8 +101,10 @@ class StepKeyInput:
         ]
 
 
-@dataclass(frozen=True)
-class WorkspaceKeyInput:
+@dataclass(init=False, repr=False, eq=False)
+class WorkspaceKeyInput(Frozen):
+    """What a workspace adds to its steps' keys."""
+
     namespace: str
     repository: str
     base_tree: str
@@ -90,6 +112,26 @@ class WorkspaceKeyInput:
     only_fetch_workspace: bool
     batch_change_name: str
     batch_change_description: str
+
+    def __init__(
+        self,
+        namespace: str,
+        repository: str,
+        base_tree: str,
+        path: str,
+        only_fetch_workspace: bool,
+        batch_change_name: str,
+        batch_change_description: str,
+    ) -> None:
+        self._fill(
+            namespace,
+            repository,
+            base_tree,
+            path,
+            only_fetch_workspace,
+            batch_change_name,
+            batch_change_description,
+        )
 
     def canonical(self) -> dict[str, Any]:
         return {

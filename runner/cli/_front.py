@@ -8,7 +8,6 @@ Built once here so the preview commands see exactly what `runner run` will.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,16 +23,29 @@ if TYPE_CHECKING:
     from runner.secrets.store import SqlSecretStore
 
 
-@dataclass(frozen=True, eq=False, repr=False)
 class FrontHalf:
-    spec: BatchSpec
-    spec_dir: Path
-    namespace: str
-    host: HostEnv
-    local: LocalSecrets
-    store: SqlSecretStore
-    env_plan: EnvPlan
-    workspaces: list[Workspace]
+    """What the front half found; a plain class (no dataclass code generated at import)."""
+
+    def __init__(
+        self,
+        *,
+        spec: BatchSpec,
+        spec_dir: Path,
+        namespace: str,
+        host: HostEnv,
+        local: LocalSecrets,
+        store: SqlSecretStore,
+        env_plan: EnvPlan,
+        workspaces: list[Workspace],
+    ) -> None:
+        self.spec = spec
+        self.spec_dir = spec_dir
+        self.namespace = namespace
+        self.host = host
+        self.local = local
+        self.store = store
+        self.env_plan = env_plan
+        self.workspaces = workspaces
 
 
 def host_mac_key(store: SqlSecretStore) -> bytes:

@@ -17,17 +17,23 @@ import click
 
 from runner.cli._options import option_group
 from runner.config import parse_size
+from runner.records import Frozen
 from runner.sandbox import SandboxPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class JobLimits:
+@dataclass(init=False, repr=False, eq=False)  # a Frozen record: see runner.records
+class JobLimits(Frozen):
     """The wall time of a workspace job's steps together, and what one step may write."""
 
     job_timeout_s: float | None = None
     disk_cap_bytes: int | None = None
+
+    def __init__(
+        self, job_timeout_s: float | None = None, disk_cap_bytes: int | None = None
+    ) -> None:
+        self._fill(job_timeout_s, disk_cap_bytes)
 
     def apply(self, sandbox: SandboxPolicy) -> SandboxPolicy:
         return replace(

@@ -17,6 +17,7 @@ import click
 
 from runner.cli._app import namespace_from_flags, remote_client, remote_options
 from runner.namespaces import parse_optional
+from runner.records import Frozen
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,13 +55,16 @@ def namespace_options(*, required: bool) -> Callable[[F], F]:
     return decorate
 
 
-@dataclass(frozen=True)
-class Remote:
+@dataclass(init=False, repr=False, eq=False)  # a Frozen record: see runner.records
+class Remote(Frozen):
     """The coordinator a command talks to, as its flags named it."""
 
     url: str
     token_file: Path | None
     ca_cert: Path | None
+
+    def __init__(self, url: str, token_file: Path | None, ca_cert: Path | None) -> None:
+        self._fill(url, token_file, ca_cert)
 
     def client(self) -> Any:
         return remote_client(self.url, self.token_file, self.ca_cert)

@@ -22,17 +22,21 @@ from runner.config import ISOLATIONS, Settings
 from runner.egress import NetworkChoice
 from runner.execute.docker_sandbox import parse_user
 from runner.execute.steps import RunLimits
+from runner.records import Frozen
 from runner.sandbox import Hardening, Isolation, SandboxPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class Confinement:
+@dataclass(init=False, repr=False, eq=False)  # a Frozen record: see runner.records
+class Confinement(Frozen):
     """The isolation level and hardening the flags and settings chose."""
 
     isolation: Isolation
     hardening: Hardening
+
+    def __init__(self, isolation: Isolation, hardening: Hardening) -> None:
+        self._fill(isolation, hardening)
 
     def check(self, runtime: Any) -> None:
         """Refuse, before any container starts, a level the engine cannot run."""

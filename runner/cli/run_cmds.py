@@ -39,7 +39,6 @@ from runner.execute.engine_probe import EngineProbe
 from runner.execute.job import register_values, resolve_images
 from runner.execute.lazy_runtime import LazyRuntime
 from runner.execute.registry import find_registry_auth, reveal_registry_auth
-from runner.execute.rerun import plan_rerun
 from runner.execute.run import RunPlan, execute, new_run_id, sweep_leftovers
 from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import RUN_LABEL
@@ -198,6 +197,8 @@ def run_cmd(
     out = out_dir or Path("runner-out") / spec.name
     rerun = None
     if only_failed:  # before anything else: a run with nothing to do needs no engine
+        from runner.execute.rerun import plan_rerun
+
         rerun, workspaces = plan_rerun(out, workspaces)
         if not workspaces:
             click.echo(f"nothing to re-run: no workspace of {out} failed", err=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 from runner.errors import ContainerRuntimeError, ExecutionError, UsageError
 from runner.execute.runtime import SECRET_FILES_DIR, StepContainer
+from runner.records import Frozen
 from runner.sandbox import Isolation
 from runner.secrets.names import VALUE_MAX_BYTES
 
@@ -77,13 +78,16 @@ def hardening_options(step: StepContainer) -> dict[str, Any]:
     return options
 
 
-@dataclass(frozen=True)
-class Tmpfs:
+@dataclass(init=False, repr=False, eq=False)  # a Frozen record: see runner.records
+class Tmpfs(Frozen):
     """A tmpfs mount of a container: where, how many bytes at most, its mode."""
 
     target: str
     size: int
     mode: int
+
+    def __init__(self, target: str, size: int, mode: int) -> None:
+        self._fill(target, size, mode)
 
 
 def secret_files_tmpfs(step: StepContainer) -> list[Tmpfs]:

@@ -25,6 +25,7 @@ from typing import Any, Final, Protocol
 
 from runner.env import REGISTRY_AUTH_NAME
 from runner.errors import SecretValidationError
+from runner.records import Frozen
 from runner.secrets.names import VALUE_MIN_CHARS
 from runner.secrets.value import Secret
 
@@ -65,14 +66,29 @@ def reveal_registry_auth(
     return store.reveal(meta, version=meta.version, actor=actor, run_id=run_id)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Credentials:
+@dataclass(init=False, repr=False, eq=False)  # a Frozen record: see runner.records
+class Credentials(Frozen):
     """One registry's credentials, as the engine's pull takes them."""
 
     registry: str
     username: str = ""
     password: Secret = field(default_factory=lambda: Secret(""), repr=False)
     identity_token: Secret = field(default_factory=lambda: Secret(""), repr=False)
+
+    def __init__(
+        self,
+        *,
+        registry: str,
+        username: str = "",
+        password: Secret | None = None,
+        identity_token: Secret | None = None,
+    ) -> None:
+        self._fill(
+            registry,
+            username,
+            Secret("") if password is None else password,
+            Secret("") if identity_token is None else identity_token,
+        )
 
     def engine_auth(self) -> dict[str, str]:
         """The ``auth_config`` of the SDK's pull (sent as a request header, never stored)."""

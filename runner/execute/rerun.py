@@ -17,6 +17,7 @@ from typing import Any
 from runner.errors import UsageError
 from runner.output import SUMMARY, read_summary
 from runner.plan import Workspace
+from runner.records import Frozen
 
 RERUN_STATUSES = ("failed", "canceled")
 
@@ -31,20 +32,27 @@ def _entry_id(entry: Mapping[str, Any]) -> WorkspaceId:
     return (str(entry.get("repository")), str(entry.get("path") or ""), str(entry.get("branch")))
 
 
-@dataclass(frozen=True)
-class Rerun:
+@dataclass(init=False, repr=False, eq=False)  # a Frozen record: see runner.records
+class Rerun(Frozen):
     """The previous summary and which of its workspaces run again."""
 
     previous: Mapping[str, Any]
     selected: frozenset[WorkspaceId]
 
-    def prepare(self, out: Path) -> None:
-        """Remove what the selected workspaces' previous attempt left under ``out``."""
+    def __init__(self, previous: Mapping[str, Any], selected: frozenset[WorkspaceId]) -> None:
+        self._fill(previous, selected)
+
+    def prepare(self, out: Path, *, files: bool = True) -> None:
+        """Remove what the selected workspaces' previous attempt left under ``out``.
+
+        ``files=False``: only their kept trees (a whole run removes the files it
+        does not write again once it has written its own: ``output.remove_stale``).
+        """
         root = out.resolve()
         for entry in self._entries():
             if _entry_id(entry) not in self.selected:
                 continue
-            for rel in _entry_files(entry):
+            for rel in _entry_files(entry) if files else _entry_trees(entry):
                 target = (out / rel).resolve()
                 if root not in target.parents:
                     continue  # a summary naming something outside --out is not obeyed
@@ -52,7 +60,7 @@ class Rerun:
                     from runner.execute.workspace import remove_tree  # a kept tree only
 
                     remove_tree(target)
-                else:
+                elif files:
                     target.unlink(missing_ok=True)
 
     def merge(
@@ -76,6 +84,10 @@ def _entry_files(entry: Mapping[str, Any]) -> list[str]:
     names = [*entry.get("changesets", []), *entry.get("patches", [])]
     names += [entry[k] for k in ("log", "workspace") if entry.get(k)]
     return [str(n) for n in names]
+
+
+def _entry_trees(entry: Mapping[str, Any]) -> list[str]:
+    return [str(entry["workspace"])] if entry.get("workspace") else []
 
 
 def plan_rerun(out: Path, workspaces: Sequence[Workspace]) -> tuple[Rerun, list[Workspace]]:

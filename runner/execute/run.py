@@ -31,20 +31,20 @@ from runner.execute.job import (
     WorkspaceOutcome,
     run_job,
 )
-from runner.execute.rerun import Rerun
 from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import RunLimits, WorkspaceResult
 from runner.execute.workspace_logs import WorkspaceLogs
 from runner.output import (
-    SUMMARY,
     changeset_base,
     prepare_out_dir,
-    read_summary,
+    remove_stale,
     write_file,
+    write_file_if_changed,
     write_summary,
 )
 from runner.pids import process_alive
 from runner.plan import Workspace
+from runner.records import Frozen
 from runner.redact.protocol import Redacts
 from runner.report import Reporter, now_rfc3339
 from runner.sandbox import SandboxPolicy
@@ -54,16 +54,17 @@ from runner.spec.models import BatchSpec
 
 if TYPE_CHECKING:
     from runner.execute.keep import WorkspaceKeeper
+    from runner.execute.rerun import Rerun  # --only-failed, and a last run's kept trees
 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-# Records of one run, never compared or hashed: no generated __eq__/__hash__ (nor __repr__
-# for the bags of services), each of which Python 3.11 compiles at import.
-@dataclass(frozen=True, eq=False, repr=False)
-class RunPlan:
+# Records of one run: their methods are not generated per class (runner.records), which
+# Python 3.11 compiles at import, and every run pays.
+@dataclass(init=False, repr=False, eq=False)
+class RunPlan(Frozen):
     """The checked front half of a run: nothing has been decrypted yet."""
 
     run_id: str
@@ -78,16 +79,54 @@ class RunPlan:
     # One-off values of this run (--secret-file, --secret): never stored, never audited.
     local: LocalSecrets = field(default_factory=LocalSecrets)
 
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        spec: BatchSpec,
+        spec_dir: Path,
+        namespace: str,
+        actor: str,
+        workspaces: Sequence[Workspace],
+        env_plan: EnvPlan,
+        host: HostEnv,
+        images: Mapping[str, str],
+        local: LocalSecrets | None = None,
+    ) -> None:
+        self._fill(
+            run_id,
+            spec,
+            spec_dir,
+            namespace,
+            actor,
+            workspaces,
+            env_plan,
+            host,
+            images,
+            LocalSecrets() if local is None else local,
+        )
 
-@dataclass(eq=False)
+
 class RunOutcome:
-    run_id: str
-    results: list[WorkspaceResult]
-    summary_path: Path | None
-    counts: dict[str, int] = field(default_factory=dict)
-    changeset_paths: dict[str, list[str]] = field(default_factory=dict)
-    failed_logs: list[str] = field(default_factory=list)  # below --out, failed and canceled
-    kept_workspaces: dict[str, str] = field(default_factory=dict)  # key -> where, or why not
+    """What a run did: each workspace's result, and what it wrote under --out."""
+
+    def __init__(
+        self,
+        run_id: str,
+        results: list[WorkspaceResult],
+        summary_path: Path | None,
+        counts: dict[str, int] | None = None,
+        changeset_paths: dict[str, list[str]] | None = None,
+        failed_logs: list[str] | None = None,  # below --out, failed and canceled
+        kept_workspaces: dict[str, str] | None = None,  # key -> where, or why not
+    ) -> None:
+        self.run_id = run_id
+        self.results = results
+        self.summary_path = summary_path
+        self.counts = counts or {}
+        self.changeset_paths = changeset_paths or {}
+        self.failed_logs = failed_logs or []
+        self.kept_workspaces = kept_workspaces or {}
 
     @property
     def exit_code(self) -> int:
@@ -109,7 +148,7 @@ class FileSink:
             body = (json.dumps(cs.body, indent=2, ensure_ascii=False) + "\n").encode()
             for suffix, data in ((".json", body), (".patch", cs.diff)):
                 path = base.with_name(base.name + suffix)
-                write_file(path, data)
+                write_file_if_changed(path, data)  # a cached re-run's are the same bytes
                 written.append(str(path.relative_to(self._out)))
         return written
 
@@ -154,13 +193,14 @@ def execute(
     keep each failed workspace's tree, unless it holds a value. ``on_brokered``
     gets the run's brokered uses once, at its end (the local store audits them).
     """
-    _prepare(out_dir, rerun)
+    previous = _prepare(out_dir, rerun)
     logs = WorkspaceLogs(reporter, out_dir, plan.workspaces, redactor.redact)
     if rerun is None:
-        # Until the real one: marks --out as runner's and names the logs about to be
-        # written, so the next run clears them even if this one is killed.
+        # Until the real one: marks --out as runner's and names the previous run's files
+        # and the logs about to be written, so the next run clears them even if this one
+        # is killed.
         stub = {"run_id": plan.run_id, "batch_change": plan.spec.name, "workspaces": []}
-        write_summary(out_dir, stub, logs.planned())
+        write_summary(out_dir, stub, sorted({*previous, *logs.planned()}))
     keeper = None
     if keep_workspace:  # --keep-workspace only
         from runner.execute.keep import WorkspaceKeeper
@@ -210,7 +250,7 @@ def execute(
         outcomes = run_job(job, local_first(reveal, plan.local), services, on_open=announce)
     finally:
         logs.close_logs()
-    found = _Found(logs, keeper, rerun)
+    found = _Found(logs, keeper, rerun, previous)
     outcome = _write_summary(plan, outcomes, out_dir, started, services.sandbox, found)
     reporter.event(
         "run.finished",
@@ -221,29 +261,44 @@ def execute(
     return outcome
 
 
-def _prepare(out: Path, rerun: Rerun | None) -> None:
-    """A re-run clears only its workspaces' files; a run, everything the last one wrote."""
+def _prepare(out: Path, rerun: Rerun | None) -> list[str]:
+    """A re-run clears only its workspaces' files; a run, the last one's kept trees.
+
+    A run's answer: the files the last run wrote, which stay until this one has
+    written its own (``_write_summary`` removes those it did not write again).
+    """
     if rerun is not None:
         rerun.prepare(out)
-        return
-    previous = read_summary(out / SUMMARY)
-    if previous is not None:  # its kept trees are folders, which prepare_out_dir leaves
-        everything = frozenset(
-            (str(e.get("repository")), str(e.get("path") or ""), str(e.get("branch")))
-            for e in previous.get("workspaces", [])
-            if isinstance(e, dict) and e.get("workspace")
-        )
-        Rerun(previous, everything).prepare(out)
-    prepare_out_dir(out)
+        return []
+    previous = prepare_out_dir(out)
+    if previous is None:
+        return []
+    everything = frozenset(
+        (str(e.get("repository")), str(e.get("path") or ""), str(e.get("branch")))
+        for e in previous.get("workspaces", [])
+        if isinstance(e, dict) and e.get("workspace")
+    )
+    if everything:  # kept trees are folders
+        from runner.execute.rerun import Rerun
+
+        Rerun(previous, everything).prepare(out, files=False)
+    return [str(f) for f in previous.get("files", [])]
 
 
-@dataclass(frozen=True, eq=False, repr=False)
 class _Found:
     """What a run wrote besides changesets: logs, kept trees; and the summary it updates."""
 
-    logs: WorkspaceLogs
-    keeper: WorkspaceKeeper | None
-    rerun: Rerun | None
+    def __init__(
+        self,
+        logs: WorkspaceLogs,
+        keeper: WorkspaceKeeper | None,
+        rerun: Rerun | None,
+        previous: Sequence[str],  # the files the last run wrote (a whole run's: see _prepare)
+    ) -> None:
+        self.logs = logs
+        self.keeper = keeper
+        self.rerun = rerun
+        self.previous = previous
 
     def entry_fields(self, ws: Workspace) -> dict[str, Any]:
         kept = self.keeper.kept.get(ws.key) if self.keeper else None
@@ -311,6 +366,8 @@ def _write_summary(
         "workspaces": entries,
         "imports": imports,
     }
+    # The last run's files this one did not write again, now that its own are written.
+    remove_stale(out_dir, found.previous, keep=frozenset(files))
     summary_path = write_summary(out_dir, summary, files)
     return RunOutcome(
         plan.run_id,

@@ -16,14 +16,18 @@ from runner.git import git
 from runner.git_objects import commit_tree
 from runner.git_refs import git_dir
 from runner.plan import Workspace
+from runner.records import Frozen
 
 
-@dataclass(frozen=True)
-class Source:
+@dataclass(init=False, repr=False, eq=False)  # a Frozen record: see runner.records
+class Source(Frozen):
     """Where a workspace comes from: the commit's tree and the objects folder holding it."""
 
     tree: str
     objects: Path
+
+    def __init__(self, tree: str, objects: Path) -> None:
+        self._fill(tree, objects)
 
 
 def resolve_source(workspace: Workspace, cancel: threading.Event | None = None) -> Source:

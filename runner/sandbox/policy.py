@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from runner.errors import UsageError
+from runner.records import Frozen
 
 Isolation = Literal["runc", "gvisor"]
 NetworkPolicy = Literal["open", "none", "allow"]
@@ -21,12 +22,16 @@ NETWORK_POLICIES: tuple[NetworkPolicy, ...] = ("open", "none", "allow")
 DROPPED_CAPABILITIES: tuple[str, ...] = ("NET_RAW", "MKNOD", "AUDIT_WRITE", "SETFCAP")
 
 
-@dataclass(frozen=True)
-class HostPort:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class HostPort(Frozen):
     """A host name or address, with a port or any port (``None``)."""
 
     host: str
     port: int | None = None
+
+    def __init__(self, host: str, port: int | None = None) -> None:
+        self._fill(host, port)
 
     @classmethod
     def parse(cls, text: str) -> HostPort:
@@ -57,8 +62,8 @@ class HostPort:
         return host if self.port is None else f"{host}:{self.port}"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Hardening:
+@dataclass(init=False, repr=False, eq=False)
+class Hardening(Frozen):
     """What every step's container gets, at every isolation level."""
 
     no_new_privileges: bool = True
@@ -67,9 +72,20 @@ class Hardening:
     user: str | None = None  # UID[:GID]; None keeps the image's user, as Sourcegraph does
     init: bool = True
 
+    def __init__(
+        self,
+        *,
+        no_new_privileges: bool = True,
+        cap_drop: tuple[str, ...] = DROPPED_CAPABILITIES,
+        pids_limit: int | None = 1024,
+        user: str | None = None,
+        init: bool = True,
+    ) -> None:
+        self._fill(no_new_privileges, cap_drop, pids_limit, user, init)
 
-@dataclass(frozen=True, kw_only=True)
-class SandboxPolicy:
+
+@dataclass(init=False, repr=False, eq=False)
+class SandboxPolicy(Frozen):
     """A job's confinement: decided once, before the job's first container."""
 
     isolation: Isolation = "runc"
@@ -79,6 +95,28 @@ class SandboxPolicy:
     add_hosts: tuple[tuple[str, str], ...] = ()  # (name, address), as Docker's --add-host
     job_timeout_s: float | None = None  # wall time across all steps of a workspace job
     disk_cap_bytes: int | None = None  # workspace plus the container's writable layer
+
+    def __init__(
+        self,
+        *,
+        isolation: Isolation = "runc",
+        hardening: Hardening | None = None,
+        network: NetworkPolicy = "open",
+        allow_hosts: tuple[HostPort, ...] = (),
+        add_hosts: tuple[tuple[str, str], ...] = (),
+        job_timeout_s: float | None = None,
+        disk_cap_bytes: int | None = None,
+    ) -> None:
+        self._fill(
+            isolation,
+            Hardening() if hardening is None else hardening,
+            network,
+            allow_hosts,
+            add_hosts,
+            job_timeout_s,
+            disk_cap_bytes,
+        )
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.isolation not in ISOLATIONS:
@@ -100,8 +138,8 @@ def _no_entries() -> Mapping[str, str]:
     return MappingProxyType({})
 
 
-@dataclass(frozen=True, kw_only=True)
-class StepSandbox:
+@dataclass(init=False, repr=False, eq=False)
+class StepSandbox(Frozen):
     """What one step's container gets from its job's policy and its job's network."""
 
     isolation: Isolation = "runc"
@@ -115,3 +153,20 @@ class StepSandbox:
     proxy_env: Mapping[str, str] = field(
         default_factory=_no_entries
     )  # HTTP(S)_PROXY and NO_PROXY, when egress is proxied
+
+    def __init__(
+        self,
+        *,
+        isolation: Isolation = "runc",
+        hardening: Hardening | None = None,
+        network: str | None = None,
+        extra_hosts: Mapping[str, str] | None = None,
+        proxy_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._fill(
+            isolation,
+            Hardening() if hardening is None else hardening,
+            network,
+            _no_entries() if extra_hosts is None else extra_hosts,
+            _no_entries() if proxy_env is None else proxy_env,
+        )

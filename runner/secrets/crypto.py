@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner.errors import MasterKeyError
+from runner.records import Frozen
 from runner.secrets.value import Secret
 
 if TYPE_CHECKING:
@@ -46,10 +47,17 @@ KEY_FILE_HEADER = (
 )
 
 
-@dataclass(frozen=True)
-class MasterKey:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class MasterKey(Frozen):
+    """A master key: its id and its material (never shown)."""
+
     key_id: str
     material: bytes = field(repr=False)
+
+    def __init__(self, key_id: str, material: bytes) -> None:
+        self._fill(key_id, material)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not _KEY_ID_RE.fullmatch(self.key_id):
@@ -141,8 +149,8 @@ class Keyring:
         return iter(self._keys)
 
 
-@dataclass(frozen=True)
-class Binding:
+@dataclass(init=False, repr=False, eq=False)
+class Binding(Frozen):
     """What a ciphertext belongs to; any change makes it undecryptable."""
 
     secret_id: str
@@ -151,19 +159,25 @@ class Binding:
     name: str
     version: int
 
+    def __init__(self, secret_id: str, namespace: str, scope: str, name: str, version: int) -> None:
+        self._fill(secret_id, namespace, scope, name, version)
+
     def aad(self) -> bytes:
         fields = [self.secret_id, self.namespace, self.scope, self.name, self.version]
         return json.dumps(fields, separators=(",", ":")).encode()
 
 
-@dataclass(frozen=True)
-class Sealed:
+@dataclass(init=False, repr=False, eq=False)
+class Sealed(Frozen):
     """An encrypted value as stored: ``wrapped_key`` is nonce + wrapped data key."""
 
     key_id: str
     wrapped_key: bytes = field(repr=False)
     nonce: bytes = field(repr=False)
     ciphertext: bytes = field(repr=False)
+
+    def __init__(self, key_id: str, wrapped_key: bytes, nonce: bytes, ciphertext: bytes) -> None:
+        self._fill(key_id, wrapped_key, nonce, ciphertext)
 
 
 class KeyNotLoaded(Exception):

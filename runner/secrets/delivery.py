@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
 from runner.errors import SecretValidationError
+from runner.records import Frozen
 
 SecretType = Literal["env", "file"]
 SECRET_TYPES: Final[tuple[SecretType, ...]] = ("env", "file")
@@ -37,12 +38,17 @@ _HOST = re.compile(
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class Broker:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class Broker(Frozen):
     """The hosts a brokered secret is bound to and how requests carry it."""
 
     hosts: tuple[str, ...]
     as_: str = "bearer"
+
+    def __init__(self, *, hosts: tuple[str, ...], as_: str = "bearer") -> None:
+        self._fill(hosts, as_)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not self.hosts:
@@ -76,12 +82,16 @@ class Broker:
         return cls(hosts=tuple(str(h).lower() for h in data["hosts"]), as_=str(data["as"]))
 
 
-@dataclass(frozen=True, kw_only=True)
-class Delivery:
+@dataclass(init=False, repr=False, eq=False)
+class Delivery(Frozen):
     """How a secret reaches a step. The default is a plain environment variable."""
 
     type: SecretType = "env"
     broker: Broker | None = None
+
+    def __init__(self, *, type: SecretType = "env", broker: Broker | None = None) -> None:
+        self._fill(type, broker)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.type not in SECRET_TYPES:
@@ -159,8 +169,8 @@ UsesJson = Sequence[Mapping[str, Any]]
 MAX_USE_HOSTS: Final = 64
 
 
-@dataclass(frozen=True, kw_only=True)
-class BrokeredUse:
+@dataclass(init=False, repr=False, eq=False)
+class BrokeredUse(Frozen):
     """A job's uses of one brokered secret: requests its proxy authenticated, per host.
 
     Aggregated while the job runs and audited once at its end (a ``brokered``
@@ -171,6 +181,11 @@ class BrokeredUse:
     name: str
     version: int
     hosts: Mapping[str, int]
+
+    def __init__(
+        self, *, secret_id: str, name: str, version: int, hosts: Mapping[str, int]
+    ) -> None:
+        self._fill(secret_id, name, version, hosts)
 
     @property
     def count(self) -> int:

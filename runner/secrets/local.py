@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from runner.errors import SecretValidationError
+from runner.records import Frozen
 from runner.secrets.delivery import DEFAULT_DELIVERY, Delivery
 from runner.secrets.names import check_name, check_value
 from runner.secrets.value import Secret
@@ -40,8 +41,9 @@ _ASSIGN: Final = re.compile(r"\s*(?:export\s+)?([^=\s]*)\s*=[ \t]*")
 _ESCAPES: Final = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
 
 
-@dataclass(frozen=True, kw_only=True)
-class LocalRef:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class LocalRef(Frozen):
     """A local secret as the env plan refers to it: its name, origin and cache MAC.
 
     It has the shape of a stored secret's ref (``id``, ``namespace``,
@@ -55,6 +57,18 @@ class LocalRef:
     overrides_global: bool = False
     delivery: Delivery = DEFAULT_DELIVERY
 
+    def __init__(
+        self,
+        *,
+        name: str,
+        origin: str,
+        mac: str = "",
+        version: int = 0,
+        overrides_global: bool = False,
+        delivery: Delivery = DEFAULT_DELIVERY,
+    ) -> None:
+        self._fill(name, origin, mac, version, overrides_global, delivery)
+
     @property
     def id(self) -> str:
         return f"{LOCAL_NAMESPACE}:{self.name}"
@@ -64,13 +78,25 @@ class LocalRef:
         return LOCAL_NAMESPACE
 
 
-@dataclass(frozen=True)
-class LocalSecrets:
+@dataclass(init=False, repr=False, eq=False)
+class LocalSecrets(Frozen):
     """The values of one run, by name, with where each came from. Empty by default."""
 
     values: Mapping[str, Secret] = field(default_factory=dict, repr=False)
     origins: Mapping[str, str] = field(default_factory=dict)
     macs: Mapping[str, str] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        values: Mapping[str, Secret] | None = None,
+        origins: Mapping[str, str] | None = None,
+        macs: Mapping[str, str] | None = None,
+    ) -> None:
+        self._fill(
+            {} if values is None else values,
+            {} if origins is None else origins,
+            {} if macs is None else macs,
+        )
 
     def __bool__(self) -> bool:
         return bool(self.values)

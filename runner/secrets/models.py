@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from runner.records import Frozen
 from runner.secrets.delivery import DEFAULT_DELIVERY, Delivery
 
 AuditEventName = Literal[
@@ -37,8 +38,9 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, kw_only=True)
-class SecretMeta:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class SecretMeta(Frozen):
     """A secret's identity and its current version's metadata."""
 
     id: str
@@ -53,6 +55,35 @@ class SecretMeta:
     overrides_global: bool = False
     # How the value reaches a step (env, file, brokered); metadata, never a value.
     delivery: Delivery = DEFAULT_DELIVERY
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        name: str,
+        namespace: str,
+        scope: str,
+        version: int,
+        created_at: datetime,
+        created_by: str,
+        updated_at: datetime,
+        updated_by: str,
+        overrides_global: bool = False,
+        delivery: Delivery = DEFAULT_DELIVERY,
+    ) -> None:
+        self._fill(
+            id,
+            name,
+            namespace,
+            scope,
+            version,
+            created_at,
+            created_by,
+            updated_at,
+            updated_by,
+            overrides_global,
+            delivery,
+        )
 
     def describe(self) -> str:
         """How messages name it: ``GITHUB_TOKEN in user:alice`` (plus a non-default scope)."""
@@ -105,8 +136,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, kw_only=True)
-class AuditEvent:
+@dataclass(init=False, repr=False, eq=False)
+class AuditEvent(Frozen):
     """One line of the audit log. ``job``/``step`` for accesses, ``count`` for cache events."""
 
     event: str
@@ -121,6 +152,37 @@ class AuditEvent:
     step: int | None = None
     count: int | None = None
     detail: str | None = None
+
+    def __init__(
+        self,
+        *,
+        event: str,
+        actor: str,
+        at: datetime | None = None,
+        secret_id: str | None = None,
+        name: str | None = None,
+        namespace: str | None = None,
+        scope: str | None = None,
+        version: int | None = None,
+        job: str | None = None,
+        step: int | None = None,
+        count: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self._fill(
+            event,
+            actor,
+            _now() if at is None else at,
+            secret_id,
+            name,
+            namespace,
+            scope,
+            version,
+            job,
+            step,
+            count,
+            detail,
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditEvent:

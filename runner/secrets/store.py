@@ -38,6 +38,7 @@ from runner.errors import (
     StaleSecretError,
 )
 from runner.namespaces import GLOBAL, Namespace, parse_namespace, visible_namespaces
+from runner.records import Frozen
 from runner.secrets import schema
 from runner.secrets.crypto import (
     Binding,
@@ -69,13 +70,17 @@ T = TypeVar("T")
 # Shared by every implementation -----------------------------------------------
 
 
-@dataclass(frozen=True)
-class SecretKey:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class SecretKey(Frozen):
     """A validated (name, namespace, scope)."""
 
     name: str
     namespace: str
     scope: str
+
+    def __init__(self, name: str, namespace: str, scope: str) -> None:
+        self._fill(name, namespace, scope)
 
     def describe(self) -> str:
         scope = "" if self.scope == DEFAULT_SCOPE else f" (scope {self.scope})"
@@ -86,8 +91,8 @@ def secret_key(name: str, namespace: str | Namespace, scope: str) -> SecretKey:
     return SecretKey(check_name(name), str(parse_namespace(namespace)), check_scope(scope))
 
 
-@dataclass(frozen=True, kw_only=True)
-class Access:
+@dataclass(init=False, repr=False, eq=False)
+class Access(Frozen):
     """One ``reveal``: which version, who asks, and for which job and step."""
 
     secret_id: str
@@ -96,14 +101,30 @@ class Access:
     job: str | None = None
     step: int | None = None
 
+    def __init__(
+        self,
+        *,
+        secret_id: str,
+        version: int,
+        actor: str,
+        job: str | None = None,
+        step: int | None = None,
+    ) -> None:
+        self._fill(secret_id, version, actor, job, step)
 
-@dataclass(frozen=True)
-class Listing:
+
+@dataclass(init=False, repr=False, eq=False)
+class Listing(Frozen):
     """What ``list`` was asked for, checked: the owners and scope to keep, whose view."""
 
     owners: tuple[str, ...] | None
     scope: str | None
     viewer: Namespace | None
+
+    def __init__(
+        self, owners: tuple[str, ...] | None, scope: str | None, viewer: Namespace | None
+    ) -> None:
+        self._fill(owners, scope, viewer)
 
     def pick(self, rows: Sequence[SecretMeta]) -> builtins.list[SecretMeta]:
         """Of the matching rows, sorted by name, namespace and scope, those to answer."""
@@ -411,11 +432,16 @@ def check_event(event: AuditEvent) -> None:
         raise ValueError(f"unknown audit event {event.event!r}")
 
 
-@dataclass(frozen=True)
-class RotationReport:
+@dataclass(init=False, repr=False, eq=False)
+class RotationReport(Frozen):
+    """What a master key rotation did."""
+
     new_key_id: str
     retired_key_ids: tuple[str, ...]
     rewrapped: int
+
+    def __init__(self, new_key_id: str, retired_key_ids: tuple[str, ...], rewrapped: int) -> None:
+        self._fill(new_key_id, retired_key_ids, rewrapped)
 
 
 # The SQL implementation ---------------------------------------------------------
