@@ -109,3 +109,15 @@ class OrderedFrozen(Frozen):
     def __ge__(self, other: object) -> bool:
         theirs = self._against(other)
         return NotImplemented if theirs is None else self._compared() >= theirs
+
+
+class FrozenByIdentity(Frozen):
+    """A ``Frozen`` record compared as ``@dataclass(frozen=True, eq=False, repr=False)``
+    compares: by identity, with ``object``'s ``repr`` (a bag of services and callbacks,
+    which nothing compares or prints)."""
+
+    __slots__ = ()
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+    __repr__ = object.__repr__

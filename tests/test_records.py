@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from runner.records import Frozen, OrderedFrozen
+from runner.records import Frozen, FrozenByIdentity, OrderedFrozen
 
 # Every module defining a record; a new one is found through Frozen.__subclasses__().
 MODULES = (
@@ -41,6 +41,11 @@ MODULES = (
     "runner.namespaces",
     "runner.execute.docker_sandbox",
     "runner.execute.registry",
+    "runner.execute.runtime",
+    "runner.execute.steps",
+    "runner.execute.job",
+    "runner.egress.seam",
+    "runner.egress.policy",
 )
 for _name in MODULES:
     importlib.import_module(_name)
@@ -50,9 +55,14 @@ RECORDS = sorted(
         c
         for base in (Frozen, OrderedFrozen)
         for c in base.__subclasses__()
-        if c is not OrderedFrozen
+        if c not in (OrderedFrozen, FrozenByIdentity)
     ),
     key=lambda c: f"{c.__module__}.{c.__qualname__}",
+)
+# Records compared by identity (bags of services): what they share with the others is
+# checked with them; equality, hash and repr are object's.
+BY_IDENTITY = sorted(
+    FrozenByIdentity.__subclasses__(), key=lambda c: f"{c.__module__}.{c.__qualname__}"
 )
 
 
@@ -160,3 +170,37 @@ def test_a_secret_field_left_out_of_repr_stays_out() -> None:
     assert "kkkk" not in repr(key) and repr(key) == "MasterKey(key_id='mk-1')"
     sealed = Sealed("mk-1", b"wrapped-key", b"nonce", b"ciphertext")
     assert repr(sealed) == "Sealed(key_id='mk-1')"
+
+
+@pytest.mark.parametrize("cls", BY_IDENTITY, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
+def test_a_record_by_identity_takes_every_field_and_is_compared_as_an_object(
+    cls: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert dataclasses.is_dataclass(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert list(inspect.signature(cls.__init__).parameters)[1:] == names
+    values = _sentinels(cls)
+    record = _built(cls, values, monkeypatch)
+    assert {n: getattr(record, n) for n in names} == values
+    same = _built(cls, dict(values), monkeypatch)
+    assert record != same and record == record  # by identity
+    assert hash(record) == object.__hash__(record)
+    assert repr(record) == object.__repr__(record)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(record, names[0], "<set>")
+    replaced = dataclasses.replace(record, **{names[0]: "<replaced>"})
+    assert type(replaced) is cls and getattr(replaced, names[0]) == "<replaced>"
+    sig = inspect.signature(cls.__init__)
+    for f in dataclasses.fields(cls):
+        default = sig.parameters[f.name].default
+        if f.default is not dataclasses.MISSING:
+            assert default == f.default, f"{cls.__name__}.{f.name}"
+        elif f.default_factory is not dataclasses.MISSING:
+            assert default is None, f"{cls.__name__}.{f.name}: None stands for the factory"
+        else:
+            assert default is inspect.Parameter.empty, f"{cls.__name__}.{f.name}"
+
+
+def test_every_record_by_identity_is_found() -> None:
+    names = {c.__qualname__ for c in BY_IDENTITY}
+    assert {"RunContext", "JobServices", "Job", "CheckedChangeset", "_Ready", "_Keyed"} <= names

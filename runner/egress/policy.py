@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runner.errors import UsageError
+from runner.records import Frozen
 from runner.sandbox import HostPort, NetworkPolicy, SandboxPolicy
 from runner.sandbox.policy import NETWORK_POLICIES
 
@@ -34,8 +35,9 @@ def parse_add_host(text: str) -> tuple[str, str]:
     return name.lower().rstrip("."), str(ip)
 
 
-@dataclass(frozen=True)
-class NetworkChoice:
+# A frozen record (runner.records): a full cache hit loads it without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class NetworkChoice(Frozen):
     """``--network``, ``--allow-host``, ``--add-host`` and ``--broker-ca-file``, parsed.
 
     ``broker_ca_file`` is the operator's: what the job's proxy trusts for the real
@@ -46,6 +48,15 @@ class NetworkChoice:
     allow_hosts: tuple[HostPort, ...] = ()
     add_hosts: tuple[tuple[str, str], ...] = ()
     broker_ca_file: Path | None = None
+
+    def __init__(
+        self,
+        network: NetworkPolicy = "open",
+        allow_hosts: tuple[HostPort, ...] = (),
+        add_hosts: tuple[tuple[str, str], ...] = (),
+        broker_ca_file: Path | None = None,
+    ) -> None:
+        self._fill(network, allow_hosts, add_hosts, broker_ca_file)
 
     @classmethod
     def parse(

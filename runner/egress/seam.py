@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from runner.errors import ExecutionError
+from runner.records import Frozen
 from runner.sandbox import SandboxPolicy
 
 if TYPE_CHECKING:
@@ -28,8 +29,9 @@ def _no_entries() -> Mapping[str, str]:
     return MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class StepNetwork:
+# A frozen record (runner.records): a full cache hit loads it without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class StepNetwork(Frozen):
     """What a workspace job's steps get: the network to join, /etc/hosts, proxy variables."""
 
     # The network's name, "container:ID" (its holder's namespace), or None: the
@@ -39,6 +41,20 @@ class StepNetwork:
     proxy_env: Mapping[str, str] = field(default_factory=_no_entries)
     # The job CA's certificate (PEM) when the proxy brokers secrets: steps must trust it.
     ca_cert: str | None = None
+
+    def __init__(
+        self,
+        network: str | None = None,
+        extra_hosts: Mapping[str, str] | None = None,
+        proxy_env: Mapping[str, str] | None = None,
+        ca_cert: str | None = None,
+    ) -> None:
+        self._fill(
+            network,
+            _no_entries() if extra_hosts is None else extra_hosts,
+            _no_entries() if proxy_env is None else proxy_env,
+            ca_cert,
+        )
 
 
 class JobNetworkSeam(Protocol):

@@ -44,6 +44,7 @@ from runner.execute.runtime import ContainerRuntime
 from runner.execute.steps import RunContext, RunLimits, WorkspaceResult, WorkspaceRunner, key_inputs
 from runner.log import get_logger
 from runner.plan import Workspace
+from runner.records import FrozenByIdentity
 from runner.redact.protocol import Redacts
 from runner.report import Reporter
 from runner.sandbox import SandboxPolicy
@@ -154,15 +155,18 @@ def resolve_images(
 # 4. Changesets, checked ------------------------------------------------------------------------
 
 
-# Never compared or hashed: no generated __eq__/__hash__ (nor __repr__ for the bags of
-# services), each of which Python 3.11 compiles at import (a full cache hit pays it).
-@dataclass(frozen=True, eq=False)
-class CheckedChangeset:
+# Never compared or printed: by identity, as records with no generated methods
+# (runner.records), which a full cache hit loads without compiling any.
+@dataclass(init=False, repr=False, eq=False)
+class CheckedChangeset(FrozenByIdentity):
     """A changeset spec (Sourcegraph's fields plus the workspace's outputs) free of values."""
 
     branch: str
     body: Mapping[str, Any]
     diff: bytes
+
+    def __init__(self, branch: str, body: Mapping[str, Any], diff: bytes) -> None:
+        self._fill(branch, body, diff)
 
 
 def checked_changesets(
@@ -221,8 +225,8 @@ class WorkspaceOutcome:
 # The job ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Job:
+@dataclass(init=False, repr=False, eq=False)
+class Job(FrozenByIdentity):
     """One job: a spec's workspaces in one namespace, with everything checked already."""
 
     id: str
@@ -234,9 +238,32 @@ class Job:
     images: Mapping[str, str]  # `container` as written -> image ID
     host: HostEnv = field(default_factory=HostEnv)
 
+    def __init__(
+        self,
+        *,
+        id: str,
+        spec: BatchSpec,
+        spec_dir: Path,
+        namespace: str,
+        env_plan: EnvPlan,
+        workspaces: Sequence[Workspace],
+        images: Mapping[str, str],
+        host: HostEnv | None = None,
+    ) -> None:
+        self._fill(
+            id,
+            spec,
+            spec_dir,
+            namespace,
+            env_plan,
+            workspaces,
+            images,
+            HostEnv() if host is None else host,
+        )
 
-@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class JobServices:
+
+@dataclass(init=False, repr=False, eq=False)
+class JobServices(FrozenByIdentity):
     """What runs a job: the engine, the redactor, and where events and results go."""
 
     runtime: ContainerRuntime
@@ -258,6 +285,45 @@ class JobServices:
     keep_tree: Callable[[Workspace, Path], None] | None = None
     # The job's brokered uses, once at its end, for the audit log (runner.egress.broker).
     on_brokered: OnBrokered | None = None
+
+    def __init__(
+        self,
+        *,
+        runtime: ContainerRuntime,
+        registry: ValueRegistry,
+        redactor: Redacts,
+        reporter: Reporter,
+        sink: ResultSink,
+        limits: RunLimits,
+        cancel: threading.Event,
+        cache: StepCache | None = None,
+        host_mac_key: bytes = b"",
+        temp_root: Path | None = None,
+        parallelism: int = 1,
+        fail_fast: bool = False,
+        sandbox: SandboxPolicy | None = None,
+        networks: JobNetworkSeam | None = None,
+        keep_tree: Callable[[Workspace, Path], None] | None = None,
+        on_brokered: OnBrokered | None = None,
+    ) -> None:
+        self._fill(
+            runtime,
+            registry,
+            redactor,
+            reporter,
+            sink,
+            limits,
+            cancel,
+            cache,
+            host_mac_key,
+            temp_root,
+            parallelism,
+            fail_fast,
+            SandboxPolicy() if sandbox is None else sandbox,
+            NoJobNetworks() if networks is None else networks,
+            keep_tree,
+            on_brokered,
+        )
 
 
 def run_job(

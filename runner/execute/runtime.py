@@ -29,6 +29,7 @@ from threading import Event
 from typing import Literal, Protocol
 
 from runner.errors import ExecutionError, ImageNotFoundError
+from runner.records import Frozen
 from runner.sandbox import Isolation, StepSandbox
 from runner.secrets.value import Secret
 
@@ -60,17 +61,21 @@ def secret_file_path(name: str) -> str:
     return f"{SECRET_FILES_DIR}/{name}"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Mount:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class Mount(Frozen):
     """A host path bind-mounted into the step's container (read-only unless said)."""
 
     source: Path
     target: str
     read_only: bool = True
 
+    def __init__(self, *, source: Path, target: str, read_only: bool = True) -> None:
+        self._fill(source, target, read_only)
 
-@dataclass(frozen=True, kw_only=True)
-class StepContainer:
+
+@dataclass(init=False, repr=False, eq=False)
+class StepContainer(Frozen):
     """Everything needed to run one step in a new container.
 
     ``image`` should be an image ID from ``ContainerRuntime.image_id``, so the
@@ -92,6 +97,38 @@ class StepContainer:
     memory_bytes: int | None = None
     cpus: float | None = None
     sandbox: StepSandbox = field(default_factory=StepSandbox)
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        script: str,
+        workdir: str,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+        secret_env: Mapping[str, Secret] | None = None,
+        secret_files: Mapping[str, Secret] | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout_s: float = 30 * 60,
+        memory_bytes: int | None = None,
+        cpus: float | None = None,
+        sandbox: StepSandbox | None = None,
+    ) -> None:
+        self._fill(
+            image,
+            script,
+            workdir,
+            mounts,
+            {} if env is None else env,
+            {} if secret_env is None else secret_env,
+            {} if secret_files is None else secret_files,
+            {} if labels is None else labels,
+            timeout_s,
+            memory_bytes,
+            cpus,
+            StepSandbox() if sandbox is None else sandbox,
+        )
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not PurePosixPath(self.workdir).is_absolute():
@@ -213,8 +250,8 @@ class PreparedStep(Protocol):
         ...
 
 
-@dataclass(frozen=True, kw_only=True)
-class NetworkInfo:
+@dataclass(init=False, repr=False, eq=False)
+class NetworkInfo(Frozen):
     """A job's network: the name containers join, and where it sits on the host.
 
     ``bridge`` is the host's interface for it (None where a runtime has none,
@@ -230,14 +267,26 @@ class NetworkInfo:
     internal: bool = False
     holder: str | None = None
 
+    def __init__(
+        self,
+        *,
+        name: str,
+        subnet: str,
+        gateway: str,
+        bridge: str | None = None,
+        internal: bool = False,
+        holder: str | None = None,
+    ) -> None:
+        self._fill(name, subnet, gateway, bridge, internal, holder)
+
     @property
     def joined(self) -> str:
         """What a step's container joins: its holder's namespace, else the network."""
         return f"container:{self.holder}" if self.holder else self.name
 
 
-@dataclass(frozen=True, kw_only=True)
-class StepExit:
+@dataclass(init=False, repr=False, eq=False)
+class StepExit(Frozen):
     """How a step's container ended.
 
     ``timed_out`` and ``canceled`` mean runner killed it; ``oom_killed`` means
@@ -250,6 +299,16 @@ class StepExit:
     timed_out: bool = False
     canceled: bool = False
     oom_killed: bool = False
+
+    def __init__(
+        self,
+        *,
+        exit_code: int,
+        timed_out: bool = False,
+        canceled: bool = False,
+        oom_killed: bool = False,
+    ) -> None:
+        self._fill(exit_code, timed_out, canceled, oom_killed)
 
     @property
     def succeeded(self) -> bool:

@@ -43,6 +43,7 @@ from runner.execute.runtime import ContainerRuntime, Mount, OutputStream, StepCo
 from runner.execute.source import resolve_source
 from runner.log import get_logger
 from runner.plan import Workspace
+from runner.records import Frozen, FrozenByIdentity
 from runner.redact.protocol import Redacts
 from runner.report import PhaseEvents, Reporter, report_output
 from runner.sandbox import SandboxPolicy, StepSandbox
@@ -65,19 +66,29 @@ STDERR_TAIL_LINES = 20
 log = get_logger("runner.execute")
 
 
-@dataclass(frozen=True)
-class RunLimits:
+# Frozen records (runner.records): a full cache hit loads them without generating code.
+@dataclass(init=False, repr=False, eq=False)
+class RunLimits(Frozen):
     timeout_s: float
     capture_limit: int
     memory_bytes: int | None = None
     cpus: float | None = None
     log_cap_bytes: int | None = None
 
+    def __init__(
+        self,
+        timeout_s: float,
+        capture_limit: int,
+        memory_bytes: int | None = None,
+        cpus: float | None = None,
+        log_cap_bytes: int | None = None,
+    ) -> None:
+        self._fill(timeout_s, capture_limit, memory_bytes, cpus, log_cap_bytes)
 
-# Never compared or hashed: no generated __eq__/__hash__ (nor __repr__ for the bag of
-# services), each of which Python 3.11 compiles at import (a full cache hit pays it).
-@dataclass(frozen=True, eq=False, repr=False)
-class RunContext:
+
+# Never compared or printed: by identity, as a bag of services.
+@dataclass(init=False, repr=False, eq=False)
+class RunContext(FrozenByIdentity):
     """Everything the step loop needs, passed in explicitly."""
 
     run_id: str
@@ -117,6 +128,60 @@ class RunContext:
     # Keeps a failed workspace's tree before it is removed (`runner run --keep-workspace`:
     # runner.execute.keep, which refuses a tree holding a value).
     keep_tree: Callable[[Workspace, Path], None] | None = None
+
+    def __init__(
+        self,
+        run_id: str,
+        spec: BatchSpec,
+        spec_dir: Path,
+        namespace: str,
+        env_plan: EnvPlan,
+        secrets: Mapping[str, Secret],
+        host: HostEnv,
+        host_macs: Mapping[str, str],
+        images: Mapping[str, str],
+        runtime: ContainerRuntime,
+        redactor: Redacts,
+        reporter: Reporter,
+        limits: RunLimits,
+        cancel: threading.Event,
+        cache: StepCache | None = None,
+        temp_root: Path | None = None,
+        sandbox: SandboxPolicy | None = None,
+        network: Callable[[], StepNetwork] = StepNetwork,
+        network_soon: Callable[[], None] | None = None,
+        step_key_inputs: Sequence[StepKeyInput] | None = None,
+        broker: JobBroker | None = None,
+        turn: WorkspaceTurn | None = None,
+        add_mask: Callable[[str, Sequence[str]], None] | None = None,
+        keep_tree: Callable[[Workspace, Path], None] | None = None,
+    ) -> None:
+        self._fill(
+            run_id,
+            spec,
+            spec_dir,
+            namespace,
+            env_plan,
+            secrets,
+            host,
+            host_macs,
+            images,
+            runtime,
+            redactor,
+            reporter,
+            limits,
+            cancel,
+            cache,
+            temp_root,
+            SandboxPolicy() if sandbox is None else sandbox,
+            network,
+            network_soon,
+            step_key_inputs,
+            broker,
+            AnyTime() if turn is None else turn,
+            add_mask,
+            keep_tree,
+        )
 
 
 @dataclass(eq=False)
@@ -855,23 +920,35 @@ class WorkspaceRunner:
             )
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class _Ready:
+@dataclass(init=False, repr=False, eq=False)
+class _Ready(FrozenByIdentity):
     """A step's container made ahead, with the stop event and disk watcher it was labelled for."""
 
     stop: _StepStop
     disk: DiskWatcher
     ahead: Ahead
 
+    def __init__(self, stop: _StepStop, disk: DiskWatcher, ahead: Ahead) -> None:
+        self._fill(stop, disk, ahead)
 
-@dataclass(frozen=True, eq=False, repr=False)
-class _Keyed:
+
+@dataclass(init=False, repr=False, eq=False)
+class _Keyed(FrozenByIdentity):
     """A workspace's cache keys, what went into them, and the longest cached prefix."""
 
     keys: Sequence[str] = ()
     inputs: Sequence[StepKeyInput] = ()
     hit: tuple[int, CacheEntry] | None = None
     workspace: WorkspaceKeyInput | None = None
+
+    def __init__(
+        self,
+        keys: Sequence[str] = (),
+        inputs: Sequence[StepKeyInput] = (),
+        hit: tuple[int, CacheEntry] | None = None,
+        workspace: WorkspaceKeyInput | None = None,
+    ) -> None:
+        self._fill(keys, inputs, hit, workspace)
 
 
 def _named(keyed: _Keyed, upto: int) -> dict[str, Any] | None:
