@@ -607,14 +607,18 @@ class DockerRuntime:
 
     def _remove(self, container_id: str) -> None:
         self._exits.forget(container_id)
+        # The run's label lets the next run or `runner cleanup` sweep it.
+        self._force_remove(container_id, "could not remove a step container")
+
+    def _force_remove(self, container_id: str, failed: str) -> None:
+        """Kill and remove a container; one gone is fine, an engine failure a warning."""
         try:
             self._api.remove_container(container_id, force=True, v=True)
         except docker.errors.NotFound:
             pass
         except _ENGINE_ERRORS as exc:
-            # The run's label lets the next run or `runner cleanup` sweep it.
             log.warning(
-                "could not remove a step container; it will be swept later",
+                f"{failed}; it will be swept later",
                 container=container_id[:12],
                 reason=_reason(exc),
             )
@@ -830,17 +834,8 @@ class DockerRuntime:
         return holder
 
     def release_holder(self, holder: str) -> None:
-        try:
-            self._api.remove_container(holder, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except _ENGINE_ERRORS as exc:
-            # Its network's label is on it: the sweep of the job's networks removes it.
-            log.warning(
-                "could not remove a job network's holder; it will be swept later",
-                container=holder[:12],
-                reason=_reason(exc),
-            )
+        # Its network's label is on it: the sweep of the job's networks removes it.
+        self._force_remove(holder, "could not remove a job network's holder")
 
     def _release_holders_of(self, network: str) -> int:
         try:
