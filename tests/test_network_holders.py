@@ -189,3 +189,31 @@ def test_an_image_whose_shell_nobody_may_run_gets_no_holder_and_its_steps_still_
         assert made == []
     finally:
         docker_client.images.remove(image.id, force=True)
+
+
+def test_a_holder_is_named_after_its_network_and_replaces_one_a_killed_run_left(
+    docker_client: Any,
+) -> None:
+    from runner.execute.docker_runtime import DockerRuntime
+
+    runtime = DockerRuntime(docker_client.api)
+    job = f"test-holders-{uuid.uuid4().hex[:8]}"
+    image = str(docker_client.images.get(TEST_IMAGE).id)
+    try:
+        net = runtime.create_network(job, internal=False)
+        # What a run killed between starting a holder and recording it leaves.
+        orphan = docker_client.api.create_container(
+            image,
+            ["sleep", "600"],
+            name=f"{net.name}-holder",
+            labels={"org.runner.network": job, "org.runner.holds": net.name},
+        )["Id"]
+        holder = runtime.hold_network(net, job_id=job, image=image, extra_hosts={})
+        assert holder != orphan and runtime.holder_alive(holder)
+        assert docker_client.api.inspect_container(holder)["Name"] == f"/{net.name}-holder"
+        assert docker_client.api.containers(all=True, filters={"id": orphan}) == []
+    finally:
+        runtime.sweep_networks(job)
+    assert (
+        docker_client.api.containers(all=True, filters={"label": f"org.runner.network={job}"}) == []
+    )

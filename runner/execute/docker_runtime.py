@@ -808,7 +808,8 @@ class DockerRuntime:
             pids_limit=_HOLDER_PIDS,
             mem_limit=_HOLDER_MEMORY,
         )
-        with _engine("start the job network's holder"):
+
+        def create() -> str:
             created = self._api.create_container(
                 image,
                 # sh reading a stdin left open and never written: it waits, doing nothing.
@@ -820,8 +821,19 @@ class DockerRuntime:
                 labels={NETWORK_LABEL: job_id, HOLDER_LABEL: net.name},
                 host_config=host_config,
                 use_config_proxy=False,
+                # Named after its network, so `docker ps` says what it is.
+                name=f"{net.name}-holder",
             )
-        holder = str(created["Id"])
+            return str(created["Id"])
+
+        with _engine("start the job network's holder"):
+            try:
+                holder = create()
+            except docker.errors.APIError as exc:
+                # One of a run killed before it recorded it: the network is ours now.
+                if exc.status_code != 409 or not self._release_holders_of(net.name):
+                    raise
+                holder = create()
         try:
             with _engine("start the job network's holder"):
                 self._api.start(holder)
