@@ -220,3 +220,47 @@ def test_sqlite_refuses_more_than_one_worker(tmp_path: Path) -> None:
         assert f"--workers {asked} needs PostgreSQL: a SQLite database has one writer" in (
             proc.stderr
         )
+
+
+# A supervisor with two forked workers that ignore SIGTERM: one of them ends by itself
+# (or a stop signal comes), and the supervisor must still come back, the other killed.
+_STUBBORN = """
+import ctypes, os, signal, sys, threading, time
+import runner.queue.server as server
+server.WORKER_STOP_S = 0.5
+
+def worker(exit_after):
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # gone with the test's process, if it fails
+        time.sleep(exit_after)
+        os._exit(3)
+    return pid
+
+stubborn = worker(600)
+if sys.argv[1] == "dies":
+    dying = worker(0.3)
+    print(server._supervise({stubborn, dying}) == (dying, 3))
+else:
+    other = worker(600)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    print(server._supervise({stubborn, other}) is None)
+try:
+    os.kill(stubborn, 0)
+    print("alive")
+except ProcessLookupError:
+    print("gone")
+"""
+
+
+@pytest.mark.parametrize("how", ["dies", "stopped"])
+def test_a_worker_that_ignores_its_stop_does_not_hold_the_server(how: str) -> None:
+    import sys
+
+    # The timeout is the assertion: a supervisor waiting for that worker never returns.
+    done = subprocess.run(
+        [sys.executable, "-c", _STUBBORN, how], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-2:] == ["True", "gone"]  # after the log lines

@@ -358,6 +358,7 @@ def _run_worker(sock: socket.socket, worker: Callable[[socket.socket], None]) ->
 def _supervise(pids: set[int]) -> tuple[int, int] | None:
     """Wait for the workers; return the first that ended unasked (pid, exit code)."""
     stopping = False
+    waiting = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -365,15 +366,23 @@ def _supervise(pids: set[int]) -> tuple[int, int] | None:
         stopping = True
         for pid in pids:
             _signal(pid, signal.SIGTERM)
+        if waiting:  # out of os.wait, which a handled signal would otherwise resume
+            raise _Stopping
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     failed: tuple[int, int] | None = None
     try:
-        while pids:
+        # Until the first worker ends or a stop signal comes; then the rest have
+        # WORKER_STOP_S to follow, as a worker that does not (one stuck starting or
+        # stopping) must not hold the server.
+        while pids and not stopping:
             try:
+                waiting = True
                 pid, status = os.wait()
-            except ChildProcessError:
+            except (ChildProcessError, _Stopping):
                 break
+            finally:
+                waiting = False
             pids.discard(pid)
             code = os.waitstatus_to_exitcode(status)
             if not stopping:
@@ -381,16 +390,27 @@ def _supervise(pids: set[int]) -> tuple[int, int] | None:
                 failed, stopping = (pid, code), True
                 for other in pids:
                     _signal(other, signal.SIGTERM)
+        _reap(pids)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return failed
 
 
+class _Stopping(Exception):
+    """A stop signal came while the supervisor waited for a worker to end (control flow
+    within `_supervise`, never raised past it: not one of runner's errors)."""
+
+
 def _stop(pids: set[int]) -> None:
     """SIGTERM the workers still running, wait up to WORKER_STOP_S, then SIGKILL."""
     for pid in pids:
         _signal(pid, signal.SIGTERM)
+    _reap(pids)
+
+
+def _reap(pids: set[int]) -> None:
+    """Wait up to WORKER_STOP_S for ``pids`` (signalled to stop) to end, then SIGKILL them."""
     deadline = time.monotonic() + WORKER_STOP_S
     while pids:
         for pid in list(pids):
