@@ -92,6 +92,19 @@ def _twin(cls: type) -> type:
     return twin
 
 
+def _check_defaults(cls: Any) -> None:
+    """``cls.__init__``'s defaults are its fields': a factory's stands as None."""
+    sig = inspect.signature(cls.__init__)
+    for f in dataclasses.fields(cls):
+        default = sig.parameters[f.name].default
+        if f.default is not dataclasses.MISSING:
+            assert default == f.default, f"{cls.__name__}.{f.name}"
+        elif f.default_factory is not dataclasses.MISSING:
+            assert default is None, f"{cls.__name__}.{f.name}: None stands for the factory"
+        else:
+            assert default is inspect.Parameter.empty, f"{cls.__name__}.{f.name}"
+
+
 def test_every_record_module_is_listed() -> None:
     assert {c.__module__ for c in RECORDS} <= set(MODULES)
     assert len(RECORDS) >= 30
@@ -152,15 +165,7 @@ def test_defaults_and_factories_are_those_the_fields_declare() -> None:
     assert SandboxPolicy().hardening == Hardening()
     assert LocalSecrets().macs == {} and not LocalSecrets()
     for cls in RECORDS:
-        sig = inspect.signature(cls.__init__)
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            default = sig.parameters[f.name].default
-            if f.default is not dataclasses.MISSING:
-                assert default == f.default, f"{cls.__name__}.{f.name}"
-            elif f.default_factory is not dataclasses.MISSING:
-                assert default is None, f"{cls.__name__}.{f.name}: None stands for the factory"
-            else:
-                assert default is inspect.Parameter.empty, f"{cls.__name__}.{f.name}"
+        _check_defaults(cls)
 
 
 def test_a_secret_field_left_out_of_repr_stays_out() -> None:
@@ -190,15 +195,7 @@ def test_a_record_by_identity_takes_every_field_and_is_compared_as_an_object(
         setattr(record, names[0], "<set>")
     replaced = dataclasses.replace(record, **{names[0]: "<replaced>"})
     assert type(replaced) is cls and getattr(replaced, names[0]) == "<replaced>"
-    sig = inspect.signature(cls.__init__)
-    for f in dataclasses.fields(cls):
-        default = sig.parameters[f.name].default
-        if f.default is not dataclasses.MISSING:
-            assert default == f.default, f"{cls.__name__}.{f.name}"
-        elif f.default_factory is not dataclasses.MISSING:
-            assert default is None, f"{cls.__name__}.{f.name}: None stands for the factory"
-        else:
-            assert default is inspect.Parameter.empty, f"{cls.__name__}.{f.name}"
+    _check_defaults(cls)
 
 
 def test_every_record_by_identity_is_found() -> None:

@@ -282,18 +282,27 @@ class HostFirewall:
         self._counted = None  # the counts change
         removed = self._delete_forward(matches)
         for chain in _IPTABLES_CHAINS:
-            try:
-                listing = self._run(["-S", chain])
-            except ExecutionError:
-                continue  # no such chain (DOCKER-USER: Docker does not manage iptables here)
-            for line in listing.splitlines():
-                words = shlex.split(line)
-                bridge = _bridge_of(words)
-                if bridge is None or not matches(bridge) or words[:1] != ["-A"]:
-                    continue
-                self._run(["-D", *words[1:]])
-                removed += 1
+            for bridge, rule in self._listed(chain):
+                if matches(bridge):
+                    self._run(["-D", *rule])
+                    removed += 1
         return removed
+
+    def _listed(self, chain: str) -> list[tuple[str, list[str]]]:
+        """runner's rules in ``chain`` (iptables): the bridge each fences, and the rule
+        (chain, args...); none if there is no such chain (``DOCKER-USER`` where Docker
+        leaves iptables be)."""
+        try:
+            listing = self._run(["-S", chain])
+        except ExecutionError:
+            return []
+        found = []
+        for line in listing.splitlines():
+            words = shlex.split(line)
+            bridge = _bridge_of(words)
+            if bridge is not None and words[:1] == ["-A"]:
+                found.append((bridge, words[1:]))
+        return found
 
     def _delete_forward(self, matches: Callable[[str], bool]) -> int:
         if not self.has_nft:
@@ -364,15 +373,7 @@ class HostFirewall:
                     raise ExecutionError(f"could not read nft's listing: {exc}") from exc
             host: Counter[str] = Counter()
             for chain in _IPTABLES_CHAINS if not self.has_nft else ("INPUT",):
-                try:
-                    listing = self._run(["-S", chain])
-                except ExecutionError:
-                    continue  # no such chain (DOCKER-USER where Docker leaves iptables be)
-                for line in listing.splitlines():
-                    words = shlex.split(line)
-                    bridge = _bridge_of(words)
-                    if bridge is not None and words[:1] == ["-A"]:
-                        host[bridge] += 1
+                host.update(bridge for bridge, _ in self._listed(chain))
             self._counted = (began, forward, host)
             return forward, host
 
