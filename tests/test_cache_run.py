@@ -1,6 +1,6 @@
 """The execution cache through `runner run`, against the real Docker engine.
 
-Container starts are counted from the engine's own events, filtered by the
+Container starts are counted from the engine's own event stream, filtered by the
 run's label, so other containers on the same engine do not count.
 """
 
@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import subprocess
-import time
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +67,52 @@ class Run:
         return str(self.events[0]["run_id"])
 
 
+class EngineStarts:
+    """The engine's container starts with runner's run label, from an event stream
+    opened before the run and read until a marker container of our own is seen.
+
+    Not the engine's replay of past events (`since`/`until`): it keeps only the
+    last 256, and the other test worker's containers overran it within one run.
+    Events reach a stream in order, so once the marker's `create` arrives every
+    start of the run has too.
+    """
+
+    def __init__(self, docker_client: Any) -> None:
+        self._docker = docker_client
+        self._marker = f"marker-{uuid.uuid4().hex}"
+        self._seen: list[tuple[str, str]] = []  # (action, run label value)
+        self._marked = threading.Event()
+        self._stream = docker_client.events(
+            decode=True,
+            filters={"type": "container", "event": ["start", "create"], "label": RUN_LABEL},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for event in self._stream:
+            label = event.get("Actor", {}).get("Attributes", {}).get(RUN_LABEL, "")
+            self._seen.append((event.get("Action", ""), label))
+            if label == self._marker:
+                self._marked.set()
+
+    def __enter__(self) -> EngineStarts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        marker = self._docker.containers.create(
+            TEST_IMAGE, ["true"], labels={RUN_LABEL: self._marker}
+        )
+        try:
+            assert self._marked.wait(30), "the engine's event stream never showed the marker"
+        finally:
+            marker.remove(force=True)
+            self._stream.close()
+
+    def starts(self, *, run_id: str) -> int:
+        return sum(1 for action, label in self._seen if action == "start" and label == run_id)
+
+
 class Harness:
     def __init__(self, tmp_path: Path, docker_client: Any) -> None:
         self.tmp = tmp_path
@@ -86,32 +132,24 @@ class Harness:
         return self.spec
 
     def run(self, *extra: str, env: dict[str, str] | None = None, spec: Path | None = None) -> Run:
-        since = time.time() - 1
-        proc = run_runner(
-            [
-                "run",
-                str(spec or self.spec),
-                "--repos-root",
-                str(self.repos),
-                "--out",
-                str(self.out),
-                "--json",
-                *extra,
-            ],
-            env or self.env,
-        )
+        with EngineStarts(self.docker) as watch:
+            proc = run_runner(
+                [
+                    "run",
+                    str(spec or self.spec),
+                    "--repos-root",
+                    str(self.repos),
+                    "--out",
+                    str(self.out),
+                    "--json",
+                    *extra,
+                ],
+                env or self.env,
+            )
         assert proc.returncode == 0, proc.stderr
         events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-        run_id = events[0]["run_id"]
-        seen = self.docker.events(
-            since=since,
-            until=time.time(),
-            decode=True,
-            filters={"type": "container", "event": "start", "label": f"{RUN_LABEL}={run_id}"},
-        )
-        starts = sum(1 for _ in seen)
-        run = Run(proc, events, starts)
-        assert starts == len(run.steps("step.started")), "every started step is one container"
+        run = Run(proc, events, watch.starts(run_id=str(events[0]["run_id"])))
+        assert run.starts == len(run.steps("step.started")), "every started step is one container"
         return run
 
     def patch(self) -> str:
