@@ -132,6 +132,57 @@ def test_fairness_one_job_of_another_namespace_is_among_the_first_two(store: Job
     assert names.count("org:team") == 2
 
 
+def test_a_run_of_claims_in_one_namespace_keeps_the_turns_and_the_order(store: JobStore) -> None:
+    submit(store, "user:alice", 4)
+    submit(store, "org:team", 1)
+    claimed = [store.claim("ex") for _ in range(2)]
+    assert {c.job.namespace for c in claimed if c is not None} == {"user:alice", "org:team"}
+    # alice claims alone now: the first claim gives her the latest turn, which the
+    # next ones leave as it is.
+    assert (c := store.claim("ex")) is not None and c.job.namespace == "user:alice"
+    turns = _turns(store)
+    for _ in range(2):
+        assert (c := store.claim("ex")) is not None and c.job.namespace == "user:alice"
+    if turns is not None:
+        assert turns["user:alice"] > turns["org:team"]
+        assert _turns(store) == turns
+    # Another namespace with work is served next all the same.
+    submit(store, "user:bob", 2)
+    submit(store, "user:alice", 2)
+    names = [c.job.namespace for c in (store.claim("ex") for _ in range(4)) if c is not None]
+    assert names[0] == "user:bob" and sorted(names) == ["user:alice"] * 2 + ["user:bob"] * 2
+
+
+def test_a_namespace_tied_for_the_latest_turn_moves_behind_the_other(store: JobStore) -> None:
+    if not isinstance(store, SqlJobStore):
+        pytest.skip("ties come from PostgreSQL claims that read the same latest turn")
+    submit(store, "user:alice", 3)
+    submit(store, "org:team", 3)
+    # Both at turn 7, alice arrived first: she is first, and her claim must move her
+    # behind the team (as two claims at once on PostgreSQL can leave them).
+    store._db.once("UPDATE runner_job_fairness SET last_claim = 7")
+    names = [c.job.namespace for c in (store.claim("ex") for _ in range(4)) if c is not None]
+    assert names == ["user:alice", "org:team", "user:alice", "org:team"]
+
+
+def _turns(store: JobStore) -> dict[str, int] | None:
+    if not isinstance(store, SqlJobStore):
+        return None
+    rows = store._db.once("SELECT namespace, last_claim FROM runner_job_fairness")
+    return {str(r["namespace"]): int(r["last_claim"]) for r in rows}
+
+
+def test_a_result_is_stored_as_sent_whatever_its_text(store: JobStore) -> None:
+    # A lone surrogate (sent escaped in JSON) cannot be written as UTF-8: it is kept too.
+    result = {"status": "changed", "text": "é \ud800", "n": [1, 2.5, None], "deep": {"k": True}}
+    (job_id,) = submit(store, "user:alice")
+    lease = store.claim("ex")
+    assert lease is not None
+    assert store.complete(job_id, lease.token, result).result == result
+    stored = store.get(job_id)
+    assert stored is not None and stored.result == result
+
+
 def test_a_stale_lease_is_refused_everywhere(store: JobStore, clock: ManualClock) -> None:
     (job_id,) = submit(store, "user:alice")
     old = store.claim("ex-dead")
