@@ -254,6 +254,29 @@ def test_sqlite_files_are_private_and_in_wal_mode(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
+def test_a_transaction_sqlite_rolled_back_itself_is_not_reported_as_committed(
+    tmp_path: Path,
+) -> None:
+    # SQLite ends a transaction itself on some errors (a full disk, an I/O error); a
+    # block that caught the statement's error and went on must not look committed.
+    with connect(f"sqlite:///{tmp_path / 'x.db'}") as db:
+        db.migrate([THINGS])
+
+        def insert_then_lose_it() -> None:
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO things (name) VALUES (?)", ["lost"])
+                db._sqlite().execute("ROLLBACK")  # as SQLite does after SQLITE_FULL
+
+        with pytest.raises(StoreError, match="rolled back") as info:
+            insert_then_lose_it()
+        assert info.value.hint
+        with db.transaction() as tx:
+            assert tx.scalar("SELECT COUNT(*) AS n FROM things") == 0
+            tx.execute("INSERT INTO things (name) VALUES (?)", ["kept"])
+        with db.transaction(write=False) as tx:
+            assert tx.scalar("SELECT COUNT(*) AS n FROM things") == 1
+
+
 def test_closed_database_says_so(tmp_path: Path) -> None:
     db = connect(f"sqlite:///{tmp_path / 'x.db'}")
     db.close()

@@ -26,8 +26,8 @@ from runner.errors import RunnerError, error_to_json
 from runner.execute.job import register_values
 from runner.log import get_logger
 from runner.namespaces import parse_namespace, parse_optional
-from runner.queue.models import ENDED_HEADER
-from runner.queue.service import Coordinator
+from runner.queue.models import ENDED_HEADER, JobRecord
+from runner.queue.service import ClaimedJob, Coordinator
 from runner.queue.tokens import Principal
 from runner.redact import active
 from runner.sandbox.tighten import NamespacePolicy
@@ -235,9 +235,17 @@ def claim_answer(c: Coordinator, token: str | None, body: ClaimBody) -> Response
 
 
 def _claimed_answer(c: Coordinator, who: Principal, body: ClaimBody) -> Response:
+    return _job_answer(_claim(c, who, body))
+
+
+def _claim(c: Coordinator, who: Principal, body: ClaimBody) -> ClaimedJob | None:
     with c.metrics.claim_seconds.time():
         claimed = c.claim(who, executor=body.executor, labels=body.labels)
     c.metrics.claims.labels("empty" if claimed is None else "claimed").inc()
+    return claimed
+
+
+def _job_answer(claimed: ClaimedJob | None) -> Response:
     if claimed is None:
         return Response(status_code=204)
     # Values are revealed here, into the response body only. While they are in plain
@@ -278,30 +286,50 @@ def step_answer(c: Coordinator, token: str | None, job_id: str, body: StepBody) 
 def complete_answer(c: Coordinator, token: str | None, job_id: str, body: CompleteBody) -> Response:
     who = c.authenticate(token)
     brokered = [use.model_dump() for use in body.brokered]
-    record = c.complete(who, job_id, lease=body.lease, result=body.result, brokered=brokered)
     if body.claim is None:
+        record = c.complete(who, job_id, lease=body.lease, result=body.result, brokered=brokered)
         return CompactJSON(record.to_json())
-    return _next_job_answer(c, who, record.state, body.claim)
+    with c.turn():  # the end and the next claim in one turn (Coordinator.turn)
+        record = c.complete(who, job_id, lease=body.lease, result=body.result, brokered=brokered)
+        claimed = _next_claim(c, who, body.claim)
+    return _next_job_answer(claimed, record.state)
 
 
 def fail_answer(c: Coordinator, token: str | None, job_id: str, body: FailBody) -> Response:
     who = c.authenticate(token)
     brokered = [use.model_dump() for use in body.brokered]
-    record = c.fail(
-        who, job_id, lease=body.lease, state=body.state, error=body.error, brokered=brokered
-    )
+
+    def fail() -> JobRecord:
+        return c.fail(
+            who, job_id, lease=body.lease, state=body.state, error=body.error, brokered=brokered
+        )
+
     if body.claim is None:
-        return CompactJSON(record.to_json())
-    return _next_job_answer(c, who, record.state, body.claim)
+        return CompactJSON(fail().to_json())
+    with c.turn():
+        record = fail()
+        claimed = _next_claim(c, who, body.claim)
+    return _next_job_answer(claimed, record.state)
 
 
-def _next_job_answer(c: Coordinator, who: Principal, state: str, claim: ClaimBody) -> Response:
+def _next_claim(c: Coordinator, who: Principal, claim: ClaimBody) -> ClaimedJob | Exception | None:
+    """The executor's next claim after a job's end, or what it raised: the end is
+    recorded by then and stays so, and the claim's error is answered as its own."""
+    try:
+        return _claim(c, who, claim)
+    except Exception as exc:  # answered by _next_job_answer, with its traceback
+        return exc
+
+
+def _next_job_answer(claimed: ClaimedJob | Exception | None, state: str) -> Response:
     """After a job's end, the executor's next job answered as ``/api/executor/claim`` would
     (the job, a 204, or the claim's error): one round trip where there were two. The end
     stays recorded whatever the claim says; the header tells the executor so."""
     path = "/api/executor/claim"
     try:
-        response: Response = _claimed_answer(c, who, claim)
+        if isinstance(claimed, Exception):
+            raise claimed
+        response: Response = _job_answer(claimed)
     except RunnerError as exc:
         response = runner_error_answer(path, exc)
     except Exception as exc:  # the end stays recorded; the log says what failed

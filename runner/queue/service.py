@@ -20,7 +20,7 @@ import binascii
 import builtins
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -183,6 +183,11 @@ class Coordinator:
         self._checks: Memo[str, _Checked] = Memo(SPECS_KEPT)
         # A claim or a completion takes SQLite's connection once (``Database.turns``).
         self._turns = jobs.db.turns() if isinstance(jobs, SqlJobStore) else nullcontext()
+        self._turn: Callable[[], AbstractContextManager[object]] = (
+            jobs.db.transaction
+            if isinstance(jobs, SqlJobStore) and jobs.db.dialect == "sqlite"
+            else nullcontext
+        )
         self.fleet = fleet
         self.metrics = metrics or CoordinatorMetrics()
         if metrics is None and isinstance(jobs, SqlJobStore):
@@ -502,6 +507,20 @@ class Coordinator:
         return job.result
 
     # Executors ----------------------------------------------------------------------
+
+    def turn(self) -> AbstractContextManager[object]:
+        """The coordinator's turn at its database for several calls: on SQLite, its one
+        connection held and what the calls write committed once, at the end.
+
+        The API takes an executor's end of a job and its claim of the next one in one
+        turn (``api.complete_answer``). On SQLite, a turn handed between threads wakes
+        a sleeping one (20 µs with 8 executors' requests at once), and a commit is a
+        write to the WAL of every page it changed: an end and a claim in turns and
+        commits of their own paid both twice a job. A call that raises inside leaves
+        the rest to commit if the caller goes on; an exception out of the block rolls
+        it all back. Nothing on PostgreSQL, where requests run side by side.
+        """
+        return self._turn()
 
     def claim(
         self, principal: Principal, *, executor: str | None = None, labels: Sequence[str] = ()
