@@ -288,12 +288,16 @@ is what a burst of load from elsewhere looks like.
   much), each draining the queue over HTTP as `runner executor` does: one
   claim, then each completion claims the next job in the same request
   (`"claim"` in its body) until none comes back, one request per job;
-  completed jobs over the wall time. 600 jobs a round, 3 to 5 rounds, the
-  backends alternating. In the same round and database the same drain runs
-  in-process through the `Coordinator` class (claim, then complete: the two
-  service calls the server makes for one such request; logging through the
-  server's chain into a file) and in raw SQL (each thread its own connection
-  in autocommit; on SQLite with runner's `synchronous = NORMAL`), giving
+  completed jobs over the wall time. 3,000 jobs a round, 3 to 5 rounds, the
+  backends alternating; before each drain the filling's pages are moved out
+  of SQLite's WAL (a checkpoint), so no drain pays for the filling. In the
+  same round and database the same drain runs in-process through the
+  `Coordinator` class (a claim, then each job's end and the next claim in
+  one `Coordinator.turn`: the service calls the server makes for one such
+  request; logging through the server's chain into a file) and in raw SQL
+  (each thread its own connection, opened and its schema read before the
+  clock starts, in autocommit; on SQLite with runner's `synchronous =
+  NORMAL`), giving
   `coordinator_http_vs_inprocess` and `coordinator_inprocess_vs_raw_sql`; on
   PostgreSQL the HTTP clients are also spread over two replicas
   (`postgresql_two_replicas`).
