@@ -256,7 +256,9 @@ is what a burst of load from elsewhere looks like.
   ideal, two waves of 2 s (8 × 2 s over 4 slots = 4 s), over the wall time of
   the whole `runner run --no-cache --json` subprocess, from its launch to its
   exit (interpreter start, imports, checks, results and every teardown
-  included), 3 to 5 rounds; each round also times the docker CLI
+  included), 3 to 5 rounds after one not counted (a warm-up: page cache,
+  the image's first containers, the networks runner keeps ready between
+  runs); each round also times the docker CLI
   alone doing the same (8 `docker run --rm IMAGE sleep 2`, 4 at a time, each
   on a bridge network created and removed for it, as runner gives each
   workspace job its own). `parallel_vs_docker_cli`: runner's efficiency over
@@ -1335,6 +1337,72 @@ the last `make bench` read 0.484 (rounds 0.46, 0.46, 0.70, 0.50), 1,100–
 2.8: 0.633 (rounds 0.55, 0.57, 0.73, 0.83, 0.63), 1,430 jobs/s. The lowest
 of those 14 rounds was 0.50. SQLite stays one process (one writer;
 `--workers 2` is refused): its ratios are unchanged (0.64–0.66).
+
+### The coordinator: fair floors, an end and the next claim in one turn (issue 21, `coordturn`)
+
+Found first: the raw SQL floor was slowed by what its clock should not have
+counted. Its threads opened their connections inside the clock (a
+connection's first statement also reads the schema), and on SQLite the first
+claims past the checkpoint threshold copied the filling's pages out of the
+WAL into the database: about 20 ms a drain, a quarter of a 600-job raw drain
+(80 ms) and a tenth of an in-process one. The same runs, rounds of 600
+against rounds of 3,000 jobs (5 rounds each, SQLite, load 0.2–1.1): raw
+6,870 against 8,238 jobs/s, in-process 3,880 and 3,797, so
+`inprocess_vs_raw_sql` 0.587 against 0.453. The last `make bench`'s 0.516
+was this. Now each raw thread connects and reads the schema before the
+clock starts (as the in-process connection and the HTTP clients' are open by
+then), a checkpoint follows each filling, and rounds are 3,000 jobs. So
+measured, the code before this part read 0.425–0.47.
+
+Where a job went, one thread in-process on SQLite: 175–185 µs, the two
+statements 100–110 of it (the raw floor's two: 83) and Python 70. With 8
+threads the thread that lets go of the turn mostly takes it again (5–8% of
+consecutive jobs changed thread), yet a job cost 30–50 µs more than on one
+thread; a tenth of the time, on one thread as on 8, went to pauses over 1
+ms (WAL checkpoints, the floor's as well).
+
+What changed:
+- `Coordinator.turn`: the API takes an executor's end of a job and its claim
+  of the next (`complete`/`fail` with `"claim"`) in one turn, on SQLite one
+  write transaction: one commit, the pages both statements change written
+  to the WAL once. A claim's error inside is still answered as the claim's
+  and the end stands; a transaction SQLite rolled back itself (a full disk)
+  raises instead of passing for a commit. The statements alone on a fresh
+  connection, alternated: 92.7 µs a job in two commits, 78.0 in one (the
+  floor's two: 83.5). The in-process drain makes the server's calls for one
+  request: a claim, then each end and the next claim in one turn.
+- A claim in the namespace that alone holds the latest turn leaves the
+  turns as they are (migration 392): a run of claims in one namespace, a
+  big batch, writes no fairness row. The statements alone: 10,028 → 11,181
+  jobs/s. The floor's claims fire the same trigger and gained as much: this
+  moved the rates, not the ratio.
+- The store's Python: the claim's and the completion's statements and `SET`
+  plans worked out once, the result written by pydantic_core (0.4 µs against
+  json.dumps' 2.1; json.dumps still for a lone surrogate), the payload's
+  parser looked up once instead of an import statement per claim.
+
+Before and after, the last commit's tree and this one alternated (3 pairs of
+runs, 4 rounds of 3,000 jobs each, medians; load 0.3–2.5): 8 threads
+in-process 3,792–4,192 → 4,247–4,847 jobs/s, `inprocess_vs_raw_sql.sqlite`
+0.425–0.43 → 0.50–0.525. The server over HTTP did not move beyond its noise
+(2,682–2,857 jobs/s both ways), so `http_vs_inprocess.sqlite` fell (0.61–0.71
+→ 0.55–0.62): the two ratios pull against each other, as the part above
+says. PostgreSQL has no turn (its requests run side by side); there the
+8-thread drain is bound by the bench process's CPU: 482 µs of it a job
+against the floor's 239 (one thread: 387 and 235), most of the floor's
+being psycopg's work per statement.
+
+The `make bench` of this tree (load 2.4–2.9): SQLite 0.593 and 0.528,
+PostgreSQL 0.532 and 0.598 (`http_vs_inprocess`, `inprocess_vs_raw_sql`);
+rounds: SQLite in-process 3,128–4,880 jobs/s against raw 6,576–9,317,
+PostgreSQL 2,133–2,849 against 3,542–4,801.
+
+`parallel_efficiency` in the same `make bench` read 0.779: 17 job networks
+that runner homes deleted by hand in earlier sessions had kept on the engine
+(their firewall rules: 159 lines of `iptables -S` against 57 without them)
+slowed every network made. Removed by hand, `--only parallel` read 0.841.
+The module also has a warm-up round now, as the others do: its first round
+was the slowest in every run (runner's by 0.6–0.8 s, the CLI's by 0.2).
 
 ### `interrupt_latency_s`: Ctrl-C in a large workspace
 
