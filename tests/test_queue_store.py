@@ -155,7 +155,7 @@ def test_a_run_of_claims_in_one_namespace_keeps_the_turns_and_the_order(store: J
 
 def test_a_namespace_tied_for_the_latest_turn_moves_behind_the_other(store: JobStore) -> None:
     if not isinstance(store, SqlJobStore):
-        pytest.skip("ties come from PostgreSQL claims that read the same latest turn")
+        pytest.skip("only the SQL stores keep turn rows that two claims can tie")
     submit(store, "user:alice", 3)
     submit(store, "org:team", 3)
     # Both at turn 7, alice arrived first: she is first, and her claim must move her
