@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from runner.config import DEFAULT_NETWORK_POOL
 from runner.execute.pipeline import HeldReporter, Turns
 from runner.execute.runtime import NETWORK_PREFIX, StepContainer
 from runner.execute.subnets import Subnet, SubnetBook
@@ -164,7 +163,11 @@ def test_job_networks_are_made_side_by_side_and_skip_what_another_runtime_took(
     from runner.execute.docker_runtime import DockerRuntime
 
     job = f"test-parallel-{uuid.uuid4().hex[:8]}"
-    ours, other = DockerRuntime(docker_client.api), DockerRuntime(docker_client.api)
+    # A pool of this test's own: in runner's default pool the other test worker's
+    # networks took a subnet this test had just freed (a clean-clone run failed so).
+    own_pool = f"10.214.{uuid.uuid4().int % 256}.0/24"
+    ours = DockerRuntime(docker_client.api, network_pool=own_pool)
+    other = DockerRuntime(docker_client.api, network_pool=own_pool)
     try:
         # Both books list the engine now; neither knows what the other makes next.
         first = ours.create_network(job, internal=False)
@@ -173,8 +176,7 @@ def test_job_networks_are_made_side_by_side_and_skip_what_another_runtime_took(
             made = list(pool.map(lambda _: ours.create_network(job, internal=False), range(4)))
         subnets = [ipaddress.IPv4Network(n.subnet) for n in [first, taken, *made]]
         assert len(set(subnets)) == 6  # the one `other` took was refused and skipped
-        pool_net = ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)
-        assert all(s.subnet_of(pool_net) for s in subnets)
+        assert all(s.subnet_of(ipaddress.IPv4Network(own_pool)) for s in subnets)
         # A removed network's subnet is this process's to use again.
         ours.remove_network(made[0].name)
         again = ours.create_network(job, internal=False)
