@@ -52,10 +52,6 @@ MIGRATIONS_TABLE = "runner_schema_migrations"
 
 def db_time(moment: datetime) -> str:
     """The stored form of a time: RFC 3339 in UTC, fixed width, so text order is time order."""
-    if moment.tzinfo is UTC:
-        # isoformat is C and pads the year to four digits; a time in UTC ends "+00:00".
-        # A third of the f-string's cost, and a claim and a completion each write one.
-        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     if moment.tzinfo is None:
         raise ValueError("naive datetime: pass an aware time in UTC")
     m = moment.astimezone(UTC)

@@ -228,7 +228,7 @@ def _db_opt_json(value: Mapping[str, Any] | None) -> str | None:
     # completion writes one (issue 21); what it cannot write in UTF-8 (a lone
     # surrogate an executor sent escaped) goes through json.dumps as before.
     try:
-        return _to_json()(value).decode()
+        return str(_pydantic_core().to_json(value).decode())
     except ValueError:
         return json.dumps(value)
 
@@ -442,7 +442,6 @@ def _first_claimable(where: str) -> str:
 
 
 @lru_cache(maxsize=64)
-@lru_cache(maxsize=32)
 def _claim_sql(dialect: str, sets: str, where: str, returning: str) -> str:
     """The claiming statement; it takes the namespace's turn too (see TURN_TRIGGER).
     It returns ``returning``, then the job's payload and the claim stamp."""
@@ -471,22 +470,14 @@ def _claim_sql(dialect: str, sets: str, where: str, returning: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _to_json() -> Callable[[Any], bytes]:
-    """pydantic_core's writer, imported as ``_from_json`` is."""
-    from pydantic_core import to_json
+def _pydantic_core() -> Any:
+    """pydantic_core, which reads a payload in half json.loads' time and writes a result
+    in a fifth of json.dumps' (issue 21): imported by the server that claims (FastAPI
+    has it loaded already), not by every command that opens the store; looked up once
+    (an import statement in the claim cost a microsecond each time)."""
+    import pydantic_core
 
-    return to_json
-
-
-@lru_cache(maxsize=1)
-def _from_json() -> Callable[[str], Any]:
-    """pydantic_core's parser, which reads a payload in half json.loads' time (issue 21):
-    imported by the server that claims (FastAPI has it loaded already), not by every
-    command that opens the store; looked up once (an import statement in the claim
-    cost a microsecond each time)."""
-    from pydantic_core import from_json
-
-    return from_json
+    return pydantic_core
 
 
 @lru_cache(maxsize=16)
@@ -677,7 +668,12 @@ class SqlJobStore(JobEvents):
         job = _written_record(read, decoders, row, written)
         self._keep_identity(job)
         payload, claim_stamp = row[len(read)], row[len(read) + 1]
-        return job, _from_json()(payload), self._bundle(job.submission_id), claim_stamp
+        return (
+            job,
+            _pydantic_core().from_json(payload),
+            self._bundle(job.submission_id),
+            claim_stamp,
+        )
 
     def _bundle(self, submission_id: str) -> Mapping[str, Any]:
         """A submission's bundle, read once per process (it never changes once stored).
