@@ -23,7 +23,7 @@ from bench.common import container_events
 from runner.execute.job import run_job
 from runner.execute.runtime import Mount, StepContainer
 from runner.secrets.value import Secret
-from runner.testing import FakeRuntime, FakeStepRun
+from runner.testing import FakeRuntime, FakeStepRun, MemoryStepCache
 from tests.helpers import (
     TEST_IMAGE,
     make_repo,
@@ -183,6 +183,90 @@ def test_fail_fast_stops_a_workspace_waiting_for_its_turn_and_discards_its_conta
     assert [e["event"] for e in rec.events if e.get("repository") == names[1]] == [
         "workspace.finished"
     ]
+
+
+class _ThreadRecorder(Recorder):
+    """A Recorder that also notes which events came from the thread that ran the job."""
+
+    def event(self, name: str, **fields: Any) -> None:
+        super().event(name, **fields, _in_caller=threading.current_thread() is CALLER)
+
+
+CALLER = threading.main_thread()
+
+
+def _cached_run(
+    root: Path, names: list[str], runtime: FakeRuntime, cache: MemoryStepCache, **extra: Any
+) -> tuple[list[Any], _ThreadRecorder]:
+    job, store = _job(root, step("work"), names)
+    rec = _ThreadRecorder(_redactor())
+    outcomes = run_job(
+        job,
+        lambda ref, n: store.reveal(ref.id, version=ref.version, actor="alice"),
+        _services(root, runtime, rec, cache=cache, **extra),
+    )
+    return outcomes, rec
+
+
+def _writes_its_name(run: FakeStepRun) -> int:
+    name = run.host_path("README.md").read_text().strip()
+    run.host_path("changed.txt").write_text(f"{name}\n")
+    return 0
+
+
+def test_a_fully_cached_rerun_finishes_each_workspace_where_the_job_runs_in_order(
+    tmp_path: Path,
+) -> None:
+    names = ["github.com/acme/a", "github.com/acme/b", "github.com/acme/c"]
+    cache = MemoryStepCache()
+    runtime = FakeRuntime(handler=_writes_its_name, images={IMAGE: IMAGE_ID})
+    first, _ = _cached_run(tmp_path / "first", names, runtime, cache, parallelism=2)
+    assert [o.status for o in first] == ["changed"] * 3
+    ran = len(runtime.steps)
+
+    again, rec = _cached_run(tmp_path / "again", names, runtime, cache, parallelism=2)
+    assert len(runtime.steps) == ran and not runtime.prepared[ran:]  # no container at all
+    assert [(o.status, o.result.diff) for o in again] == [(o.status, o.result.diff) for o in first]
+    assert [o.kept for o in again] == [o.kept for o in first]
+    # Each workspace whole, one after the other, all from the job's own thread.
+    story = [(e["event"], e["repository"]) for e in rec.events if e["event"] != "run.started"]
+    assert story == [
+        (event, n)
+        for n in names
+        for event in ("workspace.started", "step.cached", "workspace.finished")
+    ]
+    assert all(e["_in_caller"] for e in rec.events)
+
+
+def test_a_cached_workspace_among_others_keeps_its_place_and_its_result(tmp_path: Path) -> None:
+    a, b, c = names = ["github.com/acme/a", "github.com/acme/b", "github.com/acme/c"]
+    cache = MemoryStepCache()
+    runtime = FakeRuntime(handler=_writes_its_name, images={IMAGE: IMAGE_ID})
+    _cached_run(tmp_path / "first", [a, c], runtime, cache)
+
+    outcomes, rec = _cached_run(tmp_path / "again", names, runtime, cache, parallelism=1)
+    assert [(o.status, o.result.steps_cached) for o in outcomes] == [
+        ("changed", 1),
+        ("changed", 0),
+        ("changed", 1),
+    ]
+    assert [o.result.diff.count(b"+github.com/acme/") for o in outcomes] == [1, 1, 1]
+    assert [
+        (e["event"], e["repository"])
+        for e in rec.events
+        if e["event"] not in ("step.output", "workspace.phase")
+    ] == [
+        (event, n)
+        for n, middle in (
+            (a, ("step.cached",)),
+            (b, ("step.started", "step.finished")),
+            (c, ("step.cached",)),
+        )
+        for event in ("workspace.started", *middle, "workspace.finished")
+    ]
+    # a was done in the job's thread (nothing ran beside it); b ran in a thread of its own.
+    by = {(e["event"], e["repository"]): e["_in_caller"] for e in rec.events}
+    assert by[("workspace.finished", a)] and not by[("step.started", b)]
 
 
 # The real engine --------------------------------------------------------------------------

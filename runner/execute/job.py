@@ -36,12 +36,20 @@ from runner.cache import StepCache, host_mac
 from runner.changeset import build_changesets
 from runner.egress.seam import JobNetworkSeam, NoJobNetworks, StepNetwork
 from runner.env import REGISTRY_AUTH_NAME, EnvPlan, HostEnv, SecretRef
-from runner.errors import ChangesetError
+from runner.errors import ChangesetError, RunnerError
 from runner.execute.pipeline import HeldReporter, Turn, Turns
 from runner.execute.reaper import Reaper
 from runner.execute.registry import secret_parts
 from runner.execute.runtime import ContainerRuntime
-from runner.execute.steps import RunContext, RunLimits, WorkspaceResult, WorkspaceRunner, key_inputs
+from runner.execute.steps import (
+    Lookup,
+    RunContext,
+    RunLimits,
+    WorkspaceResult,
+    WorkspaceRunner,
+    key_inputs,
+    look_up,
+)
 from runner.log import get_logger
 from runner.plan import Workspace
 from runner.records import FrozenByIdentity
@@ -433,15 +441,17 @@ def run_workspace(
     *,
     networks: JobNetworkSeam | None = None,
     background: Reaper | None = None,
+    lookup: Lookup | None = None,
 ) -> WorkspaceOutcome:
     """One workspace: its steps, its changesets checked and kept, then ``workspace.finished``.
 
     The steps run on a network of the workspace job's own (``networks``),
     taken down when they end, failed or canceled too: at once, or by
     ``background`` once the workspace's containers are gone (its caller
-    settles it before the job ends).
+    settles it before the job ends). ``lookup``: what the cache holds for
+    it, when the caller asked already.
     """
-    outcome = WorkspaceOutcome(_run_steps(ctx, ws, networks or NoJobNetworks(), background))
+    outcome = WorkspaceOutcome(_run_steps(ctx, ws, networks or NoJobNetworks(), background, lookup))
     # A workspace that ended before its turn (failed early, canceled) still reports in it.
     ctx.turn.wait(ctx.cancel)
     _keep(ctx, outcome, sink)
@@ -450,7 +460,11 @@ def run_workspace(
 
 
 def _run_steps(
-    ctx: RunContext, ws: Workspace, networks: JobNetworkSeam, background: Reaper | None
+    ctx: RunContext,
+    ws: Workspace,
+    networks: JobNetworkSeam,
+    background: Reaper | None,
+    lookup: Lookup | None,
 ) -> WorkspaceResult:
     runner: list[WorkspaceRunner] = []
     denied = [0]
@@ -506,7 +520,7 @@ def _run_steps(
         stack.close()
 
     try:
-        result = runner[0].run()
+        result = runner[0].run(lookup)
     finally:
         if background is None:
             teardown()
@@ -614,7 +628,17 @@ def _run_all(
             while queue and turns.may_start(queue[0][0]) and not ctx.cancel.is_set():
                 index, ws = queue.pop(0)
                 turn = turns.turn(index, HeldReporter(ctx.reporter))
-                future = pool.submit(_in_turn, ctx, ws, services, turn, teardowns)
+                # With nothing else running, the cache is asked here: a workspace it holds
+                # whole is done in this thread in a millisecond (a fully cached re-run
+                # starts no thread, and hands nothing between threads).
+                lookup = None if pending else _ask_cache(ctx, ws)
+                if lookup is not None and lookup.full_hit:
+                    done_here = _done_now(_in_turn, ctx, ws, services, turn, None, lookup)
+                    outcomes[index] = _collect(ctx, done_here, ws)
+                    if services.fail_fast and outcomes[index].status == "failed":
+                        ctx.cancel.set()
+                    continue
+                future = pool.submit(_in_turn, ctx, ws, services, turn, teardowns, lookup)
                 future.add_done_callback(lambda _: turns.poke())
                 pending[future] = index
             if not queue and not drained:
@@ -639,14 +663,45 @@ def _run_all(
     return [outcomes[i] for i in range(len(workspaces))]
 
 
+def _ask_cache(ctx: RunContext, ws: Workspace) -> Lookup | None:
+    """What the cache holds for ``ws`` (None: no cache, or the question failed; the
+    workspace's own thread asks again and reports why)."""
+    if ctx.cache is None:
+        return None
+    try:
+        return look_up(ctx, ws)
+    except (RunnerError, OSError):
+        return None
+
+
+def _done_now(work: Callable[..., WorkspaceOutcome], *args: Any) -> Future[WorkspaceOutcome]:
+    """``work`` run in this thread, as a finished future (``_collect`` reads either)."""
+    done: Future[WorkspaceOutcome] = Future()
+    try:
+        done.set_result(work(*args))
+    except Exception as exc:  # reported by _collect, as from a workspace's thread
+        done.set_exception(exc)
+    return done
+
+
 def _in_turn(
-    ctx: RunContext, ws: Workspace, services: JobServices, turn: Turn, background: Reaper
+    ctx: RunContext,
+    ws: Workspace,
+    services: JobServices,
+    turn: Turn,
+    background: Reaper | None,
+    lookup: Lookup | None = None,
 ) -> WorkspaceOutcome:
     held = replace(ctx, reporter=turn.reporter, turn=turn)
     turn.take_if_free(ctx.cancel)
     try:
         outcome = run_workspace(
-            held, ws, services.sink, networks=services.networks, background=background
+            held,
+            ws,
+            services.sink,
+            networks=services.networks,
+            background=background,
+            lookup=lookup,
         )
         if services.fail_fast and outcome.status == "failed":
             ctx.cancel.set()  # before the turn passes on: the next one must not run

@@ -40,7 +40,7 @@ from runner.errors import (
 )
 from runner.execute.pipeline import Ahead, AnyTime, WorkspaceTurn
 from runner.execute.runtime import ContainerRuntime, Mount, OutputStream, StepContainer, StepExit
-from runner.execute.source import resolve_source
+from runner.execute.source import Source, resolve_source
 from runner.log import get_logger
 from runner.plan import Workspace
 from runner.records import Frozen, FrozenByIdentity
@@ -297,6 +297,49 @@ def workspace_key_input(
     )
 
 
+@dataclass(init=False, repr=False, eq=False)
+class Lookup(FrozenByIdentity):
+    """What the cache holds for a workspace, asked before anything is written for it:
+    where it comes from, each step's key, and the longest cached prefix."""
+
+    source: Source
+    keyed: _Keyed
+
+    def __init__(self, source: Source, keyed: _Keyed) -> None:
+        self._fill(source, keyed)
+
+    @property
+    def full_hit(self) -> bool:
+        """Every step is cached: the workspace's result comes from its last entry."""
+        hit = self.keyed.hit
+        return hit is not None and hit[0] == len(self.keyed.keys) - 1
+
+
+def look_up(ctx: RunContext, ws: Workspace) -> Lookup:
+    """``ws``'s source and its steps' cache keys, and the longest cached prefix.
+
+    The keys start from the commit's tree, which the baseline is made from
+    alone: nothing is written to disk, and no event is sent.
+    """
+    source = resolve_source(ws, ctx.cancel)
+    spec = ctx.spec
+    if ctx.cache is None or not spec.steps:
+        return Lookup(source, _Keyed())
+    inputs = list(ctx.step_key_inputs or key_inputs(ctx))
+    workspace = workspace_key_input(spec, ctx.namespace, ws, source.tree)
+    keys = step_keys(workspace, inputs)
+    return Lookup(source, _Keyed(keys, inputs, _longest_hit(ctx.cache, keys), workspace))
+
+
+def _longest_hit(cache: StepCache, keys: Sequence[str]) -> tuple[int, CacheEntry] | None:
+    # A StepCache's get never fails: an unreadable entry or store is a logged miss.
+    for index in range(len(keys) - 1, -1, -1):
+        entry = cache.get(keys[index])
+        if entry is not None:
+            return index, entry
+    return None
+
+
 class WorkspaceRunner:
     def __init__(self, ctx: RunContext, workspace: Workspace) -> None:
         self.ctx = ctx
@@ -325,14 +368,17 @@ class WorkspaceRunner:
     def emit(self, name: str, **extra: Any) -> None:
         self.ctx.reporter.event(name, **self.fields, **extra)
 
-    def run(self) -> WorkspaceResult:
+    def run(self, lookup: Lookup | None = None) -> WorkspaceResult:
+        """The workspace's steps and its result; ``lookup``: what ``look_up`` found for
+        it already (the job loop asks in its own thread whether to run it there)."""
         self.emit("workspace.started", steps=self.total)
         local: LocalWorkspace | None = None
         result: WorkspaceResult | None = None
         try:
             # The cache is asked first: a full hit needs no tree on disk at all.
-            source = resolve_source(self.ws, self.ctx.cancel)
-            self._keyed = self._cache_lookup(source.tree)
+            found = look_up(self.ctx, self.ws) if lookup is None else lookup
+            source = found.source
+            self._keyed = found.keyed
             cached = self._full_hit()
             if cached is not None:
                 return self._finish(cached)
@@ -389,17 +435,6 @@ class WorkspaceRunner:
         return result
 
     # -- the cache -------------------------------------------------------------
-    def _cache_lookup(self, base_tree: str) -> _Keyed:
-        """Each step's key and the longest cached prefix. The keys start from the
-        commit's tree, which the baseline is made from alone: no tree on disk needed."""
-        ctx = self.ctx
-        if ctx.cache is None or not self.spec.steps:
-            return _Keyed()
-        inputs = list(ctx.step_key_inputs or key_inputs(ctx))
-        workspace = workspace_key_input(self.spec, ctx.namespace, self.ws, base_tree)
-        keys = step_keys(workspace, inputs)
-        return _Keyed(keys, inputs, self._lookup(keys), workspace)
-
     def _full_hit(self) -> WorkspaceResult | None:
         """The result of a workspace whose last step is cached, from its entry alone:
         no tree written, snapshotted or diffed, no container. What the diff writes
@@ -502,15 +537,6 @@ class WorkspaceRunner:
             steps_run=ran,
             steps_cached=cached,
         )
-
-    def _lookup(self, keys: Sequence[str]) -> tuple[int, CacheEntry] | None:
-        assert self.ctx.cache is not None
-        # A StepCache's get never fails: an unreadable entry or store is a logged miss.
-        for index in range(len(keys) - 1, -1, -1):
-            entry = self.ctx.cache.get(keys[index])
-            if entry is not None:
-                return index, entry
-        return None
 
     def _store(
         self,
