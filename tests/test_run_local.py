@@ -774,3 +774,22 @@ def test_without_a_terminal_logs_go_to_stderr_and_the_summary_to_stdout(
     records = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert any(r.get("event") == "workspace.finished" for r in records)
     assert proc.stdout.splitlines()[0].startswith("STATUS")
+
+
+def test_run_and_env_explain_close_the_database_and_leave_no_write_ahead_log(
+    tmp_path: Path,
+) -> None:
+    """SQLite folds its log back into the database, and removes it, when the last
+    connection closes. `runner run` ended with its connection open: the log grew by
+    each run's writes, and every later command read all of it again first."""
+    make_repo(tmp_path / "repos", "github.com/acme/app", {"README.md": "app\n"})
+    spec = tmp_path / "nosteps.yaml"
+    spec.write_text("name: nosteps\non:\n  - repository: github.com/acme/app\nsteps: []\n")
+    home = tmp_path / "home"
+    env = runner_env(home)
+    run = ["run", str(spec), "--repos-root", str(tmp_path / "repos"), "--out", str(tmp_path / "out")]
+    for args in (run, ["env", "explain", str(spec)], run):
+        proc = run_runner(args, env)
+        assert proc.returncode == 0, proc.stderr
+        assert (home / "runner.db").exists()
+        assert not (home / "runner.db-wal").exists(), args[0]

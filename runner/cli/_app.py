@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import click
 
@@ -117,6 +117,26 @@ def app() -> App:
     if obj is None:  # pragma: no cover - every command is wrapped by common_options
         raise UsageError("internal: command ran without its context")
     return obj
+
+
+class _Closes(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closes)
+
+
+def closed_at_end(resource: C) -> C:
+    """``resource``, closed when the command ends (failed or not).
+
+    A database above all: SQLite folds its write-ahead log back into the
+    database, and removes it, when its last connection closes. A process that
+    ends with the connection open leaves the log to grow, and the next command
+    to open the database reads all of it again first (about 8 ms for the 4 MB
+    it reaches; a fully cached `runner run` added 64 KB to it each time).
+    """
+    click.get_current_context().call_on_close(resource.close)
+    return resource
 
 
 def namespace_from_flags(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runner.cli._app import App, plan_local
+from runner.cli._app import App, closed_at_end, plan_local
 from runner.cli._local_secrets import keyed_for_cache, read_local_secrets, say_notices
 from runner.env import EnvPlan, HostEnv, plan_env
 from runner.execute.job import register_values
@@ -76,7 +76,7 @@ def front_half(
     # redacted even if a failure comes first
     register_values(active(), host=host, local=local)
 
-    store = open_store(ctx.settings)
+    store = closed_at_end(open_store(ctx.settings))
     local = keyed_for_cache(local, host_mac_key(store))
     env_plan = plan_env(spec, ns, store, host, local)
     say_notices(env_plan)

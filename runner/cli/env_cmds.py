@@ -12,6 +12,7 @@ from runner import env_lint
 from runner.cli._app import (
     app,
     cli,
+    closed_at_end,
     common_options,
     plan_local,
     remote_client,
@@ -91,7 +92,7 @@ def explain_cmd(
     host = HostEnv.from_environ(allow_host, ctx.env)
     local = read_local_secrets(secret_files, secret_names)
     register_values(active(), host=host, local=local)
-    store = open_store(ctx.settings)
+    store = closed_at_end(open_store(ctx.settings))
     plan = plan_env(spec, ns, store, host, local)
     say_notices(plan)
     workspace = None
