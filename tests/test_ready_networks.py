@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -24,7 +25,7 @@ import pytest
 from runner.config import settings_from_env
 from runner.egress import JobNetworks
 from runner.egress.firewall import forward_rules, rules_for
-from runner.egress.ready import ReadyNetworks
+from runner.egress.ready import LABEL_PREFIX, ReadyNetworks, abandoned
 from runner.errors import ConfigError
 from runner.execute.runtime import NetworkInfo
 from runner.sandbox import HostPort, SandboxPolicy
@@ -147,6 +148,37 @@ def test_a_network_held_by_a_run_that_died_is_removed_by_the_next_sweep(tmp_path
     fresh, _ = _networks(runtime, ReadyNetworks(tmp_path / "ready", pool=POOL))
     [name] = _use(fresh, "run-2", SandboxPolicy())
     assert name != gone.name and not (tmp_path / "ready" / f"{gone.name}.json").exists()
+
+
+def test_cleanup_removes_the_kept_networks_of_a_home_that_is_gone_and_only_those(
+    tmp_path: Path,
+) -> None:
+    runtime = FakeRuntime()
+    gone_home, live_home = tmp_path / "gone" / "ready", tmp_path / "live" / "ready"
+    gone, _ = _networks(runtime, ReadyNetworks(gone_home, pool=POOL))
+    live, _ = _networks(runtime, ReadyNetworks(live_home, pool=POOL))
+    dead = _use(gone, "run-1", SandboxPolicy(), count=2)
+    kept = _use(live, "run-2", SandboxPolicy())
+    # Another machine's shelf on a shared engine, with a folder this one does not have.
+    elsewhere = f"{LABEL_PREFIX}0123456789abcdef:{tmp_path / 'elsewhere'}"
+    foreign = runtime.create_network(elsewhere, internal=False)
+    assert sorted(runtime.networks) == sorted([*dead, *kept, foreign.name])
+
+    assert live.sweep_abandoned() == 0  # every shelf is there
+    shutil.rmtree(tmp_path / "gone")  # its RUNNER_HOME deleted by hand
+    assert abandoned(ReadyNetworks(gone_home, pool=POOL).label)
+    assert not abandoned(ReadyNetworks(live_home, pool=POOL).label)
+    assert not abandoned(elsewhere) and not abandoned("run-2")
+    assert live.sweep_abandoned() == 2
+    assert sorted(runtime.networks) == sorted([*kept, foreign.name])
+    assert live.sweep_abandoned() == 0
+
+
+def test_a_shelf_has_its_folder_before_its_first_network_is_made(tmp_path: Path) -> None:
+    # Else a cleanup of another home, between the two, would take it for an abandoned one.
+    shelf = ReadyNetworks(tmp_path / "home" / "ready-networks", pool=POOL)
+    label = shelf.new_label()
+    assert shelf.folder.is_dir() and label == shelf.label and not abandoned(label)
 
 
 # The real engine ---------------------------------------------------------------------------
@@ -328,6 +360,51 @@ def test_runs_share_kept_networks_and_cleanup_removes_them_after_a_kill(
         assert docker_client.api.containers(all=True, filters={"label": label}) == []  # holders
     finally:
         run_runner(["cleanup"], env)
+
+
+@pytest.mark.docker
+def test_cleanup_of_any_home_removes_what_a_deleted_home_kept(
+    tmp_path: Path, docker_client: Any
+) -> None:
+    repos = tmp_path / "repos"
+    make_repo(repos, "github.com/acme/app", {"README.md": "app\n"})
+    spec = tmp_path / "batch.yaml"
+    spec.write_text(
+        "name: abandoned\non:\n  - repository: github.com/acme/app\n"
+        f"steps:\n  - run: exit 0\n    container: {TEST_IMAGE}\n"
+        "changesetTemplate:\n  title: t\n  body: b\n  branch: b\n  commit:\n    message: m\n"
+    )
+    gone, other = tmp_path / "gone", tmp_path / "other"
+    env = runner_env(gone, TMPDIR=str(tmp_path / "tmp"), RUNNER_READY_NETWORKS="1")
+    other_env = runner_env(other, TMPDIR=str(tmp_path / "tmp"), RUNNER_READY_NETWORKS="1")
+    (tmp_path / "tmp").mkdir()
+    label = "org.runner.network=" + ReadyNetworks(gone / "ready-networks", pool="").label
+    other_label = "org.runner.network=" + ReadyNetworks(other / "ready-networks", pool="").label
+    args = ["run", str(spec), "--repos-root", str(repos), "--no-cache"]
+    try:
+        for home, where in ((env, "out-gone"), (other_env, "out-other")):
+            proc = run_runner([*args, "--out", str(tmp_path / where)], home)
+            assert proc.returncode == 0, proc.stderr
+        [kept] = _engine_networks(label)
+        [holder] = _holders_of(docker_client, kept)
+        bridge = json.loads((gone / "ready-networks" / f"{kept}.json").read_text())["bridge"]
+        shutil.rmtree(gone)  # the home deleted by hand: no shelf will take or remove it
+
+        sweep = run_runner(["cleanup"], other_env)
+        assert sweep.returncode == 0, sweep.stderr
+        assert "removed 1 network kept ready for a RUNNER_HOME that is gone" in sweep.stdout
+        assert _engine_networks(label) == []
+        assert docker_client.api.containers(all=True, filters={"id": holder}) == []
+        if os.geteuid() == 0:
+            assert _rules_of(bridge) == []
+        # The other home's own kept network went the usual way (cleanup removes its own).
+        assert _engine_networks(other_label) == []
+    finally:
+        run_runner(["cleanup"], other_env)
+        for found in _engine_networks(label):  # the holder first: it keeps the network
+            for left in _holders_of(docker_client, found):
+                subprocess.run(["docker", "rm", "-f", left], check=False, capture_output=True)
+            subprocess.run(["docker", "network", "rm", found], check=False, capture_output=True)
 
 
 def test_how_many_networks_are_kept_is_a_setting() -> None:

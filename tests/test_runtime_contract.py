@@ -556,8 +556,10 @@ def test_job_networks_get_their_own_subnets_from_the_pool_and_go_by_job(engine: 
         assert all(s.subnet_of(ipaddress.IPv4Network(DEFAULT_NETWORK_POOL)) for s in subnets)
         assert all(ipaddress.ip_address(n.gateway) in s for n, s in zip(made, subnets, strict=True))
         assert [n.internal for n in made] == [False, True, False]
+        assert {job_a, job_b} <= engine.runtime.network_jobs()
         assert engine.runtime.sweep_networks(job_a) == 2
         assert engine.runtime.sweep_networks(job_a) == 0
+        assert job_a not in engine.runtime.network_jobs()
         engine.runtime.remove_network(made[2].name)
         engine.runtime.remove_network(made[2].name)  # already gone: fine
         assert engine.runtime.sweep_networks(job_b) == 0

@@ -358,7 +358,11 @@ def _stdout_width() -> int:
 @cli.command("cleanup")
 @common_options
 def cleanup_cmd() -> int:
-    """Remove containers and temporary folders that interrupted runs left behind."""
+    """Remove containers and temporary folders that interrupted runs left behind.
+
+    Also removes the job networks this RUNNER_HOME keeps ready for its next
+    run, and those kept by any RUNNER_HOME on this machine that was deleted.
+    """
     ctx = app()
     runtime = _runtime(ctx, 1)
     # Even with RUNNER_READY_NETWORKS=0: what an earlier setting kept goes too.
@@ -370,6 +374,13 @@ def cleanup_cmd() -> int:
     kept = networks.sweep_ready(everything=True)
     if kept:
         click.echo(f"removed {kept} network{'s' if kept != 1 else ''} kept ready")
+    # Kept by homes deleted since (their shelves are gone): nothing else removes them.
+    abandoned = networks.sweep_abandoned()
+    if abandoned:
+        click.echo(
+            f"removed {abandoned} network{'s' if abandoned != 1 else ''} kept ready "
+            "for a RUNNER_HOME that is gone"
+        )
     # Rules whose network is gone, whoever's run left them (counted apart: they are not
     # this user's runs).
     stale = networks.sweep_stale_rules()

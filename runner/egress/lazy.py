@@ -86,5 +86,8 @@ class LazyJobNetworks:
         if policy.network == "allow" or not self._firewall.available():
             self.real().preflight(policy)
 
+    def sweep_abandoned(self) -> int:
+        return self.real().sweep_abandoned()
+
     def sweep_stale_rules(self) -> int:
         return self.real().sweep_stale_rules()

@@ -122,7 +122,7 @@ class JobNetworks:
             net = self._adopt(shelf, fence)
             adopted = net is not None
         if net is None and shelf is not None:
-            net = self.runtime.create_network(shelf.label, internal=False)
+            net = self.runtime.create_network(shelf.new_label(), internal=False)
             shelf.claimed(net, fence)
         elif net is None:
             net = self.runtime.create_network(job_id, internal=allow)
@@ -302,6 +302,23 @@ class JobNetworks:
             rules.join()
             if self.ready is not None:
                 self.ready.drop(net)
+
+    def sweep_abandoned(self) -> int:
+        """Remove the kept networks (holders first) of every shelf whose folder is gone
+        from this machine, whichever ``RUNNER_HOME`` it was (``ready.abandoned``); their
+        rules then match nothing, for ``sweep_stale_rules``. Return how many went.
+
+        A deleted home leaves its networks on the engine, where no shelf takes or
+        removes them again, and each one's rules slow every network the engine makes
+        (17 of them took `parallel_efficiency` from 0.83 to 0.78, issue 21).
+        """
+        from runner.egress.ready import abandoned
+
+        return sum(
+            self.runtime.sweep_networks(job)
+            for job in sorted(self.runtime.network_jobs())
+            if abandoned(job)
+        )
 
     def sweep_stale_rules(self) -> int:
         """Remove firewall rules whose bridge is gone, whichever run left them.

@@ -20,6 +20,9 @@ A kept network carries the shelf's label (``label``), never a run's, so the
 sweep of a run's leftovers leaves it to the shelf: ``stale`` hands over the
 networks of claims whose process is gone (the next run and `runner cleanup`
 remove them), and `runner cleanup` removes the free ones too (``take_all``).
+The label names the machine and the shelf's folder: a `runner cleanup` of
+any home removes the networks of shelves whose folder is gone from this
+machine (``abandoned``), which no shelf would ever take or remove again.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from runner.execute.runtime import NetworkInfo
@@ -36,6 +40,52 @@ from runner.pids import process_alive
 
 CLAIM = ".claim"
 FREE = ".json"
+# A kept network's job label: this prefix, the machine's id, then the shelf's folder.
+LABEL_PREFIX = "ready:"
+_MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+
+
+@cache
+def machine_id() -> str | None:
+    """This machine's id, as systemd and D-Bus keep it; None where there is none."""
+    for path in _MACHINE_ID_FILES:
+        try:
+            found = path.read_text().strip()
+        except OSError:
+            continue
+        if found:
+            return found
+    return None
+
+
+def shelf_label(folder: Path) -> str:
+    """The job label of the networks kept on the shelf in ``folder``."""
+    where = str(folder.resolve())
+    machine = machine_id()
+    if machine is None:  # nothing tells this machine apart: the label says nothing of it
+        return f"ready-{hashlib.sha256(where.encode()).hexdigest()[:12]}"
+    return f"{LABEL_PREFIX}{machine}:{where}"
+
+
+def abandoned(label: str) -> bool:
+    """Whether ``label`` is a shelf's of this machine whose folder is gone (its
+    ``RUNNER_HOME`` was deleted): nothing will take or remove its networks but a sweep.
+
+    A shelf of another machine (an engine shared over TCP), or one whose
+    folder cannot be looked at, is never abandoned.
+    """
+    if not label.startswith(LABEL_PREFIX):
+        return False
+    machine, sep, folder = label.removeprefix(LABEL_PREFIX).partition(":")
+    if not sep or machine != machine_id() or not folder.startswith("/"):
+        return False
+    try:
+        os.lstat(folder)
+    except FileNotFoundError:
+        return True
+    except OSError:  # not ours to look at (permissions): it may well be there
+        return False
+    return False
 
 
 @dataclass
@@ -50,8 +100,13 @@ class ReadyNetworks:
     @property
     def label(self) -> str:
         """What kept networks carry as their job label: this shelf's, not a run's."""
-        digest = hashlib.sha256(str(self.folder.resolve()).encode()).hexdigest()
-        return f"ready-{digest[:12]}"
+        return shelf_label(self.folder)
+
+    def new_label(self) -> str:
+        """``label``, for a network about to be made for this shelf: the folder exists
+        from now on, so no sweep takes the network for an abandoned shelf's meanwhile."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.label
 
     def claimed(self, net: NetworkInfo, fence: str) -> None:
         """``net`` was just made to be kept, fenced by the rules ``fence`` names: it is

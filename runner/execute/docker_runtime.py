@@ -769,6 +769,15 @@ class DockerRuntime:
         else:
             self._subnets.removed(name)
 
+    def network_jobs(self) -> frozenset[str]:
+        with _engine("list job networks"):
+            networks = self._api.networks(filters={"label": NETWORK_LABEL})
+        return frozenset(
+            str(labels[NETWORK_LABEL])
+            for network in networks
+            if NETWORK_LABEL in (labels := network.get("Labels") or {})
+        )
+
     def sweep_networks(self, job_id: str | None = None) -> int:
         label = NETWORK_LABEL if job_id is None else f"{NETWORK_LABEL}={job_id}"
         with _engine("list leftover network holders"):

@@ -123,6 +123,9 @@ class LazyRuntime:
     def remove_network(self, name: str) -> None:
         self.real().remove_network(name)
 
+    def network_jobs(self) -> frozenset[str]:
+        return self.real().network_jobs()
+
     def sweep_networks(self, job_id: str | None = None) -> int:
         return self.real().sweep_networks(job_id)
 

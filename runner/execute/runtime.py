@@ -416,6 +416,11 @@ class ContainerRuntime(Protocol):
         Never raises."""
         ...
 
+    def network_jobs(self) -> frozenset[str]:
+        """Every job id labelling a job network on this engine (``NETWORK_LABEL``), any
+        runner's. Raises ``ContainerRuntimeError`` if the engine fails."""
+        ...
+
     def sweep_networks(self, job_id: str | None = None) -> int:
         """Remove the job networks of ``job_id`` (of every job if None); return how many.
 

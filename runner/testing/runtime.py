@@ -319,6 +319,10 @@ class FakeRuntime:
                 del self.holders[holder]
             self.networks.pop(name, None)
 
+    def network_jobs(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(job for job, _ in self.networks.values())
+
     def sweep_networks(self, job_id: str | None = None) -> int:
         with self._lock:
             gone = [n for n, (job, _) in self.networks.items() if job_id in (None, job)]
