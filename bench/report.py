@@ -1415,6 +1415,55 @@ workspaces and kept networks, 0.2 the first four containers' creation and
 start (together), 2.07 each wave, 0.07 the end; under load the first half
 second stretches.
 
+### Margins: full hits in the job's thread, a closed database, deleted homes (issue 21)
+
+Three figures sat on their goals' edges at the end of `coordturn`. This part
+cut what a fully cached re-run does beyond `validate`, and removed a
+leftover that slowed every network the engine makes.
+
+- **A full hit in the job's own thread** (`execute/job.py`, `_run_all`).
+  With no workspace running, the job asks the cache itself
+  (`steps.look_up`: the commit's tree and the keys, no event, nothing
+  written) before it hands the next workspace to a thread; one the cache
+  holds whole is finished there, in its turn. A fully cached re-run starts
+  no workspace thread and hands nothing between threads; any other
+  workspace gets that lookup with it, so nothing is asked twice. The 8
+  workspaces of the cache bench, 10 runs each (load 0.2–1.5): 20.1 ms of
+  wall (22 of CPU) → 9.6 (8.9).
+- **The database closed at the command's end** (`cli/_app.closed_at_end`,
+  for `runner run` and `runner env explain`; the secret commands closed it
+  already). SQLite folds its write-ahead log back into the database, and
+  removes it, when its last connection closes. `runner run` ended with its
+  connection open, so the log grew by each run's writes (64 KB a fully
+  cached re-run: 8 cache entries marked used) and the next command to open
+  the database read the whole log first: 7.6 ms at 4 MB, 0.4 without one.
+  Now no log is left (a test runs `runner run` and `env explain` and looks).
+- Before → after (the tree at the session's start, both changes; separate
+  homes, 30 alternated rounds, load 1.3–1.9): the re-run 235 → 228 ms,
+  `validate` 189 and 186 ms, `cached_rerun_vs_validate` 1.257 → 1.235.
+  What is left beyond `validate`: the run command's imports (16 ms), the
+  store opened (6 ms, most of it importing sqlite3), the 8 workspaces
+  (9.5 ms: 5 events each to `--json` and to its log, 2 result files
+  compared) and the exit.
+- **Kept networks of deleted homes.** A `RUNNER_HOME` deleted by hand left
+  its kept networks on the engine, with their holders and rules, where no
+  shelf would take or remove them again (17 of them took
+  `parallel_efficiency` from 0.83 to 0.78, part `coordturn`). A kept
+  network's label now names the machine (`/etc/machine-id`) and its
+  shelf's folder, and `runner cleanup` of any home removes every network
+  whose label names this machine and a folder that is gone
+  (`JobNetworks.sweep_abandoned`); the bench's sandboxes run it as they
+  close. A folder it cannot look at, or another machine's, is left alone.
+
+Tried and not kept: a checkpoint of SQLite's log outside the coordinator's
+turn, every 128 writes, on a connection of its own (the connection's own
+threshold raised to 4,000 pages): 8-thread in-process drains 4,887, 4,626
+and 4,363 jobs/s against 5,077, 4,564 and 4,231 without it, alternated
+(load 1.0–1.1), no change. Nor did a shorter switch interval for the
+interpreter (1 and 0.2 ms against 5) move `runner run`'s wall time on the
+parallel workload (6 alternated rounds each: 4.915 and 4.900 s against
+4.863).
+
 ### `interrupt_latency_s`: Ctrl-C in a large workspace
 
 Before, a workspace was made with `git archive` read whole into memory and
