@@ -787,7 +787,14 @@ def test_run_and_env_explain_close_the_database_and_leave_no_write_ahead_log(
     spec.write_text("name: nosteps\non:\n  - repository: github.com/acme/app\nsteps: []\n")
     home = tmp_path / "home"
     env = runner_env(home)
-    run = ["run", str(spec), "--repos-root", str(tmp_path / "repos"), "--out", str(tmp_path / "out")]
+    run = [
+        "run",
+        str(spec),
+        "--repos-root",
+        str(tmp_path / "repos"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     for args in (run, ["env", "explain", str(spec)], run):
         proc = run_runner(args, env)
         assert proc.returncode == 0, proc.stderr
