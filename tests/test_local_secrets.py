@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from runner.secrets.value import Secret
 from runner.spec import load_spec
 from runner.testing import FakeSecretStore
 from tests.helpers import (
+    RUNNER,
     TEST_IMAGE,
     leak_forms,
     make_repo,
@@ -297,3 +299,34 @@ def test_run_with_a_secret_file_redacts_it_caches_by_hmac_and_leaves_it_nowhere(
     refused = run_runner(args, env)
     assert refused.returncode == 1
     assert "chmod 600" in refused.stderr and LOCAL not in refused.stderr
+
+
+def test_on_a_terminal_each_secret_is_asked_for_without_echo(tmp_path: Path) -> None:
+    """`--secret NAME` on a terminal: a prompt on stderr per name, the value typed is not
+    shown, and nothing the command draws holds it; without a terminal, stdin lines."""
+    import pexpect
+
+    value, other = "ghp_typed-at-the-prompt-0001", "typed-value-0002"
+    spec = tmp_path / "local.yaml"
+    spec.write_text(SPEC)
+    env = runner_env(tmp_path / "home")
+    child = pexpect.spawn(
+        RUNNER,
+        ["env", "explain", str(spec), "--secret", "GITHUB_TOKEN", "--secret", "API_KEY"],
+        env={**env, "TERM": "xterm", "COLUMNS": "120"},
+        timeout=60,
+    )
+    drawn = b""
+    for name, typed in (("GITHUB_TOKEN", value), ("API_KEY", other)):
+        child.expect(f"Value for {name} \\(this run only\\): ".encode())
+        drawn += (child.before or b"") + (child.after or b"")
+        child.sendline(typed)
+    child.expect(pexpect.EOF)
+    drawn += child.before or b""
+    child.close()
+    assert child.exitstatus == 0, drawn.decode(errors="replace")
+    text = drawn.decode()
+    for name in ("GITHUB_TOKEN", "API_KEY"):
+        assert re.search(rf"^  {name} +local secret \(prompt\)\r?$", text, re.MULTILINE), text
+    assert value not in text and other not in text  # not echoed, not printed
+    assert scan_tree([tmp_path], [value, other]) == []
