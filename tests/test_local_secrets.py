@@ -302,8 +302,8 @@ def test_run_with_a_secret_file_redacts_it_caches_by_hmac_and_leaves_it_nowhere(
 
 
 def test_on_a_terminal_each_secret_is_asked_for_without_echo(tmp_path: Path) -> None:
-    """`--secret NAME` on a terminal: a prompt on stderr per name, the value typed is not
-    shown, and nothing the command draws holds it; without a terminal, stdin lines."""
+    """`--secret NAME` on a terminal: a prompt per name, the value typed is not shown,
+    and nothing the command draws or leaves on disk holds it."""
     import pexpect
 
     value, other = "ghp_typed-at-the-prompt-0001", "typed-value-0002"
@@ -316,16 +316,15 @@ def test_on_a_terminal_each_secret_is_asked_for_without_echo(tmp_path: Path) -> 
         env={**env, "TERM": "xterm", "COLUMNS": "120"},
         timeout=60,
     )
-    drawn = b""
+    drawn = io.BytesIO()
+    child.logfile_read = drawn  # every byte the terminal got
     for name, typed in (("GITHUB_TOKEN", value), ("API_KEY", other)):
         child.expect(f"Value for {name} \\(this run only\\): ".encode())
-        drawn += (child.before or b"") + (child.after or b"")
         child.sendline(typed)
     child.expect(pexpect.EOF)
-    drawn += child.before or b""
     child.close()
-    assert child.exitstatus == 0, drawn.decode(errors="replace")
-    text = drawn.decode()
+    text = drawn.getvalue().decode()
+    assert child.exitstatus == 0, text
     for name in ("GITHUB_TOKEN", "API_KEY"):
         assert re.search(rf"^  {name} +local secret \(prompt\)\r?$", text, re.MULTILINE), text
     assert value not in text and other not in text  # not echoed, not printed
