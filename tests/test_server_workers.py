@@ -46,7 +46,7 @@ def alive(pid: int) -> bool:
 
 
 class Server:
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, env: dict[str, str], *args: str, session: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(env["RUNNER_HOME"]) / f"server-{self.port}.log"
@@ -58,6 +58,7 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=sink,
+                start_new_session=session,  # a process group of its own, as in a terminal
             )
 
         def ready() -> bool:
@@ -204,6 +205,25 @@ def test_workers_end_with_a_killed_server_and_a_dead_worker_stops_it(
         assert f"coordinator worker {server.workers[0]} was killed by signal 9" in (
             server.log.read_text()
         )
+    finally:
+        server.stop()
+
+
+@pytest.mark.postgres
+def test_ctrl_c_stops_the_server_and_its_workers_gracefully(
+    pg_env: tuple[dict[str, str], Path],
+) -> None:
+    env, repos = pg_env
+    server = Server(env, str(repos), "--workers", "2", session=True)
+    try:
+        (metrics_dir,) = server.metrics_dirs
+        # A terminal's Ctrl-C: SIGINT to every process of the foreground group at once,
+        # the supervisor and its workers alike.
+        os.killpg(server.proc.pid, signal.SIGINT)
+        assert server.proc.wait(30) == 0, server.log.read_text()
+        assert not any(alive(pid) for pid in server.workers)
+        assert not metrics_dir.exists()
+        assert "Traceback" not in server.log.read_text()
     finally:
         server.stop()
 
