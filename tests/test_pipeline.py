@@ -185,14 +185,14 @@ def test_fail_fast_stops_a_workspace_waiting_for_its_turn_and_discards_its_conta
     ]
 
 
+CALLER = threading.main_thread()
+
+
 class _ThreadRecorder(Recorder):
     """A Recorder that also notes which events came from the thread that ran the job."""
 
     def event(self, name: str, **fields: Any) -> None:
         super().event(name, **fields, _in_caller=threading.current_thread() is CALLER)
-
-
-CALLER = threading.main_thread()
 
 
 def _cached_run(

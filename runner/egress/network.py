@@ -43,7 +43,7 @@ from types import MappingProxyType
 from runner.egress.broker import BrokerSession
 from runner.egress.firewall import Firewall, host_addresses
 from runner.egress.proxy import PROXY_PORT, OnDenied, ProxyLauncher, RunningProxy, sweep_confdirs
-from runner.egress.ready import ReadyNetworks
+from runner.egress.ready import ReadyNetworks, abandoned
 from runner.egress.rules import EgressRules
 from runner.egress.seam import StepNetwork, without_job_network
 from runner.errors import ContainerRuntimeError, ExecutionError
@@ -312,8 +312,6 @@ class JobNetworks:
         removes them again, and each one's rules slow every network the engine makes
         (17 of them took `parallel_efficiency` from 0.83 to 0.78, issue 21).
         """
-        from runner.egress.ready import abandoned
-
         return sum(
             self.runtime.sweep_networks(job)
             for job in sorted(self.runtime.network_jobs())

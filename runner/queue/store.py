@@ -228,9 +228,10 @@ def _db_opt_json(value: Mapping[str, Any] | None) -> str | None:
     # completion writes one (issue 21); what it cannot write in UTF-8 (a lone
     # surrogate an executor sent escaped) goes through json.dumps as before.
     try:
-        return str(_pydantic_core().to_json(value).decode())
+        text: str = _pydantic_core().to_json(value).decode()
     except ValueError:
         return json.dumps(value)
+    return text
 
 
 Codec = tuple[Callable[[Any], Any], Callable[[Any], Any]]
