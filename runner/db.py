@@ -31,7 +31,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from runner.clock import SYSTEM_CLOCK
@@ -97,7 +97,18 @@ def sqlite_path(url: str) -> str:
 @lru_cache(maxsize=512)
 def to_pyformat(sql: str) -> str:
     """``?`` placeholders to psycopg's ``%s``, leaving quoted text and comments alone."""
+    return _placeholders(sql, numbered=False)
+
+
+@lru_cache(maxsize=64)
+def to_numbered(sql: str) -> str:
+    """``?`` placeholders to PostgreSQL's own ``$1``, ``$2``… (a statement libpq prepares)."""
+    return _placeholders(sql, numbered=True)
+
+
+def _placeholders(sql: str, *, numbered: bool) -> str:
     out: list[str] = []
+    count = 0
     i = 0
     n = len(sql)
     while i < n:
@@ -111,17 +122,19 @@ def to_pyformat(sql: str) -> str:
                         continue
                     break
                 end += 1
-            out.append(sql[i : end + 1].replace("%", "%%"))
+            text = sql[i : end + 1]
+            out.append(text if numbered else text.replace("%", "%%"))
             i = end + 1
         elif ch == "-" and sql.startswith("--", i):
             end = sql.find("\n", i)
             end = n if end < 0 else end
-            out.append(sql[i:end].replace("%", "%%"))
+            out.append(sql[i:end] if numbered else sql[i:end].replace("%", "%%"))
             i = end
         elif ch == "?":
-            out.append("%s")
+            count += 1
+            out.append(f"${count}" if numbered else "%s")
             i += 1
-        elif ch == "%":
+        elif ch == "%" and not numbered:
             out.append("%%")
             i += 1
         else:
@@ -277,6 +290,99 @@ def _sqlite_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
     return {col[0]: value for col, value in zip(cursor.description, values, strict=True)}
 
 
+# PostgreSQL's type of a parameter it should infer from the statement, and of a bigint.
+_UNKNOWN_OID = 0
+_INT8_OID = 20
+_INT8_RANGE = range(-(2**63), 2**63)
+
+
+def _text_params(
+    params: Params, encoding: str
+) -> tuple[list[bytes | None], tuple[int, ...]] | None:
+    """Each parameter in PostgreSQL's text form and its type, for ``_PgPrepared``.
+
+    Text and NULL go untyped, for PostgreSQL to infer from the statement as it does for
+    psycopg's text; an integer goes as a bigint, so a statement reads it as a number
+    wherever psycopg's would. None when a value is of a type only psycopg's adapters
+    know, or is text libpq would cut short (it reads text parameters as C strings,
+    which end at a NUL): psycopg then sends (or refuses) it.
+    """
+    values: list[bytes | None] = []
+    types: list[int] = []
+    for value in params:
+        if value is None:
+            values.append(None)
+            types.append(_UNKNOWN_OID)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                return None
+            values.append(value.encode(encoding))
+            types.append(_UNKNOWN_OID)
+        elif isinstance(value, int):  # a bool too: an integer, as ``_once`` sends it
+            if value not in _INT8_RANGE:
+                return None
+            values.append(str(int(value)).encode())
+            types.append(_INT8_OID)
+        else:
+            return None
+    return values, tuple(types)
+
+
+class _PgPrepared:
+    """One thread's connection's statements for ``Database.once_tuples``, prepared on the
+    server once and then run by libpq itself.
+
+    The claim and the completion are a statement each, many times a second. Through a
+    psycopg cursor each spent 60-90 µs of the interpreter's time (its query conversion,
+    adapters and prepared-statement bookkeeping, in Python), as much as the rest of the
+    coordinator's cycle, and a coordinator's threads take turns at that lock (issue 21).
+    Here a statement costs a third of that. Its parameters go as text with the types
+    ``_text_params`` gives them (a statement is prepared once per set of types, as
+    psycopg does); its rows are loaded by psycopg's own loaders, so they are the values
+    a cursor gives. A statement PostgreSQL cannot prepare this way is left to the cursor.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Row]) -> None:
+        from psycopg.adapt import Transformer
+
+        self.conn = conn
+        self._names: dict[tuple[str, tuple[int, ...]], bytes | None] = {}
+        self._rows = Transformer(conn)
+        self._encoding = conn.info.encoding
+
+    def run(self, sql: str, params: Params) -> list[tuple[Any, ...]] | None:
+        """The statement's rows, or None: the cursor must run it (see the class)."""
+        import psycopg
+        from psycopg.pq import ExecStatus
+
+        sent = _text_params(params, self._encoding)
+        if sent is None:
+            return None
+        values, types = sent
+        key = (sql, types)
+        name = self._names.get(key, b"")
+        if name is None:
+            return None
+        pgconn = self.conn.pgconn
+        if not name:
+            name = f"runner_{len(self._names)}".encode()
+            text = to_numbered(sql).encode(self._encoding)
+            if pgconn.prepare(name, text, types).status != ExecStatus.COMMAND_OK:
+                self._names[key] = None
+                return None
+            self._names[key] = name
+        # None is SQL NULL to libpq (psycopg passes it so itself; its stubs leave it out).
+        result = pgconn.exec_prepared(name, cast("list[bytes]", values))
+        status = result.status
+        if status == ExecStatus.TUPLES_OK:
+            self._rows.set_pgresult(result)
+            rows: list[tuple[Any, ...]] = self._rows.load_rows(0, result.ntuples, tuple)
+            return rows
+        if status == ExecStatus.COMMAND_OK:
+            return []
+        raise psycopg.errors.error_from_result(result, encoding=self._encoding)
+
+
 class Database:
     """A connection to the state database. Safe to share between threads."""
 
@@ -336,6 +442,15 @@ class Database:
                 cursor = conn.cursor()
             setattr(self._local, slot, cursor)
         return cursor
+
+    def _pg_prepared(self) -> _PgPrepared:
+        """This thread's connection's prepared statements (``once_tuples``)."""
+        conn = self._pg()
+        kept: _PgPrepared | None = getattr(self._local, "pg_prepared", None)
+        if kept is None or kept.conn is not conn:
+            kept = _PgPrepared(conn)
+            self._local.pg_prepared = kept
+        return kept
 
     def _sqlite_tuples(self) -> sqlite3.Cursor:
         """The cursor of ``once_tuples`` on SQLite's one connection (used under ``_lock``)."""
@@ -498,6 +613,10 @@ class Database:
         for attempt in range(1, attempts + 1):
             try:
                 if self.dialect == "postgresql":
+                    if tuples:
+                        fast = self._pg_prepared().run(sql, params)
+                        if fast is not None:
+                            return fast
                     adapted = [int(p) if isinstance(p, bool) else p for p in params]
                     cursor: Any = self._pg_cursor(tuples=tuples).execute(to_pyformat(sql), adapted)
                     # Whether rows came back, from the result itself: ``description``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import threading
 import time
@@ -282,3 +283,54 @@ def test_closed_database_says_so(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="closed"), db.transaction() as tx:
         tx.execute("SELECT 1")
+
+
+def test_once_tuples_gives_the_rows_a_cursor_gives(backend: Backend) -> None:
+    """``once_tuples`` (on PostgreSQL, run by libpq from a statement it prepared) reads
+    back exactly what ``once`` reads: numbers as numbers, NULL as None, JSON as text."""
+    with backend.connect() as db:
+        db.migrate([THINGS])
+        inserted = db.once_tuples(
+            "INSERT INTO things (name, payload, flag) VALUES (?, ?, ?) RETURNING name, flag",
+            ["ä ' quoted", None, 7],
+        )
+        assert inserted == [("ä ' quoted", 7)]
+        for _ in range(3):  # the second and later runs reuse what the first prepared
+            echoed = db.once_tuples("SELECT ? AS n, ? AS s, ? AS t", [5, "x", True])
+            assert echoed == [
+                tuple(db.once("SELECT ? AS n, ? AS s, ? AS t", [5, "x", True])[0].values())
+            ]
+        assert echoed == [(5, "x", 1)]
+        assert db.once_tuples("UPDATE things SET flag = flag + ? WHERE name = ?", [1, "none"]) == []
+        assert db.once_tuples("SELECT name FROM things WHERE flag = ?", [7]) == [("ä ' quoted",)]
+        assert db.once_tuples("SELECT ? * 2 AS n", [0.25]) == [(0.5,)]
+        with pytest.raises(IntegrityError):
+            db.once_tuples("INSERT INTO things (name) VALUES (?) RETURNING id", ["ä ' quoted"])
+        if backend.kind == "postgres":
+            # What libpq cannot take as text goes as psycopg sends it, with its answers.
+            assert db.once_tuples("SELECT ? + 1 AS n", [2**70]) == [(2**70 + 1,)]
+            # NUL would be cut short by libpq: refused as psycopg refuses it.
+            with pytest.raises(StoreError, match="NUL"):
+                db.once_tuples("INSERT INTO things (name) VALUES (?) RETURNING id", ["a\x00b"])
+            prepared = db.once("SELECT name FROM pg_prepared_statements WHERE name LIKE 'runner_%'")
+            assert len(prepared) >= 3  # each statement once, on this thread's connection
+        assert db.once("SELECT COUNT(*) AS n FROM things")[0]["n"] == 1
+
+
+def test_once_tuples_on_postgresql_survives_a_dropped_connection(backend: Backend) -> None:
+    """A connection the server dropped (a restart) fails one statement at most; the next
+    runs on a new connection, which prepares its statements again."""
+    if backend.kind != "postgres":
+        pytest.skip("PostgreSQL's connections only")
+    with backend.connect() as db, backend.connect() as other:
+        db.migrate([THINGS])
+        select = "SELECT name FROM things WHERE flag = ?"
+        assert db.once_tuples(select, [0]) == []
+        pid = db.once_tuples("SELECT pg_backend_pid()")[0][0]
+        other.once("SELECT pg_terminate_backend(?)", [pid])
+        time.sleep(0.2)
+        with contextlib.suppress(StoreError):
+            db.once_tuples(select, [0])
+        db.once("INSERT INTO things (name) VALUES (?)", ["after"])
+        assert db.once_tuples(select, [0]) == [("after",)]
+        assert db.once_tuples("SELECT pg_backend_pid()")[0][0] != pid
