@@ -290,6 +290,17 @@ def _sqlite_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
     return {col[0]: value for col, value in zip(cursor.description, values, strict=True)}
 
 
+# A statement run with ``once_tuples(index_order=True)`` is planned with sorting
+# disabled: the queue's claim asks for its namespace's first job in an order only the
+# claim's own index gives (``runner.queue.store.CLAIM_ORDER``), so the one plan left is
+# that index's, whatever the statistics say. Planned from statistics instead, the
+# claim's cost came to grow with the queue as the statistics went stale, which a queue's
+# churn makes them: with those of a full queue it walked every job already done in
+# order; with those of an empty one it sorted every queued job (3 ms a claim with 3,000
+# queued, and claims fell from 2,800 a second to 470 in eight rounds, issue 21).
+UNSORTED_OPTIONS = "-c enable_sort=off"
+# Idle connections of that kind kept open: one per executor claiming at once.
+UNSORTED_KEPT = 16
 # PostgreSQL's type of a parameter it should infer from the statement, and of a bigint.
 _UNKNOWN_OID = 0
 _INT8_OID = 20
@@ -382,6 +393,18 @@ class _PgPrepared:
             return []
         raise psycopg.errors.error_from_result(result, encoding=self._encoding)
 
+    def rows(self, sql: str, params: Params) -> list[tuple[Any, ...]]:
+        """``run``, or psycopg's cursor on this connection where ``run`` leaves it."""
+        fast = self.run(sql, params)
+        if fast is not None:
+            return fast
+        from psycopg.rows import tuple_row
+
+        adapted = [int(p) if isinstance(p, bool) else p for p in params]
+        cursor = self.conn.cursor(row_factory=tuple_row).execute(to_pyformat(sql), adapted)
+        result = cursor.pgresult
+        return list(cursor.fetchall()) if result and result.nfields else []
+
 
 class Database:
     """A connection to the state database. Safe to share between threads."""
@@ -404,7 +427,14 @@ class Database:
         # PostgreSQL: one connection per thread (a server serves requests in
         # parallel), each replaced when the server dropped it (a restart).
         self._pg_conns: list[psycopg.Connection[Row]] = []
-        self._pg_factory: Callable[[], psycopg.Connection[Row]] | None = None
+        # The thread each connection opened by ``_new_pg`` serves.
+        self._pg_owners: dict[psycopg.Connection[Row], threading.Thread] = {}
+        self._pg_factory: Callable[..., psycopg.Connection[Row]] | None = None
+        # Connections whose planner may not sort (``once_tuples(index_order=True)``):
+        # idle ones, and every one open (closed with the database).
+        self._unsorted_idle: list[_PgPrepared] = []
+        self._unsorted_open: list[psycopg.Connection[Row]] = []
+        self._pool_lock = threading.Lock()
         self._closed = False
         if pg_conn is not None:
             self._local.pg = pg_conn
@@ -452,6 +482,36 @@ class Database:
             self._local.pg_prepared = kept
         return kept
 
+    @contextmanager
+    def _pg_unsorted(self) -> Iterator[_PgPrepared]:
+        """A connection from the pool whose planner may not sort, for one statement.
+
+        As many are open as statements ran at once (``UNSORTED_KEPT`` of them kept
+        idle): a claim at a time per executor's request, not one per server thread.
+        """
+        with self._pool_lock:
+            if self._closed or self._pg_factory is None:
+                raise StoreError("the database is closed", hint="open it again")
+            kept = self._unsorted_idle.pop() if self._unsorted_idle else None
+        if kept is None:
+            conn = self._pg_factory(UNSORTED_OPTIONS)
+            kept = _PgPrepared(conn)
+            with self._pool_lock:
+                self._unsorted_open = [c for c in self._unsorted_open if not c.closed]
+                self._unsorted_open.append(conn)
+        try:
+            yield kept
+        finally:
+            conn = kept.conn
+            with self._pool_lock:
+                back = (
+                    not (conn.closed or self._closed) and len(self._unsorted_idle) < UNSORTED_KEPT
+                )
+                if back:
+                    self._unsorted_idle.append(kept)
+            if not back:
+                conn.close()
+
     def _sqlite_tuples(self) -> sqlite3.Cursor:
         """The cursor of ``once_tuples`` on SQLite's one connection (used under ``_lock``)."""
         conn = self._sqlite()
@@ -467,9 +527,18 @@ class Database:
             raise StoreError("the database connection was lost", hint="open it again")
         conn = self._pg_factory()
         self._local.pg = conn
+        me = threading.current_thread()
         with self._lock:
+            # A thread that ended leaves its connection behind: closed here, or a process
+            # whose threads come and go (8 a round in the coordinator bench) ran out of
+            # the server's connections.
+            gone = [c for c, owner in self._pg_owners.items() if not owner.is_alive()]
+            for c in gone:
+                del self._pg_owners[c]
+                c.close()
             self._pg_conns = [c for c in self._pg_conns if not c.closed]
             self._pg_conns.append(conn)
+            self._pg_owners[conn] = me
         return conn
 
     @contextmanager
@@ -595,23 +664,34 @@ class Database:
         return rows
 
     def once_tuples(
-        self, sql: str, params: Params = (), *, attempts: int = 5
+        self, sql: str, params: Params = (), *, attempts: int = 5, index_order: bool = False
     ) -> list[tuple[Any, ...]]:
         """``once``, each row a tuple in the statement's column order.
 
         For the queue's claim and completion, which read their rows by position: a
         row as a dict cost 4 µs of a cycle's Python per row on SQLite (its
         ``description`` built again for every row), more than decoding the record.
+
+        ``index_order``: on PostgreSQL, plan the statement without sorting, so the
+        order it asks for must come from an index (the claim's; see
+        ``UNSORTED_OPTIONS``). Inside an open transaction it runs as any other.
         """
         outer: Transaction | None = getattr(self._local, "tx", None)
         if outer is not None:
             return outer.tuples(sql, params)
-        rows: list[tuple[Any, ...]] = self._once(sql, params, attempts, tuples=True)
+        rows: list[tuple[Any, ...]] = self._once(
+            sql, params, attempts, tuples=True, index_order=index_order
+        )
         return rows
 
-    def _once(self, sql: str, params: Params, attempts: int, *, tuples: bool) -> list[Any]:
+    def _once(
+        self, sql: str, params: Params, attempts: int, *, tuples: bool, index_order: bool = False
+    ) -> list[Any]:
         for attempt in range(1, attempts + 1):
             try:
+                if self.dialect == "postgresql" and index_order:
+                    with self._pg_unsorted() as unsorted:
+                        return unsorted.rows(sql, params)
                 if self.dialect == "postgresql":
                     if tuples:
                         fast = self._pg_prepared().run(sql, params)
@@ -706,6 +786,12 @@ class Database:
                 for conn in self._pg_conns:
                     conn.close()
                 self._pg_conns = []
+                self._pg_owners = {}
+                with self._pool_lock:
+                    for conn in self._unsorted_open:
+                        conn.close()
+                    self._unsorted_open = []
+                    self._unsorted_idle = []
                 self._pg_conn = None
             self._closed = True
 
@@ -747,13 +833,14 @@ def _connect_postgres(url: str, busy_timeout_s: float) -> Database:
     import psycopg
     from psycopg.rows import dict_row
 
-    def connect_once() -> psycopg.Connection[Row]:
+    def connect_once(options: str | None = None) -> psycopg.Connection[Row]:
         try:
             conn: psycopg.Connection[Row] = psycopg.connect(
                 url,
                 autocommit=True,
                 row_factory=dict_row,
                 connect_timeout=max(1, int(busy_timeout_s)),
+                options=options,  # None: left out of the connection string
             )
         except psycopg.Error as exc:
             raise StoreError(

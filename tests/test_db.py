@@ -334,3 +334,44 @@ def test_once_tuples_on_postgresql_survives_a_dropped_connection(backend: Backen
         db.once("INSERT INTO things (name) VALUES (?)", ["after"])
         assert db.once_tuples(select, [0]) == [("after",)]
         assert db.once_tuples("SELECT pg_backend_pid()")[0][0] != pid
+
+
+def test_postgresql_connections_follow_the_threads_that_use_them(backend: Backend) -> None:
+    """A statement with ``index_order`` runs where the planner may not sort, on a pooled
+    connection (one per statement running at once); every other runs as planned on its
+    thread's own, which is closed once its thread has ended."""
+    if backend.kind != "postgres":
+        pytest.skip("PostgreSQL's connections only")
+    show = "SELECT current_setting('enable_sort')"
+    with backend.connect() as db, backend.connect() as watcher:
+
+        def mine() -> int:
+            rows = watcher.once(
+                "SELECT COUNT(*) AS n FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return int(rows[0]["n"])
+
+        assert db.once_tuples(show, index_order=True) == [("off",)]
+        assert db.once_tuples(show) == [("on",)]
+        assert db.once(show.replace(")", ") AS s"))[0]["s"] == "on"
+        baseline = mine()  # this thread's and one pooled
+
+        def claim_like() -> None:
+            assert db.once_tuples(show, index_order=True) == [("off",)]
+            assert db.once_tuples("SELECT 1") == [(1,)]
+
+        for _ in range(3):  # rounds of threads that come and go, as a bench's drains
+            threads = [threading.Thread(target=claim_like) for _ in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert db.once_tuples("SELECT 2") == [(2,)]
+        # One round's threads' connections at most (the last round's, closed by the next
+        # thread to connect) and the pool's, not one per thread that ever ran.
+        assert mine() <= baseline + 6 + 6
+        done = threading.Thread(target=lambda: db.once("SELECT 3"))
+        done.start()
+        done.join()
+        assert mine() <= baseline + 1 + 6

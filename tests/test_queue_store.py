@@ -559,3 +559,58 @@ def test_identities_kept_are_bounded_and_an_evicted_job_completes_the_same(
         done = store.complete(lease.job.id, lease.token, {"status": "unchanged"})
         assert vars(done) == vars(store.get(lease.job.id))
     assert store._identities == {}
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+@pytest.mark.parametrize("statistics", ["of a full queue", "of an empty queue"])
+def test_a_postgresql_claim_reads_its_index_whatever_the_statistics_say(
+    store: JobStore, statistics: str
+) -> None:
+    """The claim is planned with sorting disabled and asks for an order only the claim
+    index gives: stale statistics cannot lead it to walk every job done (those of a full
+    queue) or to sort every job queued (those of an empty one)."""
+    if not isinstance(store, SqlJobStore) or store.db.dialect != "postgresql":
+        pytest.skip("PostgreSQL plans from statistics")
+    import psycopg
+
+    from runner.db import UNSORTED_OPTIONS, to_pyformat
+
+    db = store.db
+    if statistics == "of an empty queue":
+        db.once("ANALYZE runner_jobs")
+    submit(store, "user:alice", 300)
+    if statistics == "of a full queue":
+        db.once("ANALYZE runner_jobs")
+    claims: list[tuple[str, list[Any], bool]] = []
+    run = db.once_tuples
+
+    def spy(sql: str, params: Any = (), **options: Any) -> list[tuple[Any, ...]]:
+        if "lease_hash = ? WHERE seq" in sql:
+            claims.append((sql, list(params), bool(options.get("index_order"))))
+        return run(sql, params, **options)
+
+    db.once_tuples = spy  # type: ignore[method-assign]
+    for _ in range(200):  # the oldest jobs done, the rest queued behind them
+        lease = store.claim("ex")
+        assert lease is not None
+        store.complete(lease.job.id, lease.token, {"status": "unchanged"})
+    sql, params, index_order = claims[-1]
+    assert index_order
+    with psycopg.connect(db.url, options=UNSORTED_OPTIONS) as conn:
+        plan = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + to_pyformat(sql), params
+        ).fetchone()[0][0]["Plan"]
+        conn.rollback()  # EXPLAIN ANALYZE ran the claim
+    nodes = list(_plan_nodes(plan))
+    assert not [n for n in nodes if n["Node Type"] in ("Sort", "Bitmap Heap Scan")]
+    picks = [n for n in nodes if n.get("Relation Name") == "runner_jobs" and "Index Name" in n]
+    assert {n["Index Name"] for n in picks} <= {"runner_jobs_claim_order", "runner_jobs_pkey"}
+    pick = [n for n in picks if n["Index Name"] == "runner_jobs_claim_order"]
+    assert pick and all(n.get("Rows Removed by Filter", 0) == 0 for n in pick)
+    # The primary key is looked up by the seq picked, not walked.
+    assert all(n["Actual Rows"] <= 1 for n in picks if n["Index Name"] == "runner_jobs_pkey")

@@ -432,13 +432,30 @@ FAIR_TURNS = Migration(
     " ON CONFLICT (namespace) DO NOTHING;\n",
 )
 register(FAIR_TURNS)
+# On PostgreSQL the claim's first job of a namespace is ordered by ``seq + 0``, which
+# only this index gives (the primary key gives ``seq``), and the claim is planned with
+# sorting disabled (``runner.db.UNSORTED_OPTIONS``): that index's scan is the one plan
+# left. Planned from statistics, the claim walked the primary key past every job done
+# or sorted every queued job, as stale statistics led it (issue 21). SQLite plans
+# without statistics and keeps its index.
+CLAIM_ORDER = Migration(
+    393,
+    "queue: on PostgreSQL, claimable jobs indexed in the one order a claim asks for",
+    {
+        "sqlite": "SELECT 1;",
+        "postgresql": "DROP INDEX runner_jobs_claimable;\n"
+        "CREATE INDEX runner_jobs_claim_order ON runner_jobs (namespace, (seq + 0))"
+        f" WHERE state IN ({_CLAIMABLE});\n",
+    },
+)
+register(CLAIM_ORDER)
 
 
-def _first_claimable(where: str) -> str:
+def _first_claimable(where: str, order: str = "j.seq") -> str:
     """The seq of namespace ``f``'s first job these labels may run (``where`` on ``j``)."""
     return (
         "SELECT j.seq FROM runner_jobs j WHERE j.namespace = f.namespace"  # noqa: S608
-        f" AND j.state IN ({_CLAIMABLE}) AND {where} ORDER BY j.seq LIMIT 1"
+        f" AND j.state IN ({_CLAIMABLE}) AND {where} ORDER BY {order} LIMIT 1"
     )
 
 
@@ -450,7 +467,7 @@ def _claim_sql(dialect: str, sets: str, where: str, returning: str) -> str:
         # Concurrent claimers pass over each other's rows (SKIP LOCKED).
         pick = (
             "SELECT c.seq FROM runner_job_fairness f CROSS JOIN LATERAL"  # noqa: S608
-            f" ({_first_claimable(where)} FOR UPDATE OF j SKIP LOCKED) c"
+            f" ({_first_claimable(where, '(j.seq + 0)')} FOR UPDATE OF j SKIP LOCKED) c"
             " ORDER BY f.last_claim, f.arrived LIMIT 1"
         )
     else:
@@ -502,6 +519,7 @@ class SqlJobStore(JobEvents):
                 FAIR_TURNS,
                 *stamp.MIGRATIONS,
                 KEPT_TURNS,
+                CLAIM_ORDER,
             )
         )
         self._bundles: Memo[str, Mapping[str, Any]] = Memo(BUNDLES_KEPT)
@@ -662,7 +680,9 @@ class SqlJobStore(JobEvents):
         read, returning, decoders = _read_back(tuple(written), True)
         where, label_params = routing.claim_filter(labels)
         update = _claim_sql(self._db.dialect, sets, where, returning)
-        rows = self._db.once_tuples(update, [*set_params, lease_hash(token), *label_params])
+        rows = self._db.once_tuples(
+            update, [*set_params, lease_hash(token), *label_params], index_order=True
+        )
         if not rows:
             return None
         row = rows[0]
