@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
+from runner.backoff_lock import BackoffLock
 from runner.clock import SYSTEM_CLOCK
 from runner.errors import BusyError, IntegrityError, StoreError
 from runner.migrations import Dialect, Migration, ordered, registered
@@ -422,7 +423,8 @@ class Database:
         self._sqlite_conn = sqlite_conn
         self._sqlite_tuple_cursor: sqlite3.Cursor | None = None
         self._pg_conn = pg_conn
-        self._lock = threading.RLock()
+        # SQLite's one connection, taken in turns (BackoffLock says why not an RLock).
+        self._lock = BackoffLock()
         self._local = threading.local()
         # PostgreSQL: one connection per thread (a server serves requests in
         # parallel), each replaced when the server dropped it (a restart).
