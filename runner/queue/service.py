@@ -184,7 +184,7 @@ class Coordinator:
         # A claim or a completion takes SQLite's connection once (``Database.turns``).
         self._turns = jobs.db.turns() if isinstance(jobs, SqlJobStore) else nullcontext()
         self._turn: Callable[[], AbstractContextManager[object]] = (
-            jobs.db.transaction
+            jobs.db.write_turn
             if isinstance(jobs, SqlJobStore) and jobs.db.dialect == "sqlite"
             else nullcontext
         )
@@ -527,7 +527,7 @@ class Coordinator:
     ) -> ClaimedJob | None:
         """The next job this executor may run (it has every label the job requires)."""
         name = self.executor(principal, executor)
-        have = parse_labels(labels)
+        have = parse_labels(labels) if labels else ()
         with self._turns:
             return self._claim(name, have)
 
@@ -688,10 +688,11 @@ class Coordinator:
     ) -> JobRecord:
         self.executor(principal)
         with self._turns:
-            running = self._running_with_uses(job_id, brokered)
+            running = self._running_with_uses(job_id, brokered) if brokered else None
             record = self.jobs.complete(job_id, lease, result)
             self._ended(record)
-            self._audit_brokered(running, brokered)
+            if running is not None:
+                self._audit_brokered(running, brokered)
         if _debugging():
             log.debug("job completed", job=job_id, executor=record.executor)
         return record
