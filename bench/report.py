@@ -1490,6 +1490,80 @@ load: the docker SDK's import (about 50 ms, the first wave's threads wait
 for it) and 0.4–0.6 s of CPU (0.68–0.88 in all, 3,100–3,300 voluntary
 context switches) besides its 0.25 s start-up, in a 4.9 s run.
 
+### The coordinator's floors: a lock that wakes nobody, prepared statements, a claim that reads its index (issue 21, `coordfloor`)
+
+The two in-process ratios were the figures left on their goal's edge. Four
+changes, each measured where it acts.
+
+- **SQLite's connection taken with a lock whose waiters sleep**
+  (`runner/backoff_lock.py`). With `threading.RLock` every release with a
+  waiter woke one; the thread that let go took the lock back first nearly
+  every time, and the woken one went back to sleep. `perf stat` on 12,000-job
+  drains with 8 threads (tmpfs, load about 1): 1.3 context switches and 0.38
+  CPU migrations a job, 2,290 ms of task clock, 5,400 jobs/s, against 6,900
+  jobs/s for one thread. A waiter now sleeps 1 ms, doubling to 20 ms, and
+  tries again, as SQLite's busy handler does (after 0.1 s it queues on the
+  lock, which a release wakes): 0.3 context switches a job, 1,820–1,870 ms,
+  6,350–6,640 jobs/s (two alternated runs each). On the bench's disk, 3,000-job
+  rounds, 8 alternated rounds each: 4,751 → 4,972 jobs/s (median), 210 → 187
+  µs of CPU a job. Waiters that slept 0.1 ms first and 5 ms at most gained a
+  third of that.
+- **The turn as a plain context manager** (`db.SqliteWrite`, which
+  `Database.transaction` uses too), the kept cursor read directly, a
+  completion without brokered uses and a claim without labels skipping their
+  checks, the lock's `with` running its own code: 210 → 189 Python calls a
+  claim-and-complete, 141 → 131 µs on one pinned thread (7 rounds of 2,000
+  jobs each, tmpfs). A prototype that fused the end and the claim into one
+  store call reached 120 µs, but with the lock held only around its SQL its 8
+  threads fell to 4,150 jobs/s (the interpreter's lock handed over at every
+  statement), and held around everything it gained 4% over the turn: not
+  kept.
+- **PostgreSQL statements through libpq, prepared once per connection**
+  (`db._PgPrepared`). Through a psycopg cursor the claim's and the
+  completion's statements each cost 60–90 µs of the interpreter (query
+  conversion, adapters, its prepared-statement bookkeeping); with
+  `PGconn.exec_prepared`, parameters as text and rows loaded by psycopg's own
+  loaders, 35–55 µs (a 5,000-row micro-bench), and a claim-and-complete on
+  one thread 262–288 → 208–233 µs of CPU. Values that libpq cannot take as text
+  (a float, an integer past 64 bits, text with a NUL) go through the cursor as
+  before; a test compares both paths' rows.
+- **A PostgreSQL claim whose plan statistics cannot change.** Rounds of the
+  in-process drain fell from 2,885 to 472 jobs/s over eight rounds of one run
+  (the raw floor stayed at 3,600–5,700), and two of five rounds of a `make
+  bench` fell to 1,420. `EXPLAIN ANALYZE` showed why: the table had no
+  statistics, or stale ones, and the claim's first-job subquery chose its plan
+  from them. With statistics of a nearly empty queue it read the claimable
+  index as a bitmap and sorted every queued job (12,000 index entries and a
+  3,000-row sort, 3 ms a claim); with those of a full queue it walked the
+  primary key past every job already done (8.6 ms). Queues keep their
+  statistics stale by nature. The claim now asks for its namespace's first
+  job by `seq + 0`, an order only its own index gives
+  (`runner_jobs_claim_order`, migration 393), and runs on pooled connections
+  opened with `enable_sort=off`, so that index's scan is the only plan left.
+  Eight rounds: 2,373–2,725 jobs/s throughout; with the table analyzed while
+  full before each drain, 2,085–2,634, where the floor's claim (`ORDER BY
+  seq`, planned freely) fell to 168. A test puts the statistics of a full and
+  of an empty queue in place, and checks the real claim's plan. Found on the
+  way: a thread's PostgreSQL connection stayed open after the thread ended,
+  8 more a round in the bench, until the server refused clients; it is now
+  closed when the next connection is opened.
+
+`python -m bench --only coordinator` after each step (load before → after):
+
+| after | `inprocess_vs_raw_sql` sqlite / pg | `http_vs_inprocess` sqlite / pg | load |
+|---|--:|--:|--:|
+| prepared statements (PostgreSQL) | 0.513 / 0.517 | 0.566 / 0.676 | 0.8 → 4.2 |
+| the claim's index and plan | 0.547 / 0.598 | 0.573 / 0.599 | 1.5 → 2.0 |
+| the lock that wakes nobody | 0.539 / 0.587 | 0.521 / 0.584 | 1.0 → 2.9 |
+| the plain turn | 0.614 / 0.606 | 0.508 / 0.636 | 1.2 → 4.5 |
+
+The PostgreSQL rounds no longer fall (2,003–2,866 jobs/s in the last two runs
+against 1,416–2,752 in the first). The in-process figures gained on SQLite,
+and `http_vs_inprocess.sqlite` lost what they gained: the HTTP server's
+coordinator work is a third of its CPU a job (`py-spy --gil`: 32% the
+service, 17% the answer, the rest HTTP and ASGI), so a cheaper turn helps the
+in-process drain three times as much as the server.
+
 ### `interrupt_latency_s`: Ctrl-C in a large workspace
 
 Before, a workspace was made with `git archive` read whole into memory and
