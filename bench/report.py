@@ -1490,7 +1490,7 @@ load: the docker SDK's import (about 50 ms, the first wave's threads wait
 for it) and 0.4–0.6 s of CPU (0.68–0.88 in all, 3,100–3,300 voluntary
 context switches) besides its 0.25 s start-up, in a 4.9 s run.
 
-### The coordinator's floors: a lock that wakes nobody, prepared statements, a claim that reads its index (issue 21, `coordfloor`)
+### Coordinator floors: a quiet lock, prepared statements, one claim plan (issue 21, `coordfloor`)
 
 The two in-process ratios were the figures left on their goal's edge. Four
 changes, each measured where it acts.

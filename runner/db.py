@@ -306,6 +306,8 @@ def _sqlite_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
 UNSORTED_OPTIONS = "-c enable_sort=off"
 # Idle connections of that kind kept open: one per executor claiming at once.
 UNSORTED_KEPT = 16
+# SQLSTATE 26000: the prepared statement named does not exist (any more).
+_NO_SUCH_STATEMENT = b"26000"
 # PostgreSQL's type of a parameter it should infer from the statement, and of a bigint.
 _UNKNOWN_OID = 0
 _INT8_OID = 20
@@ -363,32 +365,41 @@ class _PgPrepared:
 
         self.conn = conn
         self._names: dict[tuple[str, tuple[int, ...]], bytes | None] = {}
+        self._made = 0  # names are never used twice on a connection
         self._rows = Transformer(conn)
         self._encoding = conn.info.encoding
 
     def run(self, sql: str, params: Params) -> list[tuple[Any, ...]] | None:
         """The statement's rows, or None: the cursor must run it (see the class)."""
         import psycopg
-        from psycopg.pq import ExecStatus
+        from psycopg.pq import DiagnosticField, ExecStatus
 
         sent = _text_params(params, self._encoding)
         if sent is None:
             return None
         values, types = sent
         key = (sql, types)
-        name = self._names.get(key, b"")
-        if name is None:
-            return None
-        pgconn = self.conn.pgconn
-        if not name:
-            name = f"runner_{len(self._names)}".encode()
-            text = to_numbered(sql).encode(self._encoding)
-            if pgconn.prepare(name, text, types).status != ExecStatus.COMMAND_OK:
-                self._names[key] = None
+        for _ in range(2):
+            name = self._names.get(key, b"")
+            if name is None:
                 return None
-            self._names[key] = name
-        # None is SQL NULL to libpq (psycopg passes it so itself; its stubs leave it out).
-        result = pgconn.exec_prepared(name, cast("list[bytes]", values))
+            pgconn = self.conn.pgconn
+            if not name:
+                self._made += 1
+                name = f"runner_{self._made}".encode()
+                text = to_numbered(sql).encode(self._encoding)
+                if pgconn.prepare(name, text, types).status != ExecStatus.COMMAND_OK:
+                    self._names[key] = None
+                    return None
+                self._names[key] = name
+            # None is SQL NULL to libpq (psycopg passes it so; its stubs leave it out).
+            result = pgconn.exec_prepared(name, cast("list[bytes]", values))
+            if result.error_field(DiagnosticField.SQLSTATE) != _NO_SUCH_STATEMENT:
+                break
+            # psycopg deallocates every prepared statement of its connection after a
+            # rollback or a DROP (its own cache's rule), ours too: nothing ran, so
+            # prepare again (once) under new names.
+            self._names.clear()
         status = result.status
         if status == ExecStatus.TUPLES_OK:
             self._rows.set_pgresult(result)

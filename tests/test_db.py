@@ -375,3 +375,29 @@ def test_postgresql_connections_follow_the_threads_that_use_them(backend: Backen
         done.start()
         done.join()
         assert mine() <= baseline + 1 + 6
+
+
+def test_once_tuples_on_postgresql_outlives_psycopg_dropping_prepared_statements(
+    backend: Backend,
+) -> None:
+    """psycopg deallocates every prepared statement of its connection after a rollback
+    (its own cache's rule), those ``once_tuples`` prepared too: they are prepared again."""
+    if backend.kind != "postgres":
+        pytest.skip("PostgreSQL's prepared statements only")
+    with backend.connect() as db:
+        db.migrate([THINGS])
+        select = "SELECT COUNT(*) FROM things WHERE flag = ?"
+        assert db.once_tuples(select, [0]) == [(0,)]
+        for _ in range(6):  # psycopg prepares a statement it has run 5 times
+            db.once("SELECT name FROM things WHERE flag = ?", [1])
+
+        def rolled_back() -> None:
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO things (name) VALUES (?)", ["gone"])
+                raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            rolled_back()
+        db.once("SELECT name FROM things WHERE flag = ?", [1])  # psycopg: DEALLOCATE ALL
+        assert db.once_tuples(select, [0]) == [(0,)]
+        assert db.once_tuples(select, [0]) == [(0,)]

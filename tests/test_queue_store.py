@@ -602,10 +602,10 @@ def test_a_postgresql_claim_reads_its_index_whatever_the_statistics_say(
     sql, params, index_order = claims[-1]
     assert index_order
     with psycopg.connect(db.url, options=UNSORTED_OPTIONS) as conn:
-        plan = conn.execute(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + to_pyformat(sql), params
-        ).fetchone()[0][0]["Plan"]
+        row = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + to_pyformat(sql), params).fetchone()
         conn.rollback()  # EXPLAIN ANALYZE ran the claim
+    assert row is not None
+    plan = row[0][0]["Plan"]
     nodes = list(_plan_nodes(plan))
     assert not [n for n in nodes if n["Node Type"] in ("Sort", "Bitmap Heap Scan")]
     picks = [n for n in nodes if n.get("Relation Name") == "runner_jobs" and "Index Name" in n]
