@@ -1490,30 +1490,16 @@ load: the docker SDK's import (about 50 ms, the first wave's threads wait
 for it) and 0.4–0.6 s of CPU (0.68–0.88 in all, 3,100–3,300 voluntary
 context switches) besides its 0.25 s start-up, in a 4.9 s run.
 
-### Coordinator floors: a quiet lock, prepared statements, one claim plan (issue 21, `coordfloor`)
+### Coordinator floors: a plain turn, prepared statements, one claim plan (issue 21, `coordfloor`)
 
-The two in-process ratios were the figures left on their goal's edge. Four
-changes, each measured where it acts.
+The two in-process ratios were the figures left on their goal's edge. Three
+changes, each measured where it acts, and one tried and taken back.
 
-- **SQLite's connection taken with a lock whose waiters sleep**
-  (`runner/backoff_lock.py`). With `threading.RLock` every release with a
-  waiter woke one; the thread that let go took the lock back first nearly
-  every time, and the woken one went back to sleep. `perf stat` on 12,000-job
-  drains with 8 threads (tmpfs, load about 1): 1.3 context switches and 0.38
-  CPU migrations a job, 2,290 ms of task clock, 5,400 jobs/s, against 6,900
-  jobs/s for one thread. A waiter now sleeps 1 ms, doubling to 20 ms, and
-  tries again, as SQLite's busy handler does (after 0.1 s it queues on the
-  lock, which a release wakes): 0.3 context switches a job, 1,820–1,870 ms,
-  6,350–6,640 jobs/s (two alternated runs each). On the bench's disk, 3,000-job
-  rounds, 8 alternated rounds each: 4,751 → 4,972 jobs/s (median), 210 → 187
-  µs of CPU a job. Waiters that slept 0.1 ms first and 5 ms at most gained a
-  third of that.
 - **The turn as a plain context manager** (`db.SqliteWrite`, which
   `Database.transaction` uses too), the kept cursor read directly, a
   completion without brokered uses and a claim without labels skipping their
-  checks, the lock's `with` running its own code: 210 → 189 Python calls a
-  claim-and-complete, 141 → 131 µs on one pinned thread (7 rounds of 2,000
-  jobs each, tmpfs). A prototype that fused the end and the claim into one
+  checks: 210 → 189 Python calls a claim-and-complete, 141 → 131 µs on one
+  pinned thread (7 rounds of 2,000 jobs each, tmpfs). A prototype that fused the end and the claim into one
   store call reached 120 µs, but with the lock held only around its SQL its 8
   threads fell to 4,150 jobs/s (the interpreter's lock handed over at every
   statement), and held around everything it gained 4% over the turn: not
@@ -1548,14 +1534,33 @@ changes, each measured where it acts.
   8 more a round in the bench, until the server refused clients; it is now
   closed when the next connection is opened.
 
+- **Tried and taken back: a lock whose waiters sleep.** With
+  `threading.RLock` on SQLite's connection every release with a waiter woke
+  one, and with 8 threads claiming in one process the thread that let go took
+  the lock back first nearly every time: `perf stat` on 12,000-job drains
+  (tmpfs) counted 1.3 context switches and 0.38 CPU migrations a job, 5,400
+  jobs/s against 6,900 for one thread. A lock whose waiters slept 1 ms,
+  doubling to 20 ms, and retried (as SQLite's busy handler does) cut that to
+  0.3 and reached 6,350–6,640 jobs/s; on the bench's disk, 8 alternated
+  rounds, 4,751 → 4,972. But `runner server` claims on one thread, its event
+  loop's: there the lock is contended only by the stalled-job resetter, and
+  the loop slept past the resetter's release, with every executor's request
+  waiting behind it. Timed inside the server (4 drains, tmpfs): opening the
+  turn took 11.6 µs on average with the RLock and 33–43 µs with the sleeping
+  lock (two waits of about 65 ms each), and HTTP drains ran 3,116–3,183
+  jobs/s against 3,201–3,289. The server is what users run; the RLock stays.
+
 `python -m bench --only coordinator` after each step (load before → after):
 
 | after | `inprocess_vs_raw_sql` sqlite / pg | `http_vs_inprocess` sqlite / pg | load |
 |---|--:|--:|--:|
 | prepared statements (PostgreSQL) | 0.513 / 0.517 | 0.566 / 0.676 | 0.8 → 4.2 |
 | the claim's index and plan | 0.547 / 0.598 | 0.573 / 0.599 | 1.5 → 2.0 |
-| the lock that wakes nobody | 0.539 / 0.587 | 0.521 / 0.584 | 1.0 → 2.9 |
-| the plain turn | 0.614 / 0.606 | 0.508 / 0.636 | 1.2 → 4.5 |
+| the sleeping lock (taken back) | 0.539 / 0.587 | 0.521 / 0.584 | 1.0 → 2.9 |
+| the plain turn (with it) | 0.614 / 0.606 | 0.508 / 0.636 | 1.2 → 4.5 |
+| the plain turn (with it) | 0.526 / 0.587 | 0.515 / 0.657 | 1.1 → ? |
+| the plain turn (with it) | 0.654 / 0.608 | 0.507 / 0.677 | 2.7 → ? |
+RLOCK_ROWS
 
 The PostgreSQL rounds no longer fall (2,003–2,866 jobs/s in the last two runs
 against 1,416–2,752 in the first). The in-process figures gained on SQLite,

@@ -35,7 +35,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from runner.backoff_lock import BackoffLock
 from runner.clock import SYSTEM_CLOCK
 from runner.errors import BusyError, IntegrityError, StoreError
 from runner.migrations import Dialect, Migration, ordered, registered
@@ -509,8 +508,12 @@ class Database:
         self._sqlite_conn = sqlite_conn
         self._sqlite_tuple_cursor: sqlite3.Cursor | None = None
         self._pg_conn = pg_conn
-        # SQLite's one connection, taken in turns (BackoffLock says why not an RLock).
-        self._lock = BackoffLock()
+        # SQLite's one connection, taken in turns. An RLock wakes a waiter at each
+        # release: with 8 threads claiming in one process most wakes are lost races
+        # (1.3 context switches a claim), but the server claims on one thread, and a
+        # lock whose waiters slept and retried instead made its event loop oversleep
+        # behind the stalled-job resetter (BENCHMARKS.md, coordfloor).
+        self._lock = threading.RLock()
         self._local = threading.local()
         # PostgreSQL: one connection per thread (a server serves requests in
         # parallel), each replaced when the server dropped it (a restart).
