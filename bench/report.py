@@ -1558,16 +1558,19 @@ changes, each measured where it acts, and one tried and taken back.
 | the claim's index and plan | 0.547 / 0.598 | 0.573 / 0.599 | 1.5 → 2.0 |
 | the sleeping lock (taken back) | 0.539 / 0.587 | 0.521 / 0.584 | 1.0 → 2.9 |
 | the plain turn (with it) | 0.614 / 0.606 | 0.508 / 0.636 | 1.2 → 4.5 |
-| the plain turn (with it) | 0.526 / 0.587 | 0.515 / 0.657 | 1.1 → ? |
-| the plain turn (with it) | 0.654 / 0.608 | 0.507 / 0.677 | 2.7 → ? |
-RLOCK_ROWS
+| the plain turn (with it) | 0.526 / 0.587 | 0.515 / 0.657 | 1.1 → — |
+| the plain turn (with it) | 0.654 / 0.608 | 0.507 / 0.677 | 2.7 → — |
+| the plain turn, RLock | 0.531 / 0.549 | 0.55 / 0.66 | 0.15 → 2.28 |
+| the plain turn, RLock | 0.601 / 0.567 | 0.549 / 0.683 | 2.28 → 2.53 |
 
-The PostgreSQL rounds no longer fall (2,003–2,866 jobs/s in the last two runs
-against 1,416–2,752 in the first). The in-process figures gained on SQLite,
-and `http_vs_inprocess.sqlite` lost what they gained: the HTTP server's
-coordinator work is a third of its CPU a job (`py-spy --gil`: 32% the
-service, 17% the answer, the rest HTTP and ASGI), so a cheaper turn helps the
-in-process drain three times as much as the server.
+The PostgreSQL rounds no longer fall (2,003–2,866 jobs/s in the later runs
+against 1,416–2,752 in the first). What the in-process drain gains on SQLite
+`http_vs_inprocess.sqlite` loses: the HTTP server's coordinator work is a
+third of its CPU a job (timed inside it: 235 µs of a 320 µs request in the
+handler, of which 80 the claim, 60 the completion, 36 the answer, 32 the
+commit), so a cheaper turn helps the in-process drain three times as much as
+the server. With the sleeping lock that ratio sat at 0.507–0.515 over three
+runs; with the RLock, 0.549–0.55.
 
 ### `interrupt_latency_s`: Ctrl-C in a large workspace
 
