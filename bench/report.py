@@ -1499,11 +1499,11 @@ changes, each measured where it acts, and one tried and taken back.
   `Database.transaction` uses too), the kept cursor read directly, a
   completion without brokered uses and a claim without labels skipping their
   checks: 210 → 189 Python calls a claim-and-complete, 141 → 131 µs on one
-  pinned thread (7 rounds of 2,000 jobs each, tmpfs). A prototype that fused the end and the claim into one
-  store call reached 120 µs, but with the lock held only around its SQL its 8
-  threads fell to 4,150 jobs/s (the interpreter's lock handed over at every
-  statement), and held around everything it gained 4% over the turn: not
-  kept.
+  pinned thread (7 rounds of 2,000 jobs each, tmpfs). A prototype that fused
+  the end and the claim into one store call reached 120 µs, but with the lock
+  held only around its SQL its 8 threads fell to 4,150 jobs/s (the
+  interpreter's lock handed over at every statement), and held around
+  everything it gained 4% over the turn: not kept.
 - **PostgreSQL statements through libpq, prepared once per connection**
   (`db._PgPrepared`). Through a psycopg cursor the claim's and the
   completion's statements each cost 60–90 µs of the interpreter (query
