@@ -345,6 +345,15 @@ def _text_params(
     return values, tuple(types)
 
 
+def _cursor_rows(cursor: Any, sql: str, params: Params) -> list[Any]:
+    """``sql`` run on a psycopg cursor (a bool sent as an integer) and its rows, if any."""
+    adapted = [int(p) if isinstance(p, bool) else p for p in params]
+    result = cursor.execute(to_pyformat(sql), adapted).pgresult
+    # Whether rows came back, from the result itself: ``description`` builds a Column
+    # per column, a tenth of a claim's Python time.
+    return list(cursor.fetchall()) if result and result.nfields else []
+
+
 class _PgPrepared:
     """One thread's connection's statements for ``Database.once_tuples``, prepared on the
     server once and then run by libpq itself.
@@ -415,10 +424,7 @@ class _PgPrepared:
             return fast
         from psycopg.rows import tuple_row
 
-        adapted = [int(p) if isinstance(p, bool) else p for p in params]
-        cursor = self.conn.cursor(row_factory=tuple_row).execute(to_pyformat(sql), adapted)
-        result = cursor.pgresult
-        return list(cursor.fetchall()) if result and result.nfields else []
+        return _cursor_rows(self.conn.cursor(row_factory=tuple_row), sql, params)
 
 
 class SqliteWrite:
@@ -517,9 +523,8 @@ class Database:
         self._local = threading.local()
         # PostgreSQL: one connection per thread (a server serves requests in
         # parallel), each replaced when the server dropped it (a restart).
-        self._pg_conns: list[psycopg.Connection[Row]] = []
-        # The thread each connection opened by ``_new_pg`` serves.
-        self._pg_owners: dict[psycopg.Connection[Row], threading.Thread] = {}
+        # Each open one, with the thread it serves (None: the one opened with the database).
+        self._pg_conns: dict[psycopg.Connection[Row], threading.Thread | None] = {}
         self._pg_factory: Callable[..., psycopg.Connection[Row]] | None = None
         # Connections whose planner may not sort (``once_tuples(index_order=True)``):
         # idle ones, and every one open (closed with the database).
@@ -529,7 +534,7 @@ class Database:
         self._closed = False
         if pg_conn is not None:
             self._local.pg = pg_conn
-            self._pg_conns.append(pg_conn)
+            self._pg_conns[pg_conn] = None
 
     def __repr__(self) -> str:
         return f"Database({self.dialect}, {display_url(self.url)!r})"
@@ -623,13 +628,12 @@ class Database:
             # A thread that ended leaves its connection behind: closed here, or a process
             # whose threads come and go (8 a round in the coordinator bench) ran out of
             # the server's connections.
-            gone = [c for c, owner in self._pg_owners.items() if not owner.is_alive()]
-            for c in gone:
-                del self._pg_owners[c]
-                c.close()
-            self._pg_conns = [c for c in self._pg_conns if not c.closed]
-            self._pg_conns.append(conn)
-            self._pg_owners[conn] = me
+            for c, owner in list(self._pg_conns.items()):
+                if owner is not None and not owner.is_alive():
+                    c.close()
+                if c.closed:
+                    del self._pg_conns[c]
+            self._pg_conns[conn] = me
         return conn
 
     @contextmanager
@@ -770,18 +774,13 @@ class Database:
                         fast = self._pg_prepared().run(sql, params)
                         if fast is not None:
                             return fast
-                    adapted = [int(p) if isinstance(p, bool) else p for p in params]
-                    cursor: Any = self._pg_cursor(tuples=tuples).execute(to_pyformat(sql), adapted)
-                    # Whether rows came back, from the result itself: ``description``
-                    # builds a Column per column, a tenth of a claim's Python time.
-                    result = cursor.pgresult
-                    return list(cursor.fetchall()) if result and result.nfields else []
+                    return _cursor_rows(self._pg_cursor(tuples=tuples), sql, params)
                 with self._lock:
                     if tuples:
                         # SQLite answers every statement, one without rows with none.
                         return self._sqlite_tuples().execute(sql, tuple(params)).fetchall()
-                    cursor = self._sqlite().execute(sql, tuple(params))
-                    return list(cursor.fetchall()) if cursor.description else []
+                    sqlite_cursor = self._sqlite().execute(sql, tuple(params))
+                    return list(sqlite_cursor.fetchall()) if sqlite_cursor.description else []
             except _driver_errors() as exc:
                 error = _translate(exc)
                 if isinstance(error, BusyError) and attempt < attempts:
@@ -858,8 +857,7 @@ class Database:
             if self._pg_conn is not None:
                 for conn in self._pg_conns:
                     conn.close()
-                self._pg_conns = []
-                self._pg_owners = {}
+                self._pg_conns = {}
                 with self._pool_lock:
                     for conn in self._unsorted_open:
                         conn.close()
